@@ -1,0 +1,1 @@
+"""Vitis HLS backend: C++ project generation (``writer``) and g++ C-simulation (``project``)."""

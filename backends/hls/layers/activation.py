@@ -1,0 +1,75 @@
+"""Relu, LeakyRelu, Sigmoid, Tanh, Clip -> kiln::activation (kiln_activation.h).
+
+Sigmoid/Tanh use exact <cmath> in float mode and a 1024-entry table over [-8, 8) in
+fixed point. Clip bounds come from inputs (opset >= 11) or attributes (older opsets).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from kiln.backends.hls.context import c_float
+from kiln.backends.hls.layers.base import Layer, LayerEmitter, register
+from kiln.ir_utils import attr, const_array, size
+from kiln.precision import FixedType
+
+OPS = {"Relu": 0, "LeakyRelu": 1, "Sigmoid": 2, "Tanh": 3, "Clip": 4}
+
+CONFIG = """struct {{ id }}_config {
+    static const unsigned n_elem = {{ n }};
+    static const unsigned op = {{ op }};
+    static const unsigned reuse_factor = {{ rf }};
+    static const bool use_table = {{ 'true' if use_table else 'false' }};
+    static const unsigned table_size = 1024;
+    static constexpr float table_min = -8.0f;
+    static constexpr float table_max = 8.0f;
+    static constexpr float alpha = {{ alpha }};
+    static constexpr float clip_min = {{ clip_min }};
+    static constexpr float clip_max = {{ clip_max }};
+    typedef {{ param_t }} param_t;
+    typedef {{ table_t }} table_t;
+};
+"""
+
+
+def _clip_bounds(node) -> tuple[float, float] | None:
+    """(min, max) of a Clip: attributes before opset 11, optional constant inputs after."""
+    if "min" in node.attributes or "max" in node.attributes:
+        return float(attr(node, "min", -np.inf)), float(attr(node, "max", np.inf))
+    bounds = []
+    for index, default in ((1, -np.inf), (2, np.inf)):
+        value = node.inputs[index] if len(node.inputs) > index else None
+        array = const_array(value) if value is not None else np.float32(default)
+        if array is None:
+            return None
+        bounds.append(float(array))
+    return bounds[0], bounds[1]
+
+
+@register
+class ActivationEmitter(LayerEmitter):
+    ops = tuple(("", op) for op in OPS)
+    header = "kiln_activation.h"
+
+    def check(self, node):
+        if node.op_type == "Clip" and _clip_bounds(node) is None:
+            return "Clip bounds must be constants"
+        return None
+
+    def emit(self, node, ctx) -> Layer:
+        x, out = node.inputs[0], node.outputs[0]
+        lid = ctx.layer_id(node)
+        in_prec = ctx.precision(x)
+        lo, hi = _clip_bounds(node) if node.op_type == "Clip" else (0.0, 0.0)
+        alpha = float(attr(node, "alpha", 0.01))
+        if isinstance(in_prec, FixedType):
+            lo, hi = max(lo, in_prec.min_value), min(hi, in_prec.max_value)
+            param = FixedType(18 + in_prec.integer, max(in_prec.integer, 2), rounding="RND", overflow="SAT")
+            param_t = ctx.typedef(f"{lid}_param_t", param)
+        else:
+            param_t = "float"
+        config = ctx.render(CONFIG, id=lid, n=size(x), op=OPS[node.op_type], rf=ctx.reuse(node),
+                            use_table=not ctx.float_mode, alpha=c_float(alpha), clip_min=c_float(lo),
+                            clip_max=c_float(hi), param_t=param_t, table_t=ctx.ctype(out))
+        call = f"kiln::activation<{ctx.ctype(x)}, {ctx.ctype(out)}, {lid}_config>({ctx.var(x)}, {ctx.var(out)});"
+        return Layer(config, call, self.header)

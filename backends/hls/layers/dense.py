@@ -1,0 +1,45 @@
+"""kiln.Dense -> kiln::dense (hls_templates/nnet/kiln_dense.h)."""
+
+from __future__ import annotations
+
+import math
+
+from kiln.backends.hls.layers.base import Layer, LayerEmitter, register
+from kiln.ir_utils import const_array, size
+from kiln.precision import accumulator_for
+
+CONFIG = """struct {{ id }}_config {
+    static const unsigned n_rows = {{ n_rows }};
+    static const unsigned n_in = {{ n_in }};
+    static const unsigned n_out = {{ n_out }};
+    static const unsigned reuse_factor = {{ rf }};
+    static const unsigned block_factor = {{ block }};
+    static const unsigned multiplier_limit = {{ block }};
+    typedef {{ accum_t }} accum_t;
+    typedef {{ weight_t }} weight_t;
+    typedef {{ bias_t }} bias_t;
+};
+"""
+
+
+@register
+class DenseEmitter(LayerEmitter):
+    ops = (("kiln", "Dense"),)
+    header = "kiln_dense.h"
+
+    def emit(self, node, ctx) -> Layer:
+        x, w_in, b_in = node.inputs
+        out = node.outputs[0]
+        w, b = const_array(w_in), const_array(b_in)
+        n_in, n_out = w.shape
+        lid = ctx.layer_id(node)
+        w_name, w_t, w_prec = ctx.weight(node, w, "weight")
+        b_name, b_t, _ = ctx.weight(node, b, "bias")
+        accum = ctx.layer_precision(node, "accum") or accumulator_for(ctx.precision(x), w_prec, n_in)
+        rf = ctx.reuse(node, n_in * n_out)
+        config = ctx.render(CONFIG, id=lid, n_rows=size(x) // n_in, n_in=n_in, n_out=n_out, rf=rf,
+                            block=math.ceil(n_in * n_out / rf), accum_t=ctx.typedef(f"{lid}_accum_t", accum),
+                            weight_t=w_t, bias_t=b_t)
+        call = (f"kiln::dense<{ctx.ctype(x)}, {ctx.ctype(out)}, {lid}_config>"
+                f"({ctx.var(x)}, {ctx.var(out)}, {w_name}, {b_name});")
+        return Layer(config, call, self.header)

@@ -1,0 +1,79 @@
+"""Add, Sub, Mul, Div with broadcasting -> kiln::binary (kiln_eltwise.h).
+
+Operands may be tensors or constants (written as weights). Shapes are right-aligned as
+in numpy; each operand gets strides over the 6-D padded output shape, 0 where it is
+broadcast. In fixed point a division by a constant becomes a multiplication by its
+reciprocal (no divider in hardware).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from kiln.backends.hls.layers.base import Layer, LayerEmitter, register
+from kiln.ir_utils import const_array, size, static_shape
+
+OPS = {"Add": 0, "Sub": 1, "Mul": 2, "Div": 3}
+MAX_RANK = 6
+
+CONFIG = """struct {{ id }}_config {
+    static const unsigned n_a = {{ n_a }};
+    static const unsigned n_b = {{ n_b }};
+    static const unsigned n_out = {{ n_out }};
+    static const unsigned op = {{ op }};
+    static const unsigned reuse_factor = {{ rf }};
+{% for i in range(6) %}
+    static const unsigned d{{ i }} = {{ dims[i] }}, a_s{{ i }} = {{ a_s[i] }}, b_s{{ i }} = {{ b_s[i] }};
+{% endfor %}
+};
+"""
+
+
+def broadcast_strides(shape: tuple[int, ...], out_shape: tuple[int, ...]) -> list[int]:
+    """Strides of ``shape`` (row-major) over ``out_shape`` padded to 6-D; 0 on broadcast axes."""
+    padded = (1,) * (MAX_RANK - len(shape)) + tuple(shape)
+    out = (1,) * (MAX_RANK - len(out_shape)) + tuple(out_shape)
+    strides, step = [0] * MAX_RANK, 1
+    for axis in reversed(range(MAX_RANK)):
+        strides[axis] = step if padded[axis] == out[axis] and out[axis] != 1 else 0
+        step *= padded[axis]
+    return strides
+
+
+def pad_dims(shape: tuple[int, ...]) -> list[int]:
+    return [1] * (MAX_RANK - len(shape)) + list(shape)
+
+
+@register
+class BinaryEmitter(LayerEmitter):
+    ops = tuple(("", op) for op in OPS)
+    header = "kiln_eltwise.h"
+
+    def check(self, node):
+        shapes = [v.shape for v in (*node.inputs, node.outputs[0])]
+        if any(s is not None and len(s) > MAX_RANK for s in shapes):
+            return f"rank above {MAX_RANK}"
+        if any(v.dtype is not None and not v.dtype.is_floating_point() for v in node.inputs):
+            return "integer operands are not supported"
+        return None
+
+    def emit(self, node, ctx) -> Layer:
+        a, b = node.inputs
+        out = node.outputs[0]
+        op = node.op_type
+        lid = ctx.layer_id(node)
+        b_const = const_array(b)
+        if op == "Div" and b_const is not None and not ctx.float_mode:
+            op, b_const = "Mul", 1.0 / b_const.astype(np.float64)
+        a_name, a_t, _ = ctx.operand(node, a, "in0")
+        if b_const is not None:
+            b_name, b_t, _ = ctx.weight(node, b_const, "in1")
+        else:
+            b_name, b_t, _ = ctx.operand(node, b, "in1")
+        out_shape = static_shape(out)
+        config = ctx.render(CONFIG, id=lid, n_a=size(a), n_b=size(b), n_out=size(out), op=OPS[op],
+                            rf=ctx.reuse(node), dims=pad_dims(out_shape),
+                            a_s=broadcast_strides(static_shape(a), out_shape),
+                            b_s=broadcast_strides(static_shape(b), out_shape))
+        call = f"kiln::binary<{a_t}, {b_t}, {ctx.ctype(out)}, {lid}_config>({a_name}, {b_name}, {ctx.var(out)});"
+        return Layer(config, call, self.header)

@@ -1,0 +1,129 @@
+"""Data movement and per-channel affine layers (kiln_layout.h, kiln_common.h).
+
+* Reshape, Flatten, Squeeze, Unsqueeze, Identity: the flat row-major array does not
+  change, so they are copies (with type conversion).
+* Transpose: a permuted 6-D walk over the input.
+* Concat: one ``concat_part`` call per input.
+* BatchNormalization that the fold pass could not merge: ``scale_shift``.
+"""
+
+from __future__ import annotations
+
+import math
+
+from kiln.backends.hls.layers.base import Layer, LayerEmitter, register
+from kiln.backends.hls.layers.eltwise import MAX_RANK, pad_dims
+from kiln.ir_utils import attr, size, static_shape
+from kiln.passes.batchnorm import bn_scale_shift
+
+TRANSPOSE_CONFIG = """struct {{ id }}_config {
+    static const unsigned n_elem = {{ n }};
+    static const unsigned reuse_factor = {{ rf }};
+{% for i in range(6) %}
+    static const unsigned d{{ i }} = {{ dims[i] }}, s{{ i }} = {{ strides[i] }};
+{% endfor %}
+};
+"""
+
+CONCAT_CONFIG = """struct {{ id }} {
+    static const unsigned n_outer = {{ outer }}, in_inner = {{ in_inner }}, out_inner = {{ out_inner }}, offset = {{ offset }};
+};
+"""
+
+SCALE_SHIFT_CONFIG = """struct {{ id }}_config {
+    static const unsigned n_outer = {{ outer }}, n_chan = {{ chan }}, n_inner = {{ inner }};
+    static const unsigned reuse_factor = {{ rf }};
+    typedef {{ scale_t }} scale_t;
+    typedef {{ shift_t }} shift_t;
+};
+"""
+
+
+@register
+class CopyEmitter(LayerEmitter):
+    ops = tuple(("", op) for op in ("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout"))
+    header = "kiln_common.h"
+
+    def check(self, node):
+        if node.op_type == "Dropout" and len(node.outputs) > 1 and node.outputs[1].uses():
+            return "the mask output of Dropout is not supported"
+        return None
+
+    def emit(self, node, ctx) -> Layer:
+        x, out = node.inputs[0], node.outputs[0]
+        call = f"kiln::copy<{ctx.ctype(x)}, {ctx.ctype(out)}, {size(out)}>({ctx.var(x)}, {ctx.var(out)});"
+        return Layer("", call, self.header)
+
+
+@register
+class TransposeEmitter(LayerEmitter):
+    ops = (("", "Transpose"),)
+    header = "kiln_layout.h"
+
+    def check(self, node):
+        if node.inputs[0].shape is not None and len(node.inputs[0].shape) > MAX_RANK:
+            return f"rank above {MAX_RANK}"
+        return None
+
+    def emit(self, node, ctx) -> Layer:
+        x, out = node.inputs[0], node.outputs[0]
+        in_shape = static_shape(x)
+        rank = len(in_shape)
+        perm = list(attr(node, "perm", list(reversed(range(rank)))))
+        in_strides = [math.prod(in_shape[i + 1:]) for i in range(rank)]
+        out_dims = [in_shape[p] for p in perm]
+        strides = [0] * (MAX_RANK - rank) + [in_strides[p] for p in perm]
+        lid = ctx.layer_id(node)
+        config = ctx.render(TRANSPOSE_CONFIG, id=lid, n=size(x), rf=ctx.reuse(node), dims=pad_dims(tuple(out_dims)),
+                            strides=strides)
+        call = f"kiln::transpose<{ctx.ctype(x)}, {ctx.ctype(out)}, {lid}_config>({ctx.var(x)}, {ctx.var(out)});"
+        return Layer(config, call, self.header)
+
+
+@register
+class ConcatEmitter(LayerEmitter):
+    ops = (("", "Concat"),)
+    header = "kiln_layout.h"
+
+    def emit(self, node, ctx) -> Layer:
+        out = node.outputs[0]
+        out_shape = static_shape(out)
+        axis = attr(node, "axis")
+        axis = axis + len(out_shape) if axis < 0 else axis
+        outer, inner = math.prod(out_shape[:axis]), math.prod(out_shape[axis + 1:])
+        lid = ctx.layer_id(node)
+        configs, calls, offset = [], [], 0
+        for i, value in enumerate(node.inputs):
+            part = static_shape(value)[axis] * inner
+            name, ctype, _ = ctx.operand(node, value, f"in{i}")
+            configs.append(ctx.render(CONCAT_CONFIG, id=f"{lid}_part{i}_config", outer=outer, in_inner=part,
+                                      out_inner=out_shape[axis] * inner, offset=offset))
+            calls.append(f"kiln::concat_part<{ctype}, {ctx.ctype(out)}, {lid}_part{i}_config>({name}, {ctx.var(out)});")
+            offset += part
+        return Layer("".join(configs), "\n    ".join(calls), self.header)
+
+
+@register
+class BatchNormEmitter(LayerEmitter):
+    ops = (("", "BatchNormalization"),)
+    header = "kiln_layout.h"
+
+    def check(self, node):
+        if attr(node, "training_mode", 0):
+            return "training_mode=1 is not supported"
+        if bn_scale_shift(node) is None:
+            return "BatchNormalization parameters must be constants"
+        return None
+
+    def emit(self, node, ctx) -> Layer:
+        x, out = node.inputs[0], node.outputs[0]
+        shape = static_shape(x)
+        scale, shift = bn_scale_shift(node)
+        lid = ctx.layer_id(node)
+        s_name, s_t, _ = ctx.weight(node, scale, "weight")
+        b_name, b_t, _ = ctx.weight(node, shift, "bias")
+        config = ctx.render(SCALE_SHIFT_CONFIG, id=lid, outer=shape[0], chan=shape[1] if len(shape) > 1 else 1,
+                            inner=math.prod(shape[2:]), rf=ctx.reuse(node), scale_t=s_t, shift_t=b_t)
+        call = (f"kiln::scale_shift<{ctx.ctype(x)}, {ctx.ctype(out)}, {lid}_config>"
+                f"({ctx.var(x)}, {ctx.var(out)}, {s_name}, {b_name});")
+        return Layer(config, call, self.header)

@@ -1,0 +1,60 @@
+"""Softmax -> kiln::softmax (kiln_softmax.h).
+
+Opset >= 13 normalises over one axis; older opsets over the flattened [axis:] block,
+both expressed as an [outer][axis][inner] view. Fixed point uses exp and reciprocal
+tables (sizes and exp range in the config struct).
+"""
+
+from __future__ import annotations
+
+import math
+
+from kiln.backends.hls.layers.base import Layer, LayerEmitter, register
+from kiln.ir_utils import attr, static_shape
+from kiln.precision import FixedType, FloatType, sum_type_for
+
+CONFIG = """struct {{ id }}_config {
+    static const unsigned n_outer = {{ outer }};
+    static const unsigned n_axis = {{ axis }};
+    static const unsigned n_inner = {{ inner }};
+    static const unsigned reuse_factor = {{ rf }};
+    static const bool use_table = {{ 'true' if use_table else 'false' }};
+    static const unsigned exp_table_size = 1024;
+    static constexpr float exp_range = 16.0f;
+    static const unsigned inv_table_size = 1024;
+    typedef {{ exp_t }} exp_table_t;
+    typedef {{ inv_t }} inv_table_t;
+    typedef {{ sum_t }} sum_t;
+};
+"""
+
+
+@register
+class SoftmaxEmitter(LayerEmitter):
+    ops = (("", "Softmax"),)
+    header = "kiln_softmax.h"
+
+    def emit(self, node, ctx) -> Layer:
+        x, out = node.inputs[0], node.outputs[0]
+        shape = static_shape(x)
+        rank = len(shape)
+        opset = node.version or ctx.opset
+        axis = attr(node, "axis", -1 if opset >= 13 else 1)
+        axis = axis + rank if axis < 0 else axis
+        outer = math.prod(shape[:axis])
+        if opset >= 13:
+            n_axis, inner = shape[axis], math.prod(shape[axis + 1:])
+        else:
+            n_axis, inner = math.prod(shape[axis:]), 1
+        lid = ctx.layer_id(node)
+        if ctx.float_mode:
+            exp_t = inv_t = sum_t = FloatType()
+        else:
+            exp_t = FixedType(18, 1, signed=False, rounding="RND", overflow="SAT")
+            inv_t = FixedType(18, 1, signed=False, rounding="RND", overflow="SAT")
+            sum_t = sum_type_for(exp_t, n_axis)
+        config = ctx.render(CONFIG, id=lid, outer=outer, axis=n_axis, inner=inner, rf=ctx.reuse(node),
+                            use_table=not ctx.float_mode, exp_t=ctx.typedef(f"{lid}_exp_t", exp_t),
+                            inv_t=ctx.typedef(f"{lid}_inv_t", inv_t), sum_t=ctx.typedef(f"{lid}_sum_t", sum_t))
+        call = f"kiln::softmax<{ctx.ctype(x)}, {ctx.ctype(out)}, {lid}_config>({ctx.var(x)}, {ctx.var(out)});"
+        return Layer(config, call, self.header)

@@ -1,0 +1,152 @@
+"""An HLS project on disk: build its C-simulation with g++ and run it as a separate process.
+
+The testbench runs in its own process so a crash in generated code cannot take Python
+down. ``csim`` returns outputs in the batch-major layout ONNX Runtime gives;
+``compare`` runs ONNX Runtime on the project's copy of the user's model.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from kiln.backends.hls.toolchain import ap_types_dir, gxx
+from kiln.backends.hls.writer import MANIFEST
+from kiln.errors import KilnError
+from kiln.reference import run_onnxruntime, sample_shape
+
+CSIM_TIMEOUT_S = 3600
+
+
+@dataclass
+class OutputComparison:
+    name: str
+    max_abs_error: float
+    scale: float                 # max |reference|
+    relative_error: float        # max_abs_error / scale
+    argmax_agreement: float | None
+
+
+class HLSProject:
+    def __init__(self, path: Path, manifest: dict):
+        self.path = Path(path)
+        self.manifest = manifest
+
+    @classmethod
+    def open(cls, path) -> "HLSProject":
+        path = Path(path)
+        try:
+            manifest = json.loads((path / MANIFEST).read_text())
+        except FileNotFoundError:
+            raise KilnError(f"{path} is not a Kiln project (no {MANIFEST}); run `kiln compile` first") from None
+        except json.JSONDecodeError as exc:
+            raise KilnError(f"{path / MANIFEST} is corrupt: {exc}") from None
+        return cls(path, manifest)
+
+    @property
+    def inputs(self) -> list[dict]:
+        return self.manifest["inputs"]
+
+    @property
+    def outputs(self) -> list[dict]:
+        return self.manifest["outputs"]
+
+    # --- build -------------------------------------------------------------------------
+    def build(self) -> Path:
+        """g++ build of the testbench (make: rebuilds only what changed)."""
+        if gxx() is None:
+            raise KilnError("g++ not found on PATH; install a C++ compiler to run C-simulation")
+        cmd = ["make", "-s", "-j2", f"AP_TYPES={ap_types_dir()}", "build/kiln_csim"]
+        result = subprocess.run(cmd, cwd=self.path, capture_output=True, text=True)
+        if result.returncode != 0:
+            tail = "\n".join((result.stderr or result.stdout).strip().splitlines()[-25:])
+            raise KilnError(f"C-simulation build failed in {self.path}:\n{tail}")
+        return self.path / "build" / "kiln_csim"
+
+    # --- inputs ------------------------------------------------------------------------
+    def check_inputs(self, inputs) -> list[np.ndarray]:
+        """Validate user arrays against the manifest; returns one array per model input."""
+        if isinstance(inputs, np.ndarray):
+            inputs = [inputs]
+        if isinstance(inputs, dict):
+            missing = [p["name"] for p in self.inputs if p["name"] not in inputs]
+            if missing:
+                raise KilnError(f"missing input(s) {missing}; the model's inputs are {[p['name'] for p in self.inputs]}")
+            inputs = [inputs[p["name"]] for p in self.inputs]
+        inputs = list(inputs)
+        if len(inputs) != len(self.inputs):
+            raise KilnError(f"the model has {len(self.inputs)} input(s) {[p['name'] for p in self.inputs]}, "
+                            f"got {len(inputs)} array(s)")
+        arrays, n = [], None
+        for spec, x in zip(self.inputs, inputs):
+            x = np.asarray(x)
+            want = sample_shape(spec)
+            is_float = spec["dtype"].startswith("float")
+            ok_dtype = x.dtype.kind == "f" if is_float else x.dtype.kind in "iu"
+            if not ok_dtype:
+                raise KilnError(f"input {spec['name']!r}: dtype {x.dtype} does not match the model's "
+                                f"{spec['dtype']} (expected {'a float' if is_float else 'an integer'} array)")
+            if x.ndim != len(want) + 1 or tuple(x.shape[1:]) != tuple(want):
+                raise KilnError(f"input {spec['name']!r}: shape {tuple(x.shape)} does not match the model; "
+                                f"expected (N, {', '.join(map(str, want))}) with a leading batch axis of N samples")
+            if n is not None and x.shape[0] != n:
+                raise KilnError(f"inputs disagree on the number of samples ({n} vs {x.shape[0]})")
+            n = x.shape[0]
+            arrays.append(x)
+        if n == 0:
+            raise KilnError("no samples: the input has a batch axis of 0")
+        return arrays
+
+    # --- run ---------------------------------------------------------------------------
+    def csim(self, inputs, return_all: bool = False):
+        """Run the C-simulation on N samples; returns the output array (or a list, several outputs)."""
+        arrays = self.check_inputs(inputs)
+        binary = self.build()
+        n = arrays[0].shape[0]
+        packed = np.concatenate([a.reshape(n, -1).astype(np.float64) for a in arrays], axis=1)
+        run_dir = self.path / "csim"
+        run_dir.mkdir(exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=run_dir) as tmp:
+            in_file, out_file = Path(tmp) / "input.bin", Path(tmp) / "output.bin"
+            packed.astype("<f8").tofile(in_file)
+            try:
+                result = subprocess.run([str(binary.resolve()), str(in_file), str(out_file), str(self.path / "weights")],
+                                        capture_output=True, text=True, timeout=CSIM_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                raise KilnError(f"C-simulation timed out after {CSIM_TIMEOUT_S} s") from None
+            if result.returncode != 0:
+                raise KilnError(f"C-simulation exited with code {result.returncode}: "
+                                f"{(result.stderr or result.stdout).strip()[-2000:]}")
+            flat = np.fromfile(out_file, dtype="<f8")
+        per_sample = sum(p["size"] for p in self.outputs)
+        if flat.size != n * per_sample:
+            raise KilnError(f"C-simulation wrote {flat.size} values, expected {n * per_sample}")
+        flat = flat.reshape(n, per_sample)
+        results, offset = [], 0
+        for spec in self.outputs:
+            results.append(flat[:, offset:offset + spec["size"]].reshape((n, *sample_shape(spec))).astype(np.float32))
+            offset += spec["size"]
+        return results if (return_all or len(results) > 1) else results[0]
+
+    def reference(self, inputs) -> list[np.ndarray]:
+        """ONNX Runtime on the user's model, same inputs, same layout as ``csim``."""
+        arrays = self.check_inputs(inputs)
+        return run_onnxruntime(self.path / "model.onnx", self.inputs, self.outputs, arrays)
+
+    def compare(self, inputs, outputs=None) -> list[OutputComparison]:
+        outputs = outputs if outputs is not None else self.csim(inputs, return_all=True)
+        references = self.reference(inputs)
+        rows = []
+        for spec, got, ref in zip(self.outputs, outputs, references):
+            err = float(np.max(np.abs(got.astype(np.float64) - ref))) if ref.size else 0.0
+            scale = float(np.max(np.abs(ref))) if ref.size else 0.0
+            agree = None
+            if got.ndim == 2 and got.shape[1] > 1:
+                agree = float(np.mean(np.argmax(got, axis=1) == np.argmax(ref, axis=1)))
+            rows.append(OutputComparison(spec["name"], err, scale, err / scale if scale > 0 else err, agree))
+        return rows

@@ -1,0 +1,191 @@
+"""Write the HLS project for a lowered IR model.
+
+Walks the graph in topological order, asks each node's emitter for its config struct
+and call, and renders the project files from Jinja2 templates:
+
+    firmware/kiln_top.{h,cpp}, defines.h, parameters.h, nnet/*.h, weights/*.h
+    weights/*.bin      (doubles; C-sim of large models reads these instead of headers)
+    tb/kiln_tb.cpp, tb_data/input.bin
+    Makefile           (g++ C-sim)      build_prj.tcl (Vitis HLS csim/csynth/cosim/export)
+    kiln_manifest.json, model.onnx (the user's model), kiln_ir.onnx (the lowered IR)
+
+Everything is written into a temporary sibling directory first and moved into place
+only when complete, so a failed compile never leaves a half-written project.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import jinja2
+import numpy as np
+import onnx
+import onnx_ir as ir
+
+import kiln
+from kiln.backends.hls.context import EmitContext
+from kiln.backends.hls.layers import emitter_for
+from kiln.backends.hls.toolchain import ap_types_dir
+from kiln.board import Board
+from kiln.errors import KilnError
+from kiln.ir_utils import size, static_shape
+from kiln.names import safe_comment
+
+# Above this many weight values, C-sim reads weights from binary files (g++ chokes on
+# huge initialiser lists, hls4ml's known failure past ~1M weights).
+WEIGHTS_FROM_FILES_THRESHOLD = 200_000
+MANIFEST = "kiln_manifest.json"
+
+
+@dataclass
+class Port:
+    name: str       # model's name (manifest only, never in C++)
+    var: str
+    ctype: str
+    size: int
+    shape: list
+    is_input: bool
+    index: int
+    offset: int = 0
+    batch_axis: bool = False
+    dtype: str = "float32"
+
+
+def _templates() -> jinja2.Environment:
+    root = resources.files("kiln.hls_templates") / "project"
+    return jinja2.Environment(loader=jinja2.FileSystemLoader(str(root)), undefined=jinja2.StrictUndefined,
+                              trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+
+
+def _format_values(values: np.ndarray, is_float: bool) -> str:
+    if is_float:
+        return ", ".join(f"{v:.9g}" for v in values.astype(np.float32).tolist())
+    return ", ".join(repr(v) for v in values.tolist())
+
+
+def emit_layers(model: ir.Model, ctx: EmitContext) -> list:
+    layers = []
+    for node in model.graph:
+        emitter = emitter_for(node)
+        layer = emitter.emit(node, ctx)
+        layer.comment = safe_comment(f"{node.op_type} {node.name}")
+        layers.append(layer)
+    return layers
+
+
+def write_project(model: ir.Model, original: onnx.ModelProto, batch_axis: dict[str, bool], board: Board,
+                  ctx: EmitContext, output_dir: Path, model_name: str) -> Path:
+    graph = model.graph
+    ports: list[Port] = []
+    offset = 0
+    for i, value in enumerate(graph.inputs):
+        dtype = value.dtype.numpy().name if value.dtype is not None else "float32"
+        ports.append(Port(value.name, ctx.var(value), ctx.ctype(value), size(value), list(static_shape(value)),
+                          True, i, offset, batch_axis.get(value.name, False), dtype))
+        offset += size(value)
+    in_total = offset
+    any_batch = any(batch_axis.values())
+    offset = 0
+    for i, value in enumerate(graph.outputs):
+        shape = list(static_shape(value))
+        ports.append(Port(value.name, ctx.var(value), ctx.ctype(value), size(value), shape, False, i, offset,
+                          any_batch and len(shape) > 0 and shape[0] == 1))
+        offset += size(value)
+    layers = emit_layers(model, ctx)
+    port_vars = {p.var for p in ports}
+    intermediates = []
+    for node in graph:
+        for out in node.outputs:
+            if out.uses() or out.is_graph_output():
+                var = ctx.var(out)
+                if var not in port_vars:
+                    intermediates.append({"var": var, "ctype": ctx.ctype(out), "size": size(out)})
+    headers = sorted({layer.header for layer in layers} | {"kiln_common.h"})
+    n_weights = sum(w.values.size for w in ctx.weights)
+    from_files = n_weights > WEIGHTS_FROM_FILES_THRESHOLD
+    env = _templates()
+    common = {"version": kiln.__version__, "ports": ports, "inputs": [p for p in ports if p.is_input],
+              "outputs": [p for p in ports if not p.is_input], "weights": [
+                  {"name": w.name, "ctype": w.ctype, "size": w.values.size} for w in ctx.weights],
+              "model_name": safe_comment(model_name)}
+
+    output_dir = Path(output_dir)
+    parent = output_dir.resolve().parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.kiln-tmp-", dir=parent))
+    except OSError as exc:
+        raise KilnError(f"cannot write the project to {output_dir}: {exc.strerror or exc}") from None
+    try:
+        fw = tmp / "firmware"
+        for sub in ("firmware/nnet", "firmware/weights", "weights", "tb", "tb_data"):
+            (tmp / sub).mkdir(parents=True)
+        nnet = resources.files("kiln.hls_templates") / "nnet"
+        for header in nnet.iterdir():
+            if header.name.endswith(".h"):
+                (fw / "nnet" / header.name).write_text(header.read_text())
+        (fw / "kiln_top.h").write_text(env.get_template("kiln_top.h.j2").render(**common))
+        (fw / "defines.h").write_text(env.get_template("defines.h.j2").render(
+            typedefs=sorted(ctx.typedefs.items()), **common))
+        (fw / "parameters.h").write_text(env.get_template("parameters.h.j2").render(
+            headers=headers, configs=[layer.config for layer in layers if layer.config], **common))
+        (fw / "kiln_top.cpp").write_text(env.get_template("kiln_top.cpp.j2").render(
+            intermediates=intermediates, layers=layers, **common))
+        weight_tpl = env.get_template("weight.h.j2")
+        for w in ctx.weights:
+            is_float = w.precision.cpp() == "float"
+            values = "" if from_files else _format_values(w.values, is_float)
+            (fw / "weights" / f"{w.name}.h").write_text(weight_tpl.render(
+                version=kiln.__version__, w={"name": w.name, "ctype": w.ctype, "size": w.values.size,
+                                             "precision": str(w.precision)}, values=values))
+            stored = w.values.astype(np.float32).astype(np.float64) if is_float else w.values
+            stored.astype("<f8").tofile(tmp / "weights" / f"{w.name}.bin")
+        (tmp / "tb" / "kiln_tb.cpp").write_text(env.get_template("kiln_tb.cpp.j2").render(in_total=in_total, **common))
+        rng = np.random.default_rng(0)
+        rng.standard_normal(in_total).astype("<f8").tofile(tmp / "tb_data" / "input.bin")
+        (tmp / "Makefile").write_text(env.get_template("Makefile.j2").render(
+            ap_types=str(ap_types_dir()), defines="-DKILN_WEIGHTS_FROM_FILES" if from_files else "", **common))
+        (tmp / "build_prj.tcl").write_text(env.get_template("build_prj.tcl.j2").render(
+            board=board.name, part=board.part, clock_mhz=board.clock_mhz,
+            period_ns=f"{board.clock_period_ns:.3f}", **common))
+        onnx.save(original, tmp / "model.onnx")
+        ir.save(model, tmp / "kiln_ir.onnx")
+        manifest = {
+            "kiln_version": kiln.__version__, "backend": "hls", "model_name": model_name,
+            "board": board.name, "part": board.part, "clock_mhz": board.clock_mhz,
+            "precision": str(ctx.default_precision), "weights_from_files": from_files, "n_weights": int(n_weights),
+            "inputs": [_port_json(p) for p in ports if p.is_input],
+            "outputs": [_port_json(p) for p in ports if not p.is_input],
+        }
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
+        _replace_dir(tmp, output_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return output_dir
+
+
+def _port_json(p: Port) -> dict:
+    return {"name": p.name, "shape": p.shape, "size": p.size, "dtype": p.dtype, "batch_axis": p.batch_axis}
+
+
+def _replace_dir(new: Path, target: Path) -> None:
+    """Move ``new`` to ``target``; an existing Kiln project there is replaced, anything else refused."""
+    if target.exists():
+        if not target.is_dir():
+            raise KilnError(f"output path {target} exists and is not a directory")
+        if any(target.iterdir()) and not (target / MANIFEST).is_file():
+            raise KilnError(f"output directory {target} exists, is not empty and is not a Kiln project; "
+                            "remove it or choose another -o")
+        old = target.with_name(f".{target.name}.kiln-old")
+        shutil.rmtree(old, ignore_errors=True)
+        target.rename(old)
+        new.rename(target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        new.rename(target)

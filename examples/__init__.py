@@ -1,0 +1,1 @@
+"""Example models for Kiln (importable from tests and benchmarks)."""

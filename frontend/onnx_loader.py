@@ -1,0 +1,92 @@
+"""ONNX frontend: read, check, fix the batch axis, infer shapes, fold constants.
+
+Exports from ``torch.onnx`` carry Shape/Gather/Concat chains around Reshape and a
+symbolic batch axis. We pin the batch axis to 1 (the HLS design computes one sample
+per call), run ONNX shape inference, and let onnxscript's constant folder collapse
+all shape arithmetic, so later passes see plain static shapes and constant weights.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx
+import onnx_ir as ir
+import onnxscript.optimizer
+from google.protobuf.message import DecodeError
+from onnx_ir.passes.common import LiftConstantsToInitializersPass, RemoveUnusedNodesPass
+
+from kiln.errors import KilnError
+
+
+@dataclass
+class LoadedModel:
+    model: ir.Model            # the IR, static shapes, batch axis pinned to 1
+    original: onnx.ModelProto  # the model as the user gave it (ONNX Runtime reference)
+    batch_axis: dict[str, bool]  # per graph input: dim 0 is a batch axis (symbolic or 1)
+    source: str                # file name or "<ModelProto>", for messages
+
+
+def _read(src) -> tuple[onnx.ModelProto, str]:
+    if isinstance(src, onnx.ModelProto):
+        return src, "<ModelProto>"
+    path = Path(src)
+    if not path.is_file():
+        raise KilnError(f"{path}: no such model file")
+    data = path.read_bytes()
+    try:
+        proto = onnx.load_model_from_string(data)
+    except (DecodeError, RuntimeWarning, ValueError) as exc:
+        raise KilnError(f"{path}: not a valid ONNX file (protobuf parse failed: {exc})") from None
+    if not proto.graph.node and not proto.graph.output:
+        raise KilnError(f"{path}: not a valid ONNX file (no graph found; is it truncated or another format?)")
+    return proto, str(path)
+
+
+def _pin_batch_axis(proto: onnx.ModelProto, source: str) -> dict[str, bool]:
+    initializers = {t.name for t in proto.graph.initializer}
+    batch_axis = {}
+    for inp in proto.graph.input:
+        if inp.name in initializers:
+            continue
+        if not inp.type.HasField("tensor_type"):
+            raise KilnError(f"{source}: input {inp.name!r} is not a tensor")
+        dims = inp.type.tensor_type.shape.dim
+        if not inp.type.tensor_type.HasField("shape"):
+            raise KilnError(f"{source}: input {inp.name!r} has no shape; export with a static shape")
+        if len(dims) == 0:
+            batch_axis[inp.name] = False
+            continue
+        first = dims[0]
+        batch_axis[inp.name] = (not first.HasField("dim_value")) or first.dim_value == 1
+        if not first.HasField("dim_value"):
+            first.Clear()
+            first.dim_value = 1
+        unknown = [i for i, d in enumerate(dims) if not d.HasField("dim_value")]
+        if unknown:
+            raise KilnError(f"{source}: input {inp.name!r} has symbolic dimension(s) at axis {unknown}; "
+                            "only the batch axis (axis 0) may be symbolic")
+    return batch_axis
+
+
+def load_onnx(src) -> LoadedModel:
+    """Load an ONNX file or ModelProto into the IR. Every problem is a KilnError."""
+    original, source = _read(src)
+    try:
+        onnx.checker.check_model(original)
+    except onnx.checker.ValidationError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "invalid model"
+        raise KilnError(f"{source}: ONNX checker rejected the model: {first}") from None
+    proto = onnx.ModelProto()
+    proto.CopyFrom(original)
+    batch_axis = _pin_batch_axis(proto, source)
+    try:
+        proto = onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True, data_prop=True)
+    except (onnx.shape_inference.InferenceError, onnx.onnx_cpp2py_export.checker.ValidationError) as exc:
+        raise KilnError(f"{source}: shape inference failed: {str(exc).strip().splitlines()[0]}") from None
+    model = ir.serde.deserialize_model(proto)
+    onnxscript.optimizer.fold_constants(model, input_size_limit=1 << 30, output_size_limit=1 << 30)
+    LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0)(model)
+    RemoveUnusedNodesPass()(model)
+    return LoadedModel(model=model, original=original, batch_axis=batch_axis, source=source)

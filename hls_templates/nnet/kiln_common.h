@@ -1,0 +1,41 @@
+// Kiln HLS layer library: shared helpers.
+// Every layer works on flat arrays in ONNX (row-major, NCHW) order, one sample per call.
+// A layer is a function template parameterised by its input/output types and a config
+// struct (CONFIG_T) that carries sizes, the reuse factor and internal types, in the
+// manner of hls4ml's nnet_utils.
+#ifndef KILN_COMMON_H_
+#define KILN_COMMON_H_
+
+#include "ap_fixed.h"
+#include "ap_int.h"
+#include <cmath>
+
+namespace kiln {
+
+// Convert any numeric (float or ap_fixed) to float for table index arithmetic.
+template <class T> inline float to_float(const T &x) { return (float)x; }
+
+// Convert to double for the testbench's output files.
+inline double as_double(float x) { return (double)x; }
+inline double as_double(double x) { return x; }
+inline double as_double(int x) { return (double)x; }
+template <int W, int I, ap_q_mode Q, ap_o_mode O, int N> double as_double(const ap_fixed<W, I, Q, O, N> &x) { return x.to_double(); }
+template <int W, int I, ap_q_mode Q, ap_o_mode O, int N> double as_double(const ap_ufixed<W, I, Q, O, N> &x) { return x.to_double(); }
+template <int W> double as_double(const ap_int<W> &x) { return (double)x.to_int64(); }
+template <int W> double as_double(const ap_uint<W> &x) { return (double)x.to_uint64(); }
+
+// Copy with type conversion: Reshape, Flatten, Squeeze, Unsqueeze, Identity are all copies
+// of a flat array (the layout does not change).
+template <class data_T, class res_T, unsigned N>
+void copy(const data_T data[N], res_T res[N]) {
+    #pragma HLS INLINE
+Copy:
+    for (unsigned i = 0; i < N; i++) {
+        #pragma HLS UNROLL
+        res[i] = (res_T)data[i];
+    }
+}
+
+} // namespace kiln
+
+#endif

@@ -1,0 +1,32 @@
+"""Kiln: a deployment compiler from ONNX to edge hardware (Vitis HLS C++ first).
+
+Python API::
+
+    import kiln
+    project = kiln.compile("model.onnx", board="vu13p", output_dir="build/m", precision="fixed<16,6>")
+    y = project.csim(x)                # bit-accurate C simulation, x has a leading batch axis
+    project = kiln.open_project("build/m")
+"""
+
+from kiln.errors import KilnError
+
+__version__ = "0.1.0"
+
+
+def compile(model, board: str = "vu13p", output_dir=None, precision=None, config=None, reuse_factor=None,
+            dump_ir: bool = False):
+    """Compile an ONNX file or ModelProto into an HLS project; returns an ``HLSProject``."""
+    from kiln.driver import compile_model
+
+    return compile_model(model, board=board, output_dir=output_dir, precision=precision, config=config,
+                         reuse_factor=reuse_factor, dump_ir=dump_ir)
+
+
+def open_project(path):
+    """Open a project directory written by ``kiln.compile``."""
+    from kiln.backends.hls.project import HLSProject
+
+    return HLSProject.open(path)
+
+
+__all__ = ["KilnError", "compile", "open_project", "__version__"]

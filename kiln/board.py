@@ -1,0 +1,48 @@
+"""Target boards, one TOML data file each under ``boards/`` (package ``kiln.boards``)."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+
+from kiln.errors import KilnError
+
+
+@dataclass(frozen=True)
+class Board:
+    name: str
+    kind: str
+    description: str
+    part: str
+    clock_mhz: float
+    source: str
+    resources: dict = field(default_factory=dict)
+
+    @property
+    def clock_period_ns(self) -> float:
+        return 1000.0 / self.clock_mhz
+
+
+def _board_files():
+    return sorted((f for f in resources.files("kiln.boards").iterdir() if f.name.endswith(".toml")),
+                  key=lambda f: f.name)
+
+
+def list_boards() -> list[Board]:
+    return [_parse(f.name, f.read_text()) for f in _board_files()]
+
+
+def get_board(name: str) -> Board:
+    for board in list_boards():
+        if board.name == name:
+            return board
+    known = ", ".join(b.name for b in list_boards())
+    raise KilnError(f"unknown board {name!r}; known boards: {known} (see `kiln boards`)")
+
+
+def _parse(filename: str, text: str) -> Board:
+    data = tomllib.loads(text)
+    return Board(name=data["name"], kind=data["kind"], description=data.get("description", ""),
+                 part=data.get("part", ""), clock_mhz=float(data.get("clock_mhz", 0)),
+                 source=data.get("source", ""), resources=dict(data.get("resources", {})))

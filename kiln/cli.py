@@ -1,0 +1,137 @@
+"""``kiln`` command line: compile, csim, boards, doctor.
+
+User errors (KilnError) print one message and exit with code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from kiln.errors import KilnError
+
+
+def _load_inputs(paths: list[str]):
+    arrays = []
+    for p in paths:
+        path = Path(p)
+        if not path.is_file():
+            raise KilnError(f"{path}: no such input file")
+        try:
+            data = np.load(path, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as exc:
+            raise KilnError(f"{path}: not a readable .npy/.npz file ({exc})") from None
+        if isinstance(data, np.lib.npyio.NpzFile):
+            return {k: data[k] for k in data.files}
+        arrays.append(data)
+    return arrays
+
+
+def cmd_compile(args) -> int:
+    import kiln
+
+    project = kiln.compile(args.model, board=args.board, output_dir=args.output, precision=args.precision,
+                           config=args.config, reuse_factor=args.reuse)
+    m = project.manifest
+    print(f"wrote {project.path} ({m['board']}, {m['part']}, {m['clock_mhz']} MHz, precision {m['precision']}, "
+          f"{m['n_weights']} weights)")
+    return 0
+
+
+def cmd_csim(args) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    import kiln
+
+    project = kiln.open_project(args.project)
+    inputs = _load_inputs(args.input)
+    console = Console(stderr=False)
+    with console.status("building C-simulation (g++) ..."):
+        project.build()
+    with console.status("running C-simulation ..."):
+        outputs = project.csim(inputs, return_all=True)
+    if args.output:
+        out = Path(args.output)
+        if len(outputs) == 1:
+            np.save(out, outputs[0])
+        else:
+            np.savez(out, **{spec["name"]: y for spec, y in zip(project.outputs, outputs)})
+        print(f"wrote {out}")
+    if not args.no_compare:
+        rows = project.compare(inputs, outputs)
+        table = Table(title=f"C-sim vs ONNX Runtime ({outputs[0].shape[0]} samples, {project.manifest['precision']})")
+        for col in ("output", "max abs error", "relative to output scale", "argmax agreement"):
+            table.add_column(col)
+        for r in rows:
+            table.add_row(r.name, f"{r.max_abs_error:.3e}", f"{r.relative_error:.3e}",
+                          "-" if r.argmax_agreement is None else f"{100 * r.argmax_agreement:.2f}%")
+        console.print(table)
+    return 0
+
+
+def cmd_boards(args) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from kiln.board import list_boards
+
+    table = Table(title="Kiln boards")
+    for col in ("board", "kind", "part", "clock MHz", "DSP", "LUT", "FF", "BRAM36", "description"):
+        table.add_column(col)
+    for b in list_boards():
+        r = b.resources
+        table.add_row(b.name, b.kind, b.part, f"{b.clock_mhz:g}", *(str(r.get(k, "-")) for k in ("dsp", "lut", "ff", "bram_36k")),
+                      b.description)
+    Console().print(table)
+    return 0
+
+
+def cmd_doctor(args) -> int:
+    from kiln.doctor import report
+
+    print(report())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kiln", description="Deployment compiler: ONNX to FPGA (Vitis HLS) and more")
+    sub = parser.add_subparsers(dest="command", required=True)
+    c = sub.add_parser("compile", help="lower a model and generate the backend project")
+    c.add_argument("model", help="ONNX file")
+    c.add_argument("--board", default="vu13p", help="target board (see `kiln boards`)")
+    c.add_argument("-o", "--output", required=True, help="output project directory")
+    c.add_argument("--precision", help="'float' or 'fixed<W,I>' (default fixed<16,6>)")
+    c.add_argument("--config", help="kiln.toml with per-layer precision / reuse factors")
+    c.add_argument("--reuse", type=int, help="model-wide reuse factor")
+    c.set_defaults(func=cmd_compile)
+    s = sub.add_parser("csim", help="bit-accurate C simulation, compared with ONNX Runtime")
+    s.add_argument("project")
+    s.add_argument("--input", action="append", required=True, help=".npy (one per model input, in order) or one .npz")
+    s.add_argument("--output", help="write outputs here (.npy, or .npz for several outputs)")
+    s.add_argument("--no-compare", action="store_true", help="skip the ONNX Runtime comparison")
+    s.set_defaults(func=cmd_csim)
+    b = sub.add_parser("boards", help="list boards and their budgets")
+    b.set_defaults(func=cmd_boards)
+    d = sub.add_parser("doctor", help="what toolchains and backends are available")
+    d.set_defaults(func=cmd_doctor)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except KilnError as exc:
+        print(f"kiln: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("kiln: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""Compile configuration: model-wide precision and reuse factor, per-layer overrides.
+
+A ``kiln.toml`` looks like::
+
+    [model]
+    precision = "fixed<16,6>"     # default type of every value and weight
+    reuse_factor = 1
+
+    [layers."/fc1/Gemm"]          # a node name from the model (after fusion: the fused layer
+    precision = "fixed<18,8>"     # keeps the name of the Gemm/MatMul/Conv it came from)
+    weight = "fixed<8,2>"
+    bias = "fixed<12,4>"
+    accum = "fixed<32,12>"
+    reuse_factor = 4
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kiln.errors import KilnError
+from kiln.precision import Precision, parse_precision
+
+LAYER_KEYS = {"precision", "weight", "bias", "accum", "reuse_factor"}
+MODEL_KEYS = {"precision", "reuse_factor"}
+
+
+@dataclass
+class LayerConfig:
+    precision: Precision | None = None
+    weight: Precision | None = None
+    bias: Precision | None = None
+    accum: Precision | None = None
+    reuse_factor: int | None = None
+
+
+@dataclass
+class Config:
+    precision: Precision
+    reuse_factor: int = 1
+    layers: dict[str, LayerConfig] = field(default_factory=dict)
+
+    def layer(self, name: str) -> LayerConfig:
+        return self.layers.get(name, LayerConfig())
+
+
+def _reuse(value, where: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise KilnError(f"{where}: reuse_factor must be a positive integer, got {value!r}")
+    return value
+
+
+def make_config(precision: str | None = None, config: str | Path | dict | None = None,
+                reuse_factor: int | None = None) -> Config:
+    """Build the Config from a TOML file/dict; explicit ``precision``/``reuse_factor`` win."""
+    data: dict = {}
+    where = "config"
+    if isinstance(config, dict):
+        data = config
+    elif config is not None:
+        path = Path(config)
+        where = str(path)
+        try:
+            data = tomllib.loads(path.read_text())
+        except FileNotFoundError:
+            raise KilnError(f"config file {path} does not exist") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise KilnError(f"{path}: not valid TOML: {exc}") from None
+    unknown = set(data) - {"model", "layers"}
+    if unknown:
+        raise KilnError(f"{where}: unknown section(s) {sorted(unknown)}; expected [model] and [layers.NAME]")
+    model = data.get("model", {})
+    bad = set(model) - MODEL_KEYS
+    if bad:
+        raise KilnError(f"{where}: unknown key(s) {sorted(bad)} in [model]; allowed: {sorted(MODEL_KEYS)}")
+    prec = parse_precision(precision or model.get("precision", "fixed<16,6>"), f"{where} [model] precision")
+    rf = _reuse(reuse_factor if reuse_factor is not None else model.get("reuse_factor", 1), f"{where} [model]")
+    layers = {}
+    for name, entry in data.get("layers", {}).items():
+        here = f"{where} [layers.{name!r}]"
+        bad = set(entry) - LAYER_KEYS
+        if bad:
+            raise KilnError(f"{here}: unknown key(s) {sorted(bad)}; allowed: {sorted(LAYER_KEYS)}")
+        layers[name] = LayerConfig(
+            **{k: parse_precision(v, f"{here} {k}") for k, v in entry.items() if k != "reuse_factor"},
+            reuse_factor=_reuse(entry["reuse_factor"], here) if "reuse_factor" in entry else None)
+    return Config(precision=prec, reuse_factor=rf, layers=layers)

@@ -1,0 +1,66 @@
+"""The compile pipeline: frontend -> passes -> support check -> precision -> backend."""
+
+from __future__ import annotations
+
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+
+import onnx_ir as ir
+
+from kiln.backends.hls.context import EmitContext
+from kiln.backends.hls.layers import emitter_for
+from kiln.backends.hls.project import HLSProject
+from kiln.backends.hls.writer import write_project
+from kiln.board import get_board
+from kiln.config import make_config
+from kiln.errors import KilnError
+from kiln.frontend import load_onnx
+from kiln.ir_utils import static_shape
+from kiln.passes import lowering_passes
+from kiln.passes.precision import AssignPrecisionPass
+
+
+def check_supported(model: ir.Model, source: str) -> None:
+    """All unsupported nodes of the model in one message."""
+    problems: dict[str, list[str]] = defaultdict(list)
+    for node in model.graph:
+        emitter = emitter_for(node)
+        label = f"{node.domain + '.' if node.domain not in ('', 'ai.onnx') else ''}{node.op_type}"
+        if emitter is None:
+            problems[f"{label} (operator not supported)"].append(node.name or "<unnamed>")
+            continue
+        reason = emitter.check(node)
+        if reason:
+            problems[f"{label} ({reason})"].append(node.name or "<unnamed>")
+    if problems:
+        lines = [f"  {what}: {', '.join(repr(n) for n in names)}" for what, names in sorted(problems.items())]
+        raise KilnError(f"{source}: {sum(map(len, problems.values()))} node(s) cannot be compiled for the HLS "
+                        "backend:\n" + "\n".join(lines))
+    for value in list(model.graph.inputs) + [o for n in model.graph for o in n.outputs if o.uses() or o.is_graph_output()]:
+        static_shape(value)
+
+
+def lower(model_src, precision=None, config=None, reuse_factor=None):
+    """Frontend and passes: returns (LoadedModel, Config) with the IR ready for a backend."""
+    cfg = make_config(precision=precision, config=config, reuse_factor=reuse_factor)
+    loaded = load_onnx(model_src)
+    lowering_passes()(loaded.model)
+    check_supported(loaded.model, loaded.source)
+    AssignPrecisionPass(cfg)(loaded.model)
+    return loaded, cfg
+
+
+def compile_model(model, board="vu13p", output_dir=None, precision=None, config=None, reuse_factor=None,
+                  dump_ir=False) -> HLSProject:
+    target = get_board(board)
+    if target.kind != "fpga":
+        raise KilnError(f"board {board!r} is a {target.kind} target; the HLS backend needs an FPGA board")
+    loaded, cfg = lower(model, precision=precision, config=config, reuse_factor=reuse_factor)
+    if output_dir is None:
+        output_dir = Path(tempfile.mkdtemp(prefix="kiln-")) / "project"
+    opset = loaded.model.opset_imports.get("", 13)
+    ctx = EmitContext(default_precision=cfg.precision, opset=opset)
+    name = Path(loaded.source).stem if loaded.source != "<ModelProto>" else (loaded.model.graph.name or "model")
+    path = write_project(loaded.model, loaded.original, loaded.batch_axis, target, ctx, Path(output_dir), name)
+    return HLSProject.open(path)

@@ -1,0 +1,68 @@
+"""Small helpers over onnx_ir used by passes and emitters."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_ir as ir
+
+from kiln.errors import KilnError
+
+KILN_DOMAIN = "kiln"
+
+
+def const_array(value: ir.Value | None) -> np.ndarray | None:
+    """The value's constant data as numpy, or None when it is computed at run time."""
+    if value is None:
+        return None
+    tensor = ir.convenience.get_const_tensor(value)
+    return None if tensor is None else tensor.numpy()
+
+
+def static_shape(value: ir.Value) -> tuple[int, ...]:
+    """The value's shape as ints; a KilnError if any dimension is unknown."""
+    shape = value.shape
+    if shape is None or not all(isinstance(d, int) for d in shape):
+        where = value.producer().name if value.producer() is not None else "graph input"
+        raise KilnError(f"value {value.name!r} (from {where!r}) has no static shape ({shape}); "
+                        "Kiln needs every shape known at compile time")
+    return tuple(int(d) for d in shape)
+
+
+def size(value: ir.Value) -> int:
+    return int(np.prod(static_shape(value), dtype=np.int64))
+
+
+def attr(node: ir.Node, name: str, default=None):
+    a = node.attributes.get(name)
+    return default if a is None else a.value
+
+
+def add_initializer(graph: ir.Graph, name_hint: str, array: np.ndarray) -> ir.Value:
+    """Register a new constant in the graph under a unique name."""
+    existing = {v.name for v in graph.initializers.values()}
+    name, n = name_hint, 1
+    while name in existing:
+        name = f"{name_hint}_{n}"
+        n += 1
+    array = np.ascontiguousarray(array)
+    value = ir.Value(name=name, shape=ir.Shape(array.shape), type=ir.TensorType(ir.DataType.from_numpy(array.dtype)),
+                     const_value=ir.tensor(array, name=name))
+    graph.register_initializer(value)
+    return value
+
+
+def single_consumer(value: ir.Value) -> ir.Node | None:
+    """The only node that reads ``value`` (and value is no graph output), else None."""
+    if value.is_graph_output():
+        return None
+    users = value.consumers()
+    return users[0] if len(users) == 1 else None
+
+
+def replace_node(graph: ir.Graph, old_nodes: list[ir.Node], new_nodes: list[ir.Node],
+                 old_values: list[ir.Value], new_values: list[ir.Value]) -> None:
+    """Swap ``old_nodes`` for ``new_nodes``; new values take the old names (graph outputs too)."""
+    for old, new in zip(old_values, new_values):
+        new.shape = old.shape
+        new.type = old.type
+    ir.convenience.replace_nodes_and_values(graph, old_nodes[-1], old_nodes, new_nodes, old_values, new_values)

@@ -1,0 +1,42 @@
+"""ONNX Runtime as the reference every Kiln result is compared with."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+
+def sample_shape(spec: dict) -> list[int]:
+    """Shape of one sample of a port: without its batch axis when it has one."""
+    return spec["shape"][1:] if spec.get("batch_axis") else spec["shape"]
+
+
+def run_onnxruntime(model_path: Path, input_specs: list[dict], output_specs: list[dict],
+                    arrays: list[np.ndarray]) -> list[np.ndarray]:
+    """Run the model on N samples, one sample per call, returning (N, *sample_shape) arrays."""
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    order = [names.index(spec["name"]) for spec in output_specs]
+    n = arrays[0].shape[0]
+    outs: list[list[np.ndarray]] = [[] for _ in output_specs]
+    ort_types = {i.name: i.type for i in session.get_inputs()}
+    for s in range(n):
+        feed = {}
+        for spec, x in zip(input_specs, arrays):
+            sample = x[s:s + 1] if spec.get("batch_axis") else x[s]
+            feed[spec["name"]] = sample.astype(_numpy_type(ort_types.get(spec["name"], "tensor(float)")))
+        result = session.run(None, feed)
+        for k, idx in enumerate(order):
+            y = np.asarray(result[idx])
+            outs[k].append(y[0] if output_specs[k].get("batch_axis") else y)
+    return [np.stack(o).astype(np.float64) for o in outs]
+
+
+def _numpy_type(ort_type: str):
+    return {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16,
+            "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(int8)": np.int8,
+            "tensor(uint8)": np.uint8, "tensor(bool)": np.bool_}.get(ort_type, np.float32)
