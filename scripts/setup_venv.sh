@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Create .venv at the repo root (if missing) and install Kiln with its test extras.
+# Re-running is cheap: pip skips what is already installed.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+if [ ! -x .venv/bin/python ]; then
+    python3 -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --upgrade pip >/dev/null 2>&1 || true
+# torch==2.13.0 (CPU) resolves to the local wheel where one is provided (PIP_FIND_LINKS).
+.venv/bin/python -m pip install --quiet -e ".[test]"

@@ -1,0 +1,51 @@
+"""Shared test helpers: export torch modules, compile + C-sim, compare with ONNX Runtime."""
+
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+import kiln
+
+
+def export_torch(module, example, path: Path, opset: int = 17, input_names=("x",), output_names=("y",),
+                 dynamic_batch: bool = True) -> Path:
+    """torch.onnx.export (legacy exporter) with a symbolic batch axis."""
+    import torch
+
+    module.eval()
+    dynamic = {n: {0: "batch"} for n in (*input_names, *output_names)} if dynamic_batch else None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, example, str(path), opset_version=opset, input_names=list(input_names),
+                          output_names=list(output_names), dynamic_axes=dynamic, dynamo=False)
+    onnx.checker.check_model(onnx.load(str(path)))
+    return Path(path)
+
+
+def compile_and_compare(model, x, tmp_path: Path, precision: str = "float", name: str = "prj", **kwargs):
+    """Compile, run C-sim and ONNX Runtime on x; returns (project, csim outputs, reference outputs)."""
+    project = kiln.compile(model, board="vu13p", output_dir=tmp_path / name, precision=precision, **kwargs)
+    got = project.csim(x, return_all=True)
+    ref = project.reference(x)
+    return project, got, ref
+
+
+def relative_error(got: np.ndarray, ref: np.ndarray) -> float:
+    """max |got - ref| relative to the output scale (max |ref|)."""
+    scale = max(float(np.max(np.abs(ref))), 1e-12)
+    return float(np.max(np.abs(got.astype(np.float64) - ref))) / scale
+
+
+def argmax_agreement(got: np.ndarray, ref: np.ndarray) -> float:
+    return float(np.mean(np.argmax(got.reshape(len(got), -1), 1) == np.argmax(ref.reshape(len(ref), -1), 1)))
+
+
+def model_bytes(proto: onnx.ModelProto) -> bytes:
+    buf = io.BytesIO()
+    onnx.save(proto, buf)
+    return buf.getvalue()
