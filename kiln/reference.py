@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from kiln.errors import KilnError
+
 
 def sample_shape(spec: dict) -> list[int]:
     """Shape of one sample of a port: without its batch axis when it has one."""
@@ -18,7 +20,11 @@ def run_onnxruntime(model_path: Path, input_specs: list[dict], output_specs: lis
     """Run the model on N samples, one sample per call, returning (N, *sample_shape) arrays."""
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+    try:
+        session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own exception types
+        raise KilnError(f"ONNX Runtime cannot load {model_path} as the reference: "
+                        f"{str(exc).strip().splitlines()[-1][-300:]}") from None
     names = [o.name for o in session.get_outputs()]
     order = [names.index(spec["name"]) for spec in output_specs]
     n = arrays[0].shape[0]
