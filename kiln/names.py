@@ -48,5 +48,5 @@ class NameTable:
 
 
 def safe_comment(text: str) -> str:
-    """Text that is safe inside a C++ ``//`` comment (no newlines, no trigraph/continuations)."""
-    return re.sub(r"[^A-Za-z0-9_ .,:;()<>=+\-\[\]]", "?", text or "")[:80]
+    """Text for a C++ ``//`` comment: letters, digits, ``_``, ``.``, ``-`` and spaces only."""
+    return re.sub(r"[^A-Za-z0-9_ .\-]", "_", text or "")[:80]
