@@ -57,16 +57,20 @@ class HLSProject:
         return self.manifest["outputs"]
 
     # --- build -------------------------------------------------------------------------
-    def build(self) -> Path:
-        """g++ build of the testbench (make: rebuilds only what changed)."""
+    def build(self, weights: str = "files") -> Path:
+        """g++ build of the testbench (make: rebuilds only what changed).
+
+        ``weights="files"`` reads weights/*.bin at start-up (fast to build);
+        ``weights="headers"`` compiles in the synthesis headers (same values).
+        """
         if gxx() is None:
             raise KilnError("g++ not found on PATH; install a C++ compiler to run C-simulation")
-        cmd = ["make", "-s", "-j2", f"AP_TYPES={ap_types_dir()}", "build/kiln_csim"]
+        cmd = ["make", "-s", "-j2", f"AP_TYPES={ap_types_dir()}", f"WEIGHTS={weights}", f"build/{weights}/kiln_csim"]
         result = subprocess.run(cmd, cwd=self.path, capture_output=True, text=True)
         if result.returncode != 0:
             tail = "\n".join((result.stderr or result.stdout).strip().splitlines()[-25:])
             raise KilnError(f"C-simulation build failed in {self.path}:\n{tail}")
-        return self.path / "build" / "kiln_csim"
+        return self.path / "build" / weights / "kiln_csim"
 
     # --- inputs ------------------------------------------------------------------------
     def check_inputs(self, inputs) -> list[np.ndarray]:
@@ -103,10 +107,10 @@ class HLSProject:
         return arrays
 
     # --- run ---------------------------------------------------------------------------
-    def csim(self, inputs, return_all: bool = False):
+    def csim(self, inputs, return_all: bool = False, weights: str = "files"):
         """Run the C-simulation on N samples; returns the output array (or a list, several outputs)."""
         arrays = self.check_inputs(inputs)
-        binary = self.build()
+        binary = self.build(weights)
         n = arrays[0].shape[0]
         packed = np.concatenate([a.reshape(n, -1).astype(np.float64) for a in arrays], axis=1)
         run_dir = self.path / "csim"

@@ -4,7 +4,9 @@ Walks the graph in topological order, asks each node's emitter for its config st
 and call, and renders the project files from Jinja2 templates:
 
     firmware/kiln_top.{h,cpp}, defines.h, parameters.h, nnet/*.h, weights/*.h
-    weights/*.bin      (doubles; C-sim of large models reads these instead of headers)
+    weights/*.bin      (doubles; C-sim reads these at start-up instead of compiling the
+                        headers: g++ takes ~4 ms per ap_fixed initialiser, and chokes on
+                        huge lists, hls4ml's known failure past ~1M weights)
     tb/kiln_tb.cpp, tb_data/input.bin
     Makefile           (g++ C-sim)      build_prj.tcl (Vitis HLS csim/csynth/cosim/export)
     kiln_manifest.json, model.onnx (the user's model), kiln_ir.onnx (the lowered IR)
@@ -36,9 +38,6 @@ from kiln.errors import KilnError
 from kiln.ir_utils import size, static_shape
 from kiln.names import safe_comment
 
-# Above this many weight values, C-sim reads weights from binary files (g++ chokes on
-# huge initialiser lists, hls4ml's known failure past ~1M weights).
-WEIGHTS_FROM_FILES_THRESHOLD = 200_000
 MANIFEST = "kiln_manifest.json"
 
 
@@ -107,7 +106,6 @@ def write_project(model: ir.Model, original: onnx.ModelProto, batch_axis: dict[s
                     intermediates.append({"var": var, "ctype": ctx.ctype(out), "size": size(out)})
     headers = sorted({layer.header for layer in layers} | {"kiln_common.h"})
     n_weights = sum(w.values.size for w in ctx.weights)
-    from_files = n_weights > WEIGHTS_FROM_FILES_THRESHOLD
     env = _templates()
     common = {"version": kiln.__version__, "ports": ports, "inputs": [p for p in ports if p.is_input],
               "outputs": [p for p in ports if not p.is_input], "weights": [
@@ -139,7 +137,7 @@ def write_project(model: ir.Model, original: onnx.ModelProto, batch_axis: dict[s
         weight_tpl = env.get_template("weight.h.j2")
         for w in ctx.weights:
             is_float = w.precision.cpp() == "float"
-            values = "" if from_files else _format_values(w.values, is_float)
+            values = _format_values(w.values, is_float)
             (fw / "weights" / f"{w.name}.h").write_text(weight_tpl.render(
                 version=kiln.__version__, w={"name": w.name, "ctype": w.ctype, "size": w.values.size,
                                              "precision": str(w.precision)}, values=values))
@@ -149,7 +147,7 @@ def write_project(model: ir.Model, original: onnx.ModelProto, batch_axis: dict[s
         rng = np.random.default_rng(0)
         rng.standard_normal(in_total).astype("<f8").tofile(tmp / "tb_data" / "input.bin")
         (tmp / "Makefile").write_text(env.get_template("Makefile.j2").render(
-            ap_types=str(ap_types_dir()), defines="-DKILN_WEIGHTS_FROM_FILES" if from_files else "", **common))
+            ap_types=str(ap_types_dir()), **common))
         (tmp / "build_prj.tcl").write_text(env.get_template("build_prj.tcl.j2").render(
             board=board.name, part=board.part, clock_mhz=board.clock_mhz,
             period_ns=f"{board.clock_period_ns:.3f}", **common))
@@ -158,7 +156,7 @@ def write_project(model: ir.Model, original: onnx.ModelProto, batch_axis: dict[s
         manifest = {
             "kiln_version": kiln.__version__, "backend": "hls", "model_name": model_name,
             "board": board.name, "part": board.part, "clock_mhz": board.clock_mhz,
-            "precision": str(ctx.default_precision), "weights_from_files": from_files, "n_weights": int(n_weights),
+            "precision": str(ctx.default_precision), "n_weights": int(n_weights),
             "inputs": [_port_json(p) for p in ports if p.is_input],
             "outputs": [_port_json(p) for p in ports if not p.is_input],
         }
