@@ -14,6 +14,13 @@ import numpy as np
 from kiln.errors import KilnError
 
 
+def _console():
+    """rich console; wide when piped so tables are not cut to 80 columns in logs."""
+    from rich.console import Console
+
+    return Console() if sys.stdout.isatty() else Console(width=200)
+
+
 def _load_inputs(paths: list[str]):
     arrays = []
     for p in paths:
@@ -42,14 +49,13 @@ def cmd_compile(args) -> int:
 
 
 def cmd_csim(args) -> int:
-    from rich.console import Console
     from rich.table import Table
 
     import kiln
 
     project = kiln.open_project(args.project)
     inputs = _load_inputs(args.input)
-    console = Console(stderr=False)
+    console = _console()
     with console.status("building C-simulation (g++) ..."):
         project.build()
     with console.status("running C-simulation ..."):
@@ -74,7 +80,6 @@ def cmd_csim(args) -> int:
 
 
 def cmd_boards(args) -> int:
-    from rich.console import Console
     from rich.table import Table
 
     from kiln.board import list_boards
@@ -86,7 +91,7 @@ def cmd_boards(args) -> int:
         r = b.resources
         table.add_row(b.name, b.kind, b.part, f"{b.clock_mhz:g}", *(str(r.get(k, "-")) for k in ("dsp", "lut", "ff", "bram_36k")),
                       b.description)
-    Console().print(table)
+    _console().print(table)
     return 0
 
 
