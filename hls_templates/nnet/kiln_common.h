@@ -15,6 +15,14 @@ namespace kiln {
 // Convert any numeric (float or ap_fixed) to float for table index arithmetic.
 template <class T> inline float to_float(const T &x) { return (float)x; }
 
+// Multiply by 2^-n / 2^n: a shift for fixed point, ldexp for float.
+inline float shift_right(float x, int n) { return std::ldexp(x, -n); }
+inline float shift_left(float x, int n) { return std::ldexp(x, n); }
+template <int W, int I, ap_q_mode Q, ap_o_mode O, int N> ap_fixed<W, I, Q, O, N> shift_right(ap_fixed<W, I, Q, O, N> x, int n) { return x >> n; }
+template <int W, int I, ap_q_mode Q, ap_o_mode O, int N> ap_fixed<W, I, Q, O, N> shift_left(ap_fixed<W, I, Q, O, N> x, int n) { return x << n; }
+template <int W, int I, ap_q_mode Q, ap_o_mode O, int N> ap_ufixed<W, I, Q, O, N> shift_right(ap_ufixed<W, I, Q, O, N> x, int n) { return x >> n; }
+template <int W, int I, ap_q_mode Q, ap_o_mode O, int N> ap_ufixed<W, I, Q, O, N> shift_left(ap_ufixed<W, I, Q, O, N> x, int n) { return x << n; }
+
 // Convert to double for the testbench's output files.
 inline double as_double(float x) { return (double)x; }
 inline double as_double(double x) { return x; }

@@ -1,0 +1,72 @@
+// LayerNormalization over the last n_norm values: data viewed as [n_outer][n_norm].
+//   y = (x - mean) * rsqrt(var + eps) * scale + bias
+// Float mode computes rsqrt with <cmath>. Fixed point range-reduces the variance,
+// var = m * 4^e with m in [0.25, 1), reads rsqrt(m) in (1, 2] from a table and shifts the
+// result by e: accurate at any input scale (a table over var directly, as hls4ml's,
+// only covers one range of variances).
+#ifndef KILN_LAYERNORM_H_
+#define KILN_LAYERNORM_H_
+
+#include "kiln_common.h"
+
+namespace kiln {
+
+template <typename CONFIG_T>
+typename CONFIG_T::rstd_t layernorm_rsqrt(typename CONFIG_T::var_t var) {
+    if (!CONFIG_T::use_table) return (typename CONFIG_T::rstd_t)(1.0f / std::sqrt(to_float(var)));
+    static typename CONFIG_T::rstd_t table[CONFIG_T::table_size];
+    static bool initialized = false;
+    if (!initialized) {
+        for (unsigned i = 0; i < CONFIG_T::table_size; i++)
+            table[i] = (typename CONFIG_T::rstd_t)(1.0f / std::sqrt(0.25f + 0.75f * (i + 0.5f) / CONFIG_T::table_size));
+        initialized = true;
+    }
+    typename CONFIG_T::var_t m = var;
+    int e = 0;
+Reduce:
+    for (unsigned k = 0; k < CONFIG_T::max_shift; k++) {
+        if (m >= 1) { m = shift_right(m, 2); e++; }
+        else if (m < (typename CONFIG_T::var_t)0.25) { m = shift_left(m, 2); e--; }
+    }
+    int index = (int)((to_float(m) - 0.25f) * (CONFIG_T::table_size / 0.75f));
+    if (index < 0) index = 0;
+    if (index > (int)CONFIG_T::table_size - 1) index = CONFIG_T::table_size - 1;
+    typename CONFIG_T::rstd_t r = table[index];
+    return e > 0 ? shift_right(r, e) : shift_left(r, -e);
+}
+
+template <class data_T, class res_T, typename CONFIG_T>
+void layernorm(const data_T data[CONFIG_T::n_outer * CONFIG_T::n_norm], res_T res[CONFIG_T::n_outer * CONFIG_T::n_norm],
+               const typename CONFIG_T::scale_t scale[CONFIG_T::n_norm], const typename CONFIG_T::bias_t bias[CONFIG_T::n_norm]) {
+    #pragma HLS INLINE off
+    #pragma HLS PIPELINE II = CONFIG_T::reuse_factor
+    #pragma HLS ARRAY_PARTITION variable = scale complete
+    #pragma HLS ARRAY_PARTITION variable = bias complete
+Rows:
+    for (unsigned o = 0; o < CONFIG_T::n_outer; o++) {
+        const unsigned base = o * CONFIG_T::n_norm;
+        typename CONFIG_T::sum_t sum = 0;
+    Sum:
+        for (unsigned i = 0; i < CONFIG_T::n_norm; i++) sum += data[base + i];
+        typename CONFIG_T::mean_t mean = sum * (typename CONFIG_T::inv_n_t)CONFIG_T::inv_n;
+        typename CONFIG_T::sq_sum_t sq = 0;
+    Variance:
+        for (unsigned i = 0; i < CONFIG_T::n_norm; i++) {
+            typename CONFIG_T::diff_t d = data[base + i] - mean;
+            sq += d * d;
+        }
+        typename CONFIG_T::var_t var = sq * (typename CONFIG_T::inv_n_t)CONFIG_T::inv_n;
+        var += (typename CONFIG_T::var_t)CONFIG_T::epsilon;
+        typename CONFIG_T::rstd_t rstd = layernorm_rsqrt<CONFIG_T>(var);
+    Normalize:
+        for (unsigned i = 0; i < CONFIG_T::n_norm; i++) {
+            typename CONFIG_T::diff_t d = data[base + i] - mean;
+            typename CONFIG_T::norm_t n = d * rstd;
+            res[base + i] = (res_T)(n * scale[i] + bias[i]);
+        }
+    }
+}
+
+} // namespace kiln
+
+#endif
