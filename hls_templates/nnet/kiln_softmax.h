@@ -1,7 +1,7 @@
 // Softmax over one axis: data viewed as [n_outer][n_axis][n_inner].
 // Stable form: exp(x - max) / sum. Float mode uses std::exp and a division; fixed point
-// uses an exp table over [-exp_range, 0] (inputs are <= 0 after max subtraction) and a
-// reciprocal table over [1, n_axis] (the sum is >= 1 because exp(0) = 1 is in it).
+// uses two-level exp tables over [-exp_range, 0] (inputs are <= 0 after max subtraction)
+// and a range-reduced reciprocal table (the sum is >= 1 because exp(0) = 1 is in it).
 #ifndef KILN_SOFTMAX_H_
 #define KILN_SOFTMAX_H_
 
@@ -9,37 +9,50 @@
 
 namespace kiln {
 
+// exp(-d) for d >= 0 as exp(-hi) * exp(-lo): hi = d rounded down to 1/exp_hi_steps (a
+// table over [0, exp_range)), lo = the rest (a table over one step at 1/exp_lo_steps of it).
+// Two small tables give the accuracy of one table exp_lo_steps times larger.
 template <typename CONFIG_T>
-typename CONFIG_T::exp_table_t softmax_exp_lookup(float neg_x) {
-    // neg_x = max - x >= 0
-    static typename CONFIG_T::exp_table_t table[CONFIG_T::exp_table_size];
+typename CONFIG_T::exp_table_t softmax_exp_lookup(float d) {
+    const unsigned n_hi = (unsigned)(CONFIG_T::exp_range * CONFIG_T::exp_hi_steps);
+    static typename CONFIG_T::exp_table_t hi_table[(unsigned)(CONFIG_T::exp_range * CONFIG_T::exp_hi_steps)];
+    static typename CONFIG_T::exp_table_t lo_table[CONFIG_T::exp_lo_steps];
     static bool initialized = false;
     if (!initialized) {
-        for (unsigned i = 0; i < CONFIG_T::exp_table_size; i++)
-            table[i] = (typename CONFIG_T::exp_table_t)std::exp(-CONFIG_T::exp_range * (i + 0.5f) / CONFIG_T::exp_table_size);
+        for (unsigned i = 0; i < n_hi; i++) hi_table[i] = (typename CONFIG_T::exp_table_t)std::exp(-(float)i / CONFIG_T::exp_hi_steps);
+        for (unsigned j = 0; j < CONFIG_T::exp_lo_steps; j++)
+            lo_table[j] = (typename CONFIG_T::exp_table_t)std::exp(-(j + 0.5f) / (CONFIG_T::exp_hi_steps * CONFIG_T::exp_lo_steps));
         initialized = true;
     }
-    int index = (int)(neg_x * (CONFIG_T::exp_table_size / CONFIG_T::exp_range));
-    if (index > (int)CONFIG_T::exp_table_size - 1) index = CONFIG_T::exp_table_size - 1;
-    if (index < 0) index = 0;
-    return table[index];
+    if (d >= CONFIG_T::exp_range) return 0;
+    const float scaled = d * CONFIG_T::exp_hi_steps;
+    int hi = (int)scaled;
+    int lo = (int)((scaled - hi) * CONFIG_T::exp_lo_steps);
+    if (hi > (int)n_hi - 1) hi = n_hi - 1;
+    if (lo > (int)CONFIG_T::exp_lo_steps - 1) lo = CONFIG_T::exp_lo_steps - 1;
+    return (typename CONFIG_T::exp_table_t)(hi_table[hi] * lo_table[lo]);
 }
 
+// 1/sum for sum >= 1: sum = m * 2^e with m in [1, 2), 1/m from a table, shifted back by e.
 template <typename CONFIG_T>
-typename CONFIG_T::inv_table_t softmax_inv_lookup(float sum) {
-    // sum in [1, n_axis]
+typename CONFIG_T::inv_table_t softmax_inv_lookup(typename CONFIG_T::sum_t sum) {
     static typename CONFIG_T::inv_table_t table[CONFIG_T::inv_table_size];
     static bool initialized = false;
-    const float span = CONFIG_T::n_axis > 1 ? (float)(CONFIG_T::n_axis - 1) : 1.0f;
     if (!initialized) {
         for (unsigned i = 0; i < CONFIG_T::inv_table_size; i++)
-            table[i] = (typename CONFIG_T::inv_table_t)(1.0f / (1.0f + span * (i + 0.5f) / CONFIG_T::inv_table_size));
+            table[i] = (typename CONFIG_T::inv_table_t)(1.0f / (1.0f + (i + 0.5f) / CONFIG_T::inv_table_size));
         initialized = true;
     }
-    int index = (int)((sum - 1.0f) * (CONFIG_T::inv_table_size / span));
-    if (index > (int)CONFIG_T::inv_table_size - 1) index = CONFIG_T::inv_table_size - 1;
+    typename CONFIG_T::sum_t m = sum;
+    int e = 0;
+Normalize:
+    for (unsigned k = 0; k < CONFIG_T::max_shift; k++) {
+        if (m >= 2) { m = shift_right(m, 1); e++; }
+    }
+    int index = (int)((to_float(m) - 1.0f) * CONFIG_T::inv_table_size);
     if (index < 0) index = 0;
-    return table[index];
+    if (index > (int)CONFIG_T::inv_table_size - 1) index = CONFIG_T::inv_table_size - 1;
+    return shift_right(table[index], e);
 }
 
 template <class data_T, class res_T, typename CONFIG_T>
@@ -67,7 +80,7 @@ Outer:
                     e[a] = softmax_exp_lookup<CONFIG_T>(to_float(max_val) - to_float(data[base + a * CONFIG_T::n_inner]));
                     sum += e[a];
                 }
-                typename CONFIG_T::inv_table_t inv = softmax_inv_lookup<CONFIG_T>(to_float(sum));
+                typename CONFIG_T::inv_table_t inv = softmax_inv_lookup<CONFIG_T>(sum);
             Normalize:
                 for (unsigned a = 0; a < CONFIG_T::n_axis; a++) res[base + a * CONFIG_T::n_inner] = (res_T)(e[a] * inv);
             } else {

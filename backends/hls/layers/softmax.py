@@ -2,7 +2,9 @@
 
 Opset >= 13 normalises over one axis; older opsets over the flattened [axis:] block,
 both expressed as an [outer][axis][inner] view. Fixed point uses exp and reciprocal
-tables (sizes and exp range in the config struct).
+tables (sizes and exp range in the config struct): exp(-d) = exp(-hi) * exp(-lo) from a
+512-entry and a 64-entry table (d resolved to 1/2048), 1/sum range-reduced to [1, 2) and
+read from a 1024-entry table. Max abs error <= 0.01 at logit std 3 (tests assert it).
 """
 
 from __future__ import annotations
@@ -19,9 +21,11 @@ CONFIG = """struct {{ id }}_config {
     static const unsigned n_inner = {{ inner }};
     static const unsigned reuse_factor = {{ rf }};
     static const bool use_table = {{ 'true' if use_table else 'false' }};
-    static const unsigned exp_table_size = 1024;
     static constexpr float exp_range = 16.0f;
+    static const unsigned exp_hi_steps = 32;
+    static const unsigned exp_lo_steps = 64;
     static const unsigned inv_table_size = 1024;
+    static const unsigned max_shift = {{ max_shift }};
     typedef {{ exp_t }} exp_table_t;
     typedef {{ inv_t }} inv_table_t;
     typedef {{ sum_t }} sum_t;
@@ -54,6 +58,7 @@ class SoftmaxEmitter(LayerEmitter):
             inv_t = FixedType(18, 1, signed=False, rounding="RND", overflow="SAT")
             sum_t = sum_type_for(exp_t, n_axis)
         config = ctx.render(CONFIG, id=lid, outer=outer, axis=n_axis, inner=inner, rf=ctx.reuse(node),
+                            max_shift=math.ceil(math.log2(n_axis + 1)) + 1,
                             use_table=not ctx.float_mode, exp_t=ctx.typedef(f"{lid}_exp_t", exp_t),
                             inv_t=ctx.typedef(f"{lid}_inv_t", inv_t), sum_t=ctx.typedef(f"{lid}_sum_t", sum_t))
         call = f"kiln::softmax<{ctx.ctype(x)}, {ctx.ctype(out)}, {lid}_config>({ctx.var(x)}, {ctx.var(out)});"
