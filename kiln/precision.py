@@ -92,7 +92,21 @@ class FixedType:
         return max(1, math.ceil(math.log2(magnitude + self.lsb)) + (1 if self.signed else 0))
 
 
-Precision = FloatType | FixedType
+@dataclass(frozen=True)
+class IntType:
+    """A C++ ``int``: integer tensors (token ids, gather indices), never rescaled."""
+
+    def cpp(self) -> str:
+        return "int"
+
+    def __str__(self) -> str:
+        return "int"
+
+    def quantize(self, values: np.ndarray) -> np.ndarray:
+        return np.round(np.asarray(values, dtype=np.float64))
+
+
+Precision = FloatType | FixedType | IntType
 
 _FIXED_RE = re.compile(r"^(ap_)?(u?)fixed\s*<\s*(\d+)\s*,\s*(-?\d+)\s*(?:,\s*(\w+)\s*)?(?:,\s*(\w+)\s*)?>$", re.I)
 
@@ -104,6 +118,8 @@ def parse_precision(text: str, where: str = "precision") -> Precision:
     s = str(text).strip()
     if s.lower() == "float":
         return FloatType()
+    if s.lower() == "int":
+        return IntType()
     m = _FIXED_RE.match(s)
     if not m:
         raise KilnError(f"{where}: cannot parse precision {s!r}; expected 'float' or 'fixed<W,I>' "

@@ -14,7 +14,7 @@ import onnx_ir as ir
 
 from kiln.config import Config
 from kiln.errors import KilnError
-from kiln.precision import parse_precision
+from kiln.precision import IntType, parse_precision
 
 PRECISION_KEY = "kiln.precision"
 
@@ -56,5 +56,7 @@ class AssignPrecisionPass(ir.passes.InPlacePass):
 
     @staticmethod
     def _set(value: ir.Value, precision) -> None:
+        if value.dtype is not None and value.dtype.is_integer():
+            precision = IntType()  # ids and indices stay integers whatever the model precision
         value.meta[PRECISION_KEY] = precision
         value.metadata_props[PRECISION_KEY] = str(precision)

@@ -1,0 +1,207 @@
+"""Element-wise math, reductions, Gather and Slice (kiln_math.h).
+
+* Erf, Sqrt, Exp, Reciprocal, Neg, Abs, Pow (constant scalar exponent): what unfused
+  LayerNorm/GELU exports contain; evaluated in float (the fusion passes turn the usual
+  patterns into table-based layers for fixed point).
+* ReduceMean, ReduceSum over any axes (attribute before opset 18, input after).
+* Gather along any axis with constant or run-time indices (token embeddings: a
+  constant table indexed by int ids; one token: a tensor indexed by a constant).
+* Slice with constant starts/ends/axes/steps (negative steps included).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from kiln.backends.hls.context import c_float
+from kiln.backends.hls.layers.base import Layer, LayerEmitter, register
+from kiln.backends.hls.layers.eltwise import MAX_RANK, pad_dims
+from kiln.ir_utils import attr, const_array, size, static_shape
+from kiln.precision import FixedType, FloatType, IntType, sum_type_for
+
+MATH_OPS = {"Erf": 0, "Sqrt": 1, "Exp": 2, "Reciprocal": 3, "Pow": 4, "Neg": 5, "Abs": 6}
+
+MATH_CONFIG = """struct {{ id }}_config {
+    static const unsigned n_elem = {{ n }};
+    static const unsigned op = {{ op }};
+    static const unsigned reuse_factor = {{ rf }};
+    static constexpr float exponent = {{ exponent }};
+};
+"""
+
+REDUCE_CONFIG = """struct {{ id }}_config {
+    static const unsigned n_in = {{ n_in }}, n_out = {{ n_out }};
+    static const unsigned reuse_factor = {{ rf }};
+    static constexpr float scale = {{ scale }};
+{% for i in range(6) %}
+    static const unsigned d{{ i }} = {{ dims[i] }}, o_s{{ i }} = {{ o_s[i] }};
+{% endfor %}
+    typedef {{ accum_t }} accum_t;
+    typedef {{ scale_t }} scale_t;
+};
+"""
+
+GATHER_CONFIG = """struct {{ id }}_config {
+    static const unsigned n_outer = {{ outer }}, n_axis = {{ axis }}, n_inner = {{ inner }}, n_idx = {{ n_idx }};
+    static const unsigned reuse_factor = {{ rf }};
+};
+"""
+
+SLICE_CONFIG = """struct {{ id }}_config {
+    static const unsigned n_in = {{ n_in }}, n_out = {{ n_out }};
+    static const int offset = {{ offset }};
+    static const unsigned reuse_factor = {{ rf }};
+{% for i in range(6) %}
+    static const unsigned d{{ i }} = {{ dims[i] }};
+    static const int s{{ i }} = {{ strides[i] }};
+{% endfor %}
+};
+"""
+
+
+def _row_major_strides(shape) -> list[int]:
+    return [math.prod(shape[i + 1:]) for i in range(len(shape))]
+
+
+@register
+class UnaryMathEmitter(LayerEmitter):
+    ops = tuple(("", op) for op in MATH_OPS)
+    header = "kiln_math.h"
+
+    def check(self, node):
+        if node.op_type == "Pow":
+            e = const_array(node.inputs[1])
+            if e is None or e.size != 1:
+                return "Pow needs a constant scalar exponent"
+        if node.inputs[0].dtype is not None and not node.inputs[0].dtype.is_floating_point():
+            return "integer operands are not supported"
+        return None
+
+    def emit(self, node, ctx) -> Layer:
+        x, out = node.inputs[0], node.outputs[0]
+        lid = ctx.layer_id(node)
+        exponent = float(const_array(node.inputs[1]).reshape(-1)[0]) if node.op_type == "Pow" else 1.0
+        config = ctx.render(MATH_CONFIG, id=lid, n=size(x), op=MATH_OPS[node.op_type], rf=ctx.reuse(node),
+                            exponent=c_float(exponent))
+        call = f"kiln::unary_math<{ctx.ctype(x)}, {ctx.ctype(out)}, {lid}_config>({ctx.var(x)}, {ctx.var(out)});"
+        return Layer(config, call, self.header)
+
+
+def reduce_axes(node, rank: int) -> list[int] | None:
+    """Reduced axes (sorted, non-negative), or None when they are not constant."""
+    axes = attr(node, "axes")
+    if axes is None and len(node.inputs) > 1 and node.inputs[1] is not None:
+        array = const_array(node.inputs[1])
+        if array is None:
+            return None
+        axes = array.reshape(-1).tolist()
+    if axes is None or len(axes) == 0:
+        if attr(node, "noop_with_empty_axes", 0):
+            return []
+        axes = list(range(rank))
+    return sorted(a + rank if a < 0 else a for a in axes)
+
+
+@register
+class ReduceEmitter(LayerEmitter):
+    ops = (("", "ReduceMean"), ("", "ReduceSum"))
+    header = "kiln_math.h"
+
+    def check(self, node):
+        shape = node.inputs[0].shape
+        if shape is not None and len(shape) > MAX_RANK:
+            return f"rank above {MAX_RANK}"
+        if reduce_axes(node, len(shape) if shape is not None else 0) is None:
+            return "axes must be constant"
+        return None
+
+    def emit(self, node, ctx) -> Layer:
+        x, out = node.inputs[0], node.outputs[0]
+        shape = static_shape(x)
+        axes = reduce_axes(node, len(shape))
+        kept = [d if i not in axes else 1 for i, d in enumerate(shape)]
+        kept_strides = _row_major_strides(kept)
+        o_s = [0 if i in axes else kept_strides[i] for i in range(len(shape))]
+        count = math.prod(shape[a] for a in axes) if axes else 1
+        lid = ctx.layer_id(node)
+        in_prec = ctx.precision(x)
+        accum = sum_type_for(in_prec, count)
+        scale = 1.0 / count if node.op_type == "ReduceMean" else 1.0
+        scale_prec = (FixedType(18, 2, rounding="RND") if isinstance(in_prec, FixedType) else FloatType())
+        config = ctx.render(REDUCE_CONFIG, id=lid, n_in=size(x), n_out=size(out), rf=ctx.reuse(node),
+                            scale=c_float(scale), dims=pad_dims(tuple(shape)),
+                            o_s=[0] * (MAX_RANK - len(shape)) + o_s,
+                            accum_t=ctx.typedef(f"{lid}_accum_t", accum),
+                            scale_t=ctx.typedef(f"{lid}_scale_t", scale_prec))
+        call = f"kiln::reduce<{ctx.ctype(x)}, {ctx.ctype(out)}, {lid}_config>({ctx.var(x)}, {ctx.var(out)});"
+        return Layer(config, call, self.header)
+
+
+@register
+class GatherEmitter(LayerEmitter):
+    ops = (("", "Gather"),)
+    header = "kiln_math.h"
+
+    def check(self, node):
+        if const_array(node.inputs[0]) is not None and const_array(node.inputs[1]) is not None:
+            return "constant Gather should have been folded"
+        return None
+
+    def emit(self, node, ctx) -> Layer:
+        data, indices = node.inputs
+        out = node.outputs[0]
+        shape = static_shape(data)
+        axis = attr(node, "axis", 0)
+        axis = axis + len(shape) if axis < 0 else axis
+        lid = ctx.layer_id(node)
+        d_name, d_t, _ = ctx.operand(node, data, "table")
+        idx = const_array(indices)
+        if idx is not None:
+            i_name = ctx.names.make(f"{lid}_indices")
+            i_t = ctx.typedef(f"{i_name}_t", IntType())
+            from kiln.backends.hls.context import WeightArray
+
+            ctx.weights.append(WeightArray(i_name, i_t, idx.astype(np.float64).reshape(-1), IntType()))
+        else:
+            i_name, i_t = ctx.var(indices), ctx.ctype(indices)
+        config = ctx.render(GATHER_CONFIG, id=lid, outer=math.prod(shape[:axis]), axis=shape[axis],
+                            inner=math.prod(shape[axis + 1:]), n_idx=max(1, size(indices)), rf=ctx.reuse(node))
+        call = f"kiln::gather<{d_t}, {i_t}, {ctx.ctype(out)}, {lid}_config>({d_name}, {i_name}, {ctx.var(out)});"
+        return Layer(config, call, self.header)
+
+
+@register
+class SliceEmitter(LayerEmitter):
+    ops = (("", "Slice"),)
+    header = "kiln_math.h"
+
+    def check(self, node):
+        if any(v is not None and const_array(v) is None for v in node.inputs[1:]):
+            return "starts/ends/axes/steps must be constants"
+        if node.inputs[0].shape is not None and len(node.inputs[0].shape) > MAX_RANK:
+            return f"rank above {MAX_RANK}"
+        return None
+
+    def emit(self, node, ctx) -> Layer:
+        x, out = node.inputs[0], node.outputs[0]
+        shape = static_shape(x)
+        rank = len(shape)
+        params = [const_array(v) if v is not None else None for v in list(node.inputs[1:]) + [None] * 4][:4]
+        starts, ends = params[0].tolist(), params[1].tolist()
+        axes = params[2].tolist() if params[2] is not None else list(range(len(starts)))
+        steps = params[3].tolist() if params[3] is not None else [1] * len(starts)
+        begin, step = [0] * rank, [1] * rank
+        for s, e, a, st in zip(starts, ends, axes, steps):
+            a = a + rank if a < 0 else a
+            begin[a] = slice(s, e, st).indices(shape[a])[0]
+            step[a] = st
+        in_strides = _row_major_strides(shape)
+        out_shape = static_shape(out)
+        lid = ctx.layer_id(node)
+        config = ctx.render(SLICE_CONFIG, id=lid, n_in=size(x), n_out=size(out), rf=ctx.reuse(node),
+                            offset=sum(b * s for b, s in zip(begin, in_strides)), dims=pad_dims(tuple(out_shape)),
+                            strides=[0] * (MAX_RANK - rank) + [s * st for s, st in zip(in_strides, step)])
+        call = f"kiln::slice<{ctx.ctype(x)}, {ctx.ctype(out)}, {lid}_config>({ctx.var(x)}, {ctx.var(out)});"
+        return Layer(config, call, self.header)
