@@ -14,12 +14,15 @@ __version__ = "0.1.0"
 
 
 def compile(model, board: str = "vu13p", output_dir=None, precision=None, config=None, reuse_factor=None,
-            dump_ir: bool = False):
-    """Compile an ONNX file or ModelProto into an HLS project; returns an ``HLSProject``."""
+            fuse: bool = True):
+    """Compile an ONNX file or ModelProto into an HLS project; returns an ``HLSProject``.
+
+    The project holds the lowered IR as ``kiln_ir.onnx`` (open it in Netron).
+    """
     from kiln.driver import compile_model
 
     return compile_model(model, board=board, output_dir=output_dir, precision=precision, config=config,
-                         reuse_factor=reuse_factor, dump_ir=dump_ir)
+                         reuse_factor=reuse_factor, fuse=fuse)
 
 
 def open_project(path):

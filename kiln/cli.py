@@ -41,7 +41,7 @@ def cmd_compile(args) -> int:
     import kiln
 
     project = kiln.compile(args.model, board=args.board, output_dir=args.output, precision=args.precision,
-                           config=args.config, reuse_factor=args.reuse)
+                           config=args.config, reuse_factor=args.reuse, fuse=not args.no_fuse)
     m = project.manifest
     print(f"wrote {project.path} ({m['board']}, {m['part']}, {m['clock_mhz']} MHz, precision {m['precision']}, "
           f"{m['n_weights']} weights)")
@@ -112,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--precision", help="'float' or 'fixed<W,I>' (default fixed<16,6>)")
     c.add_argument("--config", help="kiln.toml with per-layer precision / reuse factors")
     c.add_argument("--reuse", type=int, help="model-wide reuse factor")
+    c.add_argument("--no-fuse", action="store_true", help="compile LayerNorm/GELU patterns op by op (no fusion)")
     c.set_defaults(func=cmd_compile)
     s = sub.add_parser("csim", help="bit-accurate C simulation, compared with ONNX Runtime")
     s.add_argument("project")

@@ -41,22 +41,22 @@ def check_supported(model: ir.Model, source: str) -> None:
         static_shape(value)
 
 
-def lower(model_src, precision=None, config=None, reuse_factor=None):
+def lower(model_src, precision=None, config=None, reuse_factor=None, fuse=True):
     """Frontend and passes: returns (LoadedModel, Config) with the IR ready for a backend."""
     cfg = make_config(precision=precision, config=config, reuse_factor=reuse_factor)
     loaded = load_onnx(model_src)
-    lowering_passes()(loaded.model)
+    lowering_passes(fuse=fuse)(loaded.model)
     check_supported(loaded.model, loaded.source)
     AssignPrecisionPass(cfg)(loaded.model)
     return loaded, cfg
 
 
 def compile_model(model, board="vu13p", output_dir=None, precision=None, config=None, reuse_factor=None,
-                  dump_ir=False) -> HLSProject:
+                  fuse=True) -> HLSProject:
     target = get_board(board)
     if target.kind != "fpga":
         raise KilnError(f"board {board!r} is a {target.kind} target; the HLS backend needs an FPGA board")
-    loaded, cfg = lower(model, precision=precision, config=config, reuse_factor=reuse_factor)
+    loaded, cfg = lower(model, precision=precision, config=config, reuse_factor=reuse_factor, fuse=fuse)
     if output_dir is None:
         output_dir = Path(tempfile.mkdtemp(prefix="kiln-")) / "project"
     opset = loaded.model.opset_imports.get("", 13)

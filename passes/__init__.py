@@ -8,12 +8,20 @@ from onnx_ir.passes.common import RemoveUnusedNodesPass, TopologicalSortPass
 from kiln.passes.batchnorm import FoldBatchNormPass
 from kiln.passes.cleanup import RemoveNoOpsPass
 from kiln.passes.dense import FuseDensePass
+from kiln.passes.fuse_norm_gelu import FuseGeluPass, FuseLayerNormPass
 
 
-def lowering_passes() -> ir.passes.PassManager:
-    """Cleanup, fusion into kiln layers, then tidy up."""
+def lowering_passes(fuse: bool = True) -> ir.passes.PassManager:
+    """Cleanup, fusion into kiln layers, then tidy up.
+
+    ``fuse=False`` skips the pattern fusions (LayerNorm, GELU) so the op-by-op graph is
+    compiled as exported; Dense and BatchNorm folding always run (every backend layer
+    relies on them).
+    """
+    fusions = [FuseLayerNormPass(), FuseGeluPass()] if fuse else []
     return ir.passes.PassManager([
         RemoveNoOpsPass(),
+        *fusions,
         FuseDensePass(),
         FoldBatchNormPass(),
         RemoveUnusedNodesPass(),
@@ -21,4 +29,5 @@ def lowering_passes() -> ir.passes.PassManager:
     ])
 
 
-__all__ = ["lowering_passes", "FoldBatchNormPass", "FuseDensePass", "RemoveNoOpsPass"]
+__all__ = ["lowering_passes", "FoldBatchNormPass", "FuseDensePass", "FuseGeluPass", "FuseLayerNormPass",
+           "RemoveNoOpsPass"]
