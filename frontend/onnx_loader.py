@@ -86,7 +86,15 @@ def load_onnx(src) -> LoadedModel:
     except (onnx.shape_inference.InferenceError, onnx.onnx_cpp2py_export.checker.ValidationError) as exc:
         raise KilnError(f"{source}: shape inference failed: {str(exc).strip().splitlines()[0]}") from None
     model = ir.serde.deserialize_model(proto)
-    onnxscript.optimizer.fold_constants(model, input_size_limit=1 << 30, output_size_limit=1 << 30)
+    # onnx_shape_inference: re-infer each node as its inputs become constant. ONNX's own
+    # data propagation does not reach every shape chain (e.g. Reshape-13 fed by
+    # Shape->Gather->Unsqueeze->Concat from torch's x.reshape(x.shape[0], -1)), so without it
+    # such a Reshape keeps an unknown output shape even after its shape input is folded.
+    # should_fold: everything computable at compile time is folded, ConstantOfShape included
+    # (onnxscript keeps it by default to keep files small; torch's expand(x.shape[0], ...)
+    # builds its target shape with one).
+    onnxscript.optimizer.fold_constants(model, onnx_shape_inference=True, input_size_limit=1 << 30,
+                                        output_size_limit=1 << 30, should_fold=lambda node: True)
     LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0)(model)
     RemoveUnusedNodesPass()(model)
     return LoadedModel(model=model, original=original, batch_axis=batch_axis, source=source)

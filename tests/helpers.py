@@ -13,8 +13,9 @@ import kiln
 
 
 def export_torch(module, example, path: Path, opset: int = 17, input_names=("x",), output_names=("y",),
-                 dynamic_batch: bool = True) -> Path:
-    """torch.onnx.export (legacy exporter) with a symbolic batch axis."""
+                 dynamic_batch: bool = True, **export_kwargs) -> Path:
+    """torch.onnx.export (legacy exporter) with a symbolic batch axis; extra keyword
+    arguments (e.g. ``training=torch.onnx.TrainingMode.PRESERVE``) go to torch.onnx.export."""
     import torch
 
     module.eval()
@@ -22,7 +23,8 @@ def export_torch(module, example, path: Path, opset: int = 17, input_names=("x",
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(module, example, str(path), opset_version=opset, input_names=list(input_names),
-                          output_names=list(output_names), dynamic_axes=dynamic, dynamo=False)
+                          output_names=list(output_names), dynamic_axes=dynamic, dynamo=False,
+                          **export_kwargs)
     onnx.checker.check_model(onnx.load(str(path)))
     return Path(path)
 
