@@ -67,6 +67,8 @@ def cmd_csim(args) -> int:
         else:
             np.savez(out, **{spec["name"]: y for spec, y in zip(project.outputs, outputs)})
         print(f"wrote {out}")
+    if args.trace:
+        _trace(project, inputs, Path(args.trace), console)
     if not args.no_compare:
         rows = project.compare(inputs, outputs)
         table = Table(title=f"C-sim vs ONNX Runtime ({outputs[0].shape[0]} samples, {project.manifest['precision']})")
@@ -77,6 +79,29 @@ def cmd_csim(args) -> int:
                           "-" if r.argmax_agreement is None else f"{100 * r.argmax_agreement:.2f}%")
         console.print(table)
     return 0
+
+
+def _trace(project, inputs, out_dir: Path, console) -> None:
+    """Write every layer's C-sim output and print its error against ONNX Runtime."""
+    from rich.table import Table
+
+    with console.status("running traced C-simulation ..."):
+        _, traced = project.csim_trace(inputs)
+        rows = project.trace_compare(inputs)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        np.savez(out_dir / "trace.npz", **{f"{i:03d}": v for i, v in enumerate(traced.values())})
+        (out_dir / "trace_index.txt").write_text("\n".join(f"{i:03d}\t{name}" for i, name in enumerate(traced)))
+    except OSError as exc:
+        raise KilnError(f"cannot write the trace to {out_dir}: {exc.strerror or exc}") from None
+    table = Table(title=f"per-layer trace vs ONNX Runtime ({project.manifest['precision']}), written to {out_dir}")
+    for col in ("layer", "value", "max abs error", "relative"):
+        table.add_column(col)
+    for r in rows:
+        err = "-" if r["max_abs_error"] is None else f"{r['max_abs_error']:.3e}"
+        rel = "-" if r["relative_error"] is None else f"{r['relative_error']:.3e}"
+        table.add_row(r["layer"], r["value"], err, rel)
+    console.print(table)
 
 
 def cmd_boards(args) -> int:
@@ -119,6 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--input", action="append", required=True, help=".npy (one per model input, in order) or one .npz")
     s.add_argument("--output", help="write outputs here (.npy, or .npz for several outputs)")
     s.add_argument("--no-compare", action="store_true", help="skip the ONNX Runtime comparison")
+    s.add_argument("--trace", metavar="DIR", help="write every layer's output to DIR/trace.npz and compare each "
+                   "with ONNX Runtime's value of the same tensor")
     s.set_defaults(func=cmd_csim)
     b = sub.add_parser("boards", help="list boards and their budgets")
     b.set_defaults(func=cmd_boards)

@@ -42,6 +42,35 @@ def run_onnxruntime(model_path: Path, input_specs: list[dict], output_specs: lis
     return [np.stack(o).astype(np.float64) for o in outs]
 
 
+def run_onnxruntime_intermediates(model_path: Path, input_specs: list[dict], arrays: list[np.ndarray],
+                                  names: list[str]) -> dict[str, np.ndarray]:
+    """ONNX Runtime's values of the named tensors (those the model computes), per sample."""
+    import onnx
+
+    model = onnx.load(str(model_path))
+    produced = {o for node in model.graph.node for o in node.output}
+    existing = {o.name for o in model.graph.output}
+    wanted = [n for n in names if n in produced]
+    for name in wanted:
+        if name not in existing:
+            model.graph.output.append(onnx.ValueInfoProto(name=name))
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    try:
+        session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own exception types
+        raise KilnError(f"ONNX Runtime cannot load {model_path} for tracing: {str(exc).strip()[-300:]}") from None
+    ort_types = {i.name: i.type for i in session.get_inputs()}
+    collected: dict[str, list[np.ndarray]] = {n: [] for n in wanted}
+    for s in range(arrays[0].shape[0]):
+        feed = {spec["name"]: (x[s:s + 1] if spec.get("batch_axis") else x[s]).astype(
+            _numpy_type(ort_types.get(spec["name"], "tensor(float)"))) for spec, x in zip(input_specs, arrays)}
+        for name, value in zip(wanted, session.run(wanted, feed)):
+            collected[name].append(np.asarray(value, dtype=np.float64).reshape(-1))
+    return {n: np.stack(v) for n, v in collected.items()}
+
+
 def _numpy_type(ort_type: str):
     return {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16,
             "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(int8)": np.int8,

@@ -18,7 +18,7 @@ import numpy as np
 from kiln.backends.hls.toolchain import ap_types_dir, gxx
 from kiln.backends.hls.writer import MANIFEST
 from kiln.errors import KilnError
-from kiln.reference import run_onnxruntime, sample_shape
+from kiln.reference import run_onnxruntime, run_onnxruntime_intermediates, sample_shape
 
 CSIM_TIMEOUT_S = 3600
 
@@ -57,20 +57,23 @@ class HLSProject:
         return self.manifest["outputs"]
 
     # --- build -------------------------------------------------------------------------
-    def build(self, weights: str = "files") -> Path:
+    def build(self, weights: str = "files", trace: bool = False) -> Path:
         """g++ build of the testbench (make: rebuilds only what changed).
 
         ``weights="files"`` reads weights/*.bin at start-up (fast to build);
         ``weights="headers"`` compiles in the synthesis headers (same values).
+        ``trace=True`` builds the variant that dumps every layer's output.
         """
         if gxx() is None:
             raise KilnError("g++ not found on PATH; install a C++ compiler to run C-simulation")
-        cmd = ["make", "-s", "-j2", f"AP_TYPES={ap_types_dir()}", f"WEIGHTS={weights}", f"build/{weights}/kiln_csim"]
+        variant = weights + ("-trace" if trace else "")
+        cmd = ["make", "-s", "-j2", f"AP_TYPES={ap_types_dir()}", f"WEIGHTS={weights}", f"TRACE={int(trace)}",
+               f"build/{variant}/kiln_csim"]
         result = subprocess.run(cmd, cwd=self.path, capture_output=True, text=True)
         if result.returncode != 0:
             tail = "\n".join((result.stderr or result.stdout).strip().splitlines()[-25:])
             raise KilnError(f"C-simulation build failed in {self.path}:\n{tail}")
-        return self.path / "build" / weights / "kiln_csim"
+        return self.path / "build" / variant / "kiln_csim"
 
     # --- inputs ------------------------------------------------------------------------
     def check_inputs(self, inputs) -> list[np.ndarray]:
@@ -109,17 +112,26 @@ class HLSProject:
     # --- run ---------------------------------------------------------------------------
     def csim(self, inputs, return_all: bool = False, weights: str = "files"):
         """Run the C-simulation on N samples; returns the output array (or a list, several outputs)."""
+        results, _ = self._run(inputs, weights, trace=False)
+        return results if (return_all or len(results) > 1) else results[0]
+
+    def csim_trace(self, inputs) -> tuple[list[np.ndarray], dict[str, np.ndarray]]:
+        """C-simulation that also returns every layer's output: {value name: (N, *shape)}."""
+        return self._run(inputs, "files", trace=True)
+
+    def _run(self, inputs, weights: str, trace: bool):
         arrays = self.check_inputs(inputs)
-        binary = self.build(weights)
+        binary = self.build(weights, trace)
         n = arrays[0].shape[0]
         packed = np.concatenate([a.reshape(n, -1).astype(np.float64) for a in arrays], axis=1)
         run_dir = self.path / "csim"
         run_dir.mkdir(exist_ok=True)
         with tempfile.TemporaryDirectory(dir=run_dir) as tmp:
-            in_file, out_file = Path(tmp) / "input.bin", Path(tmp) / "output.bin"
+            in_file, out_file, trace_file = Path(tmp) / "input.bin", Path(tmp) / "output.bin", Path(tmp) / "trace.bin"
             packed.astype("<f8").tofile(in_file)
+            argv = [str(binary.resolve()), str(in_file), str(out_file), str(self.path / "weights")]
             try:
-                result = subprocess.run([str(binary.resolve()), str(in_file), str(out_file), str(self.path / "weights")],
+                result = subprocess.run(argv + ([str(trace_file)] if trace else []),
                                         capture_output=True, text=True, timeout=CSIM_TIMEOUT_S)
             except subprocess.TimeoutExpired:
                 raise KilnError(f"C-simulation timed out after {CSIM_TIMEOUT_S} s") from None
@@ -127,6 +139,7 @@ class HLSProject:
                 raise KilnError(f"C-simulation exited with code {result.returncode}: "
                                 f"{(result.stderr or result.stdout).strip()[-2000:]}")
             flat = np.fromfile(out_file, dtype="<f8")
+            traced = self._read_trace(trace_file, n) if trace else {}
         per_sample = sum(p["size"] for p in self.outputs)
         if flat.size != n * per_sample:
             raise KilnError(f"C-simulation wrote {flat.size} values, expected {n * per_sample}")
@@ -135,7 +148,38 @@ class HLSProject:
         for spec in self.outputs:
             results.append(flat[:, offset:offset + spec["size"]].reshape((n, *sample_shape(spec))).astype(np.float32))
             offset += spec["size"]
-        return results if (return_all or len(results) > 1) else results[0]
+        return results, traced
+
+    def _read_trace(self, path: Path, n: int) -> dict[str, np.ndarray]:
+        specs = self.manifest["trace"]
+        per_sample = sum(t["size"] for t in specs)
+        flat = np.fromfile(path, dtype="<f8")
+        if flat.size != n * per_sample:
+            raise KilnError(f"trace holds {flat.size} values, expected {n * per_sample}")
+        flat = flat.reshape(n, per_sample)
+        out, offset = {}, 0
+        for t in specs:
+            out[t["name"]] = flat[:, offset:offset + t["size"]].reshape((n, *t["shape"])).astype(np.float32)
+            offset += t["size"]
+        return out
+
+    def trace_compare(self, inputs) -> list[dict]:
+        """Per layer: Kiln's output against ONNX Runtime's value of the same name (where the
+        model has one; fused layers keep the name of the last op they replace)."""
+        _, traced = self.csim_trace(inputs)
+        arrays = self.check_inputs(inputs)
+        reference = run_onnxruntime_intermediates(self.path / "model.onnx", self.inputs, arrays, list(traced))
+        rows = []
+        for t in self.manifest["trace"]:
+            got = traced[t["name"]].reshape(len(arrays[0]), -1).astype(np.float64)
+            ref = reference.get(t["name"])
+            row = {"layer": t["layer"], "value": t["name"], "max_abs_error": None, "relative_error": None}
+            if ref is not None and ref.reshape(len(got), -1).shape == got.shape:
+                err = float(np.max(np.abs(got - ref.reshape(len(got), -1))))
+                scale = float(np.max(np.abs(ref))) or 1.0
+                row.update(max_abs_error=err, relative_error=err / scale)
+            rows.append(row)
+        return rows
 
     def reference(self, inputs) -> list[np.ndarray]:
         """ONNX Runtime on the user's model, same inputs, same layout as ``csim``."""

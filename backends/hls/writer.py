@@ -73,6 +73,9 @@ def emit_layers(model: ir.Model, ctx: EmitContext) -> list:
         emitter = emitter_for(node)
         layer = emitter.emit(node, ctx)
         layer.comment = safe_comment(f"{node.op_type} {node.name}")
+        # what `kiln csim --trace` dumps after this layer: its used outputs
+        layer.traced = [{"name": v.name, "var": ctx.var(v), "size": size(v), "shape": list(static_shape(v))}
+                        for v in node.outputs if v is not None and (v.uses() or v.is_graph_output())]
         layers.append(layer)
     return layers
 
@@ -128,8 +131,11 @@ def write_project(model: ir.Model, original: onnx.ModelProto, batch_axis: dict[s
             if header.name.endswith(".h"):
                 (fw / "nnet" / header.name).write_text(header.read_text())
         (fw / "kiln_top.h").write_text(env.get_template("kiln_top.h.j2").render(**common))
+        # designs without fixed-point types (float mode) leave out the ap_types headers:
+        # parsing them is most of a small C-sim build's g++ time
+        float_only = all(cpp in ("float", "int") for cpp in ctx.typedefs.values())
         (fw / "defines.h").write_text(env.get_template("defines.h.j2").render(
-            typedefs=sorted(ctx.typedefs.items()), **common))
+            typedefs=sorted(ctx.typedefs.items()), float_only=float_only, **common))
         (fw / "parameters.h").write_text(env.get_template("parameters.h.j2").render(
             headers=headers, configs=[layer.config for layer in layers if layer.config], **common))
         (fw / "kiln_top.cpp").write_text(env.get_template("kiln_top.cpp.j2").render(
@@ -157,6 +163,7 @@ def write_project(model: ir.Model, original: onnx.ModelProto, batch_axis: dict[s
             "kiln_version": kiln.__version__, "backend": "hls", "model_name": model_name,
             "board": board.name, "part": board.part, "clock_mhz": board.clock_mhz,
             "precision": str(ctx.default_precision), "n_weights": int(n_weights),
+            "trace": [{**t, "layer": layer.comment} for layer in layers for t in layer.traced],
             "inputs": [_port_json(p) for p in ports if p.is_input],
             "outputs": [_port_json(p) for p in ports if not p.is_input],
         }

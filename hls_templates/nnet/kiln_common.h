@@ -6,8 +6,13 @@
 #ifndef KILN_COMMON_H_
 #define KILN_COMMON_H_
 
+// KILN_FLOAT_ONLY (defines.h sets it when no type of the design is ap_*) leaves out
+// the ap_types headers and the overloads for them: parsing ap_fixed.h is most of the g++
+// time of a small C-simulation build.
+#ifndef KILN_FLOAT_ONLY
 #include "ap_fixed.h"
 #include "ap_int.h"
+#endif
 #include <cmath>
 
 namespace kiln {
@@ -18,19 +23,23 @@ template <class T> inline float to_float(const T &x) { return (float)x; }
 // Multiply by 2^-n / 2^n: a shift for fixed point, ldexp for float.
 inline float shift_right(float x, int n) { return std::ldexp(x, -n); }
 inline float shift_left(float x, int n) { return std::ldexp(x, n); }
+#ifndef KILN_FLOAT_ONLY
 template <int W, int I, ap_q_mode Q, ap_o_mode O, int N> ap_fixed<W, I, Q, O, N> shift_right(ap_fixed<W, I, Q, O, N> x, int n) { return x >> n; }
 template <int W, int I, ap_q_mode Q, ap_o_mode O, int N> ap_fixed<W, I, Q, O, N> shift_left(ap_fixed<W, I, Q, O, N> x, int n) { return x << n; }
 template <int W, int I, ap_q_mode Q, ap_o_mode O, int N> ap_ufixed<W, I, Q, O, N> shift_right(ap_ufixed<W, I, Q, O, N> x, int n) { return x >> n; }
 template <int W, int I, ap_q_mode Q, ap_o_mode O, int N> ap_ufixed<W, I, Q, O, N> shift_left(ap_ufixed<W, I, Q, O, N> x, int n) { return x << n; }
+#endif
 
 // Convert to double for the testbench's output files.
 inline double as_double(float x) { return (double)x; }
 inline double as_double(double x) { return x; }
 inline double as_double(int x) { return (double)x; }
+#ifndef KILN_FLOAT_ONLY
 template <int W, int I, ap_q_mode Q, ap_o_mode O, int N> double as_double(const ap_fixed<W, I, Q, O, N> &x) { return x.to_double(); }
 template <int W, int I, ap_q_mode Q, ap_o_mode O, int N> double as_double(const ap_ufixed<W, I, Q, O, N> &x) { return x.to_double(); }
 template <int W> double as_double(const ap_int<W> &x) { return (double)x.to_int64(); }
 template <int W> double as_double(const ap_uint<W> &x) { return (double)x.to_uint64(); }
+#endif
 
 // Copy with type conversion: Reshape, Flatten, Squeeze, Unsqueeze, Identity are all copies
 // of a flat array (the layout does not change).
