@@ -33,6 +33,9 @@ def check_supported(model: ir.Model, source: str) -> None:
         reason = emitter.check(node)
         if reason:
             problems[f"{label} ({reason})"].append(node.name or "<unnamed>")
+    for value in model.graph.outputs:
+        if value.producer() is None:  # e.g. a Dropout mask the frontend folded to a constant
+            problems["graph output computed by no layer (a constant or a graph input)"].append(value.name)
     if problems:
         lines = [f"  {what}: {', '.join(repr(n) for n in names)}" for what, names in sorted(problems.items())]
         raise KilnError(f"{source}: {sum(map(len, problems.values()))} node(s) cannot be compiled for the HLS "
@@ -54,6 +57,13 @@ def lower(model_src, precision=None, config=None, reuse_factor=None, fuse=True):
 def compile_model(model, board="vu13p", output_dir=None, precision=None, config=None, reuse_factor=None,
                   fuse=True) -> HLSProject:
     target = get_board(board)
+    if target.kind == "cpu":  # TVM backend: float32, none of the HLS options
+        if precision not in (None, "float") or config is not None or reuse_factor is not None:
+            raise KilnError(f"precision/config/reuse_factor apply to FPGA boards; {board!r} is a CPU board and "
+                            "the TVM backend compiles the model in float32")
+        from kiln.backends.tvm import compile_tvm
+
+        return compile_tvm(model, board=target, output_dir=output_dir)
     if target.kind != "fpga":
         raise KilnError(f"board {board!r} is a {target.kind} target; the HLS backend needs an FPGA board")
     loaded, cfg = lower(model, precision=precision, config=config, reuse_factor=reuse_factor, fuse=fuse)

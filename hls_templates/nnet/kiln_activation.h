@@ -44,8 +44,9 @@ Elements:
         } else if (CONFIG_T::op == ACT_LEAKY_RELU) {
             res[i] = x > 0 ? (res_T)x : (res_T)(x * (typename CONFIG_T::param_t)CONFIG_T::alpha);
         } else if (CONFIG_T::op == ACT_CLIP) {
+            // min(max(x, lo), hi) as ONNX defines it: when lo > hi every element becomes hi
             typename CONFIG_T::param_t lo = CONFIG_T::clip_min, hi = CONFIG_T::clip_max;
-            res[i] = x < lo ? (res_T)lo : (x > hi ? (res_T)hi : (res_T)x);
+            res[i] = x > hi || lo > hi ? (res_T)hi : (x < lo ? (res_T)lo : (res_T)x);
         } else if (CONFIG_T::use_table) {
             res[i] = (res_T)act_table_lookup<CONFIG_T>(to_float(x));
         } else {

@@ -54,7 +54,7 @@ class ActivationEmitter(LayerEmitter):
     def check(self, node):
         if node.op_type == "Clip" and _clip_bounds(node) is None:
             return "Clip bounds must be constants"
-        return None
+        return super().check(node)
 
     def emit(self, node, ctx) -> Layer:
         x, out = node.inputs[0], node.outputs[0]

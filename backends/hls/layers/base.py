@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import onnx_ir as ir
 
+from kiln.ir_utils import const_array
+
 
 @dataclass
 class Layer:
@@ -20,18 +22,43 @@ class LayerEmitter:
     """One operator family -> one C++ template call.
 
     ``ops``: (domain, op_type) pairs handled. ``check`` returns why a node cannot be
-    emitted (an attribute value the template does not implement), or None.
+    emitted (an attribute value the template does not implement), or None; an emitter
+    that overrides it ends with ``return super().check(node)`` so the checks common to
+    every layer (``tensor_problem``) still run. ``integer_tensors``: the layer only
+    moves data, so integer tensors (ids, held as C++ ``int``) may pass through it.
     ``emit`` returns the Layer, using the EmitContext for names, types and weights.
     """
 
     ops: tuple[tuple[str, str], ...] = ()
     header: str = ""
+    integer_tensors: bool = False
 
     def check(self, node: ir.Node) -> str | None:
-        return None
+        return tensor_problem(node, self.integer_tensors)
 
     def emit(self, node: ir.Node, ctx) -> Layer:  # pragma: no cover - interface
         raise NotImplementedError
+
+
+def tensor_problem(node: ir.Node, integer_tensors: bool = False) -> str | None:
+    """Why the node's run-time tensors cannot be layer ports, or None.
+
+    Layers compute in float or fixed point, so run-time inputs and produced outputs must
+    be floating point: integer arithmetic would need integer semantics (wrap-around,
+    truncating division) that the templates do not implement. Layers that only move data
+    (``integer_tensors``) also pass integers through. Bool tensors are never supported.
+    Every tensor must hold at least one element. Constant inputs (shapes, axes, weights)
+    are read at compile time and may have any type.
+    """
+    runtime = [v for v in node.inputs if v is not None and const_array(v) is None]
+    produced = [v for v in node.outputs if v is not None and (v.uses() or v.is_graph_output())]
+    for value in runtime + produced:
+        dtype = value.dtype
+        if dtype is not None and not (dtype.is_floating_point() or (integer_tensors and dtype.is_integer())):
+            return f"{dtype.name.lower()} tensors are not supported; Kiln computes in float or fixed point"
+        if value.shape is not None and any(d == 0 for d in value.shape):
+            return "empty tensors (a dimension of size 0) are not supported"
+    return None
 
 
 REGISTRY: dict[tuple[str, str], LayerEmitter] = {}

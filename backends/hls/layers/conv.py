@@ -76,7 +76,7 @@ class ConvEmitter(LayerEmitter):
             return "Conv bias must be constant"
         if node.inputs[0].shape is not None and len(node.inputs[0].shape) not in (3, 4):
             return "only 1-D and 2-D convolutions are supported"
-        return None
+        return super().check(node)
 
     def emit(self, node, ctx) -> Layer:
         x, out = node.inputs[0], node.outputs[0]

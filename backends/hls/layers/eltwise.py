@@ -53,9 +53,7 @@ class BinaryEmitter(LayerEmitter):
         shapes = [v.shape for v in (*node.inputs, node.outputs[0])]
         if any(s is not None and len(s) > MAX_RANK for s in shapes):
             return f"rank above {MAX_RANK}"
-        if any(v.dtype is not None and not v.dtype.is_floating_point() for v in node.inputs):
-            return "integer operands are not supported"
-        return None
+        return super().check(node)
 
     def emit(self, node, ctx) -> Layer:
         a, b = node.inputs

@@ -35,7 +35,7 @@ class GeluEmitter(LayerEmitter):
     def check(self, node):
         if approximation(node) not in ("none", "tanh"):
             return f"approximate={approximation(node)!r} is not supported"
-        return None
+        return super().check(node)
 
     def emit(self, node, ctx) -> Layer:
         x, out = node.inputs[0], node.outputs[0]

@@ -70,12 +70,12 @@ class LayerNormEmitter(LayerEmitter):
     header = "kiln_layernorm.h"
 
     def check(self, node):
-        if any(o is not None and o.uses() for o in node.outputs[1:]):
+        if any(o is not None and (o.uses() or o.is_graph_output()) for o in node.outputs[1:]):
             return "the Mean/InvStdDev outputs are not supported"
         if const_array(node.inputs[1]) is None or (len(node.inputs) > 2 and node.inputs[2] is not None
                                                    and const_array(node.inputs[2]) is None):
             return "scale and bias must be constants"
-        return None
+        return super().check(node)
 
     def emit(self, node, ctx) -> Layer:
         x, out = node.inputs[0], node.outputs[0]

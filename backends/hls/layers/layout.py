@@ -1,7 +1,8 @@
 """Data movement and per-channel affine layers (kiln_layout.h, kiln_common.h).
 
-* Reshape, Flatten, Squeeze, Unsqueeze, Identity: the flat row-major array does not
-  change, so they are copies (with type conversion).
+* Reshape, Flatten, Squeeze, Unsqueeze, Identity, inference Dropout: the flat row-major
+  array does not change, so they are copies (with type conversion). The cleanup pass
+  removes most of them; what is left (a graph input copied to a graph output) is a copy.
 * Transpose: a permuted 6-D walk over the input.
 * Concat: one ``concat_part`` call per input.
 * BatchNormalization that the fold pass could not merge: ``scale_shift``.
@@ -15,6 +16,7 @@ from kiln.backends.hls.layers.base import Layer, LayerEmitter, register
 from kiln.backends.hls.layers.eltwise import MAX_RANK, pad_dims
 from kiln.ir_utils import attr, size, static_shape
 from kiln.passes.batchnorm import bn_scale_shift
+from kiln.passes.cleanup import is_inference_dropout
 
 TRANSPOSE_CONFIG = """struct {{ id }}_config {
     static const unsigned n_elem = {{ n }};
@@ -43,11 +45,16 @@ SCALE_SHIFT_CONFIG = """struct {{ id }}_config {
 class CopyEmitter(LayerEmitter):
     ops = tuple(("", op) for op in ("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout"))
     header = "kiln_common.h"
+    integer_tensors = True
 
     def check(self, node):
-        if node.op_type == "Dropout" and len(node.outputs) > 1 and node.outputs[1].uses():
-            return "the mask output of Dropout is not supported"
-        return None
+        if node.op_type == "Dropout":
+            mask = node.outputs[1] if len(node.outputs) > 1 else None
+            if mask is not None and (mask.uses() or mask.is_graph_output()):
+                return "the mask output of Dropout is not supported"
+            if not is_inference_dropout(node):
+                return "training mode with a non-zero ratio (random) is not supported"
+        return super().check(node)
 
     def emit(self, node, ctx) -> Layer:
         x, out = node.inputs[0], node.outputs[0]
@@ -59,11 +66,12 @@ class CopyEmitter(LayerEmitter):
 class TransposeEmitter(LayerEmitter):
     ops = (("", "Transpose"),)
     header = "kiln_layout.h"
+    integer_tensors = True
 
     def check(self, node):
         if node.inputs[0].shape is not None and len(node.inputs[0].shape) > MAX_RANK:
             return f"rank above {MAX_RANK}"
-        return None
+        return super().check(node)
 
     def emit(self, node, ctx) -> Layer:
         x, out = node.inputs[0], node.outputs[0]
@@ -84,6 +92,7 @@ class TransposeEmitter(LayerEmitter):
 class ConcatEmitter(LayerEmitter):
     ops = (("", "Concat"),)
     header = "kiln_layout.h"
+    integer_tensors = True
 
     def emit(self, node, ctx) -> Layer:
         out = node.outputs[0]
@@ -113,7 +122,7 @@ class BatchNormEmitter(LayerEmitter):
             return "training_mode=1 is not supported"
         if bn_scale_shift(node) is None:
             return "BatchNormalization parameters must be constants"
-        return None
+        return super().check(node)
 
     def emit(self, node, ctx) -> Layer:
         x, out = node.inputs[0], node.outputs[0]

@@ -75,9 +75,7 @@ class UnaryMathEmitter(LayerEmitter):
             e = const_array(node.inputs[1])
             if e is None or e.size != 1:
                 return "Pow needs a constant scalar exponent"
-        if node.inputs[0].dtype is not None and not node.inputs[0].dtype.is_floating_point():
-            return "integer operands are not supported"
-        return None
+        return super().check(node)
 
     def emit(self, node, ctx) -> Layer:
         x, out = node.inputs[0], node.outputs[0]
@@ -115,7 +113,7 @@ class ReduceEmitter(LayerEmitter):
             return f"rank above {MAX_RANK}"
         if reduce_axes(node, len(shape) if shape is not None else 0) is None:
             return "axes must be constant"
-        return None
+        return super().check(node)
 
     def emit(self, node, ctx) -> Layer:
         x, out = node.inputs[0], node.outputs[0]
@@ -143,11 +141,12 @@ class ReduceEmitter(LayerEmitter):
 class GatherEmitter(LayerEmitter):
     ops = (("", "Gather"),)
     header = "kiln_math.h"
+    integer_tensors = True  # int ids/indices; the data is only moved
 
     def check(self, node):
         if const_array(node.inputs[0]) is not None and const_array(node.inputs[1]) is not None:
             return "constant Gather should have been folded"
-        return None
+        return super().check(node)
 
     def emit(self, node, ctx) -> Layer:
         data, indices = node.inputs
@@ -176,13 +175,14 @@ class GatherEmitter(LayerEmitter):
 class SliceEmitter(LayerEmitter):
     ops = (("", "Slice"),)
     header = "kiln_math.h"
+    integer_tensors = True
 
     def check(self, node):
         if any(v is not None and const_array(v) is None for v in node.inputs[1:]):
             return "starts/ends/axes/steps must be constants"
         if node.inputs[0].shape is not None and len(node.inputs[0].shape) > MAX_RANK:
             return f"rank above {MAX_RANK}"
-        return None
+        return super().check(node)
 
     def emit(self, node, ctx) -> Layer:
         x, out = node.inputs[0], node.outputs[0]

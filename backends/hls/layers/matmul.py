@@ -48,9 +48,7 @@ class MatMulEmitter(LayerEmitter):
         shapes = [v.shape for v in node.inputs]
         if any(s is not None and len(s) > MAX_BATCH_RANK + 2 for s in shapes):
             return f"more than {MAX_BATCH_RANK} batch axes"
-        if any(v.dtype is not None and not v.dtype.is_floating_point() for v in node.inputs):
-            return "integer operands are not supported"
-        return None
+        return super().check(node)
 
     def emit(self, node, ctx) -> Layer:
         a, b = node.inputs

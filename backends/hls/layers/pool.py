@@ -1,4 +1,9 @@
-"""MaxPool, AveragePool (1-D/2-D) -> kiln::pool2d; GlobalAveragePool -> kiln::global_average_pool."""
+"""MaxPool, AveragePool (1-D/2-D) -> kiln::pool2d; GlobalAveragePool -> kiln::global_average_pool.
+
+ceil_mode needs nothing here: the output size comes from shape inference and windows are
+clipped to the input. MaxPool's storage_order only affects its Indices output, which is
+not supported.
+"""
 
 from __future__ import annotations
 
@@ -38,13 +43,12 @@ class PoolEmitter(LayerEmitter):
     header = "kiln_pool.h"
 
     def check(self, node):
-        if len(node.outputs) > 1 and node.outputs[1] is not None and node.outputs[1].uses():
+        indices = node.outputs[1] if len(node.outputs) > 1 else None
+        if indices is not None and (indices.uses() or indices.is_graph_output()):
             return "the Indices output of MaxPool is not supported"
         if node.inputs[0].shape is not None and len(node.inputs[0].shape) not in (3, 4):
             return "only 1-D and 2-D pooling is supported"
-        if attr(node, "storage_order", 0):
-            return "storage_order=1 is not supported"
-        return None
+        return super().check(node)
 
     def emit(self, node, ctx) -> Layer:
         x, out = node.inputs[0], node.outputs[0]

@@ -1,0 +1,180 @@
+"""ONNX's own backend node test cases, run through the HLS backend in float mode.
+
+The cases come from ``onnx.backend.test.case.node.collect_testcases()`` (in the onnx
+wheel): for each, a one-node model, its input arrays and the expected outputs. We keep
+every case whose nodes all have an operator type Kiln supports (``SUPPORTED_OPS``),
+compile it in ``float`` mode, run the g++ C-simulation and compare with the case's own
+expected outputs (rtol 1e-5, atol 1e-6).
+
+Weights become constants. ONNX node tests feed every operand, weights included, as a
+graph input; Kiln needs constants for weight-like operands (Conv W/B, Gemm B/C, MatMul B,
+BatchNormalization scale/bias/mean/var, Clip min/max, Reshape shape, Squeeze/Unsqueeze
+axes, Dropout ratio/training_mode). So the harness turns every graph input except the
+data input(s) into an initializer holding that case's own input array. The data inputs,
+which stay runtime inputs of the compiled design, are:
+
+* Add, Sub, Mul, Div, Concat: all inputs;
+* every other operator: the first input only.
+
+Cases that cannot work by design are listed in ``EXPECTED_UNSUPPORTED`` with the reason;
+for those the test asserts that ``kiln.compile`` refuses them with a ``KilnError`` (so a
+case that starts compiling makes the list fail instead of going stale). Every other
+collected case must match. One case publishes its expected output as 4-decimal numbers
+that are only accurate to 1e-4 (``EXPECTED_ROUNDED``): it is compared, at the same
+tolerance, with onnx's reference evaluator on the same model, after checking that the
+published numbers agree with that result to their stated accuracy.
+
+The counts are summarised in tests/ONNX_NODE_CASES.md.
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+from onnx.reference import ReferenceEvaluator
+
+import kiln
+
+SUPPORTED_OPS = frozenset({
+    "Gemm", "MatMul", "Add", "Sub", "Mul", "Div", "Relu", "LeakyRelu", "Sigmoid", "Tanh", "Softmax", "Conv",
+    "MaxPool", "AveragePool", "GlobalAveragePool", "BatchNormalization", "Flatten", "Reshape", "Transpose",
+    "Concat", "Clip", "Identity", "Dropout", "Squeeze", "Unsqueeze",
+})
+ALL_INPUTS_AT_RUNTIME = frozenset({"Add", "Sub", "Mul", "Div", "Concat"})
+RTOL, ATOL = 1e-5, 1e-6
+
+_INT = ("integer arithmetic: layers compute in float or fixed point, not with integer semantics "
+        "(wrap-around, truncating division); only data movement passes integers through")
+_POOL_3D = "3-D pooling: the pooling template is 1-D/2-D only"
+_BN_TRAIN = "BatchNormalization training_mode=1 (batch statistics, extra outputs) is training, not inference"
+_MASK = "bool mask output of Dropout"
+_TRAIN_DROPOUT = "Dropout in training mode with a non-zero ratio is random"
+_INDICES = "int64 Indices output of MaxPool"
+_NOT_TENSOR = "sequence / optional input: only tensors are supported"
+_EMPTY = "zero-size tensor (a dimension of 0)"
+EXPECTED_UNSUPPORTED: dict[str, str] = {
+    "test_add_int8": _INT, "test_add_int16": _INT, "test_add_uint8": _INT, "test_add_uint16": _INT,
+    "test_add_uint32": _INT, "test_add_uint64": _INT,
+    "test_sub_int8": _INT, "test_sub_int16": _INT, "test_sub_uint8": _INT, "test_sub_uint16": _INT,
+    "test_sub_uint32": _INT, "test_sub_uint64": _INT,
+    "test_mul_int8": _INT, "test_mul_int16": _INT, "test_mul_uint8": _INT, "test_mul_uint16": _INT,
+    "test_mul_uint32": _INT, "test_mul_uint64": _INT,
+    "test_div_int8": _INT, "test_div_int16": _INT, "test_div_int32_trunc": _INT, "test_div_uint8": _INT,
+    "test_div_uint16": _INT, "test_div_uint32": _INT, "test_div_uint64": _INT,
+    "test_clip_default_int8_min": _INT, "test_clip_default_int8_max": _INT, "test_clip_default_int8_inbounds": _INT,
+    "test_maxpool_2d_uint8": _INT,
+    "test_averagepool_3d_default": _POOL_3D, "test_averagepool_3d_dilations_small": _POOL_3D,
+    "test_averagepool_3d_dilations_large_count_include_pad_is_0_ceil_mode_is_False": _POOL_3D,
+    "test_averagepool_3d_dilations_large_count_include_pad_is_0_ceil_mode_is_True": _POOL_3D,
+    "test_averagepool_3d_dilations_large_count_include_pad_is_1_ceil_mode_is_False": _POOL_3D,
+    "test_averagepool_3d_dilations_large_count_include_pad_is_1_ceil_mode_is_True": _POOL_3D,
+    "test_maxpool_3d_default": _POOL_3D, "test_maxpool_3d_dilations": _POOL_3D,
+    "test_maxpool_3d_dilations_use_ref_impl": _POOL_3D, "test_maxpool_3d_dilations_use_ref_impl_large": _POOL_3D,
+    "test_maxpool_with_argmax_2d_precomputed_pads": _INDICES,
+    "test_maxpool_with_argmax_2d_precomputed_strides": _INDICES,
+    "test_batchnorm_example_training_mode": _BN_TRAIN, "test_batchnorm_epsilon_training_mode": _BN_TRAIN,
+    "test_dropout_default_mask": _MASK, "test_dropout_default_mask_ratio": _MASK,
+    "test_training_dropout_zero_ratio_mask": _MASK,
+    "test_training_dropout": _TRAIN_DROPOUT, "test_training_dropout_default": _TRAIN_DROPOUT,
+    "test_training_dropout_mask": _TRAIN_DROPOUT, "test_training_dropout_default_mask": _TRAIN_DROPOUT,
+    "test_identity_sequence": _NOT_TENSOR, "test_identity_opt": _NOT_TENSOR,
+    "test_reshape_allowzero_reordered": _EMPTY,
+}
+# What the KilnError must say for each reason (so a case is refused for the listed reason).
+# The frontend folds an inference Dropout's mask (all true) to a constant graph output.
+REFUSAL_MESSAGE = {
+    _INT: r"int\d+ tensors are not supported", _POOL_3D: r"only 1-D and 2-D pooling",
+    _BN_TRAIN: r"training_mode=1", _MASK: r"mask output|graph output computed by no layer",
+    _TRAIN_DROPOUT: r"training mode|mask output", _INDICES: r"Indices output", _NOT_TENSOR: r"is not a tensor",
+    _EMPTY: r"empty tensors",
+}
+
+# Cases whose expected output onnx publishes as hand-written approximate numbers: compared
+# with onnx's reference evaluator on the same model instead (same rtol/atol), after checking
+# that the published numbers agree with that result to the stated absolute accuracy.
+EXPECTED_ROUNDED: dict[str, float] = {
+    # x and y are written with 4 decimals (y = [[[[0.1511]], [[0.2841]], [[0.3572]]]]; the
+    # exact mean of the written x is [0.151056, 0.284044, 0.357222]): agree to 1e-4
+    "test_averagepool_2d_ceil_last_window_starts_on_pad": 1e-4,
+}
+
+
+@functools.lru_cache(maxsize=1)
+def node_cases() -> dict:
+    """name -> onnx TestCase, for the cases whose nodes are all supported operators."""
+    from onnx.backend.test.case.node import collect_testcases
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cases = collect_testcases()
+    return {c.name: c for c in cases
+            if c.kind == "node" and c.model is not None and c.model.graph.node
+            and all(n.domain in ("", "ai.onnx") and n.op_type in SUPPORTED_OPS for n in c.model.graph.node)}
+
+
+def runtime_input_names(model: onnx.ModelProto) -> list[str]:
+    """The graph inputs that stay runtime inputs (the rest become initializers)."""
+    node = model.graph.node[0]
+    names = [n for n in node.input if n] if node.op_type in ALL_INPUTS_AT_RUNTIME else node.input[:1]
+    graph_inputs = [i.name for i in model.graph.input]
+    return [n for n in graph_inputs if n in set(names)]
+
+
+def with_constant_weights(model: onnx.ModelProto, inputs: list) -> tuple[onnx.ModelProto, list]:
+    """The case's model with non-data inputs as initializers; returns (model, runtime arrays)."""
+    keep = runtime_input_names(model)
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    graph = out.graph
+    runtime = []
+    all_inputs = list(graph.input)
+    del graph.input[:]
+    for value_info, array in zip(all_inputs, inputs):
+        if value_info.name in keep:
+            graph.input.append(value_info)
+            runtime.append(array)
+        else:
+            graph.initializer.append(numpy_helper.from_array(np.asarray(array), value_info.name))
+    return out, runtime
+
+
+def _case_names() -> list[str]:
+    return sorted(node_cases())
+
+
+@pytest.mark.parametrize("name", _case_names())
+def test_onnx_node_case(name, tmp_path):
+    case = node_cases()[name]
+    for k, (inputs, expected) in enumerate(case.data_sets):
+        model, runtime = with_constant_weights(case.model, list(inputs))
+        out_dir = tmp_path / f"prj{k}"
+        if name in EXPECTED_UNSUPPORTED:
+            with pytest.raises(kiln.KilnError, match=REFUSAL_MESSAGE[EXPECTED_UNSUPPORTED[name]]):
+                kiln.compile(model, board="vu13p", output_dir=out_dir, precision="float")
+            continue
+        project = kiln.compile(model, board="vu13p", output_dir=out_dir, precision="float")
+        # one sample: arrays of inputs with a batch axis (dim 0 of 1 or symbolic) as they are
+        feed = [x if spec["batch_axis"] else x[None] for spec, x in zip(project.inputs, runtime)]
+        got = project.csim(feed, return_all=True)
+        if name in EXPECTED_ROUNDED:
+            exact = ReferenceEvaluator(model).run(None, {i.name: x for i, x in zip(model.graph.input, runtime)})
+            for published, value in zip(expected, exact):
+                np.testing.assert_allclose(published, value, rtol=0, atol=EXPECTED_ROUNDED[name])
+            expected = exact
+        assert len(got) == len(expected)
+        for spec, y, want in zip(project.outputs, got, expected):
+            y = y if spec["batch_axis"] else y[0]
+            assert y.shape == want.shape, f"output {spec['name']!r}: shape {y.shape}, expected {want.shape}"
+            np.testing.assert_allclose(y, want, rtol=RTOL, atol=ATOL, err_msg=f"output {spec['name']!r}")
+
+
+def test_listed_names_exist():
+    """Every entry of EXPECTED_UNSUPPORTED / EXPECTED_ROUNDED names a collected case."""
+    assert sorted((set(EXPECTED_UNSUPPORTED) | set(EXPECTED_ROUNDED)) - set(node_cases())) == []
+    assert not set(EXPECTED_UNSUPPORTED) & set(EXPECTED_ROUNDED)
+    assert set(EXPECTED_UNSUPPORTED.values()) <= set(REFUSAL_MESSAGE)
