@@ -108,8 +108,11 @@ def tail(path: Path, n: int = 40) -> str:
 
 # --------------------------------------------------------------------------- (a) hls4ml
 def hls4ml_compile_and_predict(model, x: np.ndarray, workdir: Path, timings: dict | None = None,
-                               verbose: bool = False) -> np.ndarray:
-    """hls4ml 1.3.0 PyTorch path; fills ``timings`` with per-stage seconds, returns y (N,5)."""
+                               verbose: bool = False, input_shape: tuple | None = None,
+                               granularity: str = "model") -> np.ndarray:
+    """hls4ml 1.3.0 PyTorch path; fills ``timings`` with per-stage seconds, returns y (N, ...) as hls4ml
+    gives it (flattened per sample). ``input_shape`` excludes the batch dim (default ``x.shape[1:]``);
+    ``granularity`` is passed to ``config_from_pytorch_model`` ("name": per-layer default types/tables)."""
     import hls4ml  # imported by the caller first (timed there); cheap here
 
     sw = Stopwatch()
@@ -119,8 +122,8 @@ def hls4ml_compile_and_predict(model, x: np.ndarray, workdir: Path, timings: dic
         with sw.stage("config_from_pytorch_model"):
             cfg = hls4ml.utils.config_from_pytorch_model(
                 model,
-                input_shape=(x.shape[1],),  # excludes the batch dim
-                granularity="model",
+                input_shape=tuple(input_shape) if input_shape is not None else tuple(x.shape[1:]),
+                granularity=granularity,
                 backend="Vitis",
                 default_precision=HLS4ML_PRECISION,
                 default_reuse_factor=1,
