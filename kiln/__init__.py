@@ -14,7 +14,7 @@ __version__ = "0.1.0"
 
 
 def compile(model, board: str = "vu13p", output_dir=None, precision=None, config=None, reuse_factor=None,
-            fuse: bool = True):
+            fuse: bool = True, budget=None):
     """Compile an ONNX file or ModelProto into an HLS project; returns an ``HLSProject``.
 
     The project holds the lowered IR as ``kiln_ir.onnx`` (open it in Netron).
@@ -22,7 +22,7 @@ def compile(model, board: str = "vu13p", output_dir=None, precision=None, config
     from kiln.driver import compile_model
 
     return compile_model(model, board=board, output_dir=output_dir, precision=precision, config=config,
-                         reuse_factor=reuse_factor, fuse=fuse)
+                         reuse_factor=reuse_factor, fuse=fuse, budget=budget)
 
 
 def open_project(path):

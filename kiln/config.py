@@ -4,7 +4,8 @@ A ``kiln.toml`` looks like::
 
     [model]
     precision = "fixed<16,6>"     # default type of every value and weight
-    reuse_factor = 1
+    reuse_factor = "auto"         # or an integer for every layer
+    budget = 0.7                  # with "auto": fraction of the board's DSP/LUT to fit
 
     [layers."/fc1/Gemm"]          # a node name from the model (after fusion: the fused layer
     precision = "fixed<18,8>"     # keeps the name of the Gemm/MatMul/Conv it came from)
@@ -24,7 +25,7 @@ from kiln.errors import KilnError
 from kiln.precision import Precision, parse_precision
 
 LAYER_KEYS = {"precision", "weight", "bias", "accum", "reuse_factor"}
-MODEL_KEYS = {"precision", "reuse_factor"}
+MODEL_KEYS = {"precision", "reuse_factor", "budget"}
 
 
 @dataclass
@@ -39,21 +40,27 @@ class LayerConfig:
 @dataclass
 class Config:
     precision: Precision
-    reuse_factor: int = 1
+    reuse_factor: int | str = "auto"  # "auto": chosen per layer to fit budget x the board
+    budget: float = 0.7
     layers: dict[str, LayerConfig] = field(default_factory=dict)
 
     def layer(self, name: str) -> LayerConfig:
         return self.layers.get(name, LayerConfig())
 
 
-def _reuse(value, where: str) -> int:
+def _reuse(value, where: str, allow_auto: bool = False) -> int | str:
+    if allow_auto and value == "auto":
+        return value
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise KilnError(f"{where}: reuse_factor must be a positive integer, got {value!r}")
+        accepted = "a positive integer or 'auto'" if allow_auto else "a positive integer"
+        raise KilnError(f"{where}: reuse_factor must be {accepted}, got {value!r}")
     return value
 
 
 def make_config(precision: str | None = None, config: str | Path | dict | None = None,
-                reuse_factor: int | None = None) -> Config:
+                reuse_factor: int | str | None = None, budget: float | None = None) -> Config:
     """Build the Config from a TOML file/dict; explicit ``precision``/``reuse_factor`` win."""
     data: dict = {}
     where = "config"
@@ -76,7 +83,11 @@ def make_config(precision: str | None = None, config: str | Path | dict | None =
     if bad:
         raise KilnError(f"{where}: unknown key(s) {sorted(bad)} in [model]; allowed: {sorted(MODEL_KEYS)}")
     prec = parse_precision(precision or model.get("precision", "fixed<16,6>"), f"{where} [model] precision")
-    rf = _reuse(reuse_factor if reuse_factor is not None else model.get("reuse_factor", 1), f"{where} [model]")
+    rf = _reuse(reuse_factor if reuse_factor is not None else model.get("reuse_factor", "auto"), f"{where} [model]",
+                allow_auto=True)
+    budget = budget if budget is not None else model.get("budget", 0.7)
+    if not isinstance(budget, (int, float)) or isinstance(budget, bool) or not 0 < budget <= 1:
+        raise KilnError(f"{where}: budget must be a fraction in (0, 1], got {budget!r}")
     layers = {}
     for name, entry in data.get("layers", {}).items():
         here = f"{where} [layers.{name!r}]"
@@ -86,4 +97,4 @@ def make_config(precision: str | None = None, config: str | Path | dict | None =
         layers[name] = LayerConfig(
             **{k: parse_precision(v, f"{here} {k}") for k, v in entry.items() if k != "reuse_factor"},
             reuse_factor=_reuse(entry["reuse_factor"], here) if "reuse_factor" in entry else None)
-    return Config(precision=prec, reuse_factor=rf, layers=layers)
+    return Config(precision=prec, reuse_factor=rf, budget=float(budget), layers=layers)

@@ -11,7 +11,8 @@ import onnx_ir as ir
 from kiln.backends.hls.context import EmitContext
 from kiln.backends.hls.layers import emitter_for
 from kiln.backends.hls.project import HLSProject
-from kiln.backends.hls.writer import write_project
+from kiln.backends.hls.reuse import choose_reuse
+from kiln.backends.hls.writer import emit_layers, write_project
 from kiln.board import get_board
 from kiln.config import make_config
 from kiln.errors import KilnError
@@ -44,9 +45,9 @@ def check_supported(model: ir.Model, source: str) -> None:
         static_shape(value)
 
 
-def lower(model_src, precision=None, config=None, reuse_factor=None, fuse=True):
+def lower(model_src, precision=None, config=None, reuse_factor=None, fuse=True, budget=None):
     """Frontend and passes: returns (LoadedModel, Config) with the IR ready for a backend."""
-    cfg = make_config(precision=precision, config=config, reuse_factor=reuse_factor)
+    cfg = make_config(precision=precision, config=config, reuse_factor=reuse_factor, budget=budget)
     loaded = load_onnx(model_src)
     lowering_passes(fuse=fuse)(loaded.model)
     check_supported(loaded.model, loaded.source)
@@ -54,8 +55,21 @@ def lower(model_src, precision=None, config=None, reuse_factor=None, fuse=True):
     return loaded, cfg
 
 
+def apply_auto_reuse(model: ir.Model, cfg, board, opset: int) -> None:
+    """Set each layer's reuse factor so the estimated DSP/LUT fit ``cfg.budget`` of the board."""
+    nodes = list(model.graph)
+    layers = emit_layers(model, EmitContext(default_precision=cfg.precision, opset=opset))  # dry run at R=1
+    costs = {node.name or f"node{i}": (node.op_type, layer.cost) for i, (node, layer) in enumerate(zip(nodes, layers))
+             if layer.cost is not None}
+    fixed = {name for name, layer in cfg.layers.items() if layer.reuse_factor is not None}
+    chosen = choose_reuse(costs, board, cfg.budget, fixed)
+    for i, node in enumerate(nodes):
+        if (node.name or f"node{i}") in chosen:
+            node.metadata_props["kiln.reuse_factor"] = str(chosen[node.name or f"node{i}"])
+
+
 def compile_model(model, board="vu13p", output_dir=None, precision=None, config=None, reuse_factor=None,
-                  fuse=True) -> HLSProject:
+                  fuse=True, budget=None) -> HLSProject:
     target = get_board(board)
     if target.kind == "cpu":  # TVM backend: float32, none of the HLS options
         if precision not in (None, "float") or config is not None or reuse_factor is not None:
@@ -66,10 +80,13 @@ def compile_model(model, board="vu13p", output_dir=None, precision=None, config=
         return compile_tvm(model, board=target, output_dir=output_dir)
     if target.kind != "fpga":
         raise KilnError(f"board {board!r} is a {target.kind} target; the HLS backend needs an FPGA board")
-    loaded, cfg = lower(model, precision=precision, config=config, reuse_factor=reuse_factor, fuse=fuse)
+    loaded, cfg = lower(model, precision=precision, config=config, reuse_factor=reuse_factor, fuse=fuse,
+                        budget=budget)
     if output_dir is None:
         output_dir = Path(tempfile.mkdtemp(prefix="kiln-")) / "project"
     opset = loaded.model.opset_imports.get("", 13)
+    if cfg.reuse_factor == "auto":
+        apply_auto_reuse(loaded.model, cfg, target, opset)
     ctx = EmitContext(default_precision=cfg.precision, opset=opset)
     name = Path(loaded.source).stem if loaded.source != "<ModelProto>" else (loaded.model.graph.name or "model")
     path = write_project(loaded.model, loaded.original, loaded.batch_axis, target, ctx, Path(output_dir), name)

@@ -51,7 +51,8 @@ class AssignPrecisionPass(ir.passes.InPlacePass):
                 chosen = getattr(layer, key)
                 if chosen is not None:
                     node.metadata_props[f"kiln.{key}"] = str(chosen)
-            node.metadata_props["kiln.reuse_factor"] = str(layer.reuse_factor or self.config.reuse_factor)
+            model_rf = self.config.reuse_factor if self.config.reuse_factor != "auto" else 1
+            node.metadata_props["kiln.reuse_factor"] = str(layer.reuse_factor or model_rf)
         return ir.passes.PassResult(model, True)
 
     @staticmethod

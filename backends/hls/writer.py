@@ -31,6 +31,7 @@ import onnx_ir as ir
 
 import kiln
 from kiln.backends.hls.context import EmitContext
+from kiln.backends.hls.estimate import LayerCost, ModelEstimate, estimate_layer
 from kiln.backends.hls.layers import emitter_for
 from kiln.backends.hls.toolchain import ap_types_dir
 from kiln.board import Board
@@ -39,6 +40,7 @@ from kiln.ir_utils import size, static_shape
 from kiln.names import safe_comment
 
 MANIFEST = "kiln_manifest.json"
+ESTIMATE = "kiln_estimate.json"
 
 
 @dataclass
@@ -80,6 +82,21 @@ def emit_layers(model: ir.Model, ctx: EmitContext) -> list:
     return layers
 
 
+def estimate_model(model: ir.Model, layers: list, board: Board) -> ModelEstimate:
+    """Per-layer estimates (see estimate.py) with each layer's producers for the critical path."""
+    nodes = list(model.graph)
+    names = {id(node): node.name or f"node{i}" for i, node in enumerate(nodes)}
+    rows = []
+    for node, layer in zip(nodes, layers):
+        producers = [names[id(v.producer())] for v in node.inputs if v is not None and v.producer() is not None]
+        cost = layer.cost if layer.cost is not None else LayerCost(
+            reuse_factor=int(node.metadata_props.get("kiln.reuse_factor", "1")))
+        rows.append(estimate_layer(names[id(node)], node.op_type, cost, producers))
+    budget = {k: board.resources.get(k, 0) for k in ("dsp", "lut", "ff", "bram_36k")}
+    budget["bram_18k"] = 2 * budget.pop("bram_36k")
+    return ModelEstimate(rows, board.clock_mhz, budget)
+
+
 def write_project(model: ir.Model, original: onnx.ModelProto, batch_axis: dict[str, bool], board: Board,
                   ctx: EmitContext, output_dir: Path, model_name: str) -> Path:
     graph = model.graph
@@ -99,6 +116,7 @@ def write_project(model: ir.Model, original: onnx.ModelProto, batch_axis: dict[s
                           any_batch and len(shape) > 0 and shape[0] == 1))
         offset += size(value)
     layers = emit_layers(model, ctx)
+    estimate = estimate_model(model, layers, board)
     port_vars = {p.var for p in ports}
     intermediates = []
     for node in graph:
@@ -168,6 +186,7 @@ def write_project(model: ir.Model, original: onnx.ModelProto, batch_axis: dict[s
             "outputs": [_port_json(p) for p in ports if not p.is_input],
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
+        (tmp / ESTIMATE).write_text(json.dumps(estimate.as_dict(), indent=2))
         _replace_dir(tmp, output_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from kiln.backends.hls.context import c_float
+from kiln.backends.hls.estimate import LayerCost, bits
 from kiln.backends.hls.layers.base import Layer, LayerEmitter, register
 from kiln.ir_utils import attr, const_array, size
 from kiln.precision import FixedType
@@ -72,4 +73,9 @@ class ActivationEmitter(LayerEmitter):
                             use_table=not ctx.float_mode, alpha=c_float(alpha), clip_min=c_float(lo),
                             clip_max=c_float(hi), param_t=param_t, table_t=ctx.ctype(out))
         call = f"kiln::activation<{ctx.ctype(x)}, {ctx.ctype(out)}, {lid}_config>({ctx.var(x)}, {ctx.var(out)});"
-        return Layer(config, call, self.header)
+        tabled = node.op_type in ("Sigmoid", "Tanh") and not ctx.float_mode
+        cost = LayerCost(out_elems=size(out), out_bits=bits(ctx.precision(out)), extra_latency=1 if tabled else 0,
+                         table_entries=1024 if tabled else 0, is_float=ctx.float_mode,
+                         mults=size(out) if node.op_type == "LeakyRelu" else 0, a_bits=bits(in_prec), b_bits=18,
+                         acc_bits=bits(ctx.precision(out)), reuse_factor=ctx.reuse(node))
+        return Layer(config, call, self.header, cost)

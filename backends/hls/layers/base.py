@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import onnx_ir as ir
 
+from kiln.backends.hls.estimate import LayerCost
 from kiln.ir_utils import const_array
 
 
@@ -16,6 +17,7 @@ class Layer:
     config: str  # C++ config struct(s), placed in parameters.h
     call: str    # C++ statement(s) in the top function
     header: str  # nnet header with the template it calls
+    cost: LayerCost | None = None  # for the latency/resource estimates (None: wiring only)
 
 
 class LayerEmitter:

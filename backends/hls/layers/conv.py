@@ -10,6 +10,7 @@ import math
 
 import numpy as np
 
+from kiln.backends.hls.estimate import LayerCost, bits
 from kiln.backends.hls.layers.base import Layer, LayerEmitter, register
 from kiln.ir_utils import attr, const_array, static_shape
 from kiln.precision import accumulator_for
@@ -107,4 +108,8 @@ class ConvEmitter(LayerEmitter):
         call = f"kiln::conv2d<{ctx.ctype(x)}, {ctx.ctype(out)}, {lid}_config>({{x}}, {{y}}, {w_name}, {b_name});"
         n_batch = xs[0]
         call = batch_loop(n_batch, math.prod(xs[1:]), math.prod(ys[1:]), call, ctx.var(x), ctx.var(out))
-        return Layer(config, call, self.header)
+        cost = LayerCost(mults=n_mults * oh * ow * n_batch, fan_in=fan_in, a_bits=bits(ctx.precision(x)),
+                         b_bits=bits(w_prec), acc_bits=bits(accum), out_elems=math.prod(ys),
+                         out_bits=bits(ctx.precision(out)), weight_bits=(w.size + b.size) * bits(w_prec),
+                         weight_width=bits(w_prec), is_float=ctx.float_mode, reuse_factor=rf, divisible=n_mults)
+        return Layer(config, call, self.header, cost)

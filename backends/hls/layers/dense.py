@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+from kiln.backends.hls.estimate import LayerCost, bits
 from kiln.backends.hls.layers.base import Layer, LayerEmitter, register
 from kiln.ir_utils import const_array, size
 from kiln.precision import accumulator_for
@@ -42,4 +43,8 @@ class DenseEmitter(LayerEmitter):
                             weight_t=w_t, bias_t=b_t)
         call = (f"kiln::dense<{ctx.ctype(x)}, {ctx.ctype(out)}, {lid}_config>"
                 f"({ctx.var(x)}, {ctx.var(out)}, {w_name}, {b_name});")
-        return Layer(config, call, self.header)
+        cost = LayerCost(mults=n_in * n_out * (size(x) // n_in), fan_in=n_in, a_bits=bits(ctx.precision(x)),
+                         b_bits=bits(w_prec), acc_bits=bits(accum), out_elems=size(out), out_bits=bits(ctx.precision(out)),
+                         weight_bits=(w.size + b.size) * bits(w_prec), weight_width=bits(w_prec),
+                         is_float=ctx.float_mode, reuse_factor=rf, divisible=n_in * n_out)
+        return Layer(config, call, self.header, cost)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from kiln.backends.hls.estimate import LayerCost, bits
 from kiln.backends.hls.layers.base import Layer, LayerEmitter, register
 from kiln.ir_utils import const_array, size, static_shape
 
@@ -63,15 +64,20 @@ class BinaryEmitter(LayerEmitter):
         b_const = const_array(b)
         if op == "Div" and b_const is not None and not ctx.float_mode:
             op, b_const = "Mul", 1.0 / b_const.astype(np.float64)
-        a_name, a_t, _ = ctx.operand(node, a, "in0")
+        a_name, a_t, a_prec = ctx.operand(node, a, "in0")
         if b_const is not None:
-            b_name, b_t, _ = ctx.weight(node, b_const, "in1")
+            b_name, b_t, b_prec = ctx.weight(node, b_const, "in1")
         else:
-            b_name, b_t, _ = ctx.operand(node, b, "in1")
+            b_name, b_t, b_prec = ctx.operand(node, b, "in1")
         out_shape = static_shape(out)
         config = ctx.render(CONFIG, id=lid, n_a=size(a), n_b=size(b), n_out=size(out), op=OPS[op],
                             rf=ctx.reuse(node), dims=pad_dims(out_shape),
                             a_s=broadcast_strides(static_shape(a), out_shape),
                             b_s=broadcast_strides(static_shape(b), out_shape))
         call = f"kiln::binary<{a_t}, {b_t}, {ctx.ctype(out)}, {lid}_config>({a_name}, {b_name}, {ctx.var(out)});"
-        return Layer(config, call, self.header)
+        multiplies = op in ("Mul", "Div")
+        cost = LayerCost(mults=size(out) if multiplies else 0, adds=0 if multiplies else size(out),
+                         a_bits=bits(a_prec), b_bits=bits(b_prec), acc_bits=bits(ctx.precision(out)),
+                         out_elems=size(out), out_bits=bits(ctx.precision(out)), is_float=ctx.float_mode,
+                         reuse_factor=ctx.reuse(node), extra_latency=8 if op == "Div" else 0)
+        return Layer(config, call, self.header, cost)

@@ -14,6 +14,7 @@ import math
 import numpy as np
 
 from kiln.backends.hls.context import c_float
+from kiln.backends.hls.estimate import LayerCost, bits
 from kiln.backends.hls.layers.base import Layer, LayerEmitter, register
 from kiln.ir_utils import attr, const_array, static_shape
 from kiln.precision import FixedType, FloatType, sum_type_for
@@ -97,4 +98,12 @@ class LayerNormEmitter(LayerEmitter):
                             scale_t=s_t, bias_t=b_t)
         call = (f"kiln::layernorm<{ctx.ctype(x)}, {ctx.ctype(out)}, {lid}_config>"
                 f"({ctx.var(x)}, {ctx.var(out)}, {s_name}, {b_name});")
-        return Layer(config, call, self.header)
+        rows = math.prod(shape[:axis])
+        internal = internal_types(ctx.precision(x), n)
+        cost = LayerCost(mults=3 * rows * n, fan_in=n, a_bits=bits(internal["diff"]), b_bits=bits(internal["rstd"]),
+                         acc_bits=bits(internal["sq_sum"]), out_elems=rows * n, out_bits=bits(ctx.precision(out)),
+                         adds=2 * rows * n, weight_bits=2 * n * bits(ctx.default_precision),
+                         weight_width=bits(ctx.default_precision), table_entries=0 if ctx.float_mode else TABLE_SIZE,
+                         extra_latency=2 * math.ceil(math.log2(n + 1)) + 8, is_float=ctx.float_mode,
+                         reuse_factor=ctx.reuse(node))
+        return Layer(config, call, self.header, cost)

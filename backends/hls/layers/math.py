@@ -16,6 +16,7 @@ import math
 import numpy as np
 
 from kiln.backends.hls.context import c_float
+from kiln.backends.hls.estimate import LayerCost, bits
 from kiln.backends.hls.layers.base import Layer, LayerEmitter, register
 from kiln.backends.hls.layers.eltwise import MAX_RANK, pad_dims
 from kiln.ir_utils import attr, const_array, size, static_shape
@@ -84,7 +85,10 @@ class UnaryMathEmitter(LayerEmitter):
         config = ctx.render(MATH_CONFIG, id=lid, n=size(x), op=MATH_OPS[node.op_type], rf=ctx.reuse(node),
                             exponent=c_float(exponent))
         call = f"kiln::unary_math<{ctx.ctype(x)}, {ctx.ctype(out)}, {lid}_config>({ctx.var(x)}, {ctx.var(out)});"
-        return Layer(config, call, self.header)
+        cost = LayerCost(mults=size(out), a_bits=bits(ctx.precision(x)), b_bits=bits(ctx.precision(x)),
+                         acc_bits=bits(ctx.precision(out)), out_elems=size(out), out_bits=bits(ctx.precision(out)),
+                         is_float=True, extra_latency=10, reuse_factor=ctx.reuse(node))
+        return Layer(config, call, self.header, cost)
 
 
 def reduce_axes(node, rank: int) -> list[int] | None:
@@ -134,7 +138,10 @@ class ReduceEmitter(LayerEmitter):
                             accum_t=ctx.typedef(f"{lid}_accum_t", accum),
                             scale_t=ctx.typedef(f"{lid}_scale_t", scale_prec))
         call = f"kiln::reduce<{ctx.ctype(x)}, {ctx.ctype(out)}, {lid}_config>({ctx.var(x)}, {ctx.var(out)});"
-        return Layer(config, call, self.header)
+        cost = LayerCost(adds=size(x), fan_in=count, mults=size(out), a_bits=bits(accum), b_bits=bits(scale_prec),
+                         acc_bits=bits(accum), out_elems=size(out), out_bits=bits(ctx.precision(out)),
+                         is_float=ctx.float_mode, reuse_factor=ctx.reuse(node))
+        return Layer(config, call, self.header, cost)
 
 
 @register

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 
+from kiln.backends.hls.estimate import LayerCost, bits
 from kiln.backends.hls.layers.base import Layer, LayerEmitter, register
 from kiln.ir_utils import attr, static_shape
 from kiln.precision import FixedType, FloatType, sum_type_for
@@ -62,4 +63,9 @@ class SoftmaxEmitter(LayerEmitter):
                             use_table=not ctx.float_mode, exp_t=ctx.typedef(f"{lid}_exp_t", exp_t),
                             inv_t=ctx.typedef(f"{lid}_inv_t", inv_t), sum_t=ctx.typedef(f"{lid}_sum_t", sum_t))
         call = f"kiln::softmax<{ctx.ctype(x)}, {ctx.ctype(out)}, {lid}_config>({ctx.var(x)}, {ctx.var(out)});"
-        return Layer(config, call, self.header)
+        rows, log_n = outer * inner, math.ceil(math.log2(n_axis + 1))
+        cost = LayerCost(mults=2 * rows * n_axis, fan_in=n_axis, a_bits=bits(exp_t), b_bits=bits(inv_t),
+                         acc_bits=bits(sum_t), out_elems=rows * n_axis, out_bits=bits(ctx.precision(out)),
+                         adds=rows * n_axis, table_entries=0 if ctx.float_mode else 512 + 64 + 1024,
+                         extra_latency=log_n + 6, is_float=ctx.float_mode, reuse_factor=ctx.reuse(node))
+        return Layer(config, call, self.header, cost)
