@@ -18,6 +18,8 @@ class Board:
     clock_mhz: float
     source: str
     resources: dict = field(default_factory=dict)
+    target: dict = field(default_factory=dict)     # kind = "cpu": the TVM target (dict form)
+    toolchain: dict = field(default_factory=dict)  # kind = "cpu": the C compiler that links the library
 
     @property
     def clock_period_ns(self) -> float:
@@ -45,4 +47,5 @@ def _parse(filename: str, text: str) -> Board:
     data = tomllib.loads(text)
     return Board(name=data["name"], kind=data["kind"], description=data.get("description", ""),
                  part=data.get("part", ""), clock_mhz=float(data.get("clock_mhz", 0)),
-                 source=data.get("source", ""), resources=dict(data.get("resources", {})))
+                 source=data.get("source", ""), resources=dict(data.get("resources", {})),
+                 target=dict(data.get("target", {})), toolchain=dict(data.get("toolchain", {})))

@@ -1,4 +1,4 @@
-"""``kiln`` command line: compile, csim, boards, doctor.
+"""``kiln`` command line: compile, csim, run, bench, boards, doctor.
 
 User errors (KilnError) print one message and exit with code 2, never a traceback.
 """
@@ -6,6 +6,7 @@ User errors (KilnError) print one message and exit with code 2, never a tracebac
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -39,9 +40,18 @@ def _load_inputs(paths: list[str]):
 
 def cmd_compile(args) -> int:
     import kiln
+    from kiln.board import get_board
 
+    board = get_board(args.board)
+    if board.kind == "cpu":
+        from kiln.backends.tvm.cli import cmd_compile_cpu
+
+        return cmd_compile_cpu(args, board)
+    if args.tune or args.tracker or args.key or args.lib_format != "auto":
+        raise KilnError(f"--tune/--tracker/--key/--format apply to CPU boards (TVM); {board.name} is an "
+                        f"{board.kind} board")
     project = kiln.compile(args.model, board=args.board, output_dir=args.output, precision=args.precision,
-                           config=args.config, reuse_factor=args.reuse, fuse=not args.no_fuse)
+                           config=args.config, reuse_factor=args.reuse, fuse=not args.no_fuse, budget=args.budget)
     m = project.manifest
     print(f"wrote {project.path} ({m['board']}, {m['part']}, {m['clock_mhz']} MHz, precision {m['precision']}, "
           f"{m['n_weights']} weights)")
@@ -104,6 +114,37 @@ def _trace(project, inputs, out_dir: Path, console) -> None:
     console.print(table)
 
 
+def cmd_report(args) -> int:
+    from kiln.report import load_estimate, write_report
+
+    if args.json:
+        print(json.dumps(load_estimate(args.project), indent=2))
+        return 0
+    path = write_report(args.project)
+    total = load_estimate(args.project)["total"]
+    print(f"wrote {path} (estimates: latency {total['latency_cycles']} cycles = {total['latency_ns']:.0f} ns, "
+          f"II {total['ii']}, DSP {total['dsp']}, LUT {total['lut']}, FF {total['ff']}, BRAM18 {total['bram']})")
+    return 0
+
+
+def cmd_synth(args) -> int:
+    from rich.table import Table
+
+    from kiln.backends.hls.project import HLSProject
+    from kiln.synth import comparison_rows, run_vitis
+
+    project = HLSProject.open(args.project)
+    run_vitis(project.path)
+    top, rows = comparison_rows(project.path)
+    table = Table(title=f"Kiln estimate vs Vitis HLS {top.version} csynth ({top.part})")
+    for col in ("", "Kiln (estimate)", "Vitis HLS"):
+        table.add_column(col)
+    for row in rows:
+        table.add_row(*row)
+    _console().print(table)
+    return 0
+
+
 def cmd_boards(args) -> int:
     from rich.table import Table
 
@@ -114,7 +155,8 @@ def cmd_boards(args) -> int:
         table.add_column(col)
     for b in list_boards():
         r = b.resources
-        table.add_row(b.name, b.kind, b.part, f"{b.clock_mhz:g}", *(str(r.get(k, "-")) for k in ("dsp", "lut", "ff", "bram_36k")),
+        part = b.part or " ".join(str(b.target.get(k, "")) for k in ("mtriple", "mcpu"))
+        table.add_row(b.name, b.kind, part, f"{b.clock_mhz:g}" if b.clock_mhz else "-", *(str(r.get(k, "-")) for k in ("dsp", "lut", "ff", "bram_36k")),
                       b.description)
     _console().print(table)
     return 0
@@ -136,8 +178,13 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("-o", "--output", required=True, help="output project directory")
     c.add_argument("--precision", help="'float' or 'fixed<W,I>' (default fixed<16,6>)")
     c.add_argument("--config", help="kiln.toml with per-layer precision / reuse factors")
-    c.add_argument("--reuse", type=int, help="model-wide reuse factor")
+    c.add_argument("--reuse", help="'auto' (default: per-layer factors that fit --budget of the board) or an "
+                   "integer for every layer")
+    c.add_argument("--budget", type=float, help="with --reuse auto: fraction of the board's DSP/LUT (default 0.7)")
     c.add_argument("--no-fuse", action="store_true", help="compile LayerNorm/GELU patterns op by op (no fusion)")
+    from kiln.backends.tvm.cli import add_compile_options, add_parsers
+
+    add_compile_options(c)
     c.set_defaults(func=cmd_compile)
     s = sub.add_parser("csim", help="bit-accurate C simulation, compared with ONNX Runtime")
     s.add_argument("project")
@@ -147,8 +194,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--trace", metavar="DIR", help="write every layer's output to DIR/trace.npz and compare each "
                    "with ONNX Runtime's value of the same tensor")
     s.set_defaults(func=cmd_csim)
+    r = sub.add_parser("report", help="per-layer latency/resource estimates: HTML + PNG charts, or --json")
+    r.add_argument("project")
+    r.add_argument("--json", action="store_true", help="print the estimates as JSON")
+    r.set_defaults(func=cmd_report)
+    y = sub.add_parser("synth", help="run Vitis HLS synthesis (needs vitis_hls on PATH) and compare with the estimates")
+    y.add_argument("project")
+    y.set_defaults(func=cmd_synth)
     b = sub.add_parser("boards", help="list boards and their budgets")
     b.set_defaults(func=cmd_boards)
+    add_parsers(sub)  # run, bench (CPU boards, TVM)
     d = sub.add_parser("doctor", help="what toolchains and backends are available")
     d.set_defaults(func=cmd_doctor)
     return parser

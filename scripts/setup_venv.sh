@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Create .venv at the repo root (if missing) and install Kiln with its test extras.
+# Create .venv at the repo root (if missing) and install Kiln with its test and tvm extras.
 # Re-running is cheap: pip skips what is already installed.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -9,4 +9,5 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip >/dev/null 2>&1 || true
 # torch==2.13.0 (CPU) resolves to the local wheel where one is provided (PIP_FIND_LINKS).
-.venv/bin/python -m pip install --quiet -e ".[test]"
+# tvm: the TVM backend for CPU boards (apache-tvm pinned with apache-tvm-ffi 0.1.14.post0).
+.venv/bin/python -m pip install --quiet -e ".[test,tvm]"

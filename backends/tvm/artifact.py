@@ -1,0 +1,372 @@
+"""A compiled TVM artifact on disk: run it here or on a device, and measure its latency.
+
+``run`` and ``bench`` need only the library and ``kiln_manifest.json``; ``model.onnx`` is
+read only for the ONNX Runtime reference (outputs and, on the host, latency).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from kiln.backends.tvm.target import host_arch, require_tvm, runs_here, short_error
+from kiln.errors import KilnError
+from kiln.fsutil import MANIFEST
+from kiln.reference import run_onnxruntime, sample_shape
+
+DEFAULT_REPEAT = 200
+DEFAULT_WARMUP = 10
+
+
+@dataclass
+class OutputComparison:
+    name: str
+    max_abs_error: float
+    scale: float                 # max |reference|
+    relative_error: float        # max_abs_error / scale
+    argmax_agreement: float | None
+
+
+@dataclass
+class Timing:
+    """Per-run latencies in seconds."""
+    label: str
+    method: str
+    times: list[float]
+
+    @property
+    def median(self) -> float:
+        return float(np.median(self.times))
+
+    @property
+    def p10(self) -> float:
+        return float(np.percentile(self.times, 10))
+
+    @property
+    def p90(self) -> float:
+        return float(np.percentile(self.times, 90))
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(self.times))
+
+    @property
+    def throughput(self) -> float:
+        """Inferences per second (batch 1): runs / total time."""
+        return 1.0 / self.mean if self.mean > 0 else float("inf")
+
+    def as_dict(self) -> dict:
+        return {"label": self.label, "method": self.method, "runs": len(self.times), "median_s": self.median,
+                "p10_s": self.p10, "p90_s": self.p90, "mean_s": self.mean, "throughput_per_s": self.throughput}
+
+
+@dataclass
+class BenchReport:
+    where: str                     # "this machine" or the RPC address
+    repeat: int
+    warmup: int
+    tvm: Timing                    # the device's own timer (time_evaluator)
+    tvm_wall: Timing | None = None         # host only: Python call, wall clock (the method used for ORT)
+    onnxruntime: Timing | None = None      # host only
+    outputs: list[np.ndarray] = field(default_factory=list)   # outputs of the timed input, fetched back
+    comparison: list[OutputComparison] = field(default_factory=list)
+
+    @property
+    def ratio(self) -> float | None:
+        """TVM / ONNX Runtime median latency, both measured the same way (> 1: TVM slower)."""
+        if self.onnxruntime is None or self.tvm_wall is None:
+            return None
+        return self.tvm_wall.median / self.onnxruntime.median
+
+    @property
+    def ratio_device_timer(self) -> float | None:
+        if self.onnxruntime is None:
+            return None
+        return self.tvm.median / self.onnxruntime.median
+
+
+class _Runtime:
+    """The library loaded into a Relax VM, here or on an RPC device."""
+
+    def __init__(self, artifact: "TVMArtifact", remote=None):
+        tvm = require_tvm()
+        from tvm import relax
+
+        self.artifact = artifact
+        lib_path = artifact.library
+        if not lib_path.is_file():
+            raise KilnError(f"{artifact.path}: the library {lib_path.name} is missing; compile again")
+        self.session = None
+        if remote is None:
+            if not runs_here(artifact.target):
+                raise KilnError(
+                    f"{artifact.path} is compiled for {artifact.target['mtriple']} ({artifact.manifest['board']}); "
+                    f"this machine is {host_arch()}: run it on the device with --rpc HOST:PORT or "
+                    "--tracker HOST:PORT --key KEY")
+            try:
+                lib = tvm.runtime.load_module(str(lib_path))
+            except Exception as exc:
+                raise KilnError(f"cannot load {lib_path}: {short_error(exc)}") from None
+            self.dev = tvm.cpu()
+            self.where = "this machine"
+        else:
+            from kiln.backends.tvm.remote import connect
+
+            self.session = connect(remote)
+            try:
+                self.session.upload(str(lib_path))
+                lib = self.session.load_module(lib_path.name)
+            except Exception as exc:
+                raise KilnError(f"the device ({remote.label}) could not load {lib_path.name} built for "
+                                f"{artifact.target['mtriple']}: {short_error(exc)}") from None
+            self.dev = self.session.cpu()
+            self.where = remote.label
+        try:
+            self.vm = relax.VirtualMachine(lib, self.dev)
+        except Exception as exc:
+            raise KilnError(f"cannot start the Relax VM for {lib_path.name}: {short_error(exc)}") from None
+        self._tvm = tvm
+
+    def set_sample(self, sample: list[np.ndarray]) -> None:
+        tensors = [self._tvm.runtime.tensor(np.ascontiguousarray(x), self.dev) for x in sample]
+        self.vm.set_input("main", *tensors)
+
+    def invoke(self) -> None:
+        self.vm.invoke_stateful("main")
+
+    def outputs(self) -> list[np.ndarray]:
+        out = self.vm.get_outputs("main")
+        flat = []
+
+        def walk(o):
+            if isinstance(o, (tuple, list)):
+                for item in o:
+                    walk(item)
+            else:
+                flat.append(o.numpy())
+
+        walk(out)
+        return flat
+
+    def call(self, sample: list[np.ndarray]) -> list[np.ndarray]:
+        self.set_sample(sample)
+        self.invoke()
+        return self.outputs()
+
+
+class TVMArtifact:
+    def __init__(self, path: Path, manifest: dict):
+        self.path = Path(path)
+        self.manifest = manifest
+
+    @classmethod
+    def open(cls, path) -> "TVMArtifact":
+        path = Path(path)
+        try:
+            manifest = json.loads((path / MANIFEST).read_text())
+        except FileNotFoundError:
+            raise KilnError(f"{path} is not a Kiln artifact (no {MANIFEST}); run `kiln compile` first") from None
+        except json.JSONDecodeError as exc:
+            raise KilnError(f"{path / MANIFEST} is corrupt: {exc}") from None
+        if manifest.get("backend") != "tvm":
+            raise KilnError(f"{path} is an {manifest.get('backend', 'unknown').upper()} project for board "
+                            f"{manifest.get('board')!r}, not a TVM (CPU board) artifact; "
+                            "for HLS projects use `kiln csim`")
+        return cls(path, manifest)
+
+    @property
+    def inputs(self) -> list[dict]:
+        return self.manifest["inputs"]
+
+    @property
+    def outputs(self) -> list[dict]:
+        return self.manifest["outputs"]
+
+    @property
+    def target(self) -> dict:
+        return self.manifest["target"]
+
+    @property
+    def library(self) -> Path:
+        return self.path / self.manifest["library"]["file"]
+
+    # --- inputs ------------------------------------------------------------------------
+    def check_inputs(self, inputs) -> list[np.ndarray]:
+        """Validate user arrays (leading axis: N samples) against the manifest."""
+        if isinstance(inputs, np.ndarray):
+            inputs = [inputs]
+        if isinstance(inputs, dict):
+            missing = [p["name"] for p in self.inputs if p["name"] not in inputs]
+            if missing:
+                raise KilnError(f"missing input(s) {missing}; the model's inputs are {[p['name'] for p in self.inputs]}")
+            inputs = [inputs[p["name"]] for p in self.inputs]
+        inputs = list(inputs)
+        if len(inputs) != len(self.inputs):
+            raise KilnError(f"the model has {len(self.inputs)} input(s) {[p['name'] for p in self.inputs]}, "
+                            f"got {len(inputs)} array(s)")
+        arrays, n = [], None
+        for spec, x in zip(self.inputs, inputs):
+            x = np.asarray(x)
+            want = sample_shape(spec)
+            is_float = spec["dtype"].startswith("float")
+            if not (x.dtype.kind == "f" if is_float else x.dtype.kind in "iub"):
+                raise KilnError(f"input {spec['name']!r}: dtype {x.dtype} does not match the model's "
+                                f"{spec['dtype']} (expected {'a float' if is_float else 'an integer'} array)")
+            if x.ndim != len(want) + 1 or tuple(x.shape[1:]) != tuple(want):
+                raise KilnError(f"input {spec['name']!r}: shape {tuple(x.shape)} does not match the model; "
+                                f"expected (N, {', '.join(map(str, want))}) with a leading batch axis of N samples")
+            if n is not None and x.shape[0] != n:
+                raise KilnError(f"inputs disagree on the number of samples ({n} vs {x.shape[0]})")
+            n = x.shape[0]
+            arrays.append(x)
+        if n == 0:
+            raise KilnError("no samples: the input has a batch axis of 0")
+        return arrays
+
+    def _sample(self, arrays: list[np.ndarray], s: int) -> list[np.ndarray]:
+        """Sample s of every input, shaped as the library takes it (batch pinned to 1)."""
+        out = []
+        for spec, x in zip(self.inputs, arrays):
+            one = x[s:s + 1] if spec.get("batch_axis") else x[s]
+            out.append(one.astype(spec["dtype"]).reshape(spec["shape"]))
+        return out
+
+    def random_inputs(self, n: int = 1, seed: int = 0) -> list[np.ndarray]:
+        """Standard-normal floats / small non-negative integers, with a leading axis of n samples."""
+        rng = np.random.default_rng(seed)
+        arrays = []
+        for spec in self.inputs:
+            shape = (n, *sample_shape(spec))
+            if spec["dtype"].startswith("float"):
+                arrays.append(rng.standard_normal(shape).astype(spec["dtype"]))
+            elif spec["dtype"] == "bool":
+                arrays.append(rng.integers(0, 2, shape).astype(bool))
+            else:
+                arrays.append(rng.integers(0, 2, shape).astype(spec["dtype"]))
+        return arrays
+
+    # --- run ---------------------------------------------------------------------------
+    def load(self, remote=None) -> _Runtime:
+        """The library in a Relax VM: here, or on the device of ``remote`` (a RemoteSpec)."""
+        return _Runtime(self, remote)
+
+    def run(self, inputs, remote=None, return_all: bool = False, runtime: _Runtime | None = None):
+        """Outputs for N samples (one library call per sample), shaped like ONNX Runtime's."""
+        arrays = self.check_inputs(inputs)
+        rt = runtime or self.load(remote)
+        n = arrays[0].shape[0]
+        per_output: list[list[np.ndarray]] = [[] for _ in self.outputs]
+        for s in range(n):
+            ys = rt.call(self._sample(arrays, s))
+            if len(ys) != len(self.outputs):
+                raise KilnError(f"the library returned {len(ys)} output(s), the manifest lists {len(self.outputs)}")
+            for k, (spec, y) in enumerate(zip(self.outputs, ys)):
+                per_output[k].append(y.reshape(sample_shape(spec)))
+        results = [np.stack(o) for o in per_output]
+        return results if (return_all or len(results) > 1) else results[0]
+
+    def reference(self, inputs) -> list[np.ndarray]:
+        """ONNX Runtime on the user's model (``model.onnx``), same inputs, same layout as ``run``."""
+        model = self.path / "model.onnx"
+        if not model.is_file():
+            raise KilnError(f"{self.path}: model.onnx is missing, so there is no ONNX Runtime reference")
+        arrays = self.check_inputs(inputs)
+        return run_onnxruntime(model, self.inputs, self.outputs, arrays)
+
+    def compare(self, inputs, outputs=None, remote=None) -> list[OutputComparison]:
+        outputs = outputs if outputs is not None else self.run(inputs, remote=remote, return_all=True)
+        return compare_outputs(self.outputs, outputs, self.reference(inputs))
+
+    # --- bench -------------------------------------------------------------------------
+    def bench(self, repeat: int = DEFAULT_REPEAT, warmup: int = DEFAULT_WARMUP, inputs=None, remote=None,
+              onnxruntime: bool = True, progress=None) -> BenchReport:
+        """Latency of one inference (batch 1) over ``repeat`` runs after ``warmup`` runs.
+
+        TVM is timed by the device's own timer (``time_evaluator``: here, or on the RPC
+        device). On this machine it is also timed as a Python call with a wall clock, the
+        way ONNX Runtime (same model, same input, same process) is timed, and the ratio is
+        taken between those two. The outputs of the timed input are fetched back and
+        compared with ONNX Runtime.
+        """
+        if repeat < 1 or warmup < 0:
+            raise KilnError("--repeat must be >= 1 and --warmup >= 0")
+        arrays = self.check_inputs(inputs) if inputs is not None else self.random_inputs(1)
+        arrays = [a[:1] for a in arrays]  # the first sample
+        sample = self._sample(arrays, 0)
+        rt = self.load(remote)
+        say = progress or (lambda msg: None)
+        rt.set_sample(sample)
+        say(f"warm-up ({warmup} runs) on {rt.where}")
+        for _ in range(warmup):
+            rt.invoke()
+        outputs = rt.outputs()
+        say(f"timing TVM ({repeat} runs, device timer) on {rt.where}")
+        try:
+            evaluator = rt.vm.time_evaluator("invoke_stateful", rt.dev, number=1, repeat=repeat)
+            times = [float(t) for t in evaluator("main").results]
+        except Exception as exc:
+            raise KilnError(f"timing on {rt.where} failed: {short_error(exc)}") from None
+        report = BenchReport(where=rt.where, repeat=repeat, warmup=warmup,
+                             tvm=Timing(f"TVM {self.manifest['tvm_version']} ({self.manifest['board']})",
+                                        "device timer (time_evaluator)", times))
+        if remote is None:
+            say(f"timing TVM ({repeat} runs, wall clock)")
+            report.tvm_wall = Timing(report.tvm.label, "Python call, wall clock",
+                                     _wall_clock(rt.invoke, repeat, 0))
+        per_output = [[y.reshape(sample_shape(spec))] for spec, y in zip(self.outputs, outputs)]
+        report.outputs = [np.stack(o) for o in per_output]
+        if (self.path / "model.onnx").is_file():
+            report.comparison = compare_outputs(self.outputs, report.outputs, self.reference(arrays))
+            if remote is None and onnxruntime:
+                say(f"timing ONNX Runtime ({repeat} runs, wall clock)")
+                report.onnxruntime = _time_onnxruntime(self.path / "model.onnx", self.inputs, sample, repeat, warmup)
+        return report
+
+
+def compare_outputs(specs: list[dict], outputs: list[np.ndarray], references: list[np.ndarray]):
+    rows = []
+    for spec, got, ref in zip(specs, outputs, references):
+        got = np.asarray(got, dtype=np.float64)
+        err = float(np.max(np.abs(got - ref))) if ref.size else 0.0
+        scale = float(np.max(np.abs(ref))) if ref.size else 0.0
+        agree = None
+        if got.ndim == 2 and got.shape[1] > 1:
+            agree = float(np.mean(np.argmax(got, axis=1) == np.argmax(ref, axis=1)))
+        rows.append(OutputComparison(spec["name"], err, scale, err / scale if scale > 0 else err, agree))
+    return rows
+
+
+def _wall_clock(fn, repeat: int, warmup: int) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    times = []
+    clock = time.perf_counter_ns
+    for _ in range(repeat):
+        t0 = clock()
+        fn()
+        times.append((clock() - t0) * 1e-9)
+    return times
+
+
+def _time_onnxruntime(model: Path, specs: list[dict], sample: list[np.ndarray], repeat: int, warmup: int) -> Timing:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    try:
+        session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise KilnError(f"ONNX Runtime cannot load {model}: {short_error(exc)}") from None
+    types = {i.name: i.type for i in session.get_inputs()}
+    feed = {}
+    for spec, x in zip(specs, sample):
+        want = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(int64)": np.int64,
+                "tensor(int32)": np.int32}.get(types.get(spec["name"], ""), x.dtype)
+        feed[spec["name"]] = np.ascontiguousarray(x.astype(want))
+    times = _wall_clock(lambda: session.run(None, feed), repeat, max(warmup, 1))
+    return Timing(f"ONNX Runtime {ort.__version__} (CPU EP, {options.intra_op_num_threads or 'default'} threads)",
+                  "Python call, wall clock", times)

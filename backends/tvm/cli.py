@@ -1,0 +1,187 @@
+"""The TVM backend's part of the ``kiln`` command line: compile for a CPU board, run, bench.
+
+kiln/cli.py hands CPU boards to ``cmd_compile_cpu`` and adds ``run`` and ``bench`` through
+``add_parsers``; everything TVM-specific lives here.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from kiln.errors import KilnError
+
+
+def add_compile_options(c: argparse.ArgumentParser) -> None:
+    g = c.add_argument_group("CPU boards (TVM backend)")
+    g.add_argument("--tune", type=int, metavar="TRIALS",
+                   help="tune with MetaSchedule within TRIALS trials (the log is kept in OUTPUT/tuning/)")
+    g.add_argument("--format", dest="lib_format", default="auto", choices=("auto", "so", "tar"),
+                   help="library: .so (linked here; cross boards need their gcc) or .tar of objects "
+                        "(the device links it); auto: .so when the toolchain is here")
+    _add_remote_options(g, tuning=True)
+
+
+def _add_remote_options(g, tuning: bool = False) -> None:
+    where = "tune on" if tuning else "run on"
+    if not tuning:
+        g.add_argument("--rpc", metavar="HOST:PORT", help=f"{where} the device behind this TVM RPC server")
+    g.add_argument("--tracker", metavar="HOST:PORT", help=f"{where} a device from this TVM RPC tracker (with --key)")
+    g.add_argument("--key", help="device key registered with the tracker (e.g. rpi4)")
+
+
+def add_parsers(sub) -> None:
+    r = sub.add_parser("run", help="run a compiled CPU-board artifact (TVM) on inputs, compared with ONNX Runtime")
+    r.add_argument("artifact", help="directory written by `kiln compile --board <cpu board>`")
+    r.add_argument("--input", action="append", required=True, help=".npy (one per model input, in order) or one .npz")
+    r.add_argument("--output", help="write outputs here (.npy, or .npz for several outputs)")
+    r.add_argument("--no-compare", action="store_true", help="skip the ONNX Runtime comparison")
+    _add_remote_options(r)
+    r.set_defaults(func=cmd_run)
+    b = sub.add_parser("bench", help="latency of a CPU-board artifact (TVM), here with ONNX Runtime beside it, "
+                       "or on a device over RPC")
+    b.add_argument("artifact")
+    b.add_argument("--repeat", type=int, default=200, help="timed runs (default 200)")
+    b.add_argument("--warmup", type=int, default=10, help="untimed runs first (default 10)")
+    b.add_argument("--input", action="append", help="time this input (first sample) instead of random data")
+    b.add_argument("--no-ort", action="store_true", help="do not time ONNX Runtime")
+    _add_remote_options(b)
+    b.set_defaults(func=cmd_bench)
+
+
+def _console():
+    from kiln.cli import _console as console
+
+    return console()
+
+
+def _remote(args):
+    from kiln.backends.tvm.remote import remote_spec
+
+    return remote_spec(getattr(args, "rpc", None), getattr(args, "tracker", None), getattr(args, "key", None))
+
+
+def cmd_compile_cpu(args, board) -> int:
+    from kiln.backends.tvm.compiler import compile_tvm, elf_header
+    from kiln.backends.tvm.remote import parse_address
+
+    hls_only = [flag for flag, value in (("--precision", args.precision not in (None, "float")),
+                                         ("--config", args.config), ("--reuse", args.reuse)) if value]
+    if hls_only:
+        raise KilnError(f"{', '.join(hls_only)} apply to FPGA boards; {board.name} is a CPU board and the TVM "
+                        "backend compiles the model in float32")
+    tracker = parse_address(args.tracker, "--tracker") if args.tracker else None
+    if args.key and not tracker:
+        raise KilnError("--key only makes sense with --tracker HOST:PORT")
+    console = _console()
+    if args.tune:
+        with console.status(f"tuning for {board.name}: starting MetaSchedule ...") as status:
+            def progress(done, total):
+                status.update(f"tuning for {board.name}: {done}/{total} trials measured")
+
+            art = compile_tvm(args.model, board=board, output_dir=args.output, tune=args.tune, tracker=tracker,
+                              key=args.key, lib_format=args.lib_format, progress=progress)
+    else:
+        with console.status(f"compiling with TVM for {board.name} ..."):
+            art = compile_tvm(args.model, board=board, output_dir=args.output, lib_format=args.lib_format)
+    m = art.manifest
+    lib = m["library"]
+    if lib["format"] == "so":
+        h = elf_header(art.library.read_bytes()[:64])
+        what = f"{lib['arch']} ELF {h['type']}, linked with {lib['linked_with']}"
+    else:
+        how = board.toolchain.get("install")
+        what = (f"{lib['arch']} objects; the device links them (TVM's RPC server and load_module do)"
+                + (f"; for a .so here: {how}" if how and args.lib_format == "auto" else ""))
+    print(f"wrote {art.path} ({m['board']}: {m['target_summary']}; TVM {m['tvm_version']})")
+    print(f"  {lib['file']}: {what}")
+    if m.get("tuning"):
+        t = m["tuning"]
+        print(f"  tuned: {t['measured']} of {t['trials']} trials measured over {t['tasks']} kernels; "
+              f"log in {art.path / 'tuning'}")
+    return 0
+
+
+def _comparison_table(title, rows):
+    from rich.table import Table
+
+    table = Table(title=title)
+    for col in ("output", "max abs error", "relative to output scale", "argmax agreement"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r.name, f"{r.max_abs_error:.3e}", f"{r.relative_error:.3e}",
+                      "-" if r.argmax_agreement is None else f"{100 * r.argmax_agreement:.2f}%")
+    return table
+
+
+def cmd_run(args) -> int:
+    from kiln.backends.tvm.artifact import TVMArtifact
+    from kiln.cli import _load_inputs
+
+    art = TVMArtifact.open(args.artifact)
+    inputs = _load_inputs(args.input)
+    remote = _remote(args)
+    console = _console()
+    arrays = art.check_inputs(inputs)
+    with console.status(f"running on {remote.label if remote else 'this machine'} ..."):
+        outputs = art.run(arrays, remote=remote, return_all=True)
+    if args.output:
+        out = Path(args.output)
+        try:
+            if len(outputs) == 1:
+                np.save(out, outputs[0])
+            else:
+                np.savez(out, **{spec["name"]: y for spec, y in zip(art.outputs, outputs)})
+        except OSError as exc:
+            raise KilnError(f"cannot write {out}: {exc.strerror or exc}") from None
+        print(f"wrote {out}")
+    if not args.no_compare:
+        rows = art.compare(arrays, outputs)
+        console.print(_comparison_table(
+            f"TVM ({art.manifest['board']}, {remote.label if remote else 'this machine'}) vs ONNX Runtime "
+            f"({outputs[0].shape[0]} samples)", rows))
+    return 0
+
+
+def _fmt_time(seconds: float) -> str:
+    if seconds < 1e-3:
+        return f"{seconds * 1e6:.2f} us"
+    return f"{seconds * 1e3:.3f} ms"
+
+
+def bench_table(report, title: str):
+    from rich.table import Table
+
+    table = Table(title=title)
+    for col in ("engine", "timer", "median", "p10", "p90", "throughput"):
+        table.add_column(col)
+    for t in (report.tvm, report.tvm_wall, report.onnxruntime):
+        if t is not None:
+            table.add_row(t.label, t.method, _fmt_time(t.median), _fmt_time(t.p10), _fmt_time(t.p90),
+                          f"{t.throughput:,.0f} /s")
+    return table
+
+
+def cmd_bench(args) -> int:
+    from kiln.backends.tvm.artifact import TVMArtifact
+    from kiln.cli import _load_inputs
+
+    art = TVMArtifact.open(args.artifact)
+    remote = _remote(args)
+    inputs = _load_inputs(args.input) if args.input else None
+    console = _console()
+    with console.status("benchmarking ...") as status:
+        report = art.bench(repeat=args.repeat, warmup=args.warmup, inputs=inputs, remote=remote,
+                           onnxruntime=not args.no_ort, progress=status.update)
+    console.print(bench_table(report, f"Latency of {art.manifest['model_name']} on {report.where} "
+                                      f"(batch 1, {report.repeat} runs after {report.warmup} warm-up)"))
+    if report.ratio is not None:
+        verdict = "TVM slower" if report.ratio > 1 else "TVM faster"
+        print(f"TVM / ONNX Runtime median latency: {report.ratio:.2f}x ({verdict}; both timed as Python calls "
+              f"with a wall clock); TVM device timer / ONNX Runtime: {report.ratio_device_timer:.2f}x")
+    for r in report.comparison:
+        print(f"output {r.name!r} fetched from {report.where} vs ONNX Runtime: max abs error {r.max_abs_error:.3e}, "
+              f"relative {r.relative_error:.3e}")
+    return 0

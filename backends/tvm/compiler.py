@@ -1,0 +1,173 @@
+"""Compile an ONNX model for a CPU board with TVM (Relax) and write the artifact directory.
+
+    <output>/model.so            the library (host, or aarch64 linked with the board's cross gcc)
+    <output>/model.tar           ... or its objects, when the cross toolchain is missing (the
+                                 device links them: TVM's RPC server and load_module do)
+    <output>/kiln_manifest.json  inputs/outputs (names, shapes, dtypes), target, TVM version
+    <output>/model.onnx          the user's model (the ONNX Runtime reference for run/bench)
+    <output>/kiln_ir.onnx        the model as TVM imported it (batch 1, constants folded)
+    <output>/tuning/             with --tune: MetaSchedule's database and logs
+
+Running the library needs only the library and the manifest.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import tempfile
+import time
+from pathlib import Path
+
+import onnx
+import onnx_ir as ir
+
+import kiln
+from kiln.backends.tvm.importer import to_relax
+from kiln.backends.tvm.target import (ELF_MACHINE, find_compiler, missing_toolchain_message, require_tvm,
+                                      resolve_target, runs_here, short_error, target_summary, triple_arch)
+from kiln.board import Board, get_board
+from kiln.errors import KilnError
+from kiln.frontend import load_onnx
+from kiln.fsutil import MANIFEST, check_output_dir, staged_dir
+from kiln.ir_utils import static_shape
+
+LIB_FORMATS = ("auto", "so", "tar")
+
+
+def elf_header(data: bytes) -> dict:
+    """The fields of an ELF header that say what a binary is for."""
+    if len(data) < 20 or data[:4] != b"\x7fELF":
+        raise ValueError("not an ELF file")
+    ei_class, ei_data = data[4], data[5]
+    endian = "<" if ei_data == 1 else ">"
+    e_type, e_machine = struct.unpack(endian + "HH", data[16:20])
+    return {"class": {1: 32, 2: 64}.get(ei_class), "endian": "little" if ei_data == 1 else "big",
+            "type": {1: "relocatable", 2: "executable", 3: "shared object"}.get(e_type, str(e_type)),
+            "machine": e_machine}
+
+
+def _ports(model: ir.Model, batch_axis: dict[str, bool]) -> tuple[list[dict], list[dict]]:
+    def spec(value, batch):
+        shape = [int(d) for d in static_shape(value)]
+        dtype = value.dtype.numpy().name if value.dtype is not None else "float32"
+        size = 1
+        for d in shape:
+            size *= d
+        return {"name": value.name, "shape": shape, "size": size, "dtype": dtype, "batch_axis": bool(batch)}
+
+    inputs = [spec(v, batch_axis.get(v.name, False)) for v in model.graph.inputs]
+    any_batch = any(batch_axis.values())
+    outputs = []
+    for v in model.graph.outputs:
+        shape = list(static_shape(v))
+        outputs.append(spec(v, any_batch and len(shape) > 0 and shape[0] == 1))
+    return inputs, outputs
+
+
+def _choose_format(board: Board, target: dict, lib_format: str) -> tuple[str, str | None]:
+    if lib_format not in LIB_FORMATS:
+        raise KilnError(f"--format must be one of {', '.join(LIB_FORMATS)}, not {lib_format!r}")
+    cc = find_compiler(board)
+    if runs_here(target):
+        if lib_format == "tar":
+            return "tar", None
+        if cc is None:
+            raise KilnError(missing_toolchain_message(board, tar_hint=False))
+        return "so", cc
+    if lib_format == "so" and cc is None:
+        raise KilnError(missing_toolchain_message(board))
+    if lib_format == "tar" or cc is None:
+        return "tar", None
+    return "so", cc
+
+
+def compile_tvm(model, board="x86-host", output_dir=None, tune: int | None = None, tracker=None, key=None,
+                lib_format: str = "auto", progress=None):
+    """Compile an ONNX file or ModelProto for a CPU board; returns a ``TVMArtifact``.
+
+    ``tune``: MetaSchedule trial budget (None/0: untuned). Tuning a board that is not this
+    machine measures on the device through ``tracker=(host, port)`` and ``key``.
+    ``progress(done, total)`` reports tuning progress.
+    """
+    from kiln.backends.tvm.artifact import TVMArtifact
+
+    board = board if isinstance(board, Board) else get_board(board)
+    target = resolve_target(board)
+    tvm = require_tvm()
+    if tune is not None and (not isinstance(tune, int) or tune < 0):
+        raise KilnError(f"--tune takes a number of trials (a positive integer), not {tune!r}")
+    if (tracker or key) and not tune:
+        raise KilnError("--tracker/--key on `kiln compile` choose the device that measures --tune trials; "
+                        "give --tune TRIALS (to run or bench on a device: kiln bench/run --tracker ...)")
+    if tune:
+        if tracker is None and not runs_here(target):
+            raise KilnError(f"tuning for {board.name} ({target['mtriple']}) measures candidates on the device: "
+                            "pass --tracker HOST:PORT --key KEY (a TVM RPC tracker the device's RPC server "
+                            "registered with)")
+        if tracker is not None:
+            from kiln.backends.tvm.remote import check_tracker
+
+            if not key:
+                raise KilnError("--tracker needs --key (the key the device's RPC server registered with)")
+            check_tracker(tracker, key)
+    fmt, cc = _choose_format(board, target, lib_format)
+    if output_dir is None:
+        output_dir = Path(tempfile.mkdtemp(prefix="kiln-")) / "artifact"
+    output_dir = Path(output_dir)
+    check_output_dir(output_dir)
+    started = time.perf_counter()
+    loaded = load_onnx(model)
+    mod = to_relax(loaded.model, loaded.source)
+    inputs, outputs = _ports(loaded.model, loaded.batch_axis)
+    name = Path(loaded.source).stem if loaded.source != "<ModelProto>" else (loaded.model.graph.name or "model")
+    with staged_dir(output_dir) as tmp:
+        tuning = None
+        if tune:
+            from kiln.backends.tvm.tune import tune as run_tuning
+
+            mod, tuning = run_tuning(mod, target, tune, tmp / "tuning", tracker=tracker, key=key,
+                                     runs_here=runs_here(target), progress=progress)
+        try:
+            executable = tvm.compile(mod, target=tvm.target.Target(target))
+        except Exception as exc:  # TVMError from legalization / codegen
+            raise KilnError(f"{loaded.source}: TVM could not compile the model for {board.name}: "
+                            f"{short_error(exc)}") from None
+        lib = tmp / f"model.{fmt}"
+        try:
+            if fmt == "tar":
+                executable.export_library(str(lib))
+            elif runs_here(target):
+                from tvm.support import cc as tvm_cc
+
+                executable.export_library(str(lib), fcompile=lambda out, objs, options=None:
+                                          tvm_cc.create_shared(out, objs, options, cc=cc))
+            else:
+                from tvm.support import cc as tvm_cc
+
+                executable.export_library(str(lib), fcompile=tvm_cc.cross_compiler(cc))
+        except Exception as exc:
+            raise KilnError(f"linking {lib.name} for {board.name} failed: {short_error(exc)}") from None
+        onnx.save(loaded.original, tmp / "model.onnx")
+        ir.save(loaded.model, tmp / "kiln_ir.onnx")
+        manifest = {
+            "kiln_version": kiln.__version__, "backend": "tvm", "model_name": name,
+            "board": board.name, "target": target, "target_summary": target_summary(target),
+            "tvm_version": tvm.__version__, "tvm_ffi_version": _version("apache-tvm-ffi"),
+            "library": {"file": lib.name, "format": fmt, "arch": triple_arch(target["mtriple"]),
+                        "linked_with": Path(cc).name if cc else None,
+                        "elf_machine": ELF_MACHINE.get(triple_arch(target["mtriple"]))},
+            "tuning": tuning, "compile_seconds": round(time.perf_counter() - started, 3),
+            "inputs": inputs, "outputs": outputs,
+        }
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    return TVMArtifact.open(output_dir)
+
+
+def _version(pkg: str) -> str | None:
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version(pkg)
+    except importlib.metadata.PackageNotFoundError:
+        return None

@@ -1,0 +1,66 @@
+"""Atomic output directories, shared by every backend.
+
+A backend writes its whole output into a temporary sibling of the target directory and
+moves it into place only when complete, so a failed compile never leaves a half-written
+project over a good one. An existing directory is replaced only when it is a Kiln output
+(it holds ``kiln_manifest.json``) or empty; anything else is refused.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+from kiln.errors import KilnError
+
+MANIFEST = "kiln_manifest.json"
+
+
+def replace_dir(new: Path, target: Path) -> None:
+    """Move ``new`` to ``target``; an existing Kiln project there is replaced, anything else refused."""
+    check_output_dir(target)
+    if target.exists():
+        old = target.with_name(f".{target.name}.kiln-old")
+        shutil.rmtree(old, ignore_errors=True)
+        target.rename(old)
+        new.rename(target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        new.rename(target)
+
+
+def check_output_dir(target: Path) -> None:
+    """Refuse early (before a long compile) what ``replace_dir`` would refuse at the end."""
+    target = Path(target)
+    if target.exists():
+        if not target.is_dir():
+            raise KilnError(f"output path {target} exists and is not a directory")
+        if any(target.iterdir()) and not (target / MANIFEST).is_file():
+            raise KilnError(f"output directory {target} exists, is not empty and is not a Kiln project; "
+                            "remove it or choose another -o")
+
+
+@contextmanager
+def staged_dir(output_dir: Path):
+    """Yield a temporary sibling of ``output_dir`` to write into; on success it replaces
+    ``output_dir`` (``replace_dir``), on any error it is removed and ``output_dir`` is untouched."""
+    output_dir = Path(output_dir)
+    check_output_dir(output_dir)
+    parent = output_dir.resolve().parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.kiln-tmp-", dir=parent))
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp.chmod(0o777 & ~umask)  # mkdtemp's 0700 would make the output private
+    except OSError as exc:
+        raise KilnError(f"cannot write to {output_dir}: {exc.strerror or exc}") from None
+    try:
+        yield tmp
+        replace_dir(tmp, output_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
