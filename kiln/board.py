@@ -20,6 +20,7 @@ class Board:
     resources: dict = field(default_factory=dict)
     target: dict = field(default_factory=dict)     # kind = "cpu": the TVM target (dict form)
     toolchain: dict = field(default_factory=dict)  # kind = "cpu": the C compiler that links the library
+    family: str = ""  # kind = "fpga": "zynq" (PYNQ driver), "alveo" (XRT host), "virtex" (bare part)
 
     @property
     def clock_period_ns(self) -> float:
@@ -48,4 +49,5 @@ def _parse(filename: str, text: str) -> Board:
     return Board(name=data["name"], kind=data["kind"], description=data.get("description", ""),
                  part=data.get("part", ""), clock_mhz=float(data.get("clock_mhz", 0)),
                  source=data.get("source", ""), resources=dict(data.get("resources", {})),
-                 target=dict(data.get("target", {})), toolchain=dict(data.get("toolchain", {})))
+                 target=dict(data.get("target", {})), toolchain=dict(data.get("toolchain", {})),
+                 family=data.get("family", ""))

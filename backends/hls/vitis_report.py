@@ -98,13 +98,12 @@ def parse_csynth_xml(path) -> SynthReport:
 def find_reports(project_dir) -> tuple[SynthReport, dict[str, SynthReport]]:
     """Top report and per-module reports of a synthesised Kiln project (kiln_prj/solution1)."""
     report_dir = Path(project_dir) / "kiln_prj" / "solution1" / "syn" / "report"
-    top_file = report_dir / "kiln_top_csynth.xml"
-    if not top_file.is_file():
-        top_file = report_dir / "csynth.xml"
-    if not top_file.is_file():
+    tops = ("csynth.xml", "kiln_top_axi_csynth.xml", "kiln_top_csynth.xml")
+    top_file = next((report_dir / name for name in tops if (report_dir / name).is_file()), None)
+    if top_file is None:
         raise KilnError(f"no csynth report under {report_dir}; run `kiln synth` first")
     modules = {}
     for xml in sorted(report_dir.glob("*_csynth.xml")):
-        if xml.name not in ("kiln_top_csynth.xml", "csynth.xml"):
+        if xml.name not in tops:
             modules[xml.name.removesuffix("_csynth.xml")] = parse_csynth_xml(xml)
     return parse_csynth_xml(top_file), modules

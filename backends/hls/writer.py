@@ -167,13 +167,18 @@ def write_project(model: ir.Model, original: onnx.ModelProto, batch_axis: dict[s
                                              "precision": str(w.precision)}, values=values))
             stored = w.values.astype(np.float32).astype(np.float64) if is_float else w.values
             stored.astype("<f8").tofile(tmp / "weights" / f"{w.name}.bin")
-        (tmp / "tb" / "kiln_tb.cpp").write_text(env.get_template("kiln_tb.cpp.j2").render(in_total=in_total, **common))
+        axi = board.family in ("zynq", "alveo")
+        out_total = sum(p.size for p in ports if not p.is_input)
+        (tmp / "tb" / "kiln_tb.cpp").write_text(env.get_template("kiln_tb.cpp.j2").render(
+            in_total=in_total, out_total=out_total, axi=axi, **common))
+        if axi:
+            _write_axi_driver(env, tmp, board, in_total, out_total, common)
         rng = np.random.default_rng(0)
         rng.standard_normal(in_total).astype("<f8").tofile(tmp / "tb_data" / "input.bin")
         (tmp / "Makefile").write_text(env.get_template("Makefile.j2").render(
-            ap_types=str(ap_types_dir()), **common))
+            ap_types=str(ap_types_dir()), axi=axi, **common))
         (tmp / "build_prj.tcl").write_text(env.get_template("build_prj.tcl.j2").render(
-            board=board.name, part=board.part, clock_mhz=board.clock_mhz,
+            board=board.name, part=board.part, clock_mhz=board.clock_mhz, axi=axi, family=board.family,
             period_ns=f"{board.clock_period_ns:.3f}", **common))
         onnx.save(original, tmp / "model.onnx")
         ir.save(model, tmp / "kiln_ir.onnx")
@@ -192,6 +197,21 @@ def write_project(model: ir.Model, original: onnx.ModelProto, batch_axis: dict[s
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return output_dir
+
+
+def _write_axi_driver(env, root: Path, board: Board, in_total: int, out_total: int, common: dict) -> None:
+    """AXI wrapper top (m_axi buffers + AXI-Lite control) and the host-side driver of the board
+    family: a PYNQ Python driver for Zynq boards, an XRT host program for Alveo cards."""
+    args = dict(in_total=in_total, out_total=out_total, board=board.name, family=board.family, **common)
+    (root / "firmware" / "kiln_axi.cpp").write_text(env.get_template("kiln_axi.cpp.j2").render(**args))
+    (root / "driver").mkdir()
+    if board.family == "zynq":
+        names = {"input_names": repr([p.name for p in common["inputs"]]),
+                 "output_names": repr([p.name for p in common["outputs"]])}
+        (root / "driver" / "kiln_pynq.py").write_text(env.get_template("kiln_pynq.py.j2").render(**args, **names))
+    else:
+        (root / "driver" / "host.cpp").write_text(env.get_template("xrt_host.cpp.j2").render(**args))
+        (root / "driver" / "Makefile").write_text(env.get_template("xrt_Makefile.j2").render(**args))
 
 
 def _port_json(p: Port) -> dict:
