@@ -53,6 +53,8 @@ class AssignPrecisionPass(ir.passes.InPlacePass):
                     node.metadata_props[f"kiln.{key}"] = str(chosen)
             model_rf = self.config.reuse_factor if self.config.reuse_factor != "auto" else 1
             node.metadata_props["kiln.reuse_factor"] = str(layer.reuse_factor or model_rf)
+            if layer.reuse_factor is not None:
+                node.metadata_props["kiln.reuse_explicit"] = "1"
         return ir.passes.PassResult(model, True)
 
     @staticmethod

@@ -85,9 +85,14 @@ class EmitContext:
         return parse_precision(text, f"layer {node.name!r} {key}") if text else None
 
     def reuse(self, node: ir.Node, n_mults: int | None = None) -> int:
+        """The layer's reuse factor. It must divide the layer's multiplications (the templates
+        share each multiplier between R of them). A model-wide value that does not divide is
+        lowered to the nearest valid one, as hls4ml does; a per-layer value is an error."""
         rf = int(node.metadata_props.get("kiln.reuse_factor", "1"))
         if n_mults is not None and n_mults % rf != 0:
             valid = [d for d in range(1, n_mults + 1) if n_mults % d == 0]
+            if node.metadata_props.get("kiln.reuse_explicit") != "1":
+                return max(d for d in valid if d <= rf)
             raise KilnError(f"layer {node.name!r} ({node.op_type}): reuse_factor {rf} does not divide its "
                             f"{n_mults} multiplications; valid values: {valid[:12]}{' ...' if len(valid) > 12 else ''}")
         return rf

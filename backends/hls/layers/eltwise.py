@@ -79,5 +79,6 @@ class BinaryEmitter(LayerEmitter):
         cost = LayerCost(mults=size(out) if multiplies else 0, adds=0 if multiplies else size(out),
                          a_bits=bits(a_prec), b_bits=bits(b_prec), acc_bits=bits(ctx.precision(out)),
                          out_elems=size(out), out_bits=bits(ctx.precision(out)), is_float=ctx.float_mode,
-                         reuse_factor=ctx.reuse(node), extra_latency=8 if op == "Div" else 0)
+                         reuse_factor=ctx.reuse(node), extra_latency=8 if op == "Div" else 0,
+                         divisible=size(out) if multiplies else 0)
         return Layer(config, call, self.header, cost)

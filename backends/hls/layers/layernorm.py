@@ -105,5 +105,5 @@ class LayerNormEmitter(LayerEmitter):
                          adds=2 * rows * n, weight_bits=2 * n * bits(ctx.default_precision),
                          weight_width=bits(ctx.default_precision), table_entries=0 if ctx.float_mode else TABLE_SIZE,
                          extra_latency=2 * math.ceil(math.log2(n + 1)) + 8, is_float=ctx.float_mode,
-                         reuse_factor=ctx.reuse(node))
+                         reuse_factor=ctx.reuse(node, rows * n), divisible=rows * n)
         return Layer(config, call, self.header, cost)

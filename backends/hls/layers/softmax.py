@@ -67,5 +67,6 @@ class SoftmaxEmitter(LayerEmitter):
         cost = LayerCost(mults=2 * rows * n_axis, fan_in=n_axis, a_bits=bits(exp_t), b_bits=bits(inv_t),
                          acc_bits=bits(sum_t), out_elems=rows * n_axis, out_bits=bits(ctx.precision(out)),
                          adds=rows * n_axis, table_entries=0 if ctx.float_mode else 512 + 64 + 1024,
-                         extra_latency=log_n + 6, is_float=ctx.float_mode, reuse_factor=ctx.reuse(node))
+                         extra_latency=log_n + 6, is_float=ctx.float_mode, reuse_factor=ctx.reuse(node, rows * n_axis),
+                         divisible=rows * n_axis)
         return Layer(config, call, self.header, cost)
