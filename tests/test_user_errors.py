@@ -92,7 +92,7 @@ def test_bad_config(tmp_path, relu_file):
 def test_unwritable_output_dir(tmp_path, relu_file):
     blocker = tmp_path / "a_file"
     blocker.write_text("x")
-    assert_clean_error(run_kiln("compile", relu_file, "-o", blocker / "sub" / "prj"), "cannot write the project")
+    assert_clean_error(run_kiln("compile", relu_file, "-o", blocker / "sub" / "prj"), "cannot write to")
 
 
 def test_output_dir_that_is_not_a_project_is_not_clobbered(tmp_path, relu_file):

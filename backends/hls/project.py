@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from kiln.backends.hls.toolchain import ap_types_dir, gxx
-from kiln.backends.hls.writer import MANIFEST
+from kiln.fsutil import MANIFEST
 from kiln.errors import KilnError
 from kiln.reference import run_onnxruntime, run_onnxruntime_intermediates, sample_shape
 

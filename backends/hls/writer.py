@@ -18,8 +18,6 @@ only when complete, so a failed compile never leaves a half-written project.
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -35,11 +33,10 @@ from kiln.backends.hls.estimate import LayerCost, ModelEstimate, estimate_layer
 from kiln.backends.hls.layers import emitter_for
 from kiln.backends.hls.toolchain import ap_types_dir
 from kiln.board import Board
-from kiln.errors import KilnError
+from kiln.fsutil import MANIFEST, staged_dir
 from kiln.ir_utils import size, static_shape
 from kiln.names import safe_comment
 
-MANIFEST = "kiln_manifest.json"
 ESTIMATE = "kiln_estimate.json"
 
 
@@ -134,13 +131,7 @@ def write_project(model: ir.Model, original: onnx.ModelProto, batch_axis: dict[s
               "model_name": safe_comment(model_name)}
 
     output_dir = Path(output_dir)
-    parent = output_dir.resolve().parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.kiln-tmp-", dir=parent))
-    except OSError as exc:
-        raise KilnError(f"cannot write the project to {output_dir}: {exc.strerror or exc}") from None
-    try:
+    with staged_dir(output_dir) as tmp:
         fw = tmp / "firmware"
         for sub in ("firmware/nnet", "firmware/weights", "weights", "tb", "tb_data"):
             (tmp / sub).mkdir(parents=True)
@@ -192,10 +183,6 @@ def write_project(model: ir.Model, original: onnx.ModelProto, batch_axis: dict[s
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
         (tmp / ESTIMATE).write_text(json.dumps(estimate.as_dict(), indent=2))
-        _replace_dir(tmp, output_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return output_dir
 
 
@@ -216,20 +203,3 @@ def _write_axi_driver(env, root: Path, board: Board, in_total: int, out_total: i
 
 def _port_json(p: Port) -> dict:
     return {"name": p.name, "shape": p.shape, "size": p.size, "dtype": p.dtype, "batch_axis": p.batch_axis}
-
-
-def _replace_dir(new: Path, target: Path) -> None:
-    """Move ``new`` to ``target``; an existing Kiln project there is replaced, anything else refused."""
-    if target.exists():
-        if not target.is_dir():
-            raise KilnError(f"output path {target} exists and is not a directory")
-        if any(target.iterdir()) and not (target / MANIFEST).is_file():
-            raise KilnError(f"output directory {target} exists, is not empty and is not a Kiln project; "
-                            "remove it or choose another -o")
-        old = target.with_name(f".{target.name}.kiln-old")
-        shutil.rmtree(old, ignore_errors=True)
-        target.rename(old)
-        new.rename(target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        new.rename(target)
