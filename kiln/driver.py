@@ -20,6 +20,7 @@ from kiln.frontend import load_onnx
 from kiln.ir_utils import static_shape
 from kiln.passes import lowering_passes
 from kiln.passes.precision import AssignPrecisionPass
+from kiln.precision import FloatType
 
 
 def check_supported(model: ir.Model, source: str) -> None:
@@ -85,7 +86,8 @@ def compile_model(model, board="vu13p", output_dir=None, precision=None, config=
     if output_dir is None:
         output_dir = Path(tempfile.mkdtemp(prefix="kiln-")) / "project"
     opset = loaded.model.opset_imports.get("", 13)
-    if cfg.reuse_factor == "auto":
+    if cfg.reuse_factor == "auto" and not isinstance(cfg.precision, FloatType):
+        # float designs are for exact functional checks, not sized for a board: R stays 1
         apply_auto_reuse(loaded.model, cfg, target, opset)
     ctx = EmitContext(default_precision=cfg.precision, opset=opset)
     name = Path(loaded.source).stem if loaded.source != "<ModelProto>" else (loaded.model.graph.name or "model")

@@ -8,26 +8,30 @@ from onnx_ir.passes.common import RemoveUnusedNodesPass, TopologicalSortPass
 from kiln.passes.batchnorm import FoldBatchNormPass
 from kiln.passes.cleanup import RemoveNoOpsPass
 from kiln.passes.dense import FuseDensePass
+from kiln.passes.fuse_attention import FuseAttentionPass
 from kiln.passes.fuse_norm_gelu import FuseGeluPass, FuseLayerNormPass
 
 
 def lowering_passes(fuse: bool = True) -> ir.passes.PassManager:
     """Cleanup, fusion into kiln layers, then tidy up.
 
-    ``fuse=False`` skips the pattern fusions (LayerNorm, GELU) so the op-by-op graph is
-    compiled as exported; Dense and BatchNorm folding always run (every backend layer
-    relies on them).
+    ``fuse=False`` skips the pattern fusions (LayerNorm, GELU, multi-head attention) so
+    the op-by-op graph is compiled as exported; Dense and BatchNorm folding always run
+    (every backend layer relies on them). Attention fusion runs after the Dense pass: it
+    matches the q/k/v/out projections as kiln.Dense, whatever linear form was exported.
     """
     fusions = [FuseLayerNormPass(), FuseGeluPass()] if fuse else []
+    after_dense = [FuseAttentionPass()] if fuse else []
     return ir.passes.PassManager([
         RemoveNoOpsPass(),
         *fusions,
         FuseDensePass(),
+        *after_dense,
         FoldBatchNormPass(),
         RemoveUnusedNodesPass(),
         TopologicalSortPass(),
     ])
 
 
-__all__ = ["lowering_passes", "FoldBatchNormPass", "FuseDensePass", "FuseGeluPass", "FuseLayerNormPass",
-           "RemoveNoOpsPass"]
+__all__ = ["lowering_passes", "FoldBatchNormPass", "FuseAttentionPass", "FuseDensePass", "FuseGeluPass",
+           "FuseLayerNormPass", "RemoveNoOpsPass"]

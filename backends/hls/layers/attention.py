@@ -1,0 +1,215 @@
+"""kiln.MultiHeadAttention (from passes/fuse_attention.py) -> kiln::multihead_attention (kiln_attention.h).
+
+Inputs ``x_q [.., Tq, E_q], x_kv [.., Tk, E_kv], Wq, bq, Wk, bk, Wv, bv, Wo, bo`` (weights
+[in, out], constants); attributes ``heads, key_dim, value_dim, scale``; output [.., Tq, dim].
+The four projections are kiln::dense calls (one nested config each); per head and query
+the template computes the scaled scores, a softmax over the keys with kiln_softmax.h's
+exp and reciprocal tables, and the probability-weighted sum of the values.
+
+Fixed-point types (derived here; model precision P = fixed<W,I> on x and the output):
+
+* projection accumulators: ``accumulator_for`` by fan-in, as kiln.Dense (the layer's
+  ``accum`` override applies to all four);
+* q, k, v: P with round-to-nearest (they feed products, where truncation would bias
+  every score the same way);
+* score accumulator: ``accumulator_for(q, k, key_dim)``; the scale is an unsigned
+  18-significant-bit constant; scaled scores keep the accumulator's integer bits less
+  the scale's exponent (no overflow possible) and max(F, 12) fractional bits (the exp
+  tables resolve 1/2048);
+* exp / reciprocal tables and their sum: the same types as the Softmax layer;
+* probabilities: ufixed<18,1> (they lie in [0, 1]);
+* weighted values: ``accumulator_for(prob, v, Tk)``, stored with one more integer bit and
+  two more fractional bits than v (a convex combination of v stays in v's range; the
+  extra integer bit absorbs the probabilities' table error summing above 1).
+
+Float precision makes every internal type ``float`` (std::exp and a division in the
+softmax), for exact structural checks against ONNX Runtime.
+
+Reuse factor R: the body is pipelined with II = R like every layer; R must divide each
+projection's weight count (their kiln::dense partitioning), the core gets ceil(n / R)
+multipliers. The estimate (LayerCost) counts all of it, so ``--reuse auto`` can trade the
+layer's R against the rest of the design.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from kiln.backends.hls.context import WeightArray, c_float
+from kiln.backends.hls.estimate import LayerCost, bits
+from kiln.backends.hls.layers.base import Layer, LayerEmitter, register
+from kiln.errors import KilnError
+from kiln.ir_utils import attr, const_array, size
+from kiln.precision import FixedType, FloatType, accumulator_for, sum_type_for
+
+DENSE_CONFIG = """    struct {{ name }} {
+        static const unsigned n_rows = {{ rows }};
+        static const unsigned n_in = {{ n_in }};
+        static const unsigned n_out = {{ n_out }};
+        static const unsigned reuse_factor = {{ rf }};
+        static const unsigned block_factor = {{ block }};
+        static const unsigned multiplier_limit = {{ block }};
+        typedef {{ accum_t }} accum_t;
+        typedef {{ weight_t }} weight_t;
+        typedef {{ bias_t }} bias_t;
+    };
+"""
+
+CONFIG = """struct {{ id }}_config {
+    static const unsigned n_q = {{ n_q }}, n_kv = {{ n_kv }};
+    static const unsigned dim_q = {{ dim_q }}, dim_kv = {{ dim_kv }}, dim_out = {{ dim_out }};
+    static const unsigned heads = {{ heads }}, key_dim = {{ key_dim }}, value_dim = {{ value_dim }};
+    static const unsigned reuse_factor = {{ rf }};
+    static const unsigned multiplier_limit = {{ mult_limit }};
+    static const bool use_table = {{ 'true' if use_table else 'false' }};
+    static constexpr float scale = {{ scale }};
+    typedef {{ t.q }} q_t;
+    typedef {{ t.k }} k_t;
+    typedef {{ t.v }} v_t;
+    typedef {{ t.score_accum }} score_accum_t;
+    typedef {{ t.scale }} scale_t;
+    typedef {{ t.score }} score_t;
+    typedef {{ t.prob }} prob_t;
+    typedef {{ t.o_accum }} o_accum_t;
+    typedef {{ t.o }} o_t;
+{{ q_proj }}{{ k_proj }}{{ v_proj }}{{ out_proj }}    struct softmax_config {
+        static constexpr float exp_range = 16.0f;
+        static const unsigned exp_hi_steps = 32;
+        static const unsigned exp_lo_steps = 64;
+        static const unsigned inv_table_size = 1024;
+        static const unsigned max_shift = {{ max_shift }};
+        typedef {{ t.exp }} exp_table_t;
+        typedef {{ t.inv }} inv_table_t;
+        typedef {{ t.sum }} sum_t;
+    };
+};
+"""
+
+PROB_TYPE = FixedType(18, 1, signed=False, rounding="RND")
+SOFTMAX_TABLE_TYPE = FixedType(18, 1, signed=False, rounding="RND", overflow="SAT")  # as the Softmax layer
+SCORE_FRAC_BITS = 12
+
+
+def _rounded(p):
+    return p if isinstance(p, FloatType) else FixedType(p.width, p.integer, p.signed, "RND", p.overflow)
+
+
+def internal_types(x_prec, out_prec, key_dim: int, n_kv: int, scale: float) -> dict:
+    """The intermediate types of the attention core (projection accumulators are separate)."""
+    if isinstance(out_prec, FloatType) or isinstance(x_prec, FloatType):
+        f = FloatType()
+        return {k: f for k in ("q", "k", "v", "score_accum", "scale", "score", "prob", "o_accum", "o", "exp",
+                               "inv", "sum")}
+    q = k = v = _rounded(out_prec)
+    score_accum = accumulator_for(q, k, key_dim)
+    exponent = math.floor(math.log2(scale)) + 1  # scale < 2^exponent
+    scale_t = FixedType(18 + max(0, -exponent), max(0, exponent), signed=False, rounding="RND")
+    score_int = max(2, score_accum.integer + exponent)
+    score_frac = max(q.frac, SCORE_FRAC_BITS)
+    o_accum = accumulator_for(PROB_TYPE, v, n_kv)
+    return {
+        "q": q, "k": k, "v": v, "score_accum": score_accum, "scale": scale_t,
+        "score": FixedType(score_int + score_frac, score_int, rounding="RND"),
+        "prob": PROB_TYPE, "o_accum": o_accum, "o": FixedType(v.width + 3, v.integer + 1, rounding="RND"),
+        "exp": SOFTMAX_TABLE_TYPE, "inv": SOFTMAX_TABLE_TYPE, "sum": sum_type_for(SOFTMAX_TABLE_TYPE, n_kv),
+    }
+
+
+def _constant(ctx, node, array: np.ndarray, role: str, kind: str) -> tuple[str, str, object]:
+    """A weight array named ``<layer>_<role>`` whose type follows the layer's ``kind`` override."""
+    precision = ctx.layer_precision(node, kind) or ctx.default_precision
+    name = ctx.names.make(f"{ctx.layer_id(node)}_{role}")
+    ctype = ctx.typedef(f"{name}_t", precision)
+    values = precision.quantize(np.asarray(array, dtype=np.float64).reshape(-1))
+    ctx.weights.append(WeightArray(name, ctype, values, precision))
+    return name, ctype, precision
+
+
+@register
+class MultiHeadAttentionEmitter(LayerEmitter):
+    ops = (("kiln", "MultiHeadAttention"),)
+    header = "kiln_attention.h"
+
+    def check(self, node):
+        if len(node.inputs) != 10 or any(v is None for v in node.inputs):
+            return "expects x_q, x_kv and the eight projection weights/biases"
+        if any(const_array(v) is None for v in node.inputs[2:]):
+            return "projection weights and biases must be constants"
+        scale = attr(node, "scale")
+        if scale is not None and not (0 < scale < float("inf")):
+            return "the score scale must be a positive number"
+        return super().check(node)
+
+    def emit(self, node, ctx) -> Layer:
+        x_q, x_kv = node.inputs[:2]
+        wq, bq, wk, bk, wv, bv, wo, bo = (const_array(v) for v in node.inputs[2:])
+        out = node.outputs[0]
+        heads, key_dim = attr(node, "heads"), attr(node, "key_dim")
+        value_dim = attr(node, "value_dim", key_dim)
+        scale = float(attr(node, "scale", 1.0 / math.sqrt(key_dim)))
+        dim_q, dim_kv, dim_out = wq.shape[0], wk.shape[0], wo.shape[1]
+        hk, hv = heads * key_dim, heads * value_dim
+        n_q, n_kv = size(x_q) // dim_q, size(x_kv) // dim_kv
+        if (wq.shape[1], wk.shape[1], wv.shape, wo.shape[0], size(out)) != (hk, hk, (dim_kv, hv), hv, n_q * dim_out):
+            raise KilnError(f"layer {node.name!r} (MultiHeadAttention): weight shapes do not match heads={heads}, "
+                            f"key_dim={key_dim}, value_dim={value_dim}")
+        lid = ctx.layer_id(node)
+        # The body is pipelined with II = R. The projections' weight partitioning needs R to
+        # divide each projection's multiplications (a model-wide R that does not is lowered
+        # by ctx.reuse, a per-layer one is an error); the weightless core takes ceil(n / R)
+        # multipliers for its n multiplications.
+        sizes = {"q": dim_q * hk, "k": dim_kv * hk, "v": dim_kv * hv, "out": hv * dim_out}  # weights per projection
+        divisible = math.gcd(*sizes.values())
+        try:
+            rf = ctx.reuse(node, divisible)
+        except KilnError:
+            raise KilnError(f"layer {node.name!r} (MultiHeadAttention): reuse_factor "
+                            f"{node.metadata_props.get('kiln.reuse_factor')} must divide the weights of each "
+                            f"projection ({', '.join(f'{k} {v}' for k, v in sizes.items())}); valid values: "
+                            f"{[d for d in range(1, divisible + 1) if divisible % d == 0]}") from None
+        x_q_prec, x_kv_prec, out_prec = ctx.precision(x_q), ctx.precision(x_kv), ctx.precision(out)
+        accum_override = ctx.layer_precision(node, "accum")
+        names, projs = {}, {}
+        types = internal_types(x_q_prec, out_prec, key_dim, n_kv, scale)
+        for role, w, b, x_prec, rows in (("q", wq, bq, x_q_prec, n_q), ("k", wk, bk, x_kv_prec, n_kv),
+                                         ("v", wv, bv, x_kv_prec, n_kv), ("out", wo, bo, types["o"], n_q)):
+            w_name, w_t, w_prec = _constant(ctx, node, w, f"w{role[0]}", "weight")
+            b_name, b_t, _ = _constant(ctx, node, b, f"b{role[0]}", "bias")
+            names[role] = (w_name, b_name)
+            n_in, n_out = w.shape
+            accum = accum_override or accumulator_for(x_prec, w_prec, n_in)
+            projs[f"{role}_proj"] = ctx.render(DENSE_CONFIG, name=f"{role}_proj", rows=rows, n_in=n_in, n_out=n_out,
+                                               rf=rf, block=math.ceil(n_in * n_out / rf),
+                                               accum_t=ctx.typedef(f"{lid}_{role}_accum_t", accum),
+                                               weight_t=w_t, bias_t=b_t)
+        typedefs = {k: ctx.typedef(f"{lid}_{k}_t", p) for k, p in types.items()}
+        core_mults = heads * n_q * n_kv * (key_dim + value_dim)  # Q K^T and P V
+        config = ctx.render(CONFIG, id=lid, n_q=n_q, n_kv=n_kv, dim_q=dim_q, dim_kv=dim_kv, dim_out=dim_out,
+                            heads=heads, key_dim=key_dim, value_dim=value_dim, rf=rf,
+                            mult_limit=math.ceil(core_mults / rf), use_table=not ctx.float_mode,
+                            scale=c_float(scale), t=typedefs, max_shift=math.ceil(math.log2(n_kv + 1)) + 1,
+                            **projs)
+        weights = ", ".join(f"{w}, {b}" for w, b in names.values())
+        call = (f"kiln::multihead_attention<{ctx.ctype(x_q)}, {ctx.ctype(x_kv)}, {ctx.ctype(out)}, {lid}_config>"
+                f"({ctx.var(x_q)}, {ctx.var(x_kv)}, {ctx.var(out)}, {weights});")
+        # Estimate inputs: the four projections, Q K^T and P V, and per score a scale product,
+        # an exp (two table values multiplied) and a normalisation. The stages run one after
+        # the other, so all their adder trees add to the latency; the q/k/v/merged buffers
+        # are registered like the output (io_parallel).
+        scores = heads * n_q * n_kv
+        stages = [max(dim_q, dim_kv), key_dim, n_kv, n_kv, hv]  # projections, QK^T, softmax, PV, out
+        depth = [math.ceil(math.log2(max(f, 1))) for f in stages]
+        w_bits = bits(w_prec)
+        n_weights = sum(a.size for a in (wq, bq, wk, bk, wv, bv, wo, bo))
+        proj_mults = n_q * (sizes["q"] + sizes["out"]) + n_kv * (sizes["k"] + sizes["v"])
+        cost = LayerCost(mults=proj_mults + core_mults + 3 * scores, fan_in=max(stages),
+                         a_bits=max(bits(x_q_prec), bits(types["q"])), b_bits=max(w_bits, bits(types["prob"])),
+                         acc_bits=max(bits(types["score_accum"]), bits(types["o_accum"])),
+                         out_elems=n_q * dim_out + n_q * hk + n_kv * (hk + hv) + n_q * hv, out_bits=bits(out_prec),
+                         weight_bits=n_weights * w_bits, weight_width=w_bits,
+                         table_entries=0 if ctx.float_mode else 512 + 64 + 1024, adds=2 * scores,
+                         extra_latency=sum(depth) - max(depth) + 6 + 2 * len(stages), is_float=ctx.float_mode,
+                         reuse_factor=rf, divisible=divisible)
+        return Layer(config, call, self.header, cost)

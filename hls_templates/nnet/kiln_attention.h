@@ -1,0 +1,114 @@
+// Multi-head attention (kiln.MultiHeadAttention), one sample per call:
+//   Q = x_q Wq + bq, K = x_kv Wk + bk, V = x_kv Wv + bv          (kiln::dense, [T][heads*dim])
+//   per head h and query i: s[j] = scale * Q[i,h,:] . K[j,h,:]     (j over the n_kv keys)
+//                           p = softmax(s)                          (kiln_softmax.h's tables)
+//                           O[i,h,:] = sum_j p[j] V[j,h,:]
+//   res = O Wo + bo                                                 (heads merged: O is [n_q][heads*value_dim])
+// Weights are [n_in][n_out] (kiln.Dense order); head h owns columns h*key_dim .. of Wq/Wk
+// (h*value_dim .. of Wv) and rows h*value_dim .. of Wo. CONFIG_T carries the sizes, the
+// internal types (derived by the emitter), a dense config per projection and the
+// softmax table config. Like every Kiln layer the body is pipelined with II =
+// reuse_factor; the core (scores, softmax, weighted values) shares multiplier_limit
+// multipliers, the projections have their own (kiln::dense).
+#ifndef KILN_ATTENTION_H_
+#define KILN_ATTENTION_H_
+
+#include "kiln_common.h"
+#include "kiln_dense.h"
+#include "kiln_softmax.h"
+
+namespace kiln {
+
+// One attention head for one query row: scores, softmax, weighted sum of the values.
+template <typename CONFIG_T>
+void attention_head_row(const typename CONFIG_T::q_t q[CONFIG_T::n_q * CONFIG_T::heads * CONFIG_T::key_dim],
+                        const typename CONFIG_T::k_t k[CONFIG_T::n_kv * CONFIG_T::heads * CONFIG_T::key_dim],
+                        const typename CONFIG_T::v_t v[CONFIG_T::n_kv * CONFIG_T::heads * CONFIG_T::value_dim],
+                        typename CONFIG_T::o_t o[CONFIG_T::n_q * CONFIG_T::heads * CONFIG_T::value_dim],
+                        unsigned h, unsigned i) {
+    #pragma HLS INLINE
+    typedef typename CONFIG_T::softmax_config sm_config;
+    const unsigned hk = CONFIG_T::heads * CONFIG_T::key_dim, hv = CONFIG_T::heads * CONFIG_T::value_dim;
+    const typename CONFIG_T::scale_t scale = CONFIG_T::scale;
+    typename CONFIG_T::score_t s[CONFIG_T::n_kv];
+    typename CONFIG_T::prob_t p[CONFIG_T::n_kv];
+    #pragma HLS ARRAY_PARTITION variable = s complete
+    #pragma HLS ARRAY_PARTITION variable = p complete
+    typename CONFIG_T::score_t max_s = 0;
+Scores:
+    for (unsigned j = 0; j < CONFIG_T::n_kv; j++) {
+        typename CONFIG_T::score_accum_t acc = 0;
+    Dot:
+        for (unsigned d = 0; d < CONFIG_T::key_dim; d++)
+            acc += q[i * hk + h * CONFIG_T::key_dim + d] * k[j * hk + h * CONFIG_T::key_dim + d];
+        s[j] = (typename CONFIG_T::score_t)(acc * scale);
+        if (j == 0 || s[j] > max_s) max_s = s[j];
+    }
+    if (CONFIG_T::use_table) {
+        typename sm_config::exp_table_t e[CONFIG_T::n_kv];
+        #pragma HLS ARRAY_PARTITION variable = e complete
+        typename sm_config::sum_t sum = 0;
+    Exp:
+        for (unsigned j = 0; j < CONFIG_T::n_kv; j++) {
+            e[j] = softmax_exp_lookup<sm_config>(to_float(max_s) - to_float(s[j]));
+            sum += e[j];
+        }
+        typename sm_config::inv_table_t inv = softmax_inv_lookup<sm_config>(sum);
+    Normalize:
+        for (unsigned j = 0; j < CONFIG_T::n_kv; j++) p[j] = (typename CONFIG_T::prob_t)(e[j] * inv);
+    } else {
+        float e[CONFIG_T::n_kv];
+        float sum = 0;
+        for (unsigned j = 0; j < CONFIG_T::n_kv; j++) {
+            e[j] = std::exp(to_float(s[j]) - to_float(max_s));
+            sum += e[j];
+        }
+        for (unsigned j = 0; j < CONFIG_T::n_kv; j++) p[j] = (typename CONFIG_T::prob_t)(e[j] / sum);
+    }
+Weighted:
+    for (unsigned d = 0; d < CONFIG_T::value_dim; d++) {
+        typename CONFIG_T::o_accum_t acc = 0;
+    Keys:
+        for (unsigned j = 0; j < CONFIG_T::n_kv; j++) acc += p[j] * v[j * hv + h * CONFIG_T::value_dim + d];
+        o[i * hv + h * CONFIG_T::value_dim + d] = (typename CONFIG_T::o_t)acc;
+    }
+}
+
+template <class q_in_T, class kv_in_T, class res_T, typename CONFIG_T>
+void multihead_attention(const q_in_T data_q[CONFIG_T::n_q * CONFIG_T::dim_q],
+                         const kv_in_T data_kv[CONFIG_T::n_kv * CONFIG_T::dim_kv],
+                         res_T res[CONFIG_T::n_q * CONFIG_T::dim_out],
+                         const typename CONFIG_T::q_proj::weight_t wq[CONFIG_T::q_proj::n_in * CONFIG_T::q_proj::n_out],
+                         const typename CONFIG_T::q_proj::bias_t bq[CONFIG_T::q_proj::n_out],
+                         const typename CONFIG_T::k_proj::weight_t wk[CONFIG_T::k_proj::n_in * CONFIG_T::k_proj::n_out],
+                         const typename CONFIG_T::k_proj::bias_t bk[CONFIG_T::k_proj::n_out],
+                         const typename CONFIG_T::v_proj::weight_t wv[CONFIG_T::v_proj::n_in * CONFIG_T::v_proj::n_out],
+                         const typename CONFIG_T::v_proj::bias_t bv[CONFIG_T::v_proj::n_out],
+                         const typename CONFIG_T::out_proj::weight_t wo[CONFIG_T::out_proj::n_in * CONFIG_T::out_proj::n_out],
+                         const typename CONFIG_T::out_proj::bias_t bo[CONFIG_T::out_proj::n_out]) {
+    #pragma HLS INLINE off
+    #pragma HLS PIPELINE II = CONFIG_T::reuse_factor
+    #pragma HLS ALLOCATION operation instances = mul limit = CONFIG_T::multiplier_limit
+    typename CONFIG_T::q_t q[CONFIG_T::n_q * CONFIG_T::heads * CONFIG_T::key_dim];
+    typename CONFIG_T::k_t k[CONFIG_T::n_kv * CONFIG_T::heads * CONFIG_T::key_dim];
+    typename CONFIG_T::v_t v[CONFIG_T::n_kv * CONFIG_T::heads * CONFIG_T::value_dim];
+    typename CONFIG_T::o_t o[CONFIG_T::n_q * CONFIG_T::heads * CONFIG_T::value_dim];
+    #pragma HLS ARRAY_PARTITION variable = q complete
+    #pragma HLS ARRAY_PARTITION variable = k complete
+    #pragma HLS ARRAY_PARTITION variable = v complete
+    #pragma HLS ARRAY_PARTITION variable = o complete
+
+    dense<q_in_T, typename CONFIG_T::q_t, typename CONFIG_T::q_proj>(data_q, q, wq, bq);
+    dense<kv_in_T, typename CONFIG_T::k_t, typename CONFIG_T::k_proj>(data_kv, k, wk, bk);
+    dense<kv_in_T, typename CONFIG_T::v_t, typename CONFIG_T::v_proj>(data_kv, v, wv, bv);
+Heads:
+    for (unsigned h = 0; h < CONFIG_T::heads; h++) {
+    Queries:
+        for (unsigned i = 0; i < CONFIG_T::n_q; i++) attention_head_row<CONFIG_T>(q, k, v, o, h, i);
+    }
+    dense<typename CONFIG_T::o_t, res_T, typename CONFIG_T::out_proj>(o, res, wo, bo);
+}
+
+} // namespace kiln
+
+#endif
