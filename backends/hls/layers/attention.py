@@ -50,7 +50,7 @@ DENSE_CONFIG = """    struct {{ name }} {
         static const unsigned n_out = {{ n_out }};
         static const unsigned reuse_factor = {{ rf }};
         static const unsigned block_factor = {{ block }};
-        static const unsigned multiplier_limit = {{ block }};
+        static const unsigned multiplier_limit = {{ mult_limit }};
         typedef {{ accum_t }} accum_t;
         typedef {{ weight_t }} weight_t;
         typedef {{ bias_t }} bias_t;
@@ -156,32 +156,34 @@ class MultiHeadAttentionEmitter(LayerEmitter):
             raise KilnError(f"layer {node.name!r} (MultiHeadAttention): weight shapes do not match heads={heads}, "
                             f"key_dim={key_dim}, value_dim={value_dim}")
         lid = ctx.layer_id(node)
-        # The body is pipelined with II = R. The projections' weight partitioning needs R to
-        # divide each projection's multiplications (a model-wide R that does not is lowered
-        # by ctx.reuse, a per-layer one is an error); the weightless core takes ceil(n / R)
-        # multipliers for its n multiplications.
+        # The body is pipelined with II = R. R must divide each projection's multiplications
+        # (rows x weights: each multiplier is shared by R of them, across rows once R exceeds
+        # the weight count; a model-wide R that does not divide is lowered by ctx.reuse, a
+        # per-layer one is an error); the weightless core takes ceil(n / R) multipliers.
         sizes = {"q": dim_q * hk, "k": dim_kv * hk, "v": dim_kv * hv, "out": hv * dim_out}  # weights per projection
-        divisible = math.gcd(*sizes.values())
+        rows = {"q": n_q, "k": n_kv, "v": n_kv, "out": n_q}
+        divisible = math.gcd(*(rows[k] * v for k, v in sizes.items()))
         try:
             rf = ctx.reuse(node, divisible)
         except KilnError:
             raise KilnError(f"layer {node.name!r} (MultiHeadAttention): reuse_factor "
-                            f"{node.metadata_props.get('kiln.reuse_factor')} must divide the weights of each "
-                            f"projection ({', '.join(f'{k} {v}' for k, v in sizes.items())}); valid values: "
+                            f"{node.metadata_props.get('kiln.reuse_factor')} must divide the multiplications of each "
+                            f"projection ({', '.join(f'{k} {rows[k] * v}' for k, v in sizes.items())}); valid values: "
                             f"{[d for d in range(1, divisible + 1) if divisible % d == 0]}") from None
         x_q_prec, x_kv_prec, out_prec = ctx.precision(x_q), ctx.precision(x_kv), ctx.precision(out)
         accum_override = ctx.layer_precision(node, "accum")
         names, projs = {}, {}
         types = internal_types(x_q_prec, out_prec, key_dim, n_kv, scale)
-        for role, w, b, x_prec, rows in (("q", wq, bq, x_q_prec, n_q), ("k", wk, bk, x_kv_prec, n_kv),
-                                         ("v", wv, bv, x_kv_prec, n_kv), ("out", wo, bo, types["o"], n_q)):
+        for role, w, b, x_prec, rows_ in (("q", wq, bq, x_q_prec, n_q), ("k", wk, bk, x_kv_prec, n_kv),
+                                          ("v", wv, bv, x_kv_prec, n_kv), ("out", wo, bo, types["o"], n_q)):
             w_name, w_t, w_prec = _constant(ctx, node, w, f"w{role[0]}", "weight")
             b_name, b_t, _ = _constant(ctx, node, b, f"b{role[0]}", "bias")
             names[role] = (w_name, b_name)
             n_in, n_out = w.shape
             accum = accum_override or accumulator_for(x_prec, w_prec, n_in)
-            projs[f"{role}_proj"] = ctx.render(DENSE_CONFIG, name=f"{role}_proj", rows=rows, n_in=n_in, n_out=n_out,
+            projs[f"{role}_proj"] = ctx.render(DENSE_CONFIG, name=f"{role}_proj", rows=rows_, n_in=n_in, n_out=n_out,
                                                rf=rf, block=math.ceil(n_in * n_out / rf),
+                                               mult_limit=math.ceil(rows_ * n_in * n_out / rf),
                                                accum_t=ctx.typedef(f"{lid}_{role}_accum_t", accum),
                                                weight_t=w_t, bias_t=b_t)
         typedefs = {k: ctx.typedef(f"{lid}_{k}_t", p) for k, p in types.items()}

@@ -15,7 +15,7 @@ CONFIG = """struct {{ id }}_config {
     static const unsigned n_out = {{ n_out }};
     static const unsigned reuse_factor = {{ rf }};
     static const unsigned block_factor = {{ block }};
-    static const unsigned multiplier_limit = {{ block }};
+    static const unsigned multiplier_limit = {{ mult_limit }};
     typedef {{ accum_t }} accum_t;
     typedef {{ weight_t }} weight_t;
     typedef {{ bias_t }} bias_t;
@@ -37,14 +37,16 @@ class DenseEmitter(LayerEmitter):
         w_name, w_t, w_prec = ctx.weight(node, w, "weight")
         b_name, b_t, _ = ctx.weight(node, b, "bias")
         accum = ctx.layer_precision(node, "accum") or accumulator_for(ctx.precision(x), w_prec, n_in)
-        rf = ctx.reuse(node, n_in * n_out)
-        config = ctx.render(CONFIG, id=lid, n_rows=size(x) // n_in, n_in=n_in, n_out=n_out, rf=rf,
-                            block=math.ceil(n_in * n_out / rf), accum_t=ctx.typedef(f"{lid}_accum_t", accum),
-                            weight_t=w_t, bias_t=b_t)
+        n_rows = size(x) // n_in
+        mults = n_rows * n_in * n_out  # R shares each multiplier across weights, then across rows
+        rf = ctx.reuse(node, mults)
+        config = ctx.render(CONFIG, id=lid, n_rows=n_rows, n_in=n_in, n_out=n_out, rf=rf,
+                            block=math.ceil(n_in * n_out / rf), mult_limit=math.ceil(mults / rf),
+                            accum_t=ctx.typedef(f"{lid}_accum_t", accum), weight_t=w_t, bias_t=b_t)
         call = (f"kiln::dense<{ctx.ctype(x)}, {ctx.ctype(out)}, {lid}_config>"
                 f"({ctx.var(x)}, {ctx.var(out)}, {w_name}, {b_name});")
-        cost = LayerCost(mults=n_in * n_out * (size(x) // n_in), fan_in=n_in, a_bits=bits(ctx.precision(x)),
+        cost = LayerCost(mults=mults, fan_in=n_in, a_bits=bits(ctx.precision(x)),
                          b_bits=bits(w_prec), acc_bits=bits(accum), out_elems=size(out), out_bits=bits(ctx.precision(out)),
                          weight_bits=(w.size + b.size) * bits(w_prec), weight_width=bits(w_prec),
-                         is_float=ctx.float_mode, reuse_factor=rf, divisible=n_in * n_out)
+                         is_float=ctx.float_mode, reuse_factor=rf, divisible=mults)
         return Layer(config, call, self.header, cost)
