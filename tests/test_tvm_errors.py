@@ -96,3 +96,23 @@ def test_hls_project_is_not_a_tvm_artifact(tmp_path):
                            precision="float")
     with pytest.raises(KilnError, match="HLS project .* use `kiln csim`"):
         open_artifact(project.path)
+
+
+def test_out_of_range_token_ids_are_an_error_not_a_crash(tmp_path):
+    """TVM lowers Gather in 'fast' mode (an out-of-range index reads out of bounds); run checks
+    integer inputs that index a table first. Negative indices (ONNX semantics) work."""
+    from onnx import numpy_helper
+
+    table = np.arange(20, dtype=np.float32).reshape(5, 4)
+    graph = helper.make_graph([helper.make_node("Gather", ["table", "ids"], ["y"], name="embed", axis=0)], "g",
+                              [helper.make_tensor_value_info("ids", TensorProto.INT64, ["N", 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3, 4])],
+                              [numpy_helper.from_array(table, "table")])
+    path = tmp_path / "embed.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10), path)
+    art = compile_tvm(path, board="x86-host", output_dir=tmp_path / "out")
+    assert art.inputs[0]["index_bound"] == 5
+    ids = np.array([[0, 4, -1], [-5, 2, 3]], dtype=np.int64)
+    np.testing.assert_array_equal(art.run(ids), art.reference(ids)[0])
+    with pytest.raises(KilnError, match=r"indices must lie in \[-5, 4\]"):
+        art.run(np.array([[0, 5, 1]], dtype=np.int64))

@@ -20,7 +20,7 @@ pytest.importorskip("torch")
 from examples.make_jet_mlp import export as export_jet_mlp, make_samples  # noqa: E402
 from examples.zoo import export_model, samples  # noqa: E402
 from tests.helpers import relative_error  # noqa: E402
-from tests.test_torch_models import MODELS, exported, random_inputs  # noqa: E402
+from tests.test_torch_models import exported, random_inputs  # noqa: E402
 
 import kiln  # noqa: E402
 from kiln.backends.tvm import compile_tvm, open_artifact  # noqa: E402

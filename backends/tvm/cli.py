@@ -99,7 +99,9 @@ def cmd_compile_cpu(args, board) -> int:
     print(f"  {lib['file']}: {what}")
     if m.get("tuning"):
         t = m["tuning"]
-        print(f"  tuned: {t['measured']} of {t['trials']} trials measured over {t['tasks']} kernels; "
+        kept = (f" ({t['untuned_kept']} kept their untuned code, which measured faster)"
+                if t.get("untuned_kept") else "")
+        print(f"  tuned: {t['measured']} of {t['trials']} trials measured over {t['tasks']} kernels{kept}; "
               f"log in {art.path / 'tuning'}")
     return 0
 

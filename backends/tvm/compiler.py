@@ -65,6 +65,28 @@ def _ports(model: ir.Model, batch_axis: dict[str, bool]) -> tuple[list[dict], li
     return inputs, outputs
 
 
+def _index_bounds(model: ir.Model) -> dict[str, int]:
+    """Integer graph inputs used directly as Gather indices -> the size of the gathered axis.
+
+    TVM's importer lowers Gather in "fast" mode: an index out of range reads out of bounds
+    (a crash, not an error), where ONNX Runtime reports it. run/bench check such inputs first.
+    """
+    bounds: dict[str, int] = {}
+    inputs = {v.name for v in model.graph.inputs}
+    for node in model.graph:
+        if node.op_type != "Gather" or node.domain not in ("", "ai.onnx") or len(node.inputs) < 2:
+            continue
+        indices, data = node.inputs[1], node.inputs[0]
+        if indices is None or indices.name not in inputs or data is None or data.shape is None:
+            continue
+        axis = node.attributes.get_int("axis", 0)
+        dims = list(data.shape)
+        dim = dims[axis] if -len(dims) <= axis < len(dims) else None
+        if isinstance(dim, int):
+            bounds[indices.name] = min(bounds.get(indices.name, dim), dim)
+    return bounds
+
+
 def _choose_format(board: Board, target: dict, lib_format: str) -> tuple[str, str | None]:
     if lib_format not in LIB_FORMATS:
         raise KilnError(f"--format must be one of {', '.join(LIB_FORMATS)}, not {lib_format!r}")
@@ -120,6 +142,10 @@ def compile_tvm(model, board="x86-host", output_dir=None, tune: int | None = Non
     loaded = load_onnx(model)
     mod = to_relax(loaded.model, loaded.source)
     inputs, outputs = _ports(loaded.model, loaded.batch_axis)
+    for spec in inputs:
+        bound = _index_bounds(loaded.model).get(spec["name"])
+        if bound is not None:
+            spec["index_bound"] = bound
     name = Path(loaded.source).stem if loaded.source != "<ModelProto>" else (loaded.model.graph.name or "model")
     with staged_dir(output_dir) as tmp:
         tuning = None
@@ -137,15 +163,8 @@ def compile_tvm(model, board="x86-host", output_dir=None, tune: int | None = Non
         try:
             if fmt == "tar":
                 executable.export_library(str(lib))
-            elif runs_here(target):
-                from tvm.support import cc as tvm_cc
-
-                executable.export_library(str(lib), fcompile=lambda out, objs, options=None:
-                                          tvm_cc.create_shared(out, objs, options, cc=cc))
             else:
-                from tvm.support import cc as tvm_cc
-
-                executable.export_library(str(lib), fcompile=tvm_cc.cross_compiler(cc))
+                executable.export_library(str(lib), fcompile=_linker(cc))
         except Exception as exc:
             raise KilnError(f"linking {lib.name} for {board.name} failed: {short_error(exc)}") from None
         onnx.save(loaded.original, tmp / "model.onnx")
@@ -162,6 +181,20 @@ def compile_tvm(model, board="x86-host", output_dir=None, tune: int | None = Non
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
     return TVMArtifact.open(output_dir)
+
+
+def _linker(cc: str):
+    """TVM's create_shared with the board's compiler, libm last on the command line (the
+    kernels call expf/erff; g++ links libm by itself, a cross gcc does not, and a -lm placed
+    before the objects is dropped by --as-needed)."""
+    from tvm.support import cc as tvm_cc
+
+    def link(output, objects, options=None):
+        objects = [objects] if isinstance(objects, str) else list(objects)
+        tvm_cc.create_shared(output, objects + ["-lm"], options, cc=cc)
+
+    link.output_format = "so"
+    return link
 
 
 def _version(pkg: str) -> str | None:
