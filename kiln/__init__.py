@@ -26,7 +26,21 @@ def compile(model, board: str = "vu13p", output_dir=None, precision=None, config
 
 
 def open_project(path):
-    """Open a project directory written by ``kiln.compile``."""
+    """Open a directory written by ``kiln.compile``: an ``HLSProject`` (FPGA boards) or a
+    ``TVMArtifact`` (CPU boards)."""
+    import json
+    from pathlib import Path
+
+    from kiln.fsutil import MANIFEST
+
+    try:
+        backend = json.loads((Path(path) / MANIFEST).read_text()).get("backend")
+    except (OSError, ValueError):
+        backend = "hls"  # HLSProject.open gives the clear error
+    if backend == "tvm":
+        from kiln.backends.tvm.artifact import TVMArtifact
+
+        return TVMArtifact.open(path)
     from kiln.backends.hls.project import HLSProject
 
     return HLSProject.open(path)

@@ -8,6 +8,7 @@ project over a good one. An existing directory is replaced only when it is a Kil
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -41,6 +42,24 @@ def check_output_dir(target: Path) -> None:
         if any(target.iterdir()) and not (target / MANIFEST).is_file():
             raise KilnError(f"output directory {target} exists, is not empty and is not a Kiln project; "
                             "remove it or choose another -o")
+
+
+def read_manifest(path: Path, backend: str) -> dict:
+    """The manifest of a Kiln output written by ``backend`` ("hls" or "tvm"); a clear error
+    when there is none, it is corrupt, or another backend wrote it."""
+    path = Path(path)
+    try:
+        manifest = json.loads((path / MANIFEST).read_text())
+    except FileNotFoundError:
+        raise KilnError(f"{path} is not a Kiln project (no {MANIFEST}); run `kiln compile` first") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise KilnError(f"{path / MANIFEST} is corrupt: {exc}") from None
+    found = manifest.get("backend", "unknown")
+    if found != backend:
+        use = {"hls": "`kiln csim` / `kiln report` / `kiln synth`", "tvm": "`kiln run` / `kiln bench`"}
+        raise KilnError(f"{path} is a {found.upper()} output for board {manifest.get('board')!r}, not a "
+                        f"{backend.upper()} one; use {use.get(found, '`kiln compile` again')}")
+    return manifest
 
 
 @contextmanager

@@ -2,12 +2,37 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
 from kiln.errors import KilnError
+
+
+@dataclass
+class OutputComparison:
+    name: str
+    max_abs_error: float
+    scale: float                 # max |reference|
+    relative_error: float        # max_abs_error / scale
+    argmax_agreement: float | None
+
+
+def compare_outputs(specs: list[dict], outputs: list[np.ndarray], references: list[np.ndarray]):
+    """Per output: max abs error, error relative to the output scale, argmax agreement
+    (for (N, classes) outputs) of a backend's outputs against ONNX Runtime's."""
+    rows = []
+    for spec, got, ref in zip(specs, outputs, references):
+        got = np.asarray(got, dtype=np.float64)
+        err = float(np.max(np.abs(got - ref))) if ref.size else 0.0
+        scale = float(np.max(np.abs(ref))) if ref.size else 0.0
+        agree = None
+        if got.ndim == 2 and got.shape[1] > 1:
+            agree = float(np.mean(np.argmax(got, axis=1) == np.argmax(ref, axis=1)))
+        rows.append(OutputComparison(spec["name"], err, scale, err / scale if scale > 0 else err, agree))
+    return rows
 
 
 def sample_shape(spec: dict) -> list[int]:

@@ -82,7 +82,7 @@ def test_arm_artifact_does_not_run_here_and_hls_options_are_refused(tmp_path):
                                 tmp_path / "q"), "--precision", "CPU board")
     assert_clean_error(run_kiln("compile", model, "--board", "vu13p", "--tune", "8", "-o", tmp_path / "h"),
                        "--tune", "CPU boards")
-    assert_clean_error(run_kiln("bench", tmp_path / "nothing"), "not a Kiln artifact")
+    assert_clean_error(run_kiln("bench", tmp_path / "nothing"), "not a Kiln project")
     assert_clean_error(run_kiln("run", art.path, "--input", tmp_path / "x.npy", "--rpc", "h:1", "--tracker", "h:2",
                                 "--key", "k"), "either --rpc")
     assert not (tmp_path / "q").exists() and not (tmp_path / "h").exists()
@@ -94,7 +94,7 @@ def test_hls_project_is_not_a_tvm_artifact(tmp_path):
 
     project = kiln.compile(chain(["Relu"], tmp_path / "m.onnx"), board="vu13p", output_dir=tmp_path / "hls",
                            precision="float")
-    with pytest.raises(KilnError, match="HLS project .* use `kiln csim`"):
+    with pytest.raises(KilnError, match="is a HLS output .* use `kiln csim`"):
         open_artifact(project.path)
 
 

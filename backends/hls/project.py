@@ -7,29 +7,19 @@ down. ``csim`` returns outputs in the batch-major layout ONNX Runtime gives;
 
 from __future__ import annotations
 
-import json
 import subprocess
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from kiln.backends.hls.toolchain import ap_types_dir, gxx
-from kiln.fsutil import MANIFEST
+from kiln.fsutil import read_manifest
 from kiln.errors import KilnError
-from kiln.reference import run_onnxruntime, run_onnxruntime_intermediates, sample_shape
+from kiln.reference import (OutputComparison, compare_outputs, run_onnxruntime, run_onnxruntime_intermediates,
+                            sample_shape)
 
 CSIM_TIMEOUT_S = 3600
-
-
-@dataclass
-class OutputComparison:
-    name: str
-    max_abs_error: float
-    scale: float                 # max |reference|
-    relative_error: float        # max_abs_error / scale
-    argmax_agreement: float | None
 
 
 class HLSProject:
@@ -40,12 +30,7 @@ class HLSProject:
     @classmethod
     def open(cls, path) -> "HLSProject":
         path = Path(path)
-        try:
-            manifest = json.loads((path / MANIFEST).read_text())
-        except FileNotFoundError:
-            raise KilnError(f"{path} is not a Kiln project (no {MANIFEST}); run `kiln compile` first") from None
-        except json.JSONDecodeError as exc:
-            raise KilnError(f"{path / MANIFEST} is corrupt: {exc}") from None
+        manifest = read_manifest(path, "hls")
         return cls(path, manifest)
 
     @property
@@ -188,13 +173,4 @@ class HLSProject:
 
     def compare(self, inputs, outputs=None) -> list[OutputComparison]:
         outputs = outputs if outputs is not None else self.csim(inputs, return_all=True)
-        references = self.reference(inputs)
-        rows = []
-        for spec, got, ref in zip(self.outputs, outputs, references):
-            err = float(np.max(np.abs(got.astype(np.float64) - ref))) if ref.size else 0.0
-            scale = float(np.max(np.abs(ref))) if ref.size else 0.0
-            agree = None
-            if got.ndim == 2 and got.shape[1] > 1:
-                agree = float(np.mean(np.argmax(got, axis=1) == np.argmax(ref, axis=1)))
-            rows.append(OutputComparison(spec["name"], err, scale, err / scale if scale > 0 else err, agree))
-        return rows
+        return compare_outputs(self.outputs, outputs, self.reference(inputs))

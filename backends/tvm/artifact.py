@@ -6,7 +6,6 @@ read only for the ONNX Runtime reference (outputs and, on the host, latency).
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,20 +14,11 @@ import numpy as np
 
 from kiln.backends.tvm.target import host_arch, require_tvm, runs_here, short_error
 from kiln.errors import KilnError
-from kiln.fsutil import MANIFEST
-from kiln.reference import run_onnxruntime, sample_shape
+from kiln.fsutil import read_manifest
+from kiln.reference import OutputComparison, compare_outputs, run_onnxruntime, sample_shape
 
 DEFAULT_REPEAT = 200
 DEFAULT_WARMUP = 10
-
-
-@dataclass
-class OutputComparison:
-    name: str
-    max_abs_error: float
-    scale: float                 # max |reference|
-    relative_error: float        # max_abs_error / scale
-    argmax_agreement: float | None
 
 
 @dataclass
@@ -166,16 +156,7 @@ class TVMArtifact:
     @classmethod
     def open(cls, path) -> "TVMArtifact":
         path = Path(path)
-        try:
-            manifest = json.loads((path / MANIFEST).read_text())
-        except FileNotFoundError:
-            raise KilnError(f"{path} is not a Kiln artifact (no {MANIFEST}); run `kiln compile` first") from None
-        except json.JSONDecodeError as exc:
-            raise KilnError(f"{path / MANIFEST} is corrupt: {exc}") from None
-        if manifest.get("backend") != "tvm":
-            raise KilnError(f"{path} is an {manifest.get('backend', 'unknown').upper()} project for board "
-                            f"{manifest.get('board')!r}, not a TVM (CPU board) artifact; "
-                            "for HLS projects use `kiln csim`")
+        manifest = read_manifest(path, "tvm")
         return cls(path, manifest)
 
     @property
@@ -335,19 +316,6 @@ class TVMArtifact:
         if model.is_file():
             report.comparison = compare_outputs(self.outputs, report.outputs, self.reference(arrays))
         return report
-
-
-def compare_outputs(specs: list[dict], outputs: list[np.ndarray], references: list[np.ndarray]):
-    rows = []
-    for spec, got, ref in zip(specs, outputs, references):
-        got = np.asarray(got, dtype=np.float64)
-        err = float(np.max(np.abs(got - ref))) if ref.size else 0.0
-        scale = float(np.max(np.abs(ref))) if ref.size else 0.0
-        agree = None
-        if got.ndim == 2 and got.shape[1] > 1:
-            agree = float(np.mean(np.argmax(got, axis=1) == np.argmax(ref, axis=1)))
-        rows.append(OutputComparison(spec["name"], err, scale, err / scale if scale > 0 else err, agree))
-    return rows
 
 
 def _wall_clock(fn, repeat: int, warmup: int) -> list[float]:
