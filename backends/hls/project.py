@@ -14,32 +14,15 @@ from pathlib import Path
 import numpy as np
 
 from kiln.backends.hls.toolchain import ap_types_dir, gxx
-from kiln.fsutil import read_manifest
+from kiln.compiled import CompiledModel
 from kiln.errors import KilnError
-from kiln.reference import (OutputComparison, compare_outputs, run_onnxruntime, run_onnxruntime_intermediates,
-                            sample_shape)
+from kiln.reference import OutputComparison, run_onnxruntime_intermediates, sample_shape
 
 CSIM_TIMEOUT_S = 3600
 
 
-class HLSProject:
-    def __init__(self, path: Path, manifest: dict):
-        self.path = Path(path)
-        self.manifest = manifest
-
-    @classmethod
-    def open(cls, path) -> "HLSProject":
-        path = Path(path)
-        manifest = read_manifest(path, "hls")
-        return cls(path, manifest)
-
-    @property
-    def inputs(self) -> list[dict]:
-        return self.manifest["inputs"]
-
-    @property
-    def outputs(self) -> list[dict]:
-        return self.manifest["outputs"]
+class HLSProject(CompiledModel):
+    backend = "hls"
 
     # --- build -------------------------------------------------------------------------
     def build(self, weights: str = "files", trace: bool = False) -> Path:
@@ -59,40 +42,6 @@ class HLSProject:
             tail = "\n".join((result.stderr or result.stdout).strip().splitlines()[-25:])
             raise KilnError(f"C-simulation build failed in {self.path}:\n{tail}")
         return self.path / "build" / variant / "kiln_csim"
-
-    # --- inputs ------------------------------------------------------------------------
-    def check_inputs(self, inputs) -> list[np.ndarray]:
-        """Validate user arrays against the manifest; returns one array per model input."""
-        if isinstance(inputs, np.ndarray):
-            inputs = [inputs]
-        if isinstance(inputs, dict):
-            missing = [p["name"] for p in self.inputs if p["name"] not in inputs]
-            if missing:
-                raise KilnError(f"missing input(s) {missing}; the model's inputs are {[p['name'] for p in self.inputs]}")
-            inputs = [inputs[p["name"]] for p in self.inputs]
-        inputs = list(inputs)
-        if len(inputs) != len(self.inputs):
-            raise KilnError(f"the model has {len(self.inputs)} input(s) {[p['name'] for p in self.inputs]}, "
-                            f"got {len(inputs)} array(s)")
-        arrays, n = [], None
-        for spec, x in zip(self.inputs, inputs):
-            x = np.asarray(x)
-            want = sample_shape(spec)
-            is_float = spec["dtype"].startswith("float")
-            ok_dtype = x.dtype.kind == "f" if is_float else x.dtype.kind in "iu"
-            if not ok_dtype:
-                raise KilnError(f"input {spec['name']!r}: dtype {x.dtype} does not match the model's "
-                                f"{spec['dtype']} (expected {'a float' if is_float else 'an integer'} array)")
-            if x.ndim != len(want) + 1 or tuple(x.shape[1:]) != tuple(want):
-                raise KilnError(f"input {spec['name']!r}: shape {tuple(x.shape)} does not match the model; "
-                                f"expected (N, {', '.join(map(str, want))}) with a leading batch axis of N samples")
-            if n is not None and x.shape[0] != n:
-                raise KilnError(f"inputs disagree on the number of samples ({n} vs {x.shape[0]})")
-            n = x.shape[0]
-            arrays.append(x)
-        if n == 0:
-            raise KilnError("no samples: the input has a batch axis of 0")
-        return arrays
 
     # --- run ---------------------------------------------------------------------------
     def csim(self, inputs, return_all: bool = False, weights: str = "files"):
@@ -166,11 +115,6 @@ class HLSProject:
             rows.append(row)
         return rows
 
-    def reference(self, inputs) -> list[np.ndarray]:
-        """ONNX Runtime on the user's model, same inputs, same layout as ``csim``."""
-        arrays = self.check_inputs(inputs)
-        return run_onnxruntime(self.path / "model.onnx", self.inputs, self.outputs, arrays)
-
     def compare(self, inputs, outputs=None) -> list[OutputComparison]:
         outputs = outputs if outputs is not None else self.csim(inputs, return_all=True)
-        return compare_outputs(self.outputs, outputs, self.reference(inputs))
+        return self._compare(outputs, inputs)

@@ -14,8 +14,8 @@ import numpy as np
 
 from kiln.backends.tvm.target import host_arch, require_tvm, runs_here, short_error
 from kiln.errors import KilnError
-from kiln.fsutil import read_manifest
-from kiln.reference import OutputComparison, compare_outputs, run_onnxruntime, sample_shape
+from kiln.compiled import CompiledModel
+from kiln.reference import OutputComparison, compare_outputs, sample_shape
 
 DEFAULT_REPEAT = 200
 DEFAULT_WARMUP = 10
@@ -148,24 +148,8 @@ class _Runtime:
         return self.outputs()
 
 
-class TVMArtifact:
-    def __init__(self, path: Path, manifest: dict):
-        self.path = Path(path)
-        self.manifest = manifest
-
-    @classmethod
-    def open(cls, path) -> "TVMArtifact":
-        path = Path(path)
-        manifest = read_manifest(path, "tvm")
-        return cls(path, manifest)
-
-    @property
-    def inputs(self) -> list[dict]:
-        return self.manifest["inputs"]
-
-    @property
-    def outputs(self) -> list[dict]:
-        return self.manifest["outputs"]
+class TVMArtifact(CompiledModel):
+    backend = "tvm"
 
     @property
     def target(self) -> dict:
@@ -176,42 +160,6 @@ class TVMArtifact:
         return self.path / self.manifest["library"]["file"]
 
     # --- inputs ------------------------------------------------------------------------
-    def check_inputs(self, inputs) -> list[np.ndarray]:
-        """Validate user arrays (leading axis: N samples) against the manifest."""
-        if isinstance(inputs, np.ndarray):
-            inputs = [inputs]
-        if isinstance(inputs, dict):
-            missing = [p["name"] for p in self.inputs if p["name"] not in inputs]
-            if missing:
-                raise KilnError(f"missing input(s) {missing}; the model's inputs are {[p['name'] for p in self.inputs]}")
-            inputs = [inputs[p["name"]] for p in self.inputs]
-        inputs = list(inputs)
-        if len(inputs) != len(self.inputs):
-            raise KilnError(f"the model has {len(self.inputs)} input(s) {[p['name'] for p in self.inputs]}, "
-                            f"got {len(inputs)} array(s)")
-        arrays, n = [], None
-        for spec, x in zip(self.inputs, inputs):
-            x = np.asarray(x)
-            want = sample_shape(spec)
-            is_float = spec["dtype"].startswith("float")
-            if not (x.dtype.kind == "f" if is_float else x.dtype.kind in "iub"):
-                raise KilnError(f"input {spec['name']!r}: dtype {x.dtype} does not match the model's "
-                                f"{spec['dtype']} (expected {'a float' if is_float else 'an integer'} array)")
-            if x.ndim != len(want) + 1 or tuple(x.shape[1:]) != tuple(want):
-                raise KilnError(f"input {spec['name']!r}: shape {tuple(x.shape)} does not match the model; "
-                                f"expected (N, {', '.join(map(str, want))}) with a leading batch axis of N samples")
-            bound = spec.get("index_bound")
-            if bound is not None and x.size and (int(x.min()) < -bound or int(x.max()) >= bound):
-                raise KilnError(f"input {spec['name']!r}: indices must lie in [{-bound}, {bound - 1}] (it indexes an "
-                                f"axis of size {bound}); got values from {int(x.min())} to {int(x.max())}")
-            if n is not None and x.shape[0] != n:
-                raise KilnError(f"inputs disagree on the number of samples ({n} vs {x.shape[0]})")
-            n = x.shape[0]
-            arrays.append(x)
-        if n == 0:
-            raise KilnError("no samples: the input has a batch axis of 0")
-        return arrays
-
     def _sample(self, arrays: list[np.ndarray], s: int) -> list[np.ndarray]:
         """Sample s of every input, shaped as the library takes it (batch pinned to 1)."""
         out = []
@@ -254,17 +202,9 @@ class TVMArtifact:
         results = [np.stack(o) for o in per_output]
         return results if (return_all or len(results) > 1) else results[0]
 
-    def reference(self, inputs) -> list[np.ndarray]:
-        """ONNX Runtime on the user's model (``model.onnx``), same inputs, same layout as ``run``."""
-        model = self.path / "model.onnx"
-        if not model.is_file():
-            raise KilnError(f"{self.path}: model.onnx is missing, so there is no ONNX Runtime reference")
-        arrays = self.check_inputs(inputs)
-        return run_onnxruntime(model, self.inputs, self.outputs, arrays)
-
     def compare(self, inputs, outputs=None, remote=None) -> list[OutputComparison]:
         outputs = outputs if outputs is not None else self.run(inputs, remote=remote, return_all=True)
-        return compare_outputs(self.outputs, outputs, self.reference(inputs))
+        return self._compare(outputs, inputs)
 
     # --- bench -------------------------------------------------------------------------
     def bench(self, repeat: int = DEFAULT_REPEAT, warmup: int = DEFAULT_WARMUP, inputs=None, remote=None,

@@ -1,0 +1,82 @@
+"""What every backend's output directory has in common: its manifest, the input checks
+and the ONNX Runtime reference on the user's model (``model.onnx`` beside the output)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from kiln.errors import KilnError
+from kiln.fsutil import read_manifest
+from kiln.reference import OutputComparison, compare_outputs, run_onnxruntime, sample_shape
+
+
+class CompiledModel:
+    """Base of HLSProject and TVMArtifact; ``backend`` names the manifest's writer."""
+
+    backend = ""
+
+    def __init__(self, path: Path, manifest: dict):
+        self.path = Path(path)
+        self.manifest = manifest
+
+    @classmethod
+    def open(cls, path):
+        path = Path(path)
+        return cls(path, read_manifest(path, cls.backend))
+
+    @property
+    def inputs(self) -> list[dict]:
+        return self.manifest["inputs"]
+
+    @property
+    def outputs(self) -> list[dict]:
+        return self.manifest["outputs"]
+
+    def check_inputs(self, inputs) -> list[np.ndarray]:
+        """Validate user arrays (leading axis: N samples) against the manifest: one per model
+        input (a list in order, a dict by name, or one array), dtype kind, shape, index range."""
+        if isinstance(inputs, np.ndarray):
+            inputs = [inputs]
+        if isinstance(inputs, dict):
+            missing = [p["name"] for p in self.inputs if p["name"] not in inputs]
+            if missing:
+                raise KilnError(f"missing input(s) {missing}; the model's inputs are {[p['name'] for p in self.inputs]}")
+            inputs = [inputs[p["name"]] for p in self.inputs]
+        inputs = list(inputs)
+        if len(inputs) != len(self.inputs):
+            raise KilnError(f"the model has {len(self.inputs)} input(s) {[p['name'] for p in self.inputs]}, "
+                            f"got {len(inputs)} array(s)")
+        arrays, n = [], None
+        for spec, x in zip(self.inputs, inputs):
+            x = np.asarray(x)
+            want = sample_shape(spec)
+            is_float = spec["dtype"].startswith("float")
+            if not (x.dtype.kind == "f" if is_float else x.dtype.kind in "iub"):
+                raise KilnError(f"input {spec['name']!r}: dtype {x.dtype} does not match the model's "
+                                f"{spec['dtype']} (expected {'a float' if is_float else 'an integer'} array)")
+            if x.ndim != len(want) + 1 or tuple(x.shape[1:]) != tuple(want):
+                raise KilnError(f"input {spec['name']!r}: shape {tuple(x.shape)} does not match the model; "
+                                f"expected (N, {', '.join(map(str, want))}) with a leading batch axis of N samples")
+            bound = spec.get("index_bound")
+            if bound is not None and x.size and (int(x.min()) < -bound or int(x.max()) >= bound):
+                raise KilnError(f"input {spec['name']!r}: indices must lie in [{-bound}, {bound - 1}] (it indexes an "
+                                f"axis of size {bound}); got values from {int(x.min())} to {int(x.max())}")
+            if n is not None and x.shape[0] != n:
+                raise KilnError(f"inputs disagree on the number of samples ({n} vs {x.shape[0]})")
+            n = x.shape[0]
+            arrays.append(x)
+        if n == 0:
+            raise KilnError("no samples: the input has a batch axis of 0")
+        return arrays
+
+    def reference(self, inputs) -> list[np.ndarray]:
+        """ONNX Runtime on the user's model, same inputs, same (N, ...) layout as the backend's outputs."""
+        model = self.path / "model.onnx"
+        if not model.is_file():
+            raise KilnError(f"{self.path}: model.onnx is missing, so there is no ONNX Runtime reference")
+        return run_onnxruntime(model, self.inputs, self.outputs, self.check_inputs(inputs))
+
+    def _compare(self, outputs, inputs) -> list[OutputComparison]:
+        return compare_outputs(self.outputs, outputs, self.reference(inputs))
