@@ -88,3 +88,23 @@ def test_report_html_pngs_and_json(tmp_path, jet_mlp):
     data = json.loads(r.stdout)
     assert set(data["layers"][0]) >= {"name", "op", "reuse", "ii", "latency_cycles", "dsp", "lut", "ff", "bram"}
     assert set(data["total"]) >= {"latency_cycles", "latency_ns", "ii", "dsp", "lut", "ff", "bram", "budget"}
+
+
+def test_auto_reuse_fits_pynq_z2_for_the_transformer_jet_tagger(tmp_path):
+    pytest.importorskip("torch")
+    from examples.zoo import export_model
+
+    project = kiln.compile(export_model("jet_tagger", tmp_path / "jet_tagger.onnx"), board="pynq-z2",
+                           output_dir=tmp_path / "t")
+    est = load_estimate(project.path)
+    total = est["total"]
+    assert total["dsp"] <= 0.7 * 220 and total["lut"] <= 0.7 * 53200
+    params = (project.path / "firmware" / "parameters.h").read_text()
+    attention = [layer for layer in est["layers"] if layer["op"] == "MultiHeadAttention"]
+    assert len(attention) == 3
+    for layer in attention:
+        # 15 tokens x (6 x 64) weights per projection: R must divide 5760
+        assert 5760 % layer["reuse"] == 0 and layer["reuse"] > 1
+    for layer in dense_layers(est):
+        assert f"static const unsigned reuse_factor = {layer['reuse']};" in params
+    assert total["ii"] == max(layer["ii"] for layer in est["layers"])
