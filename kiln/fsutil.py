@@ -57,8 +57,8 @@ def read_manifest(path: Path, backend: str) -> dict:
     found = manifest.get("backend", "unknown")
     if found != backend:
         use = {"hls": "`kiln csim` / `kiln report` / `kiln synth`", "tvm": "`kiln run` / `kiln bench`"}
-        raise KilnError(f"{path} is a {found.upper()} output for board {manifest.get('board')!r}, not a "
-                        f"{backend.upper()} one; use {use.get(found, '`kiln compile` again')}")
+        raise KilnError(f"{path} was written by the {found.upper()} backend for board {manifest.get('board')!r}, "
+                        f"not the {backend.upper()} one; use {use.get(found, '`kiln compile` again')}")
     return manifest
 
 

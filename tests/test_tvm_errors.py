@@ -94,7 +94,7 @@ def test_hls_project_is_not_a_tvm_artifact(tmp_path):
 
     project = kiln.compile(chain(["Relu"], tmp_path / "m.onnx"), board="vu13p", output_dir=tmp_path / "hls",
                            precision="float")
-    with pytest.raises(KilnError, match="is a HLS output .* use `kiln csim`"):
+    with pytest.raises(KilnError, match="written by the HLS backend .* use `kiln csim`"):
         open_artifact(project.path)
 
 

@@ -115,7 +115,7 @@ def test_csim_input_wrong_shape_and_dtype(tmp_path, relu_file):
     assert_clean_error(run_kiln("csim", tmp_path / "nothing", "--input", tmp_path / "bad_dtype.npy"),
                        "not a Kiln project")
     # an output of the other backend is named as such
-    assert_clean_error(run_kiln("run", prj, "--input", tmp_path / "bad_dtype.npy"), "is a HLS output", "kiln csim")
+    assert_clean_error(run_kiln("run", prj, "--input", tmp_path / "bad_dtype.npy"), "was written by the HLS backend", "kiln csim")
 
 
 def test_failed_compile_keeps_previous_project(tmp_path, relu_file, monkeypatch):
