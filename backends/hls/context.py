@@ -98,10 +98,17 @@ class EmitContext:
         return rf
 
     # --- constants -------------------------------------------------------------
-    def weight(self, node: ir.Node, array: np.ndarray, role: str = "weight") -> tuple[str, str, Precision]:
-        """Add a constant array for ``node``; returns (C name, C type, precision)."""
-        precision = self.layer_precision(node, role if role in ("weight", "bias") else "weight")
-        precision = precision or self.default_precision
+    def weight(self, node: ir.Node, array: np.ndarray, role: str = "weight", kind: str | None = None,
+               precision: Precision | None = None) -> tuple[str, str, Precision]:
+        """Add a constant array named ``<layer>_<role>`` for ``node``; returns (C name, C type, precision).
+
+        Its type is ``precision`` when given (e.g. IntType for indices), else the layer's
+        ``kind`` override ("weight" or "bias"; by default "bias" for the role "bias" and
+        "weight" otherwise), else the model precision.
+        """
+        if precision is None:
+            kind = kind or ("bias" if role == "bias" else "weight")
+            precision = self.layer_precision(node, kind) or self.default_precision
         name = self.names.make(f"{self.layer_id(node)}_{role}")
         ctype = self.typedef(f"{name}_t", precision)
         values = precision.quantize(np.asarray(array, dtype=np.float64).reshape(-1))

@@ -1,5 +1,5 @@
-// Data movement: Transpose (6-D permutation by input strides) and Concat (one call per
-// input, each writing its slab at an offset along the concat axis).
+// Data movement: Transpose and Slice (one strided walk over the input) and Concat (one
+// call per input, each writing its slab at an offset along the concat axis).
 #ifndef KILN_LAYOUT_H_
 #define KILN_LAYOUT_H_
 
@@ -7,8 +7,11 @@
 
 namespace kiln {
 
+// The output walked as a 6-D index (shape d0..d5, leading 1s) reads the input at
+// offset + sum(i_k * s_k): a Transpose permutes the input strides, a Slice scales them by
+// its steps (negative for reversed slices) and starts at its first element.
 template <class data_T, class res_T, typename CONFIG_T>
-void transpose(const data_T data[CONFIG_T::n_elem], res_T res[CONFIG_T::n_elem]) {
+void strided_copy(const data_T data[CONFIG_T::n_in], res_T res[CONFIG_T::n_out]) {
     #pragma HLS INLINE off
     #pragma HLS PIPELINE II = CONFIG_T::reuse_factor
     unsigned o = 0;
@@ -18,8 +21,8 @@ void transpose(const data_T data[CONFIG_T::n_elem], res_T res[CONFIG_T::n_elem])
     for (unsigned i3 = 0; i3 < CONFIG_T::d3; i3++)
     for (unsigned i4 = 0; i4 < CONFIG_T::d4; i4++)
     for (unsigned i5 = 0; i5 < CONFIG_T::d5; i5++) {
-        res[o++] = (res_T)data[i0 * CONFIG_T::s0 + i1 * CONFIG_T::s1 + i2 * CONFIG_T::s2 +
-                               i3 * CONFIG_T::s3 + i4 * CONFIG_T::s4 + i5 * CONFIG_T::s5];
+        res[o++] = (res_T)data[CONFIG_T::offset + (int)i0 * CONFIG_T::s0 + (int)i1 * CONFIG_T::s1 + (int)i2 * CONFIG_T::s2 +
+                               (int)i3 * CONFIG_T::s3 + (int)i4 * CONFIG_T::s4 + (int)i5 * CONFIG_T::s5];
     }
 }
 

@@ -72,23 +72,6 @@ void gather(const data_T data[CONFIG_T::n_outer * CONFIG_T::n_axis * CONFIG_T::n
     }
 }
 
-// Slice: a strided walk over the input (6-D, strides = input stride * step) from an offset.
-template <class data_T, class res_T, typename CONFIG_T>
-void slice(const data_T data[CONFIG_T::n_in], res_T res[CONFIG_T::n_out]) {
-    #pragma HLS INLINE off
-    #pragma HLS PIPELINE II = CONFIG_T::reuse_factor
-    unsigned o = 0;
-    for (unsigned i0 = 0; i0 < CONFIG_T::d0; i0++)
-    for (unsigned i1 = 0; i1 < CONFIG_T::d1; i1++)
-    for (unsigned i2 = 0; i2 < CONFIG_T::d2; i2++)
-    for (unsigned i3 = 0; i3 < CONFIG_T::d3; i3++)
-    for (unsigned i4 = 0; i4 < CONFIG_T::d4; i4++)
-    for (unsigned i5 = 0; i5 < CONFIG_T::d5; i5++) {
-        res[o++] = (res_T)data[CONFIG_T::offset + (int)i0 * CONFIG_T::s0 + (int)i1 * CONFIG_T::s1 + (int)i2 * CONFIG_T::s2 +
-                               (int)i3 * CONFIG_T::s3 + (int)i4 * CONFIG_T::s4 + (int)i5 * CONFIG_T::s5];
-    }
-}
-
 } // namespace kiln
 
 #endif

@@ -35,27 +35,15 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 
-from kiln.backends.hls.context import WeightArray, c_float
+from kiln.backends.hls.context import c_float
 from kiln.backends.hls.estimate import LayerCost, bits
 from kiln.backends.hls.layers.base import Layer, LayerEmitter, register
+from kiln.backends.hls.layers.dense import CONFIG as DENSE_CONFIG
 from kiln.errors import KilnError
 from kiln.ir_utils import attr, const_array, size
 from kiln.precision import FixedType, FloatType, accumulator_for, sum_type_for
 
-DENSE_CONFIG = """    struct {{ name }} {
-        static const unsigned n_rows = {{ rows }};
-        static const unsigned n_in = {{ n_in }};
-        static const unsigned n_out = {{ n_out }};
-        static const unsigned reuse_factor = {{ rf }};
-        static const unsigned block_factor = {{ block }};
-        static const unsigned multiplier_limit = {{ mult_limit }};
-        typedef {{ accum_t }} accum_t;
-        typedef {{ weight_t }} weight_t;
-        typedef {{ bias_t }} bias_t;
-    };
-"""
 
 CONFIG = """struct {{ id }}_config {
     static const unsigned n_q = {{ n_q }}, n_kv = {{ n_kv }};
@@ -117,16 +105,6 @@ def internal_types(x_prec, out_prec, key_dim: int, n_kv: int, scale: float) -> d
     }
 
 
-def _constant(ctx, node, array: np.ndarray, role: str, kind: str) -> tuple[str, str, object]:
-    """A weight array named ``<layer>_<role>`` whose type follows the layer's ``kind`` override."""
-    precision = ctx.layer_precision(node, kind) or ctx.default_precision
-    name = ctx.names.make(f"{ctx.layer_id(node)}_{role}")
-    ctype = ctx.typedef(f"{name}_t", precision)
-    values = precision.quantize(np.asarray(array, dtype=np.float64).reshape(-1))
-    ctx.weights.append(WeightArray(name, ctype, values, precision))
-    return name, ctype, precision
-
-
 @register
 class MultiHeadAttentionEmitter(LayerEmitter):
     ops = (("kiln", "MultiHeadAttention"),)
@@ -176,12 +154,12 @@ class MultiHeadAttentionEmitter(LayerEmitter):
         types = internal_types(x_q_prec, out_prec, key_dim, n_kv, scale)
         for role, w, b, x_prec, rows_ in (("q", wq, bq, x_q_prec, n_q), ("k", wk, bk, x_kv_prec, n_kv),
                                           ("v", wv, bv, x_kv_prec, n_kv), ("out", wo, bo, types["o"], n_q)):
-            w_name, w_t, w_prec = _constant(ctx, node, w, f"w{role[0]}", "weight")
-            b_name, b_t, _ = _constant(ctx, node, b, f"b{role[0]}", "bias")
+            w_name, w_t, w_prec = ctx.weight(node, w, f"w{role[0]}", kind="weight")
+            b_name, b_t, _ = ctx.weight(node, b, f"b{role[0]}", kind="bias")
             names[role] = (w_name, b_name)
             n_in, n_out = w.shape
             accum = accum_override or accumulator_for(x_prec, w_prec, n_in)
-            projs[f"{role}_proj"] = ctx.render(DENSE_CONFIG, name=f"{role}_proj", rows=rows_, n_in=n_in, n_out=n_out,
+            projs[f"{role}_proj"] = ctx.render(DENSE_CONFIG, name=f"{role}_proj", n_rows=rows_, n_in=n_in, n_out=n_out,
                                                rf=rf, block=math.ceil(n_in * n_out / rf),
                                                mult_limit=math.ceil(rows_ * n_in * n_out / rf),
                                                accum_t=ctx.typedef(f"{lid}_{role}_accum_t", accum),

@@ -9,7 +9,8 @@ from kiln.backends.hls.layers.base import Layer, LayerEmitter, register
 from kiln.ir_utils import const_array, size
 from kiln.precision import accumulator_for
 
-CONFIG = """struct {{ id }}_config {
+# also the config of the four projections inside kiln.MultiHeadAttention (attention.py)
+CONFIG = """struct {{ name }} {
     static const unsigned n_rows = {{ n_rows }};
     static const unsigned n_in = {{ n_in }};
     static const unsigned n_out = {{ n_out }};
@@ -40,7 +41,7 @@ class DenseEmitter(LayerEmitter):
         n_rows = size(x) // n_in
         mults = n_rows * n_in * n_out  # R shares each multiplier across weights, then across rows
         rf = ctx.reuse(node, mults)
-        config = ctx.render(CONFIG, id=lid, n_rows=n_rows, n_in=n_in, n_out=n_out, rf=rf,
+        config = ctx.render(CONFIG, name=f"{lid}_config", n_rows=n_rows, n_in=n_in, n_out=n_out, rf=rf,
                             block=math.ceil(n_in * n_out / rf), mult_limit=math.ceil(mults / rf),
                             accum_t=ctx.typedef(f"{lid}_accum_t", accum), weight_t=w_t, bias_t=b_t)
         call = (f"kiln::dense<{ctx.ctype(x)}, {ctx.ctype(out)}, {lid}_config>"

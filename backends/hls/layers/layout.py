@@ -3,7 +3,7 @@
 * Reshape, Flatten, Squeeze, Unsqueeze, Identity, inference Dropout: the flat row-major
   array does not change, so they are copies (with type conversion). The cleanup pass
   removes most of them; what is left (a graph input copied to a graph output) is a copy.
-* Transpose: a permuted 6-D walk over the input.
+* Transpose and Slice: one strided walk over the input (``strided_copy``).
 * Concat: one ``concat_part`` call per input.
 * BatchNormalization that the fold pass could not merge: ``scale_shift``.
 """
@@ -14,18 +14,35 @@ import math
 
 from kiln.backends.hls.layers.base import Layer, LayerEmitter, register
 from kiln.backends.hls.layers.eltwise import MAX_RANK, pad_dims
-from kiln.ir_utils import attr, size, static_shape
+from kiln.ir_utils import attr, const_array, size, static_shape
 from kiln.passes.batchnorm import bn_scale_shift
 from kiln.passes.cleanup import is_inference_dropout
 
-TRANSPOSE_CONFIG = """struct {{ id }}_config {
-    static const unsigned n_elem = {{ n }};
+STRIDED_CONFIG = """struct {{ id }}_config {
+    static const unsigned n_in = {{ n_in }}, n_out = {{ n_out }};
+    static const int offset = {{ offset }};
     static const unsigned reuse_factor = {{ rf }};
 {% for i in range(6) %}
-    static const unsigned d{{ i }} = {{ dims[i] }}, s{{ i }} = {{ strides[i] }};
+    static const unsigned d{{ i }} = {{ dims[i] }};
+    static const int s{{ i }} = {{ strides[i] }};
 {% endfor %}
 };
 """
+
+
+def row_major_strides(shape) -> list[int]:
+    return [math.prod(shape[i + 1:]) for i in range(len(shape))]
+
+
+def strided_copy(node, ctx, x, out, offset: int, strides: list[int]) -> Layer:
+    """The kiln::strided_copy layer reading ``x`` at offset + sum(i_k * strides[k]) for each
+    element of ``out`` (strides given per output axis)."""
+    lid = ctx.layer_id(node)
+    out_shape = static_shape(out)
+    config = ctx.render(STRIDED_CONFIG, id=lid, n_in=size(x), n_out=size(out), offset=offset, rf=ctx.reuse(node),
+                        dims=pad_dims(tuple(out_shape)), strides=[0] * (MAX_RANK - len(out_shape)) + list(strides))
+    call = f"kiln::strided_copy<{ctx.ctype(x)}, {ctx.ctype(out)}, {lid}_config>({ctx.var(x)}, {ctx.var(out)});"
+    return Layer(config, call, "kiln_layout.h")
 
 CONCAT_CONFIG = """struct {{ id }} {
     static const unsigned n_outer = {{ outer }}, in_inner = {{ in_inner }}, out_inner = {{ out_inner }}, offset = {{ offset }};
@@ -78,14 +95,8 @@ class TransposeEmitter(LayerEmitter):
         in_shape = static_shape(x)
         rank = len(in_shape)
         perm = list(attr(node, "perm", list(reversed(range(rank)))))
-        in_strides = [math.prod(in_shape[i + 1:]) for i in range(rank)]
-        out_dims = [in_shape[p] for p in perm]
-        strides = [0] * (MAX_RANK - rank) + [in_strides[p] for p in perm]
-        lid = ctx.layer_id(node)
-        config = ctx.render(TRANSPOSE_CONFIG, id=lid, n=size(x), rf=ctx.reuse(node), dims=pad_dims(tuple(out_dims)),
-                            strides=strides)
-        call = f"kiln::transpose<{ctx.ctype(x)}, {ctx.ctype(out)}, {lid}_config>({ctx.var(x)}, {ctx.var(out)});"
-        return Layer(config, call, self.header)
+        in_strides = row_major_strides(in_shape)
+        return strided_copy(node, ctx, x, out, 0, [in_strides[p] for p in perm])
 
 
 @register
@@ -136,3 +147,34 @@ class BatchNormEmitter(LayerEmitter):
         call = (f"kiln::scale_shift<{ctx.ctype(x)}, {ctx.ctype(out)}, {lid}_config>"
                 f"({ctx.var(x)}, {ctx.var(out)}, {s_name}, {b_name});")
         return Layer(config, call, self.header)
+
+
+@register
+class SliceEmitter(LayerEmitter):
+    ops = (("", "Slice"),)
+    header = "kiln_layout.h"
+    integer_tensors = True
+
+    def check(self, node):
+        if any(v is not None and const_array(v) is None for v in node.inputs[1:]):
+            return "starts/ends/axes/steps must be constants"
+        if node.inputs[0].shape is not None and len(node.inputs[0].shape) > MAX_RANK:
+            return f"rank above {MAX_RANK}"
+        return super().check(node)
+
+    def emit(self, node, ctx) -> Layer:
+        x, out = node.inputs[0], node.outputs[0]
+        shape = static_shape(x)
+        rank = len(shape)
+        params = [const_array(v) if v is not None else None for v in list(node.inputs[1:]) + [None] * 4][:4]
+        starts, ends = params[0].tolist(), params[1].tolist()
+        axes = params[2].tolist() if params[2] is not None else list(range(len(starts)))
+        steps = params[3].tolist() if params[3] is not None else [1] * len(starts)
+        begin, step = [0] * rank, [1] * rank
+        for s, e, a, st in zip(starts, ends, axes, steps):
+            a = a + rank if a < 0 else a
+            begin[a] = slice(s, e, st).indices(shape[a])[0]
+            step[a] = st
+        in_strides = row_major_strides(shape)
+        return strided_copy(node, ctx, x, out, sum(b * s for b, s in zip(begin, in_strides)),
+                            [s * st for s, st in zip(in_strides, step)])

@@ -1,4 +1,4 @@
-"""Element-wise math, reductions, Gather and Slice (kiln_math.h).
+"""Element-wise math, reductions and Gather (kiln_math.h).
 
 * Erf, Sqrt, Exp, Reciprocal, Neg, Abs, Pow (constant scalar exponent): what unfused
   LayerNorm/GELU exports contain; evaluated in float (the fusion passes turn the usual
@@ -6,19 +6,18 @@
 * ReduceMean, ReduceSum over any axes (attribute before opset 18, input after).
 * Gather along any axis with constant or run-time indices (token embeddings: a
   constant table indexed by int ids; one token: a tensor indexed by a constant).
-* Slice with constant starts/ends/axes/steps (negative steps included).
 """
 
 from __future__ import annotations
 
 import math
 
-import numpy as np
 
 from kiln.backends.hls.context import c_float
 from kiln.backends.hls.estimate import LayerCost, bits
 from kiln.backends.hls.layers.base import Layer, LayerEmitter, register
 from kiln.backends.hls.layers.eltwise import MAX_RANK, pad_dims
+from kiln.backends.hls.layers.layout import row_major_strides
 from kiln.ir_utils import attr, const_array, size, static_shape
 from kiln.precision import FixedType, FloatType, IntType, sum_type_for
 
@@ -49,22 +48,6 @@ GATHER_CONFIG = """struct {{ id }}_config {
     static const unsigned reuse_factor = {{ rf }};
 };
 """
-
-SLICE_CONFIG = """struct {{ id }}_config {
-    static const unsigned n_in = {{ n_in }}, n_out = {{ n_out }};
-    static const int offset = {{ offset }};
-    static const unsigned reuse_factor = {{ rf }};
-{% for i in range(6) %}
-    static const unsigned d{{ i }} = {{ dims[i] }};
-    static const int s{{ i }} = {{ strides[i] }};
-{% endfor %}
-};
-"""
-
-
-def _row_major_strides(shape) -> list[int]:
-    return [math.prod(shape[i + 1:]) for i in range(len(shape))]
-
 
 @register
 class UnaryMathEmitter(LayerEmitter):
@@ -124,7 +107,7 @@ class ReduceEmitter(LayerEmitter):
         shape = static_shape(x)
         axes = reduce_axes(node, len(shape))
         kept = [d if i not in axes else 1 for i, d in enumerate(shape)]
-        kept_strides = _row_major_strides(kept)
+        kept_strides = row_major_strides(kept)
         o_s = [0 if i in axes else kept_strides[i] for i in range(len(shape))]
         count = math.prod(shape[a] for a in axes) if axes else 1
         lid = ctx.layer_id(node)
@@ -165,50 +148,10 @@ class GatherEmitter(LayerEmitter):
         d_name, d_t, _ = ctx.operand(node, data, "table")
         idx = const_array(indices)
         if idx is not None:
-            i_name = ctx.names.make(f"{lid}_indices")
-            i_t = ctx.typedef(f"{i_name}_t", IntType())
-            from kiln.backends.hls.context import WeightArray
-
-            ctx.weights.append(WeightArray(i_name, i_t, idx.astype(np.float64).reshape(-1), IntType()))
+            i_name, i_t, _ = ctx.weight(node, idx, "indices", precision=IntType())
         else:
             i_name, i_t = ctx.var(indices), ctx.ctype(indices)
         config = ctx.render(GATHER_CONFIG, id=lid, outer=math.prod(shape[:axis]), axis=shape[axis],
                             inner=math.prod(shape[axis + 1:]), n_idx=max(1, size(indices)), rf=ctx.reuse(node))
         call = f"kiln::gather<{d_t}, {i_t}, {ctx.ctype(out)}, {lid}_config>({d_name}, {i_name}, {ctx.var(out)});"
-        return Layer(config, call, self.header)
-
-
-@register
-class SliceEmitter(LayerEmitter):
-    ops = (("", "Slice"),)
-    header = "kiln_math.h"
-    integer_tensors = True
-
-    def check(self, node):
-        if any(v is not None and const_array(v) is None for v in node.inputs[1:]):
-            return "starts/ends/axes/steps must be constants"
-        if node.inputs[0].shape is not None and len(node.inputs[0].shape) > MAX_RANK:
-            return f"rank above {MAX_RANK}"
-        return super().check(node)
-
-    def emit(self, node, ctx) -> Layer:
-        x, out = node.inputs[0], node.outputs[0]
-        shape = static_shape(x)
-        rank = len(shape)
-        params = [const_array(v) if v is not None else None for v in list(node.inputs[1:]) + [None] * 4][:4]
-        starts, ends = params[0].tolist(), params[1].tolist()
-        axes = params[2].tolist() if params[2] is not None else list(range(len(starts)))
-        steps = params[3].tolist() if params[3] is not None else [1] * len(starts)
-        begin, step = [0] * rank, [1] * rank
-        for s, e, a, st in zip(starts, ends, axes, steps):
-            a = a + rank if a < 0 else a
-            begin[a] = slice(s, e, st).indices(shape[a])[0]
-            step[a] = st
-        in_strides = _row_major_strides(shape)
-        out_shape = static_shape(out)
-        lid = ctx.layer_id(node)
-        config = ctx.render(SLICE_CONFIG, id=lid, n_in=size(x), n_out=size(out), rf=ctx.reuse(node),
-                            offset=sum(b * s for b, s in zip(begin, in_strides)), dims=pad_dims(tuple(out_shape)),
-                            strides=[0] * (MAX_RANK - rank) + [s * st for s, st in zip(in_strides, step)])
-        call = f"kiln::slice<{ctx.ctype(x)}, {ctx.ctype(out)}, {lid}_config>({ctx.var(x)}, {ctx.var(out)});"
         return Layer(config, call, self.header)
