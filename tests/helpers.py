@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
 import numpy as np
 import onnx
+from onnx import TensorProto, helper
 
 import kiln
 
@@ -51,3 +54,29 @@ def model_bytes(proto: onnx.ModelProto) -> bytes:
     buf = io.BytesIO()
     onnx.save(proto, buf)
     return buf.getvalue()
+
+
+def run_kiln(*args, env=None):
+    """The ``kiln`` command line in a subprocess."""
+    return subprocess.run([sys.executable, "-m", "kiln.cli", *map(str, args)], capture_output=True, text=True, env=env)
+
+
+def assert_clean_error(result, *needles):
+    """A user error: exit 2, one ``kiln: error:`` message containing every needle, no traceback."""
+    assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr and "Traceback" not in result.stdout
+    assert result.stderr.startswith("kiln: error: ")
+    for needle in needles:
+        assert needle in result.stderr, result.stderr
+
+
+def op_chain(op_types=("Relu",)) -> onnx.ModelProto:
+    """x[N,4] -> op -> op ... -> y, node names '<op>_<i>'."""
+    nodes, prev = [], "x"
+    for i, op in enumerate(op_types):
+        out = "y" if i == len(op_types) - 1 else f"t{i}"
+        nodes.append(helper.make_node(op, [prev], [out], name=f"{op.lower()}_{i}"))
+        prev = out
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10)

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import numpy as np
 import onnx
 import pytest
@@ -14,30 +11,12 @@ pytest.importorskip("tvm", reason="the TVM backend needs the tvm extra (pip inst
 
 from kiln.backends.tvm import compile_tvm  # noqa: E402
 from kiln.errors import KilnError  # noqa: E402
-
-
-def run_kiln(*args):
-    return subprocess.run([sys.executable, "-m", "kiln.cli", *map(str, args)], capture_output=True, text=True)
-
-
-def assert_clean_error(result, *needles):
-    assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
-    assert "Traceback" not in result.stderr and "Traceback" not in result.stdout
-    assert result.stderr.startswith("kiln: error: ")
-    for needle in needles:
-        assert needle in result.stderr, result.stderr
+from tests.helpers import assert_clean_error, op_chain, run_kiln  # noqa: E402
 
 
 def chain(ops, path):
-    """x[N,4] -> op -> op ... -> y, node names '<op>_<i>'."""
-    nodes, prev = [], "x"
-    for i, op in enumerate(ops):
-        out = "y" if i == len(ops) - 1 else f"t{i}"
-        nodes.append(helper.make_node(op, [prev], [out], name=f"{op.lower()}_{i}"))
-        prev = out
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])])
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10), path)
+    """x[N,4] -> op -> op ... -> y saved at ``path``, node names '<op>_<i>'."""
+    onnx.save(op_chain(ops), path)
     return path
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,30 +11,11 @@ from onnx import TensorProto, helper
 
 import kiln
 from kiln.backends.hls import writer
-
-
-def run_kiln(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "kiln.cli", *map(str, args)], capture_output=True, text=True, cwd=cwd)
-
-
-def assert_clean_error(result, *needles):
-    assert result.returncode == 2, result.stderr
-    assert "Traceback" not in result.stderr and "Traceback" not in result.stdout
-    assert result.stderr.startswith("kiln: error: ")
-    for needle in needles:
-        assert needle in result.stderr, result.stderr
+from tests.helpers import assert_clean_error, op_chain, run_kiln
 
 
 def small_model(op_types=("Relu",)) -> onnx.ModelProto:
-    """x[1,4] -> chain of unary ops -> y."""
-    nodes, prev = [], "x"
-    for i, op in enumerate(op_types):
-        out = "y" if i == len(op_types) - 1 else f"t{i}"
-        nodes.append(helper.make_node(op, [prev], [out], name=f"{op.lower()}_{i}"))
-        prev = out
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])])
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
+    return op_chain(op_types)
 
 
 @pytest.fixture
