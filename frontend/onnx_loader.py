@@ -18,14 +18,16 @@ from google.protobuf.message import DecodeError
 from onnx_ir.passes.common import LiftConstantsToInitializersPass, RemoveUnusedNodesPass
 
 from kiln.errors import KilnError
+from kiln.frontend.quantizers import QuantInfo, extract_quantizers, mark_activation_quantizers, reference_model
 
 
 @dataclass
 class LoadedModel:
     model: ir.Model            # the IR, static shapes, batch axis pinned to 1
-    original: onnx.ModelProto  # the model as the user gave it (ONNX Runtime reference)
+    original: onnx.ModelProto  # the ONNX Runtime reference: the user's model (QONNX quantizers as standard ops)
     batch_axis: dict[str, bool]  # per graph input: dim 0 is a batch axis (symbolic or 1)
     source: str                # file name or "<ModelProto>", for messages
+    quant: QuantInfo = None    # quantizers found in the model (see frontend/quantizers.py)
 
 
 def _read(src) -> tuple[onnx.ModelProto, str]:
@@ -42,6 +44,16 @@ def _read(src) -> tuple[onnx.ModelProto, str]:
     if not proto.graph.node and not proto.graph.output:
         raise KilnError(f"{path}: not a valid ONNX file (no graph found; is it truncated or another format?)")
     return proto, str(path)
+
+
+def _drop_initializer_inputs(proto: onnx.ModelProto) -> None:
+    """Older exporters (IR version < 4 style, Brevitas) also list initializers as graph inputs;
+    Kiln compiles them as the constants they are."""
+    initializers = {t.name for t in proto.graph.initializer}
+    inputs = [i for i in proto.graph.input if i.name not in initializers]
+    if len(inputs) != len(proto.graph.input):
+        del proto.graph.input[:]
+        proto.graph.input.extend(inputs)
 
 
 def _pin_batch_axis(proto: onnx.ModelProto, source: str) -> dict[str, bool]:
@@ -78,8 +90,12 @@ def load_onnx(src) -> LoadedModel:
     except onnx.checker.ValidationError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else "invalid model"
         raise KilnError(f"{source}: ONNX checker rejected the model: {first}") from None
-    proto = onnx.ModelProto()
-    proto.CopyFrom(original)
+    reference = reference_model(original)
+    proto, quant = extract_quantizers(original, source)
+    if proto is original:
+        proto = onnx.ModelProto()
+        proto.CopyFrom(original)
+    _drop_initializer_inputs(proto)
     batch_axis = _pin_batch_axis(proto, source)
     try:
         proto = onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True, data_prop=True)
@@ -95,6 +111,8 @@ def load_onnx(src) -> LoadedModel:
     # builds its target shape with one).
     onnxscript.optimizer.fold_constants(model, onnx_shape_inference=True, input_size_limit=1 << 30,
                                         output_size_limit=1 << 30, should_fold=lambda node: True)
+    if quant:
+        mark_activation_quantizers(model, quant, source)
     LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0)(model)
     RemoveUnusedNodesPass()(model)
-    return LoadedModel(model=model, original=original, batch_axis=batch_axis, source=source)
+    return LoadedModel(model=model, original=reference, batch_axis=batch_axis, source=source, quant=quant)

@@ -66,3 +66,14 @@ def replace_node(graph: ir.Graph, old_nodes: list[ir.Node], new_nodes: list[ir.N
         new.shape = old.shape
         new.type = old.type
     ir.convenience.replace_nodes_and_values(graph, old_nodes[-1], old_nodes, new_nodes, old_values, new_values)
+
+
+def copy_precision(src: ir.Value | None, dst: ir.Value) -> ir.Value:
+    """Carry a quantized constant's type (meta and metadata props) over to ``dst``, a copy of it."""
+    if src is not None:
+        for key in ("kiln.precision", "kiln.precision_source", "kiln.quant"):
+            if key in src.meta:
+                dst.meta[key] = src.meta[key]
+            if key in src.metadata_props:
+                dst.metadata_props[key] = src.metadata_props[key]
+    return dst

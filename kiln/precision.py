@@ -152,3 +152,20 @@ def sum_type_for(a: Precision, count: int) -> Precision:
         return a
     growth = math.ceil(math.log2(max(count, 1) + 1))
     return FixedType(min(a.width + growth, 1024), a.integer + growth, signed=a.signed)
+
+
+def union_type(types: list[FixedType], extra_integer: int = 0) -> FixedType:
+    """A type holding every value of each of ``types`` (plus ``extra_integer`` bits of growth)."""
+    signed = any(t.signed for t in types)
+    frac = max(t.frac for t in types)
+    integer = max(t.integer + (1 if signed and not t.signed else 0) for t in types) + extra_integer
+    return FixedType(min(integer + frac, 1024), integer, signed=signed)
+
+
+def accumulator_with_bias(x: Precision, w: Precision, b: Precision | None, fan_in: int) -> Precision:
+    """Accumulator of a Dense/Conv: ``accumulator_for`` (which leaves one integer bit for the bias),
+    widened to the bias's fractional bits when it has more, so adding the bias is exact too."""
+    acc = accumulator_for(x, w, fan_in)
+    if isinstance(acc, FixedType) and isinstance(b, FixedType) and b.frac > acc.frac:
+        return union_type([acc, b])
+    return acc

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from kiln.ir_utils import KILN_DOMAIN, add_initializer, attr, const_array, single_consumer
+from kiln.ir_utils import KILN_DOMAIN, add_initializer, attr, const_array, copy_precision, single_consumer
 
 
 def _bias_vector(c: np.ndarray, n: int) -> np.ndarray | None:
@@ -46,9 +46,11 @@ class FuseDensePass(ir.passes.InPlacePass):
             model.opset_imports.setdefault(KILN_DOMAIN, 1)
         return ir.passes.PassResult(model, modified)
 
-    def _dense(self, graph, x, w, b, name, template: ir.Value) -> tuple[ir.Node, ir.Value]:
-        w_val = add_initializer(graph, f"{name}_W", w.astype(np.float32))
-        b_val = add_initializer(graph, f"{name}_b", b.astype(np.float32))
+    def _dense(self, graph, x, w, b, name, template: ir.Value, w_src=None, b_src=None) -> tuple[ir.Node, ir.Value]:
+        """The Dense node; ``w_src``/``b_src``: the constants W and b come from, whose quantized
+        type (if any) carries over (transposing or reshaping keeps every value)."""
+        w_val = copy_precision(w_src, add_initializer(graph, f"{name}_W", w.astype(np.float32)))
+        b_val = copy_precision(b_src, add_initializer(graph, f"{name}_b", b.astype(np.float32)))
         out = ir.Value(name=f"{name}_dense_out", shape=template.shape, type=template.type)
         node = ir.Node(KILN_DOMAIN, "Dense", [x, w_val, b_val], outputs=[out], name=name)
         return node, out
@@ -73,8 +75,10 @@ class FuseDensePass(ir.passes.InPlacePass):
             x = t_out
         c = np.float32(beta) * c.astype(np.float32)
         bias = _bias_vector(c, n)
+        exact = alpha == 1.0 and beta == 1.0
         dense, out = self._dense(graph, x, w, bias if bias is not None else np.zeros(n, np.float32),
-                                 node.name, node.outputs[0])
+                                 node.name, node.outputs[0], b_in if exact else None,
+                                 c_in if exact and bias is not None else None)
         new_nodes.append(dense)
         if bias is None:  # a full [M, N] bias: Dense then Add
             c_val = add_initializer(graph, f"{node.name}_C", c)
@@ -92,14 +96,14 @@ class FuseDensePass(ir.passes.InPlacePass):
         w2 = w.reshape(-1, 1) if w.ndim == 1 else w
         n = w2.shape[1]
         old_nodes, old_out = [node], node.outputs[0]
-        bias = np.zeros(n, np.float32)
+        bias, b_src = np.zeros(n, np.float32), None
         add = single_consumer(old_out)
         if add is not None and add.op_type == "Add" and add.domain in ("", "ai.onnx") and w.ndim == 2:
             other = add.inputs[1] if add.inputs[0] is old_out else add.inputs[0]
             c = const_array(other)
             vec = _bias_vector(c, n) if c is not None and c.ndim <= 1 + (old_out.shape is not None and len(old_out.shape) or 0) else None
             if vec is not None and add.outputs[0].shape == old_out.shape:
-                bias, old_nodes, old_out = vec, [node, add], add.outputs[0]
-        dense, out = self._dense(graph, x, w2, bias, node.name, old_out)
+                bias, old_nodes, old_out, b_src = vec, [node, add], add.outputs[0], other
+        dense, out = self._dense(graph, x, w2, bias, node.name, old_out, w_in, b_src)
         ir.convenience.replace_nodes_and_values(graph, old_nodes[-1], old_nodes, [dense], [old_out], [out])
         return True

@@ -1,38 +1,120 @@
-"""Attach a numeric type to every computed value and each layer's weights/accumulator.
+"""Attach a numeric type to every computed value, with where it came from.
 
 Precision lives on the IR: ``value.meta["kiln.precision"]`` holds the type object and
-``value.metadata_props["kiln.precision"]`` its text (visible in a dumped .onnx in
-Netron). Layer-level choices (weight, bias, accumulator types, reuse factor) are node
-metadata props. The default is the model precision; ``[layers.NAME]`` in the config
-overrides it for that node. Unset accumulators are derived by the HLS emitters from
-operand types and fan-in so that sums cannot overflow.
+``value.metadata_props["kiln.precision"]`` its text (visible in ``kiln_ir.onnx`` in
+Netron); ``kiln.precision_source`` says why it was chosen. In order of priority:
+
+* ``config``     ``[layers.NAME] precision`` in the user's kiln.toml;
+* ``quant``      the output of a quantizer (kiln.Quantize, see kiln/quant.py), and a graph
+                 input read only by quantizers (so the testbench's conversion *is* the
+                 quantization and nothing is rounded twice);
+* ``inferred``   in a quantized model, a type derived exactly from the operand types:
+                 a Dense/Conv output is its accumulator (operand widths + fan-in growth:
+                 cannot overflow), Relu/pooling/reshapes keep their input's type, Add grows
+                 one integer bit, Mul is the product type;
+* ``calibrated`` ``--calibrate``: integer bits from the observed range, the rest of
+                 ``--bits`` fractional (kiln/calibrate.py ``choose_fixed``);
+* ``default``    the model precision.
+
+Layer-level choices (weight, bias, accumulator types, reuse factor) are node metadata
+props. Quantized constants carry their own type (set by the frontend); unset
+accumulators are derived by the HLS emitters from operand types and fan-in.
 """
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import onnx_ir as ir
 
 from kiln.config import Config
 from kiln.errors import KilnError
-from kiln.precision import IntType, parse_precision
+from kiln.ir_utils import KILN_DOMAIN, attr, const_array
+from kiln.precision import (FixedType, FloatType, IntType, Precision, accumulator_with_bias, parse_precision,
+                            union_type)
+from kiln.quant import QuantSpec, fitting_type
 
 PRECISION_KEY = "kiln.precision"
+SOURCE_KEY = "kiln.precision_source"
+MAX_INFERRED_WIDTH = 64
+FLOAT_BIAS_SIGNIFICANT_BITS = 24
+
+# ops whose output values are a subset of their first input's values
+SAME_AS_INPUT = {"Relu", "MaxPool", "GlobalMaxPool", "Flatten", "Reshape", "Squeeze", "Unsqueeze", "Transpose",
+                 "Identity", "Slice", "Split", "Gather", "ReduceMax", "ReduceMin", "DepthToSpace", "SpaceToDepth"}
 
 
 def precision_of(value: ir.Value):
-    """The type attached to ``value`` (graph inputs and computed values)."""
+    """The type attached to ``value`` (graph inputs, computed values, quantized constants)."""
     p = value.meta.get(PRECISION_KEY)
     if p is None and PRECISION_KEY in value.metadata_props:
         p = parse_precision(value.metadata_props[PRECISION_KEY])
     return p
 
 
-class AssignPrecisionPass(ir.passes.InPlacePass):
-    """Model default precision everywhere, per-layer overrides from the config."""
+def source_of(value: ir.Value) -> str | None:
+    return value.meta.get(SOURCE_KEY) or value.metadata_props.get(SOURCE_KEY)
 
-    def __init__(self, config: Config):
+
+def quant_spec(node: ir.Node) -> QuantSpec:
+    """The QuantSpec of a kiln.Quantize node."""
+    return QuantSpec(scale=float(attr(node, "scale")), zero_point=int(attr(node, "zero_point", 0)),
+                     bits=int(attr(node, "bits")), signed=bool(attr(node, "signed", 1)),
+                     narrow=bool(attr(node, "narrow", 0)), rounding=str(attr(node, "rounding", "ROUND")),
+                     bipolar=bool(attr(node, "bipolar", 0)))
+
+
+def is_quantize(node: ir.Node) -> bool:
+    return node.domain == KILN_DOMAIN and node.op_type == "Quantize"
+
+
+def infer_exact(node: ir.Node, types: list, weight_type) -> Precision | None:
+    """The exact output type of ``node`` from its input types, or None when there is none.
+
+    ``types``: the precision of each input (None for constants); ``weight_type(value)``
+    gives a constant's type (its quantized type or the layer's weight type).
+    """
+    op = node.op_type
+    x = types[0] if types else None
+    if not isinstance(x, FixedType):
+        return None
+    if node.domain == KILN_DOMAIN and op == "Dense" or op == "Conv":
+        w_in = node.inputs[1]
+        b_in = node.inputs[2] if len(node.inputs) > 2 else None
+        w, b = weight_type(w_in), (weight_type(b_in) if b_in is not None else None)
+        if not isinstance(w, FixedType) or (b is not None and not isinstance(b, FixedType)):
+            return None
+        shape = const_array(w_in).shape
+        fan_in = shape[0] if op == "Dense" else int(math.prod(shape[1:]))
+        return accumulator_with_bias(x, w, b, fan_in)
+    if node.domain not in ("", "ai.onnx"):
+        return None
+    if op in SAME_AS_INPUT:
+        return x
+    operands = [t if t is not None else weight_type(v) for t, v in zip(types, node.inputs) if v is not None]
+    if not all(isinstance(t, FixedType) for t in operands):
+        return None
+    if op == "Concat":
+        return union_type(operands)
+    if op in ("Add", "Sub") and len(operands) == 2:
+        return union_type(operands, extra_integer=1)
+    if op == "Mul" and len(operands) == 2:
+        a, b = operands
+        signed = a.signed or b.signed
+        return FixedType(a.width + b.width, a.integer + b.integer, signed=signed)
+    return None
+
+
+class AssignPrecisionPass(ir.passes.InPlacePass):
+    """Types for every value: config > quantizer > exact inference > calibration > default."""
+
+    def __init__(self, config: Config, profile=None, bits: int | None = None, quantized: bool = False):
         super().__init__()
         self.config = config
+        self.profile = profile or {}   # value name -> observed stats (kiln/calibrate.py)
+        self.bits = bits
+        self.quantized = quantized
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         graph = model.graph
@@ -41,12 +123,12 @@ class AssignPrecisionPass(ir.passes.InPlacePass):
         if unknown:
             raise KilnError(f"config names layer(s) not in the model: {unknown}; "
                             f"layers are: {sorted(n for n in names if n)}")
+        float_mode = isinstance(self.config.precision, FloatType)
+        quantized = self.quantized or any(is_quantize(n) for n in graph)
         for value in graph.inputs:
-            self._set(value, self.config.precision)
+            self._set(value, *self._input_type(value, float_mode))
         for node in graph:
             layer = self.config.layer(node.name)
-            for out in node.outputs:
-                self._set(out, layer.precision or self.config.precision)
             for key in ("weight", "bias", "accum"):
                 chosen = getattr(layer, key)
                 if chosen is not None:
@@ -55,11 +137,82 @@ class AssignPrecisionPass(ir.passes.InPlacePass):
             node.metadata_props["kiln.reuse_factor"] = str(layer.reuse_factor or model_rf)
             if layer.reuse_factor is not None:
                 node.metadata_props["kiln.reuse_explicit"] = "1"
+            if quantized and not float_mode and layer.bias is None:
+                self._derive_bias_type(node)
+            for out in node.outputs:
+                self._set(out, *self._output_type(node, out, layer, float_mode, quantized))
         return ir.passes.PassResult(model, True)
 
+    # --- choices ----------------------------------------------------------------------------
+    def _input_type(self, value: ir.Value, float_mode: bool) -> tuple[Precision, str]:
+        users = value.consumers()
+        if not float_mode and users and all(is_quantize(u) for u in users):
+            specs = {quant_spec(u) for u in users}
+            if len(specs) == 1:
+                spec = specs.pop()
+                t = spec.fixed_type()
+                if spec.exact:
+                    return t, "quant"
+                # the multiply form re-rounds: give it the input at 32 bits, saturating
+                return FixedType(32, t.integer + 2, rounding="RND_CONV", overflow="SAT"), "quant"
+        return self._calibrated_or_default(value, float_mode)
+
+    def _output_type(self, node, out, layer, float_mode, quantized) -> tuple[Precision, str]:
+        if layer.precision is not None:
+            return layer.precision, "config"
+        if float_mode:
+            return self.config.precision, "default"
+        if is_quantize(node):
+            return quant_spec(node).fixed_type(), "quant"
+        if quantized:
+            types = [precision_of(v) if v is not None and const_array(v) is None else None for v in node.inputs]
+            inferred = infer_exact(node, types, lambda v: self._constant_type(node, v))
+            if inferred is not None and inferred.width <= MAX_INFERRED_WIDTH:
+                return inferred, "inferred"
+        return self._calibrated_or_default(out, float_mode)
+
+    def _derive_bias_type(self, node: ir.Node) -> None:
+        """In a quantized model, a float (unquantized) bias of a Dense/Conv keeps float32's 24
+        significant bits (at least the accumulator's fractional bits), not the model default:
+        the quantized graph adds it in float, and a coarser bias would move outputs across the
+        next quantizer's rounding ties."""
+        if not ((node.domain == KILN_DOMAIN and node.op_type == "Dense") or node.op_type == "Conv"):
+            return
+        b_in = node.inputs[2] if len(node.inputs) > 2 else None
+        if b_in is None or precision_of(b_in) is not None or const_array(b_in) is None:
+            return
+        x, w = precision_of(node.inputs[0]), self._constant_type(node, node.inputs[1])
+        if isinstance(x, FixedType) and isinstance(w, FixedType):
+            b = const_array(b_in).astype("float64")
+            magnitude = float(np.max(np.abs(b))) if b.size else 0.0
+            frac = x.frac + w.frac
+            if magnitude > 0:
+                frac = max(frac, min(FLOAT_BIAS_SIGNIFICANT_BITS - 1 - math.floor(math.log2(magnitude)), 48))
+            node.metadata_props["kiln.bias"] = str(fitting_type(min(float(b.min()), 0.0), max(float(b.max()), 0.0),
+                                                                frac))
+
+    def _constant_type(self, node: ir.Node, value: ir.Value) -> Precision:
+        """A constant operand's type, as the HLS emitter will give it (see EmitContext.weight)."""
+        role = "bias" if (node.op_type in ("Dense", "Conv") and len(node.inputs) > 2 and value is node.inputs[2]) \
+            else "weight"
+        text = node.metadata_props.get(f"kiln.{role}")
+        if text:
+            return parse_precision(text)
+        return precision_of(value) or self.config.precision
+
+    def _calibrated_or_default(self, value: ir.Value, float_mode: bool) -> tuple[Precision, str]:
+        stats = self.profile.get(value.name)
+        if stats is not None and self.bits and not float_mode:
+            from kiln.calibrate import choose_fixed
+
+            return choose_fixed(stats, self.bits), "calibrated"
+        return self.config.precision, "default"
+
     @staticmethod
-    def _set(value: ir.Value, precision) -> None:
+    def _set(value: ir.Value, precision, source: str) -> None:
         if value.dtype is not None and value.dtype.is_integer():
-            precision = IntType()  # ids and indices stay integers whatever the model precision
+            precision, source = IntType(), "int"  # ids and indices stay integers whatever the model precision
         value.meta[PRECISION_KEY] = precision
         value.metadata_props[PRECISION_KEY] = str(precision)
+        value.meta[SOURCE_KEY] = source
+        value.metadata_props[SOURCE_KEY] = source

@@ -99,16 +99,18 @@ class EmitContext:
 
     # --- constants -------------------------------------------------------------
     def weight(self, node: ir.Node, array: np.ndarray, role: str = "weight", kind: str | None = None,
-               precision: Precision | None = None) -> tuple[str, str, Precision]:
+               precision: Precision | None = None, value: ir.Value | None = None) -> tuple[str, str, Precision]:
         """Add a constant array named ``<layer>_<role>`` for ``node``; returns (C name, C type, precision).
 
         Its type is ``precision`` when given (e.g. IntType for indices), else the layer's
         ``kind`` override ("weight" or "bias"; by default "bias" for the role "bias" and
-        "weight" otherwise), else the model precision.
+        "weight" otherwise), else the type a quantizer gave the constant ``value`` (fixed-point
+        designs), else the model precision.
         """
         if precision is None:
             kind = kind or ("bias" if role == "bias" else "weight")
-            precision = self.layer_precision(node, kind) or self.default_precision
+            quantized = precision_of(value) if (value is not None and not self.float_mode) else None
+            precision = self.layer_precision(node, kind) or quantized or self.default_precision
         name = self.names.make(f"{self.layer_id(node)}_{role}")
         ctype = self.typedef(f"{name}_t", precision)
         values = precision.quantize(np.asarray(array, dtype=np.float64).reshape(-1))
@@ -121,7 +123,7 @@ class EmitContext:
 
         array = const_array(value)
         if array is not None:
-            return self.weight(node, array, role)
+            return self.weight(node, array, role, value=value)
         return self.var(value), self.ctype(value), self.precision(value)
 
     @staticmethod

@@ -25,18 +25,19 @@ class HLSProject(CompiledModel):
     backend = "hls"
 
     # --- build -------------------------------------------------------------------------
-    def build(self, weights: str = "files", trace: bool = False) -> Path:
+    def build(self, weights: str = "files", trace: bool = False, overflow: bool = False) -> Path:
         """g++ build of the testbench (make: rebuilds only what changed).
 
         ``weights="files"`` reads weights/*.bin at start-up (fast to build);
         ``weights="headers"`` compiles in the synthesis headers (same values).
-        ``trace=True`` builds the variant that dumps every layer's output.
+        ``trace=True`` builds the variant that dumps every layer's output;
+        ``overflow=True`` the one that counts saturations/wraps per layer output.
         """
         if gxx() is None:
             raise KilnError("g++ not found on PATH; install a C++ compiler to run C-simulation")
-        variant = weights + ("-trace" if trace else "")
+        variant = weights + ("-trace" if trace else "") + ("-overflow" if overflow else "")
         cmd = ["make", "-s", "-j2", f"AP_TYPES={ap_types_dir()}", f"WEIGHTS={weights}", f"TRACE={int(trace)}",
-               f"build/{variant}/kiln_csim"]
+               f"OVERFLOW={int(overflow)}", f"build/{variant}/kiln_csim"]
         result = subprocess.run(cmd, cwd=self.path, capture_output=True, text=True)
         if result.returncode != 0:
             tail = "\n".join((result.stderr or result.stdout).strip().splitlines()[-25:])
@@ -46,16 +47,24 @@ class HLSProject(CompiledModel):
     # --- run ---------------------------------------------------------------------------
     def csim(self, inputs, return_all: bool = False, weights: str = "files"):
         """Run the C-simulation on N samples; returns the output array (or a list, several outputs)."""
-        results, _ = self._run(inputs, weights, trace=False)
+        results, _, _ = self._run(inputs, weights, trace=False)
         return results if (return_all or len(results) > 1) else results[0]
+
+    def csim_overflow(self, inputs) -> tuple[list[np.ndarray], list[dict]]:
+        """C-simulation with overflow counting: (outputs, one row per checked layer output with
+        "layer", "value", "precision", "source" and "count": values that saturated or wrapped,
+        out of "total" = elements x samples)."""
+        results, _, rows = self._run(inputs, "files", trace=False, overflow=True)
+        return results, rows
 
     def csim_trace(self, inputs) -> tuple[list[np.ndarray], dict[str, np.ndarray]]:
         """C-simulation that also returns every layer's output: {value name: (N, *shape)}."""
-        return self._run(inputs, "files", trace=True)
+        results, traced, _ = self._run(inputs, "files", trace=True)
+        return results, traced
 
-    def _run(self, inputs, weights: str, trace: bool):
+    def _run(self, inputs, weights: str, trace: bool, overflow: bool = False):
         arrays = self.check_inputs(inputs)
-        binary = self.build(weights, trace)
+        binary = self.build(weights, trace, overflow)
         n = arrays[0].shape[0]
         packed = np.concatenate([a.reshape(n, -1).astype(np.float64) for a in arrays], axis=1)
         run_dir = self.path / "csim"
@@ -74,6 +83,7 @@ class HLSProject(CompiledModel):
                                 f"{(result.stderr or result.stdout).strip()[-2000:]}")
             flat = np.fromfile(out_file, dtype="<f8")
             traced = self._read_trace(trace_file, n) if trace else {}
+            counts = self._read_overflow(result.stdout, n) if overflow else []
         per_sample = sum(p["size"] for p in self.outputs)
         if flat.size != n * per_sample:
             raise KilnError(f"C-simulation wrote {flat.size} values, expected {n * per_sample}")
@@ -82,7 +92,17 @@ class HLSProject(CompiledModel):
         for spec in self.outputs:
             results.append(flat[:, offset:offset + spec["size"]].reshape((n, *sample_shape(spec))).astype(np.float32))
             offset += spec["size"]
-        return results, traced
+        return results, traced, counts
+
+    def _read_overflow(self, stdout: str, n: int) -> list[dict]:
+        counts = {int(k): int(c) for tag, k, c in (line.split() for line in stdout.splitlines()
+                                                   if line.startswith("kiln_overflow ")) if tag == "kiln_overflow"}
+        checks = self.manifest.get("overflow_checks", [])
+        sizes = {t["name"]: t["size"] for t in self.manifest["trace"]}
+        if len(counts) != len(checks):
+            raise KilnError(f"overflow-counting C-simulation reported {len(counts)} layer outputs, "
+                            f"the manifest lists {len(checks)}")
+        return [{**c, "count": counts[c["index"]], "total": sizes.get(c["value"], 0) * n} for c in checks]
 
     def _read_trace(self, path: Path, n: int) -> dict[str, np.ndarray]:
         specs = self.manifest["trace"]

@@ -18,6 +18,7 @@ only when complete, so a failed compile never leaves a half-written project.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -36,6 +37,8 @@ from kiln.board import Board
 from kiln.fsutil import MANIFEST, staged_dir
 from kiln.ir_utils import size, static_shape
 from kiln.names import safe_comment
+from kiln.passes.precision import source_of
+from kiln.precision import FixedType
 
 ESTIMATE = "kiln_estimate.json"
 
@@ -73,10 +76,49 @@ def emit_layers(model: ir.Model, ctx: EmitContext) -> list:
         layer = emitter.emit(node, ctx)
         layer.comment = safe_comment(f"{node.op_type} {node.name}")
         # what `kiln csim --trace` dumps after this layer: its used outputs
-        layer.traced = [{"name": v.name, "var": ctx.var(v), "size": size(v), "shape": list(static_shape(v))}
+        layer.traced = [{"name": v.name, "var": ctx.var(v), "size": size(v), "shape": list(static_shape(v)),
+                         "precision": str(ctx.precision(v)), "precision_source": source_of(v) or "default"}
                         for v in node.outputs if v is not None and (v.uses() or v.is_graph_output())]
+        layer.shadow = _overflow_shadow(node, layer, ctx)
         layers.append(layer)
+    checks = [c for layer in layers if layer.shadow for c in layer.shadow["checks"]]
+    for index, check in enumerate(checks):
+        check["index"] = index
     return layers
+
+
+WIDE_EXTRA_BITS = 33  # integer bits a layer's shadow output has beyond its real one
+
+
+def _overflow_shadow(node: ir.Node, layer, ctx: EmitContext) -> dict | None:
+    """The instrumented C-sim's second call of a fixed-point layer (``make OVERFLOW=1``).
+
+    The layer runs again writing into "wide" copies of its outputs: the same fractional
+    bits and rounding, 33 more integer bits, wrap-around. A wide value outside the real
+    output type's range is a value the real output saturated or wrapped: one overflow.
+    """
+    outs = [v for v in node.outputs if v is not None and (v.uses() or v.is_graph_output())]
+    if not outs or not layer.call or not all(isinstance(ctx.precision(v), FixedType) for v in outs):
+        return None
+    call, checks = layer.call, []
+    for value in outs:
+        t = ctx.precision(value)
+        var, ctype = ctx.var(value), ctx.ctype(value)
+        wide = FixedType(min(t.width + WIDE_EXTRA_BITS + (0 if t.signed else 1), 1024),
+                         t.integer + WIDE_EXTRA_BITS + (0 if t.signed else 1), signed=True, rounding=t.rounding)
+        wide_t = ctx.typedef(f"{var}_wide_t", wide)
+        call = re.sub(rf"\b{re.escape(var)}\b", f"{var}_wide", call)
+        call = re.sub(rf"\b{re.escape(ctype)}\b", wide_t, call)
+        checks.append({"var": f"{var}_wide", "ctype": wide_t, "size": size(value), "value": value.name,
+                       "layer": node.name, "op": node.op_type, "precision": str(t),
+                       "source": source_of(value) or "default",
+                       "lo": c_double(-t.max_value if t.overflow == "SAT_SYM" else t.min_value),
+                       "hi": c_double(t.max_value)})
+    return {"call": call, "checks": checks}
+
+
+def c_double(value: float) -> str:
+    return f"{float(value):.17g}"
 
 
 def estimate_model(model: ir.Model, layers: list, board: Board) -> ModelEstimate:
@@ -147,8 +189,9 @@ def write_project(model: ir.Model, original: onnx.ModelProto, batch_axis: dict[s
             typedefs=sorted(ctx.typedefs.items()), float_only=float_only, **common))
         (fw / "parameters.h").write_text(env.get_template("parameters.h.j2").render(
             headers=headers, configs=[layer.config for layer in layers if layer.config], **common))
+        n_checks = sum(len(layer.shadow["checks"]) for layer in layers if layer.shadow)
         (fw / "kiln_top.cpp").write_text(env.get_template("kiln_top.cpp.j2").render(
-            intermediates=intermediates, layers=layers, **common))
+            intermediates=intermediates, layers=layers, n_checks=n_checks, **common))
         weight_tpl = env.get_template("weight.h.j2")
         for w in ctx.weights:
             is_float = w.precision.cpp() == "float"
@@ -178,6 +221,8 @@ def write_project(model: ir.Model, original: onnx.ModelProto, batch_axis: dict[s
             "board": board.name, "part": board.part, "clock_mhz": board.clock_mhz,
             "precision": str(ctx.default_precision), "n_weights": int(n_weights),
             "trace": [{**t, "layer": layer.comment} for layer in layers for t in layer.traced],
+            "overflow_checks": [{k: c[k] for k in ("index", "layer", "op", "value", "precision", "source")}
+                                for layer in layers if layer.shadow for c in layer.shadow["checks"]],
             "inputs": [_port_json(p) for p in ports if p.is_input],
             "outputs": [_port_json(p) for p in ports if not p.is_input],
         }

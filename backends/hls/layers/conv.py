@@ -13,7 +13,7 @@ import numpy as np
 from kiln.backends.hls.estimate import LayerCost, bits
 from kiln.backends.hls.layers.base import Layer, LayerEmitter, register
 from kiln.ir_utils import attr, const_array, static_shape
-from kiln.precision import accumulator_for
+from kiln.precision import accumulator_with_bias
 
 CONFIG = """struct {{ id }}_config {
     static const unsigned n_chan = {{ c }}, in_h = {{ ih }}, in_w = {{ iw }};
@@ -95,12 +95,12 @@ class ConvEmitter(LayerEmitter):
         pt, pl = as_2d(p["begin"], 0)
         pb, pr = as_2d(p["end"], 0)
         lid = ctx.layer_id(node)
-        w_name, w_t, w_prec = ctx.weight(node, w, "weight")
-        b_name, b_t, _ = ctx.weight(node, b, "bias")
+        w_name, w_t, w_prec = ctx.weight(node, w, "weight", value=node.inputs[1])
+        b_name, b_t, b_prec = ctx.weight(node, b, "bias", value=b_in)
         fan_in = int(np.prod(w.shape[1:]))
         n_mults = w.size
         rf = ctx.reuse(node, n_mults)
-        accum = ctx.layer_precision(node, "accum") or accumulator_for(ctx.precision(x), w_prec, fan_in)
+        accum = ctx.layer_precision(node, "accum") or accumulator_with_bias(ctx.precision(x), w_prec, b_prec, fan_in)
         config = ctx.render(CONFIG, id=lid, c=xs[1], ih=ih, iw=iw, f=ys[1], oh=oh, ow=ow, kh=kh, kw=kw, sh=sh,
                             sw=sw, dh=dh, dw=dw, pt=pt, pl=pl, pb=pb, pr=pr, groups=attr(node, "group", 1), rf=rf,
                             block=math.ceil(n_mults / rf), accum_t=ctx.typedef(f"{lid}_accum_t", accum),

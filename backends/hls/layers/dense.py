@@ -7,7 +7,7 @@ import math
 from kiln.backends.hls.estimate import LayerCost, bits
 from kiln.backends.hls.layers.base import Layer, LayerEmitter, register
 from kiln.ir_utils import const_array, size
-from kiln.precision import accumulator_for
+from kiln.precision import accumulator_with_bias
 
 # also the config of the four projections inside kiln.MultiHeadAttention (attention.py)
 CONFIG = """struct {{ name }} {
@@ -35,9 +35,9 @@ class DenseEmitter(LayerEmitter):
         w, b = const_array(w_in), const_array(b_in)
         n_in, n_out = w.shape
         lid = ctx.layer_id(node)
-        w_name, w_t, w_prec = ctx.weight(node, w, "weight")
-        b_name, b_t, _ = ctx.weight(node, b, "bias")
-        accum = ctx.layer_precision(node, "accum") or accumulator_for(ctx.precision(x), w_prec, n_in)
+        w_name, w_t, w_prec = ctx.weight(node, w, "weight", value=w_in)
+        b_name, b_t, b_prec = ctx.weight(node, b, "bias", value=b_in)
+        accum = ctx.layer_precision(node, "accum") or accumulator_with_bias(ctx.precision(x), w_prec, b_prec, n_in)
         n_rows = size(x) // n_in
         mults = n_rows * n_in * n_out  # R shares each multiplier across weights, then across rows
         rf = ctx.reuse(node, mults)

@@ -1,0 +1,50 @@
+// Kiln HLS layer library: quantizers (QONNX Quant / BipolarQuant, ONNX Q/DQ pairs, QKeras).
+// A quantizer with a power-of-two scale and no zero point is a plain ap_fixed conversion
+// (kiln::copy into a <bits, bits+e, AP_RND_CONV, AP_SAT> type) and never reaches this file.
+// Here: any other scale, a zero point, bipolar quantizers, and every quantizer in float
+// designs. Per element:   q = clamp(round(x * (1/scale)), q_lo, q_hi);  y = q * scale
+// with q_lo = q_min - zero_point, q_hi = q_max - zero_point (the zero point is an integer,
+// so it commutes with rounding).
+#ifndef KILN_QUANTIZE_H_
+#define KILN_QUANTIZE_H_
+
+#include "kiln_common.h"
+
+namespace kiln {
+
+// Round to an integer held in Q. Fixed point: Q's own quantisation mode does it
+// (AP_RND_CONV = half to even, AP_TRN = floor, AP_TRN_ZERO = toward zero). Float: <cmath>.
+template <class Q> struct round_to_int {
+    template <class T> static Q apply(const T &t, unsigned) { return (Q)t; }
+};
+template <> struct round_to_int<float> {
+    template <class T> static float apply(const T &t, unsigned mode) {
+        float f = (float)t;
+        return mode == 0 ? std::nearbyint(f) : (mode == 1 ? std::floor(f) : std::trunc(f));
+    }
+};
+
+template <class data_T, class res_T, typename CONFIG_T>
+void quantize(const data_T data[CONFIG_T::n_elem], res_T res[CONFIG_T::n_elem]) {
+    #pragma HLS INLINE
+    typedef typename CONFIG_T::scaled_t scaled_t;
+    typedef typename CONFIG_T::q_t q_t;
+    typedef typename CONFIG_T::scale_t scale_t;
+Quantize:
+    for (unsigned i = 0; i < CONFIG_T::n_elem; i++) {
+        #pragma HLS UNROLL
+        if (CONFIG_T::bipolar) {
+            res[i] = data[i] >= 0 ? (res_T)(scale_t)CONFIG_T::scale : (res_T)(-(scale_t)CONFIG_T::scale);
+            continue;
+        }
+        scaled_t t = (scaled_t)(data[i] * (typename CONFIG_T::inv_t)CONFIG_T::inv_scale);
+        q_t q = round_to_int<q_t>::apply(t, CONFIG_T::rounding);
+        if (q < (q_t)CONFIG_T::q_lo) q = (q_t)CONFIG_T::q_lo;
+        if (q > (q_t)CONFIG_T::q_hi) q = (q_t)CONFIG_T::q_hi;
+        res[i] = (res_T)(q * (scale_t)CONFIG_T::scale);
+    }
+}
+
+} // namespace kiln
+
+#endif
