@@ -82,8 +82,13 @@ def _pin_batch_axis(proto: onnx.ModelProto, source: str) -> dict[str, bool]:
     return batch_axis
 
 
-def load_onnx(src) -> LoadedModel:
-    """Load an ONNX file or ModelProto into the IR. Every problem is a KilnError."""
+def load_onnx(src, quantizers: bool = True) -> LoadedModel:
+    """Load an ONNX file or ModelProto into the IR. Every problem is a KilnError.
+
+    ``quantizers=True`` (the HLS backend) turns quantizer nodes into Kiln's annotations
+    (frontend/quantizers.py); ``False`` (TVM) keeps Q/DQ nodes as ONNX ops and QONNX
+    quantizers as their standard-op expansion.
+    """
     original, source = _read(src)
     try:
         onnx.checker.check_model(original)
@@ -91,7 +96,7 @@ def load_onnx(src) -> LoadedModel:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else "invalid model"
         raise KilnError(f"{source}: ONNX checker rejected the model: {first}") from None
     reference = reference_model(original)
-    proto, quant = extract_quantizers(original, source)
+    proto, quant = extract_quantizers(original, source) if quantizers else (reference, QuantInfo())
     if proto is original:
         proto = onnx.ModelProto()
         proto.CopyFrom(original)

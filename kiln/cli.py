@@ -23,19 +23,28 @@ def _console():
 
 
 def _load_inputs(paths: list[str]):
+    from kiln.fsutil import load_array_file
+
     arrays = []
     for p in paths:
-        path = Path(p)
-        if not path.is_file():
-            raise KilnError(f"{path}: no such input file")
-        try:
-            data = np.load(path, allow_pickle=False)
-        except (ValueError, OSError, EOFError) as exc:
-            raise KilnError(f"{path}: not a readable .npy/.npz file ({exc})") from None
-        if isinstance(data, np.lib.npyio.NpzFile):
-            return {k: data[k] for k in data.files}
+        data = load_array_file(p, "input")
+        if isinstance(data, dict):
+            return data
         arrays.append(data)
     return arrays
+
+
+def _comparison_table(title: str, rows) -> "Table":  # noqa: F821 - rich imported lazily
+    """Per output: max abs error, error relative to the output scale, argmax agreement."""
+    from rich.table import Table
+
+    table = Table(title=title)
+    for col in ("output", "max abs error", "relative to output scale", "argmax agreement"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r.name, f"{r.max_abs_error:.3e}", f"{r.relative_error:.3e}",
+                      "-" if r.argmax_agreement is None else f"{100 * r.argmax_agreement:.2f}%")
+    return table
 
 
 def cmd_compile(args) -> int:
@@ -51,7 +60,8 @@ def cmd_compile(args) -> int:
         raise KilnError(f"--tune/--tracker/--key/--format apply to CPU boards (TVM); {board.name} is an "
                         f"{board.kind} board")
     project = kiln.compile(args.model, board=args.board, output_dir=args.output, precision=args.precision,
-                           config=args.config, reuse_factor=args.reuse, fuse=not args.no_fuse, budget=args.budget)
+                           config=args.config, reuse_factor=args.reuse, fuse=not args.no_fuse, budget=args.budget,
+                           calibrate=args.calibrate, bits=args.bits)
     m = project.manifest
     print(f"wrote {project.path} ({m['board']}, {m['part']}, {m['clock_mhz']} MHz, precision {m['precision']}, "
           f"{m['n_weights']} weights)")
@@ -59,7 +69,6 @@ def cmd_compile(args) -> int:
 
 
 def cmd_csim(args) -> int:
-    from rich.table import Table
 
     import kiln
 
@@ -68,8 +77,14 @@ def cmd_csim(args) -> int:
     console = _console()
     with console.status("building C-simulation (g++) ..."):
         project.build()
-    with console.status("running C-simulation ..."):
-        outputs = project.csim(inputs, return_all=True)
+    count = not args.no_overflow_check and bool(project.manifest.get("overflow_checks"))
+    with console.status("running C-simulation" + (" (counting overflows)" if count else "") + " ..."):
+        if count:
+            outputs, overflow_rows = project.csim_overflow(inputs)
+        else:
+            outputs = project.csim(inputs, return_all=True)
+    if count:
+        _print_overflows(overflow_rows, outputs[0].shape[0], console)
     if args.output:
         out = Path(args.output)
         if len(outputs) == 1:
@@ -81,14 +96,36 @@ def cmd_csim(args) -> int:
         _trace(project, inputs, Path(args.trace), console)
     if not args.no_compare:
         rows = project.compare(inputs, outputs)
-        table = Table(title=f"C-sim vs ONNX Runtime ({outputs[0].shape[0]} samples, {project.manifest['precision']})")
-        for col in ("output", "max abs error", "relative to output scale", "argmax agreement"):
-            table.add_column(col)
-        for r in rows:
-            table.add_row(r.name, f"{r.max_abs_error:.3e}", f"{r.relative_error:.3e}",
-                          "-" if r.argmax_agreement is None else f"{100 * r.argmax_agreement:.2f}%")
-        console.print(table)
+        console.print(_comparison_table(
+            f"C-sim vs ONNX Runtime ({outputs[0].shape[0]} samples, {project.manifest['precision']})", rows))
     return 0
+
+
+# a type Kiln chose (not a quantizer's, not the user's): overflowing it is a warning
+CHOSEN_TYPE_SOURCES = {"inferred": "inferred", "calibrated": "calibrated", "default": "model default"}
+
+
+def _print_overflows(rows: list[dict], n_samples: int, console) -> None:
+    """Per layer output that saturated or wrapped: how often; a warning where Kiln chose the type."""
+    from rich.table import Table
+
+    hit = [r for r in rows if r["count"]]
+    if not hit:
+        console.print(f"overflows: none in {len(rows)} fixed-point layer outputs over {n_samples} samples")
+        return
+    table = Table(title=f"overflows (saturated or wrapped values, {n_samples} samples)")
+    for col in ("layer", "op", "value", "type", "type from", "overflows", "of values"):
+        table.add_column(col)
+    for r in hit:
+        table.add_row(r["layer"], r["op"], r["value"], r["precision"], r["source"], str(r["count"]),
+                      f"{r['total']} ({100 * r['count'] / max(r['total'], 1):.2f}%)")
+    console.print(table)
+    for r in hit:
+        if r["source"] in CHOSEN_TYPE_SOURCES:
+            console.print(f"[yellow]warning:[/] layer {r['layer']!r} ({r['op']}) overflowed {r['count']} of "
+                          f"{r['total']} values of its {r['precision']} output, a type Kiln chose "
+                          f"({CHOSEN_TYPE_SOURCES[r['source']]}); set [layers.\"{r['layer']}\"] precision in a "
+                          "config, or calibrate with more samples", highlight=False)
 
 
 def _trace(project, inputs, out_dir: Path, console) -> None:
@@ -115,15 +152,38 @@ def _trace(project, inputs, out_dir: Path, console) -> None:
 
 
 def cmd_report(args) -> int:
-    from kiln.report import load_estimate, write_report
+    from kiln.report import load_estimate, report_json, write_report
 
     if args.json:
-        print(json.dumps(load_estimate(args.project), indent=2))
+        print(json.dumps(report_json(args.project, data=args.data), indent=2))
         return 0
-    path = write_report(args.project)
+    path = write_report(args.project, data=args.data)
     total = load_estimate(args.project)["total"]
     print(f"wrote {path} (estimates: latency {total['latency_cycles']} cycles = {total['latency_ns']:.0f} ns, "
           f"II {total['ii']}, DSP {total['dsp']}, LUT {total['lut']}, FF {total['ff']}, BRAM18 {total['bram']})")
+    if args.data:
+        from kiln.calibrate import PROFILE_FILE
+
+        print(f"profiled {args.data}: wrote {Path(args.project) / PROFILE_FILE} and {path.parent / 'profile.png'}")
+    return 0
+
+
+def cmd_quantize(args) -> int:
+
+    from kiln.calibrate import compare_models, count_qdq_nodes, load_samples, model_input_specs, write_int8_qdq
+
+    specs = model_input_specs(args.model)
+    samples = load_samples(args.calibrate, specs)
+    console = _console()
+    with console.status(f"calibrating on {samples[0].shape[0]} samples and quantizing ..."):
+        out = write_int8_qdq(args.model, samples, args.output, per_channel=args.per_channel,
+                             activation=args.activation)
+    counts = count_qdq_nodes(out)
+    print(f"wrote {out} (int8 QDQ: {counts['QuantizeLinear']} QuantizeLinear, {counts['DequantizeLinear']} "
+          f"DequantizeLinear; weights int8{' per channel' if args.per_channel else ''}, activations "
+          f"{args.activation}; calibrated on {samples[0].shape[0]} samples of {args.calibrate})")
+    rows = compare_models(args.model, out, samples, specs)
+    console.print(_comparison_table(f"int8 QDQ vs float, ONNX Runtime ({samples[0].shape[0]} samples)", rows))
     return 0
 
 
@@ -182,6 +242,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "integer for every layer")
     c.add_argument("--budget", type=float, help="with --reuse auto: fraction of the board's DSP/LUT (default 0.7)")
     c.add_argument("--no-fuse", action="store_true", help="compile LayerNorm/GELU patterns op by op (no fusion)")
+    c.add_argument("--calibrate", metavar="SAMPLES", help=".npy (one model input) or .npz: profile every tensor "
+                   "on these samples and choose each value's fixed-point type from its observed range")
+    c.add_argument("--bits", type=int, help="with --calibrate: total width of the calibrated types (default 16)")
     from kiln.backends.tvm.cli import add_compile_options, add_parsers
 
     add_compile_options(c)
@@ -191,13 +254,26 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--input", action="append", required=True, help=".npy (one per model input, in order) or one .npz")
     s.add_argument("--output", help="write outputs here (.npy, or .npz for several outputs)")
     s.add_argument("--no-compare", action="store_true", help="skip the ONNX Runtime comparison")
+    s.add_argument("--no-overflow-check", action="store_true",
+                   help="skip counting saturations/wraps per layer (the instrumented build runs each layer twice)")
     s.add_argument("--trace", metavar="DIR", help="write every layer's output to DIR/trace.npz and compare each "
                    "with ONNX Runtime's value of the same tensor")
     s.set_defaults(func=cmd_csim)
     r = sub.add_parser("report", help="per-layer latency/resource estimates: HTML + PNG charts, or --json")
     r.add_argument("project")
     r.add_argument("--json", action="store_true", help="print the estimates as JSON")
+    r.add_argument("--data", metavar="SAMPLES", help=".npy (one model input) or .npz (one array per input): profile "
+                   "model.onnx on these samples (saved as kiln_profile.json) and plot each value's range against "
+                   "its type; without it the project's kiln_profile.json is used if there is one")
     r.set_defaults(func=cmd_report)
+    q = sub.add_parser("quantize", help="int8 QDQ ONNX model calibrated on samples (ONNX Runtime quantize_static)")
+    q.add_argument("model", help="float ONNX file")
+    q.add_argument("--calibrate", required=True, metavar="SAMPLES", help=".npy (one model input) or .npz "
+                   "(one array per input) of calibration samples, leading axis = samples")
+    q.add_argument("-o", "--output", required=True, help="QDQ ONNX file to write")
+    q.add_argument("--per-channel", action="store_true", help="per-output-channel weight scales")
+    q.add_argument("--activation", choices=("uint8", "int8"), default="uint8", help="activation type (default uint8)")
+    q.set_defaults(func=cmd_quantize)
     y = sub.add_parser("synth", help="run Vitis HLS synthesis (needs vitis_hls on PATH) and compare with the estimates")
     y.add_argument("project")
     y.set_defaults(func=cmd_synth)

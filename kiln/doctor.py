@@ -49,6 +49,8 @@ def report() -> str:
         ("coremltools (CoreML backend; optional)", _version("coremltools")),
         ("tensorrt (TensorRT backend; optional, needs an NVIDIA GPU)", _version("tensorrt")),
         ("torch (PyTorch frontend via torch.onnx; optional)", _version("torch")),
+        ("qkeras (QKeras frontend; optional, extra 'qkeras')", _version("qkeras")),
+        ("tensorflow + tf_keras (QKeras; 2.21)", _version("tf_keras") and _version("tensorflow")),
     ]
     width = max(len(n) for n, _ in checks)
     for name, found in checks:

@@ -16,11 +16,13 @@ from kiln.backends.hls.writer import emit_layers, write_project
 from kiln.board import get_board
 from kiln.config import make_config
 from kiln.errors import KilnError
-from kiln.frontend import load_onnx
+from kiln.frontend import load_model
 from kiln.ir_utils import static_shape
 from kiln.passes import lowering_passes
 from kiln.passes.precision import AssignPrecisionPass
 from kiln.precision import FloatType
+
+DEFAULT_CALIBRATED_BITS = 16
 
 
 def check_supported(model: ir.Model, source: str) -> None:
@@ -46,14 +48,30 @@ def check_supported(model: ir.Model, source: str) -> None:
         static_shape(value)
 
 
-def lower(model_src, precision=None, config=None, reuse_factor=None, fuse=True, budget=None):
-    """Frontend and passes: returns (LoadedModel, Config) with the IR ready for a backend."""
+def lower(model_src, precision=None, config=None, reuse_factor=None, fuse=True, budget=None, calibrate=None,
+          bits=None):
+    """Frontend and passes: returns (LoadedModel, Config, Profile or None) with the IR ready for a backend.
+
+    ``calibrate``: samples (.npy/.npz path or arrays) to profile every tensor on with ONNX
+    Runtime; values then get ``fixed<bits, I>`` with I from the observed range (kiln/calibrate.py).
+    """
     cfg = make_config(precision=precision, config=config, reuse_factor=reuse_factor, budget=budget)
-    loaded = load_onnx(model_src)
+    if bits is not None and calibrate is None:
+        raise KilnError("--bits sets the width of calibrated types; give --calibrate samples too")
+    loaded = load_model(model_src)
     lowering_passes(fuse=fuse)(loaded.model)
     check_supported(loaded.model, loaded.source)
-    AssignPrecisionPass(cfg)(loaded.model)
-    return loaded, cfg
+    observed = None
+    if calibrate is not None:
+        from kiln.calibrate import load_samples, model_input_specs, profile
+
+        if isinstance(cfg.precision, FloatType):
+            raise KilnError("--calibrate chooses fixed-point types; it cannot be combined with --precision float")
+        specs = model_input_specs(loaded.original)
+        observed = profile(loaded.original, load_samples(calibrate, specs), input_specs=specs)
+    AssignPrecisionPass(cfg, profile=observed.values if observed else None, bits=bits or DEFAULT_CALIBRATED_BITS,
+                        quantized=bool(loaded.quant))(loaded.model)
+    return loaded, cfg, observed
 
 
 def apply_auto_reuse(model: ir.Model, cfg, board, opset: int) -> None:
@@ -70,19 +88,19 @@ def apply_auto_reuse(model: ir.Model, cfg, board, opset: int) -> None:
 
 
 def compile_model(model, board="vu13p", output_dir=None, precision=None, config=None, reuse_factor=None,
-                  fuse=True, budget=None) -> HLSProject:
+                  fuse=True, budget=None, calibrate=None, bits=None) -> HLSProject:
     target = get_board(board)
     if target.kind == "cpu":  # TVM backend: float32, none of the HLS options
-        if precision not in (None, "float") or config is not None or reuse_factor is not None:
-            raise KilnError(f"precision/config/reuse_factor apply to FPGA boards; {board!r} is a CPU board and "
+        if precision not in (None, "float") or config is not None or reuse_factor is not None or calibrate is not None:
+            raise KilnError(f"precision/config/reuse_factor/calibrate apply to FPGA boards; {board!r} is a CPU board and "
                             "the TVM backend compiles the model in float32")
         from kiln.backends.tvm import compile_tvm
 
         return compile_tvm(model, board=target, output_dir=output_dir)
     if target.kind != "fpga":
         raise KilnError(f"board {board!r} is a {target.kind} target; the HLS backend needs an FPGA board")
-    loaded, cfg = lower(model, precision=precision, config=config, reuse_factor=reuse_factor, fuse=fuse,
-                        budget=budget)
+    loaded, cfg, observed = lower(model, precision=precision, config=config, reuse_factor=reuse_factor, fuse=fuse,
+                                  budget=budget, calibrate=calibrate, bits=bits)
     if output_dir is None:
         output_dir = Path(tempfile.mkdtemp(prefix="kiln-")) / "project"
     opset = loaded.model.opset_imports.get("", 13)
@@ -92,4 +110,8 @@ def compile_model(model, board="vu13p", output_dir=None, precision=None, config=
     ctx = EmitContext(default_precision=cfg.precision, opset=opset)
     name = Path(loaded.source).stem if loaded.source != "<ModelProto>" else (loaded.model.graph.name or "model")
     path = write_project(loaded.model, loaded.original, loaded.batch_axis, target, ctx, Path(output_dir), name)
+    if observed is not None:
+        from kiln.calibrate import PROFILE_FILE
+
+        observed.save(path / PROFILE_FILE)  # kiln report plots it against the chosen types
     return HLSProject.open(path)

@@ -83,3 +83,20 @@ def staged_dir(output_dir: Path):
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def load_array_file(path, what: str = "input"):
+    """A .npy file as an array, or a .npz file as {name: array}; problems are KilnErrors naming the file."""
+    import numpy as np
+
+    path = Path(path)
+    if not path.is_file():
+        raise KilnError(f"{path}: no such {what} file")
+    try:
+        data = np.load(path, allow_pickle=False)
+        if isinstance(data, np.lib.npyio.NpzFile):
+            with data:
+                data = {k: data[k] for k in data.files}
+    except (ValueError, OSError, EOFError) as exc:
+        raise KilnError(f"{path}: not a readable .npy/.npz file ({str(exc).strip()[:200]})") from None
+    return data

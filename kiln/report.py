@@ -4,17 +4,29 @@ Reads ``kiln_estimate.json`` (written by ``kiln compile``; every figure an ESTIM
 see backends/hls/estimate.py) and, when ``kiln synth`` has run, the Vitis HLS report.
 Writes ``report/report.html`` and PNG bar charts (latency, DSP, LUT, BRAM per layer,
 with the board budget for the totals); ``--json`` prints the same data.
+
+Profiling (``kiln report PROJECT --data samples.npy``, or the project's ``kiln_profile.json``
+from an earlier run or a calibrated compile): per traced value, the observed range of
+log2|x| under ONNX Runtime (float) against the range its fixed-point type can hold, from
+log2(lsb) to log2(max), in ``report/profile*.png`` (in the spirit of hls4ml's profiling
+plots) and a table with each value's headroom and overflow / precision-loss flags.
 """
 
 from __future__ import annotations
 
 import html
 import json
+import math
 from pathlib import Path
 
 from kiln.errors import KilnError
 
 ESTIMATE_FILE = "kiln_estimate.json"
+PROFILE_PAGE_ROWS = 40     # rows (values) per profiling PNG
+FLOAT_MAX = 3.4028234663852886e38
+PROFILE_HINT = ("No profile yet: run <code>kiln report {project} --data SAMPLES.npy</code> (a .npy for a "
+                "model with one input, an .npz with one array per input, leading axis = samples) to "
+                "record each value's observed range on those samples and compare it with its type.")
 CHARTS = (("latency_cycles", "latency (cycles)", None), ("dsp", "DSP", "dsp"), ("lut", "LUT", "lut"),
           ("bram", "BRAM (18 Kb)", "bram_18k"))
 
@@ -55,22 +67,266 @@ def _chart(layers: list[dict], key: str, label: str, budget: float | None, total
     plt.close(fig)
 
 
-def write_report(project_dir) -> Path:
-    """Render report/report.html and the PNG charts; returns the HTML path."""
+def project_profile(project_dir, data=None, progress=None):
+    """The project's profile: with ``data`` (a .npy/.npz path or arrays), ONNX Runtime on the
+    project's model.onnx over those samples, saved as ``kiln_profile.json`` in the project;
+    without, the saved ``kiln_profile.json``; None if neither."""
+    from kiln.calibrate import PROFILE_FILE, load_profile, load_samples, profile
+    from kiln.fsutil import read_manifest
+
     project_dir = Path(project_dir)
-    data = load_estimate(project_dir)
+    saved = project_dir / PROFILE_FILE
+    if data is None:
+        return load_profile(saved) if saved.is_file() else None
+    manifest = read_manifest(project_dir, "hls")
+    model = project_dir / "model.onnx"
+    if not model.is_file():
+        raise KilnError(f"{project_dir}: model.onnx is missing, so there is no model to profile")
+    arrays = load_samples(data, manifest["inputs"])
+    prof = profile(model, arrays, input_specs=manifest["inputs"], progress=progress)
+    prof.save(saved)
+    return prof
+
+
+def profile_rows(manifest: dict, prof) -> list[dict]:
+    """One row per float graph input and per traced layer output: its type (the trace entry's
+    "precision", else the project's), where the type came from, the observed range, the
+    type's range, headroom bits = log2(type max / observed abs max) and the flags."""
+    from kiln.precision import FixedType, FloatType, parse_precision
+
+    default = manifest.get("precision", "float")
+    entries = [{**spec, "layer": f"input {spec['name']}"} for spec in manifest.get("inputs", [])
+               if prof is not None and spec["name"] in prof]
+    entries += manifest.get("trace", [])
+    rows = []
+    for entry in entries:
+        text = entry.get("precision") or default
+        try:
+            t = parse_precision(text)
+        except KilnError:
+            t = None
+        stats = prof.values.get(entry["name"]) if prof is not None else None
+        row = {"layer": entry.get("layer", ""), "value": entry["name"], "precision": str(text),
+               "source": entry.get("precision_source") or "-", "profiled": stats is not None and stats.count > 0,
+               "observed_min": None, "observed_max": None, "observed_abs_max": None,
+               "type_min": None, "type_max": None, "lsb": None, "headroom_bits": None,
+               "below_lsb_fraction": None, "overflow": False, "below_lsb": False, "flag": ""}
+        if isinstance(t, FixedType):
+            row.update(type_min=t.min_value, type_max=t.max_value, lsb=t.lsb)
+        elif isinstance(t, FloatType):
+            row.update(type_min=-FLOAT_MAX, type_max=FLOAT_MAX)
+        if row["profiled"]:
+            row.update(observed_min=stats.min, observed_max=stats.max, observed_abs_max=stats.abs_max)
+            flags = []
+            if isinstance(t, FixedType):
+                if stats.abs_max > 0:
+                    row["headroom_bits"] = math.log2(t.max_value / stats.abs_max) if t.max_value > 0 else None
+                nonzero = sum(stats.hist)
+                if nonzero:
+                    # histogram bins are floor(log2|x|) and lsb a power of two: exact count
+                    below = sum(c for i, c in enumerate(stats.hist) if stats.hist_lo + i < -t.frac)
+                    row["below_lsb_fraction"] = below / nonzero
+                row["overflow"] = stats.max > t.max_value or stats.min < t.min_value
+                row["below_lsb"] = 0 < stats.abs_max < t.lsb
+                if row["overflow"]:
+                    flags.append(f"OVERFLOW: observed [{stats.min:.4g}, {stats.max:.4g}] exceeds "
+                                 f"[{t.min_value:.4g}, {t.max_value:.4g}]")
+                if row["below_lsb"]:
+                    flags.append(f"PRECISION LOST: |x| <= {stats.abs_max:.3g} < lsb {t.lsb:.3g}, all quantize "
+                                 "to 0 or -lsb")
+            if stats.abs_max == 0:
+                flags.append("all zero on the samples")
+            if stats.nonfinite:
+                flags.append(f"{stats.nonfinite} inf/NaN elements")
+            row["flag"] = "; ".join(flags)
+        elif entry["name"] and prof is not None:
+            row["flag"] = "not profiled (not a float tensor of model.onnx)"
+        rows.append(row)
+    return rows
+
+
+def _short(label: str, width: int = 46) -> str:
+    return label if len(label) <= width else label[:width // 2 - 1] + "..." + label[-(width // 2 - 2):]
+
+
+def _profile_chart(rows: list[dict], prof, path: Path, title: str) -> None:
+    """Box plot of log2|x| per value (box 25-75 %, whiskers 0.1-99.9 % of the non-zero |x|,
+    tick at the median, dot at max |x|) over its type's band from log2(lsb) to log2(max)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+    from matplotlib.ticker import MaxNLocator
+
+    def log2(v):
+        return math.log2(v) if v and v > 0 else None
+
+    n = len(rows)
+    height = max(3.0, 0.32 * n + 2.0)
+    fig, ax = plt.subplots(figsize=(11, height))
+    xs = []
+    for i, row in enumerate(rows):
+        y = n - 1 - i
+        if row["lsb"] is not None and row["type_max"] and row["type_max"] > 0:
+            lo, hi = math.log2(row["lsb"]), math.log2(row["type_max"])
+            ax.barh(y, hi - lo, left=lo, height=0.8, color="#cfe2f3", edgecolor="#9fc5e8", zorder=1)
+            xs += [lo, hi]
+        stats = prof.values.get(row["value"]) if row["profiled"] else None
+        if stats is None or not stats.abs_percentiles:
+            if stats is not None:
+                ax.text(0.0, y, "all zero", va="center", fontsize=7, color="#555555", zorder=3)
+            continue
+        q = {k: log2(v) for k, v in stats.abs_percentiles.items()}
+        top = log2(stats.abs_max)
+        color = "#d62728" if row["overflow"] else "#ff7f0e" if row["below_lsb"] else "#1f4e79"
+        ax.plot([q["0.1"], q["99.9"]], [y, y], color=color, lw=1.2, zorder=2)
+        ax.barh(y, max(q["75"] - q["25"], 0.05), left=q["25"], height=0.5, color=color, alpha=0.75, zorder=3)
+        ax.plot([q["50"], q["50"]], [y - 0.25, y + 0.25], color="white", lw=1.5, zorder=4)
+        ax.plot([top], [y], marker="o", ms=3.5, color=color, zorder=4)
+        if row["overflow"] and row["type_max"]:
+            edge = math.log2(row["type_max"])
+            ax.plot([edge, max(top, edge)], [y, y], color="#d62728", lw=3, zorder=5)
+            ax.plot([top], [y], marker="x", ms=7, mew=2, color="#d62728", zorder=6)
+        xs += [q["0.1"], top]
+    ax.set_yticks(range(n), [_short(r["layer"] or r["value"]) for r in reversed(rows)], fontsize=7)
+    ax.set_ylim(-0.7, n - 0.3)
+    if xs:
+        ax.set_xlim(max(min(xs) - 1, -64), min(max(xs) + 1, 64))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("log2 |x|  (x: value observed on the samples, ONNX Runtime float)")
+    ax.grid(axis="x", color="#dddddd", zorder=0)
+    right = ax.twinx()
+    right.set_ylim(ax.get_ylim())
+    right.set_yticks(range(n), [r["precision"] + (f" ({r['source']})" if r["source"] != "-" else "")
+                                   for r in reversed(rows)], fontsize=7)
+    ax.set_title(title, fontsize=10)
+    handles = [Patch(color="#cfe2f3", label="type range: log2(lsb) .. log2(max)"),
+               Patch(color="#1f4e79", label="|x|: box 25-75 %, whiskers 0.1-99.9 %, dot = max"),
+               Patch(color="#d62728", label="beyond the type's max: overflow"),
+               Patch(color="#ff7f0e", label="all |x| below lsb")]
+    fig.legend(handles=handles, fontsize=7, loc="lower center", ncol=2, frameon=False)
+    fig.tight_layout(rect=(0, 0.45 / height, 1, 1))
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _profile_section(project_dir: Path, out: Path, manifest: dict | None, prof, rows: list[dict]) -> str:
+    if manifest is None:
+        return "<h2>Value ranges (profiling)</h2><p>No readable kiln_manifest.json, so no layer list to profile.</p>"
+    for old in out.glob("profile*.png"):  # pages of an earlier profile
+        old.unlink(missing_ok=True)
+    if prof is None:
+        hint = PROFILE_HINT.format(project=html.escape(str(project_dir)))
+        return f"<h2>Value ranges (profiling)</h2><p>{hint}</p>"
+    images = []
+    pages = [rows[i:i + PROFILE_PAGE_ROWS] for i in range(0, len(rows), PROFILE_PAGE_ROWS)] or [[]]
+    for k, page in enumerate(pages):
+        name = "profile.png" if k == 0 else f"profile_{k + 1}.png"
+        title = (f"observed log2|x| per value on {prof.n_samples} samples vs the type's range"
+                 + (f" (page {k + 1} of {len(pages)})" if len(pages) > 1 else ""))
+        _profile_chart(page, prof, out / name, title)
+        images.append(name)
+    n_over = sum(r["overflow"] for r in rows)
+    n_below = sum(r["below_lsb"] for r in rows)
+
+    def num(v, fmt="{:.4g}"):
+        return "-" if v is None else fmt.format(v)
+
+    cols = ("layer", "value", "type", "source", "observed min", "observed max", "type min", "type max",
+            "headroom bits", "% |x| < lsb", "flag")
+    body = []
+    for r in rows:
+        style = ' style="background:#f8d7da"' if r["overflow"] else ' style="background:#fff3cd"' if r["below_lsb"] else ""
+        cells = (r["layer"], r["value"], r["precision"], r["source"], num(r["observed_min"]), num(r["observed_max"]),
+                 num(r["type_min"]), num(r["type_max"]), num(r["headroom_bits"], "{:.2f}"),
+                 num(None if r["below_lsb_fraction"] is None else 100 * r["below_lsb_fraction"], "{:.1f}"), r["flag"])
+        body.append(f"<tr{style}>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
+    return f"""<h2>Value ranges (profiling)</h2>
+<p>Observed on {prof.n_samples} samples with ONNX Runtime (float), saved in kiln_profile.json. Headroom bits =
+log2(type max / observed max |x|): negative means the value overflows its type; "% |x| &lt; lsb" is the share of
+non-zero values smaller than the type's lsb. {n_over} value(s) overflow, {n_below} lose all precision.</p>
+{''.join(f'<p><img src="{img}" alt="{img}"></p>' for img in images)}
+<table id="profile"><tr>{''.join(f'<th>{html.escape(c)}</th>' for c in cols)}</tr>
+{chr(10).join(body)}
+</table>
+"""
+
+
+def _manifest_or_none(project_dir: Path):
+    from kiln.fsutil import read_manifest
+
+    try:
+        return read_manifest(project_dir, "hls")
+    except KilnError:
+        return None
+
+
+def report_json(project_dir, data=None, progress=None) -> dict:
+    """``kiln report --json``: the estimates plus, when there is a profile, its table."""
+    project_dir = Path(project_dir)
+    result = load_estimate(project_dir)
+    prof, problem = _profile_or_problem(project_dir, data, progress)
+    manifest = _manifest_or_none(project_dir)
+    result["profile"] = None if prof is None or manifest is None else {
+        "n_samples": prof.n_samples, "rows": profile_rows(manifest, prof)}
+    if problem:
+        result["profile_error"] = problem
+    return result
+
+
+def _profile_or_problem(project_dir: Path, data, progress):
+    """A corrupt saved profile does not stop the report: its section says what is wrong.
+    Problems with ``data`` given on the command line are errors."""
+    try:
+        return project_profile(project_dir, data, progress), None
+    except KilnError as exc:
+        if data is not None:
+            raise
+        return None, str(exc)
+
+
+def _quantizer_section(manifest: dict | None) -> str:
+    """How each quantizer of the model reached the hardware (kiln/quant.py): exact ap_fixed
+    type, a multiply, or a scale folded into constants."""
+    quantizers = (manifest or {}).get("quantizers") or []
+    if not quantizers:
+        return ""
+    rows = "\n".join("<tr>" + "".join(f"<td>{html.escape(str(q[c]))}</td>" for c in ("kind", "layer", "value",
+                                                                                     "mapping")) + "</tr>"
+                     for q in quantizers)
+    return f"""<h2>Quantizers</h2>
+<p>How each quantizer of the model reached the hardware: <b>exact</b> (a power-of-two scale is an
+ap_fixed type), <b>multiply</b> (round(x*(1/scale))*scale in fixed point) or <b>folded</b> (a
+weight scale folded into the constants).</p>
+<table><tr><th>kind</th><th>layer</th><th>value</th><th>mapping</th></tr>
+{rows}
+</table>"""
+
+
+def write_report(project_dir, data=None, progress=None) -> Path:
+    """Render report/report.html, the PNG charts and, with a profile (``data`` samples or the
+    project's kiln_profile.json), the profiling PNGs and table; returns the HTML path."""
+    project_dir = Path(project_dir)
+    estimate = load_estimate(project_dir)
+    prof, problem = _profile_or_problem(project_dir, data, progress)
+    manifest = _manifest_or_none(project_dir)
     out = project_dir / "report"
     try:
         out.mkdir(exist_ok=True)
     except OSError as exc:
         raise KilnError(f"cannot write {out}: {exc.strerror or exc}") from None
-    layers, total = data["layers"], data["total"]
+    layers, total = estimate["layers"], estimate["total"]
     images = []
     for key, label, budget_key in CHARTS:
         png = out / f"{key}.png"
         _chart(layers, key, label, total["budget"].get(budget_key) if budget_key else None,
                total["latency_cycles"] if key == "latency_cycles" else total[key], png)
         images.append(png.name)
+    rows_profile = profile_rows(manifest, prof) if manifest is not None and prof is not None else []
+    profiling = _profile_section(project_dir, out, manifest, prof, rows_profile)
+    if problem:
+        profiling = profiling.replace("<p>No profile yet:", f"<p><b>{html.escape(problem)}</b></p><p>No profile yet:", 1)
     cols = ("name", "op", "reuse", "ii", "latency_cycles", "dsp", "lut", "ff", "bram")
     rows = "\n".join("<tr>" + "".join(f"<td>{html.escape(str(layer[c]))}</td>" for c in cols) + "</tr>"
                      for layer in layers)
@@ -91,6 +347,8 @@ backends/hls/estimate.py); run <code>kiln synth</code> for Vitis HLS's own numbe
 {rows}
 </table>
 {''.join(f'<p><img src="{img}" alt="{img}"></p>' for img in images)}
+{_quantizer_section(manifest)}
+{profiling}
 </body></html>
 """
     path = out / "report.html"

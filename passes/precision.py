@@ -23,6 +23,7 @@ accumulators are derived by the HLS emitters from operand types and fan-in.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -205,7 +206,9 @@ class AssignPrecisionPass(ir.passes.InPlacePass):
         if stats is not None and self.bits and not float_mode:
             from kiln.calibrate import choose_fixed
 
-            return choose_fixed(stats, self.bits), "calibrated"
+            # round to nearest and saturate: values beyond the calibration set's range clip
+            # instead of wrapping, and rounding does not bias sums by -lsb/2 as truncation does
+            return dataclasses.replace(choose_fixed(stats, self.bits), rounding="RND", overflow="SAT"), "calibrated"
         return self.config.precision, "default"
 
     @staticmethod

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Create .venv at the repo root (if missing) and install Kiln with its test and tvm extras.
+# Create .venv at the repo root (if missing) and install Kiln with its test, tvm and qkeras extras.
 # Re-running is cheap: pip skips what is already installed.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -10,4 +10,5 @@ fi
 .venv/bin/python -m pip install --quiet --upgrade pip >/dev/null 2>&1 || true
 # torch==2.13.0 (CPU) resolves to the local wheel where one is provided (PIP_FIND_LINKS).
 # tvm: the TVM backend for CPU boards (apache-tvm pinned with apache-tvm-ffi 0.1.14.post0).
-.venv/bin/python -m pip install --quiet -e ".[test,tvm]"
+# qkeras: TensorFlow 2.21 + tf_keras + QKeras 0.9 for QKeras models (about 700 MB).
+.venv/bin/python -m pip install --quiet -e ".[test,tvm,qkeras]"

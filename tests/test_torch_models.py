@@ -392,7 +392,7 @@ def test_standalone_batchnorms_survive_lowering(export_dir):
     from kiln.driver import lower
 
     for name, expect in (("JetMLP", 0), ("CNN2d", 0), ("CNN1d", 0), ("Activations", 1), ("GapNet", 1)):
-        loaded, _ = lower(exported(name, 17, export_dir), precision="float")
+        loaded, _, _ = lower(exported(name, 17, export_dir), precision="float")
         ops = [n.op_type for n in loaded.model.graph]
         assert ops.count("BatchNormalization") == expect, (name, ops)
         assert "Dropout" not in ops and "Identity" not in ops, (name, ops)

@@ -55,6 +55,8 @@ class Port:
     offset: int = 0
     batch_axis: bool = False
     dtype: str = "float32"
+    precision: str = ""         # the port's type as text, and where it came from (passes/precision.py)
+    precision_source: str = ""
 
 
 def _templates() -> jinja2.Environment:
@@ -144,7 +146,8 @@ def write_project(model: ir.Model, original: onnx.ModelProto, batch_axis: dict[s
     for i, value in enumerate(graph.inputs):
         dtype = value.dtype.numpy().name if value.dtype is not None else "float32"
         ports.append(Port(value.name, ctx.var(value), ctx.ctype(value), size(value), list(static_shape(value)),
-                          True, i, offset, batch_axis.get(value.name, False), dtype))
+                          True, i, offset, batch_axis.get(value.name, False), dtype, str(ctx.precision(value)),
+                          source_of(value) or "default"))
         offset += size(value)
     in_total = offset
     any_batch = any(batch_axis.values())
@@ -226,6 +229,7 @@ def write_project(model: ir.Model, original: onnx.ModelProto, batch_axis: dict[s
             "inputs": [_port_json(p) for p in ports if p.is_input],
             "outputs": [_port_json(p) for p in ports if not p.is_input],
         }
+        manifest["quantizers"] = _quantizers(model)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
         (tmp / ESTIMATE).write_text(json.dumps(estimate.as_dict(), indent=2))
     return output_dir
@@ -246,5 +250,23 @@ def _write_axi_driver(env, root: Path, board: Board, in_total: int, out_total: i
         (root / "driver" / "Makefile").write_text(env.get_template("xrt_Makefile.j2").render(**args))
 
 
+def _quantizers(model: ir.Model) -> list[dict]:
+    """Each quantizer and how it reached the hardware (the frontend's ``kiln.quant`` notes)."""
+    rows = []
+    for node in model.graph:
+        if "kiln.quant" in node.metadata_props:
+            rows.append({"kind": "activation", "layer": node.name, "value": node.outputs[0].name,
+                         "mapping": node.metadata_props["kiln.quant"]})
+    for value in model.graph.initializers.values():
+        if "kiln.quant" in value.metadata_props and value.uses():
+            users = sorted({user.name for user, _ in value.uses()})
+            rows.append({"kind": "weights", "layer": ", ".join(users), "value": value.name,
+                         "mapping": value.metadata_props["kiln.quant"]})
+    return rows
+
+
 def _port_json(p: Port) -> dict:
-    return {"name": p.name, "shape": p.shape, "size": p.size, "dtype": p.dtype, "batch_axis": p.batch_axis}
+    port = {"name": p.name, "shape": p.shape, "size": p.size, "dtype": p.dtype, "batch_axis": p.batch_axis}
+    if p.precision:
+        port.update(precision=p.precision, precision_source=p.precision_source)
+    return port

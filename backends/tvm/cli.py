@@ -106,21 +106,9 @@ def cmd_compile_cpu(args, board) -> int:
     return 0
 
 
-def _comparison_table(title, rows):
-    from rich.table import Table
-
-    table = Table(title=title)
-    for col in ("output", "max abs error", "relative to output scale", "argmax agreement"):
-        table.add_column(col)
-    for r in rows:
-        table.add_row(r.name, f"{r.max_abs_error:.3e}", f"{r.relative_error:.3e}",
-                      "-" if r.argmax_agreement is None else f"{100 * r.argmax_agreement:.2f}%")
-    return table
-
-
 def cmd_run(args) -> int:
     from kiln.backends.tvm.artifact import TVMArtifact
-    from kiln.cli import _load_inputs
+    from kiln.cli import _comparison_table, _load_inputs
 
     art = TVMArtifact.open(args.artifact)
     inputs = _load_inputs(args.input)

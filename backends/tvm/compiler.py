@@ -139,7 +139,7 @@ def compile_tvm(model, board="x86-host", output_dir=None, tune: int | None = Non
     output_dir = Path(output_dir)
     check_output_dir(output_dir)
     started = time.perf_counter()
-    loaded = load_onnx(model)
+    loaded = load_onnx(model, quantizers=False)  # TVM takes Q/DQ ops itself
     mod = to_relax(loaded.model, loaded.source)
     inputs, outputs = _ports(loaded.model, loaded.batch_axis)
     for spec in inputs:

@@ -1,0 +1,93 @@
+"""--calibrate: fixed-point types from observed ranges (the acceptance on the transformer jet tagger)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import kiln
+from examples.zoo import export_model, samples
+from kiln.calibrate import PROFILE_FILE, load_profile
+from tests.helpers import assert_clean_error, run_kiln
+
+N = 1000
+
+
+@pytest.fixture(scope="module")
+def calibrated_jet_tagger(tmp_path_factory):
+    root = tmp_path_factory.mktemp("calibrated")
+    model = export_model("jet_tagger", root / "jet_tagger.onnx")
+    x = samples("jet_tagger", N, seed=0)
+    np.save(root / "x.npy", x)
+    project = kiln.compile(model, output_dir=root / "prj", calibrate=root / "x.npy", bits=16)
+    return project, x, root
+
+
+def test_calibrated_16_bit_jet_tagger_keeps_argmax_and_never_overflows(calibrated_jet_tagger):
+    project, x, _ = calibrated_jet_tagger
+    (y,), rows = project.csim_overflow(x)
+    ref = project.reference(x)[0]
+    agreement = np.mean(np.argmax(y, 1) == np.argmax(ref, 1))
+    assert agreement >= 0.995, agreement
+    assert np.abs(y - ref).max() < 0.01
+    assert rows and all(r["count"] == 0 for r in rows), [r for r in rows if r["count"]]
+    # every computed value got a calibrated fixed<16, I>
+    assert {r["source"] for r in rows} == {"calibrated"}
+    assert all(r["precision"].startswith("fixed<16,") for r in rows)
+
+
+def test_calibrated_types_hold_the_observed_range(calibrated_jet_tagger):
+    project, _, _ = calibrated_jet_tagger
+    observed = load_profile(project.path / PROFILE_FILE)
+    assert observed.n_samples == N
+    from kiln.precision import parse_precision
+
+    checked = 0
+    for t in project.manifest["trace"]:
+        stats = observed.values.get(t["name"])
+        if stats is None:
+            continue
+        p = parse_precision(t["precision"])
+        assert p.min_value <= stats.min and stats.max <= p.max_value, (t["name"], t["precision"], stats.min, stats.max)
+        # one bit of margin: the range needs at least half of the type's range
+        assert max(abs(stats.min), abs(stats.max)) >= p.max_value / 8 or max(abs(stats.min), abs(stats.max)) < 0.5
+        checked += 1
+    assert checked >= 10
+
+
+def test_cli_calibrate_then_csim_reports_no_overflows(calibrated_jet_tagger, tmp_path):
+    _, x, root = calibrated_jet_tagger
+    np.save(tmp_path / "x.npy", x[:200])
+    result = run_kiln("compile", root / "jet_tagger.onnx", "-o", tmp_path / "prj", "--calibrate", root / "x.npy",
+                      "--bits", "14")
+    assert result.returncode == 0, result.stderr
+    result = run_kiln("csim", tmp_path / "prj", "--input", tmp_path / "x.npy")
+    assert result.returncode == 0, result.stderr
+    assert "overflows: none in" in result.stdout
+    assert "fixed<14," in (tmp_path / "prj" / "kiln_manifest.json").read_text()
+
+
+def test_calibrate_errors(tmp_path, calibrated_jet_tagger):
+    _, _, root = calibrated_jet_tagger
+    np.save(tmp_path / "bad.npy", np.zeros((4, 3), np.float32))
+    result = run_kiln("compile", root / "jet_tagger.onnx", "-o", tmp_path / "out", "--calibrate", tmp_path / "bad.npy")
+    assert_clean_error(result, "bad.npy")
+    assert not (tmp_path / "out").exists()
+    result = run_kiln("compile", root / "jet_tagger.onnx", "-o", tmp_path / "out", "--bits", "12")
+    assert_clean_error(result, "--calibrate")
+
+
+def test_report_plots_the_stored_calibration_profile(calibrated_jet_tagger):
+    """`kiln report` on a calibrated project: observed ranges against the chosen types, as a
+    real image (not blank) and an HTML table with one row per profiled value."""
+    import matplotlib.image
+
+    project, _, _ = calibrated_jet_tagger
+    result = run_kiln("report", project.path)
+    assert result.returncode == 0, result.stderr
+    png = project.path / "report" / "profile.png"
+    image = matplotlib.image.imread(png)
+    assert image.shape[0] >= 300 and image.shape[1] >= 300
+    assert image[..., :3].std() > 0.05  # drawn boxes and bands, not one flat colour
+    page = (project.path / "report" / "report.html").read_text()
+    assert "profile.png" in page and "calibrated" in page and "OVERFLOW" not in page
