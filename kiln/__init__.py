@@ -14,18 +14,20 @@ __version__ = "0.1.0"
 
 
 def compile(model, board: str = "vu13p", output_dir=None, precision=None, config=None, reuse_factor=None,
-            fuse: bool = True, budget=None, calibrate=None, bits=None):
+            fuse: bool = True, budget=None, calibrate=None, bits=None, max_error=None):
     """Compile a model into an HLS project (an ``HLSProject``) or, for CPU boards, a TVM library.
 
     ``model``: an ONNX/QONNX file or ModelProto (quantizers become fixed-point types), or a
     Keras/QKeras model (in memory, .h5, .keras). ``calibrate``: samples (.npy/.npz or arrays)
-    from which every value's integer bits are chosen, with ``bits`` (default 16) in all.
+    from which every value's integer bits are chosen, with ``bits`` (default 16) in all, or
+    ``max_error``: as many fractional bits as rounding to within it takes.
     The project holds the lowered IR as ``kiln_ir.onnx`` (open it in Netron).
     """
     from kiln.driver import compile_model
 
     return compile_model(model, board=board, output_dir=output_dir, precision=precision, config=config,
-                         reuse_factor=reuse_factor, fuse=fuse, budget=budget, calibrate=calibrate, bits=bits)
+                         reuse_factor=reuse_factor, fuse=fuse, budget=budget, calibrate=calibrate, bits=bits,
+                         max_error=max_error)
 
 
 def open_project(path):

@@ -61,7 +61,7 @@ def cmd_compile(args) -> int:
                         f"{board.kind} board")
     project = kiln.compile(args.model, board=args.board, output_dir=args.output, precision=args.precision,
                            config=args.config, reuse_factor=args.reuse, fuse=not args.no_fuse, budget=args.budget,
-                           calibrate=args.calibrate, bits=args.bits)
+                           calibrate=args.calibrate, bits=args.bits, max_error=args.max_error)
     m = project.manifest
     print(f"wrote {project.path} ({m['board']}, {m['part']}, {m['clock_mhz']} MHz, precision {m['precision']}, "
           f"{m['n_weights']} weights)")
@@ -245,6 +245,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--calibrate", metavar="SAMPLES", help=".npy (one model input) or .npz: profile every tensor "
                    "on these samples and choose each value's fixed-point type from its observed range")
     c.add_argument("--bits", type=int, help="with --calibrate: total width of the calibrated types (default 16)")
+    c.add_argument("--max-error", type=float, metavar="E", help="with --calibrate, instead of --bits: fractional "
+                   "bits so that rounding a value errs by at most E (widths then differ per value)")
     from kiln.backends.tvm.cli import add_compile_options, add_parsers
 
     add_compile_options(c)

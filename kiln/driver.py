@@ -49,15 +49,22 @@ def check_supported(model: ir.Model, source: str) -> None:
 
 
 def lower(model_src, precision=None, config=None, reuse_factor=None, fuse=True, budget=None, calibrate=None,
-          bits=None):
+          bits=None, max_error=None):
     """Frontend and passes: returns (LoadedModel, Config, Profile or None) with the IR ready for a backend.
 
     ``calibrate``: samples (.npy/.npz path or arrays) to profile every tensor on with ONNX
-    Runtime; values then get ``fixed<bits, I>`` with I from the observed range (kiln/calibrate.py).
+    Runtime; values then get ``fixed<bits, I>`` with I from the observed range (kiln/calibrate.py),
+    or with ``max_error`` instead of ``bits``, the fractional bits that round to within it.
     """
     cfg = make_config(precision=precision, config=config, reuse_factor=reuse_factor, budget=budget)
-    if bits is not None and calibrate is None:
-        raise KilnError("--bits sets the width of calibrated types; give --calibrate samples too")
+    if (bits is not None or max_error is not None) and calibrate is None:
+        raise KilnError("--bits/--max-error set the calibrated types; give --calibrate samples too")
+    if bits is not None and max_error is not None:
+        raise KilnError("give either --bits (total width) or --max-error (rounding error), not both")
+    if max_error is not None and not 0 < max_error < 1:
+        raise KilnError(f"--max-error {max_error} must be between 0 and 1")
+    if bits is not None and not 2 <= bits <= 64:
+        raise KilnError(f"--bits {bits} must be between 2 and 64")
     loaded = load_model(model_src)
     lowering_passes(fuse=fuse)(loaded.model)
     check_supported(loaded.model, loaded.source)
@@ -69,7 +76,8 @@ def lower(model_src, precision=None, config=None, reuse_factor=None, fuse=True, 
             raise KilnError("--calibrate chooses fixed-point types; it cannot be combined with --precision float")
         specs = model_input_specs(loaded.original)
         observed = profile(loaded.original, load_samples(calibrate, specs), input_specs=specs)
-    AssignPrecisionPass(cfg, profile=observed.values if observed else None, bits=bits or DEFAULT_CALIBRATED_BITS,
+    AssignPrecisionPass(cfg, profile=observed.values if observed else None,
+                        bits=None if max_error else (bits or DEFAULT_CALIBRATED_BITS), max_error=max_error,
                         quantized=bool(loaded.quant))(loaded.model)
     return loaded, cfg, observed
 
@@ -88,7 +96,7 @@ def apply_auto_reuse(model: ir.Model, cfg, board, opset: int) -> None:
 
 
 def compile_model(model, board="vu13p", output_dir=None, precision=None, config=None, reuse_factor=None,
-                  fuse=True, budget=None, calibrate=None, bits=None) -> HLSProject:
+                  fuse=True, budget=None, calibrate=None, bits=None, max_error=None) -> HLSProject:
     target = get_board(board)
     if target.kind == "cpu":  # TVM backend: float32, none of the HLS options
         if precision not in (None, "float") or config is not None or reuse_factor is not None or calibrate is not None:
@@ -100,7 +108,7 @@ def compile_model(model, board="vu13p", output_dir=None, precision=None, config=
     if target.kind != "fpga":
         raise KilnError(f"board {board!r} is a {target.kind} target; the HLS backend needs an FPGA board")
     loaded, cfg, observed = lower(model, precision=precision, config=config, reuse_factor=reuse_factor, fuse=fuse,
-                                  budget=budget, calibrate=calibrate, bits=bits)
+                                  budget=budget, calibrate=calibrate, bits=bits, max_error=max_error)
     if output_dir is None:
         output_dir = Path(tempfile.mkdtemp(prefix="kiln-")) / "project"
     opset = loaded.model.opset_imports.get("", 13)

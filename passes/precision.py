@@ -13,7 +13,8 @@ Netron); ``kiln.precision_source`` says why it was chosen. In order of priority:
                  cannot overflow), Relu/pooling/reshapes keep their input's type, Add grows
                  one integer bit, Mul is the product type;
 * ``calibrated`` ``--calibrate``: integer bits from the observed range, the rest of
-                 ``--bits`` fractional (kiln/calibrate.py ``choose_fixed``);
+                 ``--bits`` fractional (kiln/calibrate.py ``choose_fixed``), or, with
+                 ``--max-error E``, as many fractional bits as rounding to within E needs;
 * ``default``    the model precision.
 
 Layer-level choices (weight, bias, accumulator types, reuse factor) are node metadata
@@ -110,11 +111,13 @@ def infer_exact(node: ir.Node, types: list, weight_type) -> Precision | None:
 class AssignPrecisionPass(ir.passes.InPlacePass):
     """Types for every value: config > quantizer > exact inference > calibration > default."""
 
-    def __init__(self, config: Config, profile=None, bits: int | None = None, quantized: bool = False):
+    def __init__(self, config: Config, profile=None, bits: int | None = None, quantized: bool = False,
+                 max_error: float | None = None):
         super().__init__()
         self.config = config
         self.profile = profile or {}   # value name -> observed stats (kiln/calibrate.py)
         self.bits = bits
+        self.max_error = max_error     # instead of bits: fractional bits so rounding errs <= max_error
         self.quantized = quantized
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
@@ -203,12 +206,19 @@ class AssignPrecisionPass(ir.passes.InPlacePass):
 
     def _calibrated_or_default(self, value: ir.Value, float_mode: bool) -> tuple[Precision, str]:
         stats = self.profile.get(value.name)
-        if stats is not None and self.bits and not float_mode:
+        if stats is not None and (self.bits or self.max_error) and not float_mode:
             from kiln.calibrate import choose_fixed
 
+            if self.max_error:
+                # integer bits as for any width; then fractional bits with lsb/2 <= max_error
+                integer = choose_fixed(stats, 128).integer
+                frac = max(0, math.ceil(-math.log2(2 * self.max_error)))
+                chosen = FixedType(integer + frac, integer)
+            else:
+                chosen = choose_fixed(stats, self.bits)
             # round to nearest and saturate: values beyond the calibration set's range clip
             # instead of wrapping, and rounding does not bias sums by -lsb/2 as truncation does
-            return dataclasses.replace(choose_fixed(stats, self.bits), rounding="RND", overflow="SAT"), "calibrated"
+            return dataclasses.replace(chosen, rounding="RND", overflow="SAT"), "calibrated"
         return self.config.precision, "default"
 
     @staticmethod

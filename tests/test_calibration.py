@@ -91,3 +91,23 @@ def test_report_plots_the_stored_calibration_profile(calibrated_jet_tagger):
     assert image[..., :3].std() > 0.05  # drawn boxes and bands, not one flat colour
     page = (project.path / "report" / "report.html").read_text()
     assert "profile.png" in page and "calibrated" in page and "OVERFLOW" not in page
+
+
+def test_calibrate_to_a_target_error(calibrated_jet_tagger, tmp_path):
+    """--max-error: every calibrated value rounds to within E (lsb <= 2E), widths follow the ranges."""
+    from kiln.precision import parse_precision
+
+    _, x, root = calibrated_jet_tagger
+    project = kiln.compile(root / "jet_tagger.onnx", output_dir=tmp_path / "prj", calibrate=x[:300],
+                           max_error=2 ** -11)
+    types = [parse_precision(t["precision"]) for t in project.manifest["trace"]
+             if t["precision_source"] == "calibrated"]
+    assert types and all(t.lsb <= 2 * 2 ** -11 for t in types)
+    assert len({t.width for t in types}) > 1  # integer bits differ per value, the fraction does not
+    (y,), rows = project.csim_overflow(x[:300])
+    ref = project.reference(x[:300])[0]
+    assert np.mean(np.argmax(y, 1) == np.argmax(ref, 1)) >= 0.995
+    assert all(r["count"] == 0 for r in rows)
+    result = run_kiln("compile", root / "jet_tagger.onnx", "-o", tmp_path / "o2", "--calibrate", root / "x.npy",
+                      "--bits", "12", "--max-error", "0.01")
+    assert_clean_error(result, "either --bits")

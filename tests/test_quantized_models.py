@@ -188,3 +188,67 @@ def test_report_says_how_each_quantizer_was_mapped(brevitas_files, tmp_path):
     assert result.returncode == 0, result.stderr
     page = (project.path / "report" / "report.html").read_text()
     assert "<h2>Quantizers</h2>" in page and page.count("folded:") == 3
+
+
+def _qonnx_mlp(act_quant: dict, weight_quant: dict, bipolar_weights: bool = False) -> onnx.ModelProto:
+    """x[N,8] -> Quant(act) -> MatMul(Quant(W)) + b -> Quant(act) -> y: hand-written QONNX."""
+    rng = np.random.default_rng(7)
+    domain = "qonnx.custom_op.general"
+    inits, nodes = [], []
+
+    def const(name, value):
+        inits.append(numpy_helper.from_array(np.asarray(value, np.float32), name))
+        return name
+
+    def quant(x, out, spec, name):
+        if spec.get("bipolar"):
+            nodes.append(helper.make_node("BipolarQuant", [x, const(f"{name}_s", spec["scale"])], [out], name=name,
+                                          domain=domain))
+        else:
+            nodes.append(helper.make_node(
+                "Quant", [x, const(f"{name}_s", spec["scale"]), const(f"{name}_z", spec.get("zero_point", 0.0)),
+                          const(f"{name}_b", spec["bits"])], [out], name=name, domain=domain,
+                signed=int(spec.get("signed", 1)), narrow=int(spec.get("narrow", 0)),
+                rounding_mode=spec.get("rounding", "ROUND")))
+
+    quant("x", "xq", act_quant, "in_quant")
+    const("W", rng.normal(0, 0.4, (8, 6)))
+    quant("W", "Wq", {"bipolar": True, "scale": 0.25} if bipolar_weights else weight_quant, "w_quant")
+    nodes.append(helper.make_node("MatMul", ["xq", "Wq"], ["mm"], name="matmul"))
+    nodes.append(helper.make_node("Add", ["mm", const("b", rng.normal(0, 0.1, 6))], ["pre"], name="bias"))
+    quant("pre", "y", act_quant, "out_quant")
+    graph = helper.make_graph(nodes, "qonnx_mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 6])], inits)
+    return helper.make_model(graph, ir_version=10, opset_imports=[helper.make_opsetid("", 17),
+                                                                  helper.make_opsetid(domain, 1)])
+
+
+QONNX_CASES = {
+    "floor_narrow": ({"scale": 2 ** -4, "bits": 8, "narrow": 1, "rounding": "FLOOR"}, {"scale": 2 ** -3, "bits": 4}),
+    "round_to_zero": ({"scale": 2 ** -5, "bits": 10, "rounding": "ROUND_TO_ZERO"}, {"scale": 2 ** -3, "bits": 4}),
+    "unsigned_zero_point": ({"scale": 0.05, "bits": 6, "signed": 0, "zero_point": 20}, {"scale": 0.1, "bits": 3}),
+    "bipolar_weights": ({"scale": 2 ** -4, "bits": 8}, None),
+    "bipolar_activations": ({"bipolar": True, "scale": 0.5}, {"scale": 2 ** -3, "bits": 4}),
+}
+
+
+@pytest.mark.parametrize("case", sorted(QONNX_CASES))
+def test_qonnx_quantizer_variants_match_onnx_runtime(case, tmp_path):
+    """Rounding modes, narrow range, unsigned with zero point and BipolarQuant, against ONNX
+    Runtime on the same graph with each quantizer written as standard ops."""
+    act, weight = QONNX_CASES[case]
+    model = _qonnx_mlp(act, weight, bipolar_weights=weight is None)
+    project = kiln.compile(model, output_dir=tmp_path / "prj")
+    x = _inputs((8,), scale=1.0, seed=4)
+    got = project.csim(x).astype(np.float64)
+    ref = project.reference(x)[0]
+    lsb = act["scale"]
+    err = np.abs(got - ref)
+    if kiln.quant.QuantSpec(**{k: v for k, v in act.items()}).exact:
+        assert np.array_equal(got, ref), err.max()
+    else:
+        assert err.max() <= lsb * (1 + 2 ** -8) + 1e-7, (err.max(), lsb)
+        assert np.mean(err > lsb / 2) < 0.05
+    # the quantizers are exercised, not collapsed to one value
+    assert len(np.unique(ref)) == 2 if act.get("bipolar") else len(np.unique(ref)) > 4
+    assert 0.2 < np.mean(ref > 0) < 0.8
