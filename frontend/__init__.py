@@ -18,16 +18,17 @@ def is_keras(src) -> bool:
     return type(src).__module__.split(".")[0] in ("keras", "tf_keras", "tensorflow", "qkeras")
 
 
-def load_model(src) -> LoadedModel:
-    """Any supported model into the IR; Keras/QKeras through Kiln's QKeras -> QONNX converter."""
+def load_model(src, quantizers: bool = True) -> LoadedModel:
+    """Any supported model into the IR; Keras/QKeras through Kiln's QKeras -> QONNX converter.
+    ``quantizers``: see ``load_onnx``."""
     if is_keras(src):
         from kiln.frontend.qkeras_loader import qkeras_to_qonnx
 
         name = Path(src).stem if isinstance(src, (str, Path)) else (getattr(src, "name", None) or "keras_model")
-        loaded = load_onnx(qkeras_to_qonnx(src))
+        loaded = load_onnx(qkeras_to_qonnx(src), quantizers=quantizers)
         loaded.source = name
         return loaded
-    return load_onnx(src)
+    return load_onnx(src, quantizers=quantizers)
 
 
 __all__ = ["LoadedModel", "is_keras", "load_model", "load_onnx"]

@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -20,9 +22,25 @@ from kiln.precision import FixedType
 
 from .helpers import assert_clean_error, run_kiln
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-JET_MLP = EXAMPLES / "jet_mlp.onnx"
-JET_X = EXAMPLES / "jet_mlp_x.npy"
+
+
+@functools.lru_cache(maxsize=None)
+def _jet_files() -> tuple[Path, Path]:
+    """The jet MLP and its samples, exported once per test process (a clean clone has no
+    examples/jet_mlp.onnx until the demo runs)."""
+    from examples.make_jet_mlp import export, make_samples
+
+    root = Path(tempfile.mkdtemp(prefix="kiln-jet-mlp-"))
+    np.save(root / "jet_mlp_x.npy", make_samples())
+    return export(root / "jet_mlp.onnx"), root / "jet_mlp_x.npy"
+
+
+def jet_mlp() -> Path:
+    return _jet_files()[0]
+
+
+def jet_x() -> Path:
+    return _jet_files()[1]
 
 RNG = np.random.default_rng(7)
 W = RNG.standard_normal((4, 3)).astype(np.float32) * 2
@@ -218,7 +236,7 @@ def test_profile_transformer_jet_tagger_batched(tmp_path):
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
     # fixed<8,2> holds [-2, 1.98]: the first Dense layer's outputs (up to ~2.7) overflow it
-    return kiln.compile(JET_MLP, board="vu13p", output_dir=tmp_path_factory.mktemp("rep") / "prj",
+    return kiln.compile(jet_mlp(), board="vu13p", output_dir=tmp_path_factory.mktemp("rep") / "prj",
                         precision="fixed<8,2>")
 
 
@@ -231,7 +249,7 @@ def test_report_profiling_plot_table_and_json(project, tmp_path):
     page = (prj / "report" / "report.html").read_text()
     assert "No profile yet" in page and "--data" in page and not (prj / "report" / "profile.png").exists()
 
-    r = run_kiln("report", prj, "--data", JET_X)
+    r = run_kiln("report", prj, "--data", jet_x())
     assert r.returncode == 0, r.stderr
     assert "profile.png" in r.stdout
     png = prj / "report" / "profile.png"
@@ -245,7 +263,7 @@ def test_report_profiling_plot_table_and_json(project, tmp_path):
     assert "OVERFLOW" in page and "headroom bits" in page and "latency_cycles.png" in page
 
     prof = load_profile(prj / PROFILE_FILE)
-    x = np.load(JET_X)
+    x = np.load(jet_x())
     assert prof.n_samples == len(x)
     assert prof["x"].max == pytest.approx(float(x.max())) and prof["x"].min == pytest.approx(float(x.min()))
 
@@ -289,8 +307,8 @@ def test_report_bad_data_is_a_clean_error(project, tmp_path):
 def test_write_int8_qdq_jet_mlp(tmp_path):
     from examples.make_jet_mlp import make_samples
 
-    x = np.load(JET_X)
-    out = write_int8_qdq(JET_MLP, x, tmp_path / "jet_qdq.onnx")
+    x = np.load(jet_x())
+    out = write_int8_qdq(jet_mlp(), x, tmp_path / "jet_qdq.onnx")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["jet_qdq.onnx"]  # no temporaries left
     counts = count_qdq_nodes(out)
     assert counts["QuantizeLinear"] >= 5 and counts["DequantizeLinear"] >= 8  # activations + 4 weights
@@ -299,21 +317,21 @@ def test_write_int8_qdq_jet_mlp(tmp_path):
     assert sum(int(np.prod(t.dims)) for t in weights) == 16 * 64 + 64 * 32 + 32 * 32 + 32 * 5
     held_out = make_samples(1000, seed=1)
     for samples in (x, held_out):
-        (row,) = compare_models(JET_MLP, out, samples)
+        (row,) = compare_models(jet_mlp(), out, samples)
         # int8 weights and activations on a softmax output: within 5 % of the output scale and
         # >= 95 % argmax agreement (measured: 1.3 % / 99.6 % on the calibration set)
         assert row.relative_error < 0.05 and row.max_abs_error > 0
         assert row.argmax_agreement >= 0.95
-    per_channel = write_int8_qdq(JET_MLP, x, tmp_path / "pc.onnx", per_channel=True, activation="int8")
-    (row,) = compare_models(JET_MLP, per_channel, held_out)
+    per_channel = write_int8_qdq(jet_mlp(), x, tmp_path / "pc.onnx", per_channel=True, activation="int8")
+    (row,) = compare_models(jet_mlp(), per_channel, held_out)
     assert row.argmax_agreement >= 0.95 and row.relative_error < 0.05
     with pytest.raises(KilnError, match="activation type"):
-        write_int8_qdq(JET_MLP, x, tmp_path / "z.onnx", activation="int4")
+        write_int8_qdq(jet_mlp(), x, tmp_path / "z.onnx", activation="int4")
 
 
 def test_cli_quantize(tmp_path):
     out = tmp_path / "q.onnx"
-    r = run_kiln("quantize", JET_MLP, "--calibrate", JET_X, "-o", out, "--per-channel")
+    r = run_kiln("quantize", jet_mlp(), "--calibrate", jet_x(), "-o", out, "--per-channel")
     assert r.returncode == 0, r.stderr
     assert f"wrote {out}" in r.stdout and "argmax agreement" in r.stdout
     agreement = float(r.stdout.split("│")[-2].strip().rstrip("%"))
@@ -321,6 +339,6 @@ def test_cli_quantize(tmp_path):
     assert count_qdq_nodes(out)["QuantizeLinear"] >= 5
     bad = tmp_path / "bad.npy"
     np.save(bad, np.zeros((3, 5), np.float32))
-    r = run_kiln("quantize", JET_MLP, "--calibrate", bad, "-o", tmp_path / "q2.onnx")
+    r = run_kiln("quantize", jet_mlp(), "--calibrate", bad, "-o", tmp_path / "q2.onnx")
     assert_clean_error(r, "bad.npy", "(N, 16)")
     assert not (tmp_path / "q2.onnx").exists()

@@ -252,3 +252,15 @@ def test_qonnx_quantizer_variants_match_onnx_runtime(case, tmp_path):
     # the quantizers are exercised, not collapsed to one value
     assert len(np.unique(ref)) == 2 if act.get("bipolar") else len(np.unique(ref)) > 4
     assert 0.2 < np.mean(ref > 0) < 0.8
+
+
+@pytest.mark.parametrize("key", ["mlp_float", "cnn_po2"])
+def test_quantized_models_on_the_tvm_backend(brevitas_files, key, tmp_path):
+    """CPU boards take the same QONNX file: TVM runs the quantizers as standard ops."""
+    pytest.importorskip("tvm")
+    path, shape = brevitas_files[key]
+    art = kiln.compile(path, board="x86-host", output_dir=tmp_path / "tvm")
+    x = _inputs(shape, seed=5)[:32]
+    got, ref = art.run(x).astype(np.float64), art.reference(x)[0]
+    lsb = _output_scale(onnx.load(path))
+    assert np.abs(got - ref).max() <= lsb * (1 + 1e-6), np.abs(got - ref).max()

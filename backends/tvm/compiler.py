@@ -28,7 +28,7 @@ from kiln.backends.tvm.target import (ELF_MACHINE, find_compiler, missing_toolch
                                       resolve_target, runs_here, short_error, target_summary, triple_arch)
 from kiln.board import Board, get_board
 from kiln.errors import KilnError
-from kiln.frontend import load_onnx
+from kiln.frontend import load_model
 from kiln.fsutil import MANIFEST, check_output_dir, staged_dir
 from kiln.ir_utils import static_shape
 
@@ -139,7 +139,7 @@ def compile_tvm(model, board="x86-host", output_dir=None, tune: int | None = Non
     output_dir = Path(output_dir)
     check_output_dir(output_dir)
     started = time.perf_counter()
-    loaded = load_onnx(model, quantizers=False)  # TVM takes Q/DQ ops itself
+    loaded = load_model(model, quantizers=False)  # TVM takes Q/DQ ops itself
     mod = to_relax(loaded.model, loaded.source)
     inputs, outputs = _ports(loaded.model, loaded.batch_axis)
     for spec in inputs:
