@@ -54,6 +54,7 @@ class WeightQuant:
     precision: FixedType
     note: str      # how the quantizer reached the hardware (exact / folded), for the report
     node: str      # the quantizer node's name
+    specs: list    # its QuantSpec(s), one per distinct scale (passes/weight_scale.py folds those)
 
 
 @dataclass
@@ -174,7 +175,7 @@ def extract_quantizers(proto: onnx.ModelProto, source: str) -> tuple[onnx.ModelP
         values = values.astype(np.float32)
         precision, note = weight_type(values.astype(np.float64), specs)
         new_inits.append(numpy_helper.from_array(values, node.output[0]))
-        info.weights[node.output[0]] = WeightQuant(precision, note, node.name)
+        info.weights[node.output[0]] = WeightQuant(precision, note, node.name, specs)
 
     def mark(node, x_name: str, spec: QuantSpec):
         new_nodes.append(helper.make_node(MARKER_OP, [x_name], [node.output[0]],
@@ -301,6 +302,7 @@ def mark_activation_quantizers(model: ir.Model, info: QuantInfo, source: str) ->
             value.metadata_props[PRECISION_KEY] = str(w.precision)
             value.meta[SOURCE_KEY] = "quant"
             value.metadata_props["kiln.quant"] = w.note
+            value.meta["kiln.quant_specs"] = w.specs
 
 
 def reference_model(proto: onnx.ModelProto) -> onnx.ModelProto:

@@ -71,7 +71,7 @@ def replace_node(graph: ir.Graph, old_nodes: list[ir.Node], new_nodes: list[ir.N
 def copy_precision(src: ir.Value | None, dst: ir.Value) -> ir.Value:
     """Carry a quantized constant's type (meta and metadata props) over to ``dst``, a copy of it."""
     if src is not None:
-        for key in ("kiln.precision", "kiln.precision_source", "kiln.quant"):
+        for key in ("kiln.precision", "kiln.precision_source", "kiln.quant", "kiln.quant_specs"):
             if key in src.meta:
                 dst.meta[key] = src.meta[key]
             if key in src.metadata_props:

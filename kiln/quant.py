@@ -15,13 +15,15 @@ How it lands on hardware types (``QuantSpec.fixed_type`` / ``QuantSpec.mapping``
   ``fixed<bits, bits+e, RND_CONV, SAT>`` (SAT_SYM when signed and narrow;
   ``ufixed`` when unsigned). The quantizer becomes a type conversion.
 * **multiply**: any other scale (or a zero point) is computed as
-  ``q = sat(round(x * (1/scale))) ; y = (q - zp... ) * scale`` by ``kiln::quantize``;
+  ``q = clamp(round(x * (1/scale))) ; y = q * scale`` by ``kiln::quantize``;
   ``y`` is held in a fixed type with 8 fractional bits below the scale's own, so the
   only error against ONNX Runtime is a possible one-LSB rounding difference near a tie.
 * on constants (weights, biases) the quantizer is evaluated at compile time; a
-  power-of-two scale gives an exact weight type, any other scale is **folded** into
-  the weights (their values are q * scale held in a fixed type fine enough that the
-  folding error is below 2^-14 of the scale).
+  power-of-two scale gives an exact weight type. Any other scale is **folded**: the
+  values q * scale are held in a fixed type fine enough that the error is below 2^-14 of
+  the scale (``weight_type``), and where the constants are a Dense/Conv's weights,
+  passes/weight_scale.py turns them back into exact integers with the scale applied
+  once per output after the sum (activation scales follow them there when they can).
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ from kiln.passes.cleanup import RemoveNoOpsPass
 from kiln.passes.dense import FuseDensePass
 from kiln.passes.fuse_attention import FuseAttentionPass
 from kiln.passes.fuse_norm_gelu import FuseGeluPass, FuseLayerNormPass
+from kiln.passes.weight_scale import FoldActivationScalePass, FoldWeightScalePass
 
 
 def lowering_passes(fuse: bool = True) -> ir.passes.PassManager:
@@ -28,10 +29,12 @@ def lowering_passes(fuse: bool = True) -> ir.passes.PassManager:
         FuseDensePass(),
         *after_dense,
         FoldBatchNormPass(),
+        FoldWeightScalePass(),
+        FoldActivationScalePass(),
         RemoveUnusedNodesPass(),
         TopologicalSortPass(),
     ])
 
 
-__all__ = ["lowering_passes", "FoldBatchNormPass", "FuseAttentionPass", "FuseDensePass", "FuseGeluPass",
+__all__ = ["lowering_passes", "FoldActivationScalePass", "FoldBatchNormPass", "FoldWeightScalePass", "FuseAttentionPass", "FuseDensePass", "FuseGeluPass",
            "FuseLayerNormPass", "RemoveNoOpsPass"]

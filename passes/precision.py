@@ -167,10 +167,16 @@ class AssignPrecisionPass(ir.passes.InPlacePass):
         if float_mode:
             return self.config.precision, "default"
         if is_quantize(node):
-            return quant_spec(node).fixed_type(), "quant"
+            spec = quant_spec(node)
+            if attr(node, "integer_output", 0):  # passes/weight_scale.py moved the scale past its readers
+                return fitting_type(spec.q_min - spec.zero_point, spec.q_max - spec.zero_point, 0), "quant"
+            return spec.fixed_type(), "quant"
         if quantized:
             types = [precision_of(v) if v is not None and const_array(v) is None else None for v in node.inputs]
             inferred = infer_exact(node, types, lambda v: self._constant_type(node, v))
+            if inferred is not None and inferred.width > MAX_INFERRED_WIDTH and inferred.integer < MAX_INFERRED_WIDTH // 2:
+                # keep every integer bit (no overflow), drop the lowest fractional ones (rounding)
+                inferred = FixedType(MAX_INFERRED_WIDTH, inferred.integer, signed=inferred.signed, rounding="RND")
             if inferred is not None and inferred.width <= MAX_INFERRED_WIDTH:
                 return inferred, "inferred"
         return self._calibrated_or_default(out, float_mode)

@@ -179,15 +179,15 @@ def test_report_says_how_each_quantizer_was_mapped(brevitas_files, tmp_path):
     project = kiln.compile(path, output_dir=tmp_path / "prj")
     quantizers = project.manifest["quantizers"]
     kinds = {(q["kind"], q["mapping"].split(":")[0]) for q in quantizers}
-    # the input quantizer's Brevitas float scale happens to be 2^-k after calibration or not:
-    # the activations use multiply or exact, the weights are folded
-    assert ("weights", "folded") in kinds and ("activation", "multiply") in kinds, kinds
+    # weights: integers, their scale after the sum; activations read by Dense layers pass their
+    # integers on (folded); the output quantizer is a multiply
+    assert kinds == {("weights", "folded"), ("activation", "folded"), ("activation", "multiply")}, kinds
     assert sum(q["kind"] == "weights" for q in quantizers) == 3
     assert sum(q["kind"] == "activation" for q in quantizers) == 4
     result = run_kiln("report", project.path)
     assert result.returncode == 0, result.stderr
     page = (project.path / "report" / "report.html").read_text()
-    assert "<h2>Quantizers</h2>" in page and page.count("folded:") == 3
+    assert "<h2>Quantizers</h2>" in page and page.count("folded:") == 6 and page.count("multiply:") == 1
 
 
 def _qonnx_mlp(act_quant: dict, weight_quant: dict, bipolar_weights: bool = False) -> onnx.ModelProto:

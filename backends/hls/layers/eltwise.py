@@ -61,12 +61,12 @@ class BinaryEmitter(LayerEmitter):
         out = node.outputs[0]
         op = node.op_type
         lid = ctx.layer_id(node)
-        b_const = const_array(b)
+        b_const, b_value = const_array(b), b  # b_value: the constant as in the IR (its quantized type)
         if op == "Div" and b_const is not None and not ctx.float_mode:
-            op, b_const = "Mul", 1.0 / b_const.astype(np.float64)
+            op, b_const, b_value = "Mul", 1.0 / b_const.astype(np.float64), None
         a_name, a_t, a_prec = ctx.operand(node, a, "in0")
         if b_const is not None:
-            b_name, b_t, b_prec = ctx.weight(node, b_const, "in1")
+            b_name, b_t, b_prec = ctx.weight(node, b_const, "in1", value=b_value)
         else:
             b_name, b_t, b_prec = ctx.operand(node, b, "in1")
         out_shape = static_shape(out)

@@ -15,7 +15,7 @@ import math
 
 from kiln.backends.hls.estimate import LayerCost, bits
 from kiln.backends.hls.layers.base import Layer, LayerEmitter, register
-from kiln.ir_utils import KILN_DOMAIN, size
+from kiln.ir_utils import KILN_DOMAIN, attr, size
 from kiln.passes.precision import quant_spec
 from kiln.precision import FixedType, FloatType
 from kiln.quant import fitting_type
@@ -48,7 +48,7 @@ def _internal_types(data, res, spec):
     rounding = {"ROUND": "RND_CONV", "FLOOR": "TRN", "ROUND_TO_ZERO": "TRN_ZERO"}[spec.rounding]
     q_t = FixedType(spec.bits + 3, spec.bits + 3, rounding=rounding, overflow="SAT")
     res_frac = res.frac if isinstance(res, FixedType) else SIGNIFICANT_BITS
-    scale_t = fitting_type(0.0, spec.scale, res_frac + spec.bits + 3)
+    scale_t = fitting_type(0.0, max(spec.scale, 1.0), res_frac + spec.bits + 3)
     return inv_t, scaled_t, q_t, scale_t
 
 
@@ -73,9 +73,10 @@ class QuantizeEmitter(LayerEmitter):
         else:
             inv_t, scaled_t, q_t, scale_t = (ctx.typedef(f"{lid}_{k}", t) for k, t in zip(
                 ("inv_t", "scaled_t", "q_t", "scale_t"), _internal_types(data, res, spec)))
+        out_scale = 1.0 if attr(node, "integer_output", 0) else float(spec.scale)  # integers: q - zero point
         config = ctx.render(CONFIG, id=lid, n=n, bipolar=spec.bipolar, rounding=ROUNDING_CODES[spec.rounding],
                             q_lo=spec.q_min - spec.zero_point, q_hi=spec.q_max - spec.zero_point,
-                            scale=repr(float(spec.scale)), inv_scale=repr(1.0 / float(spec.scale)),
+                            scale=repr(out_scale), inv_scale=repr(1.0 / float(spec.scale)),
                             inv_t=inv_t, scaled_t=scaled_t, q_t=q_t, scale_t=scale_t)
         cost.mults = 0 if spec.bipolar else 2 * n
         call = f"kiln::quantize<{ctx.ctype(x)}, {ctx.ctype(out)}, {lid}_config>({ctx.var(x)}, {ctx.var(out)});"
