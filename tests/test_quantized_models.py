@@ -79,6 +79,16 @@ def test_brevitas_float_scales_within_one_lsb(brevitas_files, key, tmp_path):
     flips = np.mean(err > lsb / 2)
     assert flips < 0.05, flips  # one-LSB rounding flips are rare
     assert np.mean(np.argmax(got, 1) == np.argmax(ref, 1)) >= 0.97
+    # the scales were folded past the sums: every Dense/Conv multiplies 4-bit integer weights
+    ir_model = onnx_ir.load(project.path / "kiln_ir.onnx")
+    layers = [n for n in ir_model.graph if n.op_type in ("Dense", "Conv")]
+    assert layers
+    for layer in layers:
+        w = layer.inputs[1]
+        values = w.const_value.numpy()
+        assert np.array_equal(values, np.round(values)) and np.abs(values).max() <= 8, layer.name
+        assert w.metadata_props["kiln.precision"] == "fixed<4,4>"
+        assert any(u.op_type == "Mul" for u, _ in layer.outputs[0].uses()), layer.name
 
 
 def _quantize_static(src, dst, samples, per_channel):
