@@ -71,6 +71,22 @@ def is_quantize(node: ir.Node) -> bool:
     return node.domain == KILN_DOMAIN and node.op_type == "Quantize"
 
 
+def is_dense_or_conv(node: ir.Node) -> bool:
+    """kiln.Dense or ONNX Conv: the layers that sum weighted inputs (and have a bias)."""
+    return ((node.domain == KILN_DOMAIN and node.op_type == "Dense") or
+            (node.domain in ("", "ai.onnx") and node.op_type == "Conv"))
+
+
+def set_precision(value: ir.Value, precision: Precision, source: str | None = None) -> None:
+    """Attach ``precision`` (and where it came from) to ``value``: the object in ``meta``,
+    the text in ``metadata_props`` (what kiln_ir.onnx keeps)."""
+    value.meta[PRECISION_KEY] = precision
+    value.metadata_props[PRECISION_KEY] = str(precision)
+    if source is not None:
+        value.meta[SOURCE_KEY] = source
+        value.metadata_props[SOURCE_KEY] = source
+
+
 def infer_exact(node: ir.Node, types: list, weight_type) -> Precision | None:
     """The exact output type of ``node`` from its input types, or None when there is none.
 
@@ -81,7 +97,7 @@ def infer_exact(node: ir.Node, types: list, weight_type) -> Precision | None:
     x = types[0] if types else None
     if not isinstance(x, FixedType):
         return None
-    if node.domain == KILN_DOMAIN and op == "Dense" or op == "Conv":
+    if is_dense_or_conv(node):
         w_in = node.inputs[1]
         b_in = node.inputs[2] if len(node.inputs) > 2 else None
         w, b = weight_type(w_in), (weight_type(b_in) if b_in is not None else None)
@@ -186,7 +202,7 @@ class AssignPrecisionPass(ir.passes.InPlacePass):
         significant bits (at least the accumulator's fractional bits), not the model default:
         the quantized graph adds it in float, and a coarser bias would move outputs across the
         next quantizer's rounding ties."""
-        if not ((node.domain == KILN_DOMAIN and node.op_type == "Dense") or node.op_type == "Conv"):
+        if not is_dense_or_conv(node):
             return
         b_in = node.inputs[2] if len(node.inputs) > 2 else None
         if b_in is None or precision_of(b_in) is not None or const_array(b_in) is None:
@@ -203,8 +219,7 @@ class AssignPrecisionPass(ir.passes.InPlacePass):
 
     def _constant_type(self, node: ir.Node, value: ir.Value) -> Precision:
         """A constant operand's type, as the HLS emitter will give it (see EmitContext.weight)."""
-        role = "bias" if (node.op_type in ("Dense", "Conv") and len(node.inputs) > 2 and value is node.inputs[2]) \
-            else "weight"
+        role = "bias" if (is_dense_or_conv(node) and len(node.inputs) > 2 and value is node.inputs[2]) else "weight"
         text = node.metadata_props.get(f"kiln.{role}")
         if text:
             return parse_precision(text)
@@ -231,7 +246,4 @@ class AssignPrecisionPass(ir.passes.InPlacePass):
     def _set(value: ir.Value, precision, source: str) -> None:
         if value.dtype is not None and value.dtype.is_integer():
             precision, source = IntType(), "int"  # ids and indices stay integers whatever the model precision
-        value.meta[PRECISION_KEY] = precision
-        value.metadata_props[PRECISION_KEY] = str(precision)
-        value.meta[SOURCE_KEY] = source
-        value.metadata_props[SOURCE_KEY] = source
+        set_precision(value, precision, source)

@@ -24,7 +24,8 @@ import math
 import numpy as np
 import onnx_ir as ir
 
-from kiln.ir_utils import KILN_DOMAIN, add_initializer, const_array
+from kiln.ir_utils import add_initializer, const_array
+from kiln.passes.precision import is_dense_or_conv, is_quantize, quant_spec, set_precision
 from kiln.precision import FixedType
 from kiln.quant import QuantSpec, fitting_type
 
@@ -57,54 +58,31 @@ class FoldWeightScalePass(ir.passes.InPlacePass):
         graph = model.graph
         modified = False
         for node in list(graph):
-            is_dense = node.domain == KILN_DOMAIN and node.op_type == "Dense"
-            is_conv = node.domain in ("", "ai.onnx") and node.op_type == "Conv"
-            if not (is_dense or is_conv) or len(node.inputs) < 2:
+            if not is_dense_or_conv(node) or len(node.inputs) < 2:
                 continue
             specs = node.inputs[1].meta.get(SPECS_KEY)
             w = const_array(node.inputs[1])
             if not specs or w is None or any(s.zero_point or s.bipolar for s in specs) or all(s.exact for s in specs):
                 continue
-            axis = w.ndim - 1 if is_dense else 0
-            found = _integer_weights(w, specs, axis)
+            is_dense = node.op_type == "Dense"
+            found = _integer_weights(w, specs, w.ndim - 1 if is_dense else 0)
             if found is None:
                 continue
-            self._rewrite(graph, node, *found, is_dense, specs)
+            q, scales = found
+            name = node.name or "layer"
+            bits, signed = max(s.bits for s in specs), any(s.signed for s in specs)
+            q_val = add_initializer(graph, f"{name}_Wq", q.astype(np.float32))
+            set_precision(q_val, FixedType(bits, bits, signed=signed))
+            q_val.metadata_props["kiln.quant"] = (f"folded: into the layer, as exact {bits}-bit integer weights "
+                                                  f"and {len(set(scales))} non-power-of-two scale(s) multiplying "
+                                                  "each output after the sum")
+            node.replace_input_with(1, q_val)
+            if len(node.inputs) > 2 and const_array(node.inputs[2]) is not None:
+                node.replace_input_with(2, _divided_bias(graph, node, scales, "weights'"))
+            rank = len(node.outputs[0].shape or [])
+            _scale_after(graph, node, scales if is_dense else scales.reshape([-1] + [1] * max(0, rank - 2)))
             modified = True
         return ir.passes.PassResult(model, modified)
-
-    @staticmethod
-    def _rewrite(graph, node, q, scales, is_dense, specs) -> None:
-        name = node.name or "layer"
-        bits, signed = max(s.bits for s in specs), any(s.signed for s in specs)
-        q_val = add_initializer(graph, f"{name}_Wq", q.astype(np.float32))
-        q_type = FixedType(bits, bits, signed=signed)
-        q_val.meta["kiln.precision"] = q_type
-        q_val.metadata_props["kiln.precision"] = str(q_type)
-        q_val.metadata_props["kiln.quant"] = (f"folded: into the layer, as exact {bits}-bit integer weights "
-                                              f"and {len(set(scales))} non-power-of-two scale(s) multiplying each "
-                                              "output after the sum")
-        inputs = [node.inputs[0], q_val]
-        b = const_array(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] is not None else None
-        if b is not None:
-            inputs.append(_divided_bias(graph, node, scales, "weights'"))
-        elif len(node.inputs) > 2:
-            inputs.append(node.inputs[2])
-        shape = [len(scales)] if is_dense else [len(scales), 1, 1][: max(1, len(node.outputs[0].shape or []) - 1)]
-        s_val = add_initializer(graph, f"{name}_scale", scales.astype(np.float32).reshape(shape))
-        magnitude = float(np.max(scales))
-        s_type = fitting_type(0.0, magnitude, SCALE_SIGNIFICANT_BITS - 1 - math.floor(math.log2(magnitude)))
-        s_val.meta["kiln.precision"] = s_type
-        s_val.metadata_props["kiln.precision"] = str(s_type)
-        out = node.outputs[0]
-        acc = ir.Value(name=f"{name}_unscaled", shape=out.shape, type=out.type)
-        new = ir.Node(node.domain, node.op_type, inputs, outputs=[acc], attributes=list(node.attributes.values()),
-                      name=node.name)
-        for key, value in node.metadata_props.items():
-            new.metadata_props[key] = value
-        scaled = ir.Value(name=f"{name}_scaled", shape=out.shape, type=out.type)
-        mul = ir.Node("", "Mul", [acc, s_val], outputs=[scaled], name=f"{name}_weight_scale")
-        ir.convenience.replace_nodes_and_values(graph, node, [node], [new, mul], [out], [scaled])
 
 
 def _divided_bias(graph: ir.Graph, layer: ir.Node, divisor, whose: str) -> ir.Value:
@@ -119,36 +97,39 @@ def _divided_bias(graph: ir.Graph, layer: ir.Node, divisor, whose: str) -> ir.Va
     return value
 
 
-def _scale_after(graph: ir.Graph, layer: ir.Node, factor: float) -> None:
-    """Multiply ``layer``'s outputs by ``factor``: into the per-output scale Mul that
-    FoldWeightScalePass placed after it, or a new Mul."""
+def _scale_after(graph: ir.Graph, layer: ir.Node, factor) -> None:
+    """Multiply ``layer``'s output by ``factor`` (a scalar, or per output channel shaped to
+    broadcast): into the per-output scale Mul an earlier fold placed after it, or a new Mul.
+    The Mul's output takes over the layer output's name (it holds what the model computed
+    there: traces and calibration profiles find it); the layer's own output is renamed."""
     out = layer.outputs[0]
     users = out.consumers()
     name = layer.name or "layer"
-    if (len(users) == 1 and users[0].op_type == "Mul" and users[0].name == f"{name}_weight_scale"
-            and not out.is_graph_output()):
+    factor = np.asarray(factor, dtype=np.float64)
+    if len(users) == 1 and users[0].op_type == "Mul" and users[0].name == f"{name}_output_scale":
         mul = users[0]
-        scales = const_array(mul.inputs[1]).astype(np.float64) * factor
-        mul.replace_input_with(1, _scale_constant(graph, f"{name}_scale", scales))
+        mul.replace_input_with(1, _scale_constant(graph, f"{name}_scale",
+                                                  const_array(mul.inputs[1]).astype(np.float64) * factor))
         return
-    scaled = ir.Value(name=f"{name}_scaled", shape=out.shape, type=out.type)
-    const = _scale_constant(graph, f"{name}_scale", np.array(factor))
-    mul = ir.Node("", "Mul", [out, const], outputs=[scaled], name=f"{name}_input_scale")
-    for user, index in list(out.uses()):
+    readers = list(out.uses())  # before the Mul below becomes one of them
+    original = out.name
+    out.name = f"{name}_unscaled"
+    scaled = ir.Value(name=original, shape=out.shape, type=out.type)
+    mul = ir.Node("", "Mul", [out, _scale_constant(graph, f"{name}_scale", factor)], outputs=[scaled],
+                  name=f"{name}_output_scale")
+    for user, index in readers:
         user.replace_input_with(index, scaled)
     if out.is_graph_output():
         outputs = graph.outputs
         outputs[outputs.index(out)] = scaled
-        scaled.name, out.name = out.name, f"{name}_unscaled"
     graph.insert_after(layer, mul)
 
 
 def _scale_constant(graph: ir.Graph, name: str, scales: np.ndarray) -> ir.Value:
+    """The scale(s) as a constant held to SCALE_SIGNIFICANT_BITS significant bits."""
     value = add_initializer(graph, name, scales.astype(np.float32))
     magnitude = float(np.max(np.abs(scales)))
-    t = fitting_type(0.0, magnitude, SCALE_SIGNIFICANT_BITS - 1 - math.floor(math.log2(magnitude)))
-    value.meta["kiln.precision"] = t
-    value.metadata_props["kiln.precision"] = str(t)
+    set_precision(value, fitting_type(0.0, magnitude, SCALE_SIGNIFICANT_BITS - 1 - math.floor(math.log2(magnitude))))
     return value
 
 
@@ -166,8 +147,7 @@ def _reading_layers(value: ir.Value) -> list[ir.Node] | None:
         if v.is_graph_output() or not v.uses():
             return None
         for user, index in v.uses():
-            if index == 0 and ((user.domain == KILN_DOMAIN and user.op_type == "Dense") or
-                               (user.domain in ("", "ai.onnx") and user.op_type == "Conv")):
+            if index == 0 and is_dense_or_conv(user):
                 layers[id(user)] = user
             elif user.domain in ("", "ai.onnx") and user.op_type in SCALE_COMMUTES and index == 0:
                 stack.extend(user.outputs)
@@ -183,7 +163,7 @@ class FoldActivationScalePass(ir.passes.InPlacePass):
 
         Dense(Quantize(x), W, b)  ->  Mul(Dense(Quantize_int(x), W, b / s), s)
 
-    (merged into FoldWeightScalePass's per-output Mul when there is one). The layers then
+    (merged into FoldWeightScalePass's per-output Mul when there is one: ``_scale_after``). The layers then
     multiply narrow integers, exactly, instead of ~17-bit approximations of q * s.
     """
 
@@ -191,13 +171,9 @@ class FoldActivationScalePass(ir.passes.InPlacePass):
         graph = model.graph
         modified = False
         for node in list(graph):
-            if not (node.domain == KILN_DOMAIN and node.op_type == "Quantize") or node.outputs[0].is_graph_output():
+            if not is_quantize(node) or node.outputs[0].is_graph_output():
                 continue
-            attrs = {k: a.value for k, a in node.attributes.items()}
-            spec = QuantSpec(scale=float(attrs["scale"]), zero_point=int(attrs.get("zero_point", 0)),
-                             bits=int(attrs["bits"]), signed=bool(attrs.get("signed", 1)),
-                             narrow=bool(attrs.get("narrow", 0)), rounding=str(attrs.get("rounding", "ROUND")),
-                             bipolar=bool(attrs.get("bipolar", 0)))
+            spec = quant_spec(node)
             layers = None if spec.exact or spec.bipolar else _reading_layers(node.outputs[0])
             if not layers:
                 continue

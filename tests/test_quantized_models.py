@@ -238,6 +238,9 @@ QONNX_CASES = {
     "round_to_zero": ({"scale": 2 ** -5, "bits": 10, "rounding": "ROUND_TO_ZERO"}, {"scale": 2 ** -3, "bits": 4}),
     "unsigned_zero_point": ({"scale": 0.05, "bits": 6, "signed": 0, "zero_point": 20}, {"scale": 0.1, "bits": 3}),
     "bipolar_weights": ({"scale": 2 ** -4, "bits": 8}, None),
+    # a float-scale input read by a Dense with power-of-two weights: the input's scale needs a
+    # Mul of its own after the layer (FoldActivationScalePass without a weight-scale Mul to join)
+    "float_act_po2_weights": ({"scale": 0.05, "bits": 8}, {"scale": 2 ** -3, "bits": 4}),
     "bipolar_activations": ({"bipolar": True, "scale": 0.5}, {"scale": 2 ** -3, "bits": 4}),
 }
 
