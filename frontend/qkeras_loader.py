@@ -75,6 +75,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from kiln.errors import KilnError
+from kiln.quant import QuantSpec
 
 QONNX_DOMAIN = "qonnx.custom_op.general"
 MIN_OPSET = 13  # Softmax with a single axis; Quant needs nothing newer
@@ -173,11 +174,15 @@ class QuantParams:
 
     @property
     def min_int(self) -> int:
-        return -(2 ** (self.bits - 1)) + self.narrow if self.signed else 0
+        return self._integer_range().q_min
 
     @property
     def max_int(self) -> int:
-        return 2 ** (self.bits - 1) - 1 if self.signed else 2 ** self.bits - 1 - self.narrow
+        return self._integer_range().q_max
+
+    def _integer_range(self) -> QuantSpec:
+        """The same integer range Kiln's own quantizer description gives (kiln/quant.py)."""
+        return QuantSpec(scale=1.0, bits=self.bits, signed=self.signed, narrow=self.narrow)
 
     def apply(self, x: np.ndarray) -> np.ndarray:
         """What the Quant node computes (float32, round half to even)."""

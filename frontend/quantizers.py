@@ -126,8 +126,8 @@ def _qonnx_params(node, consts: _Constants) -> tuple[np.ndarray, np.ndarray, dic
         raise KilnError(f"Quant node {node.name!r}: bit width must be one integer, got {bits.reshape(-1)[:4]}")
     if np.any(zero_point != np.round(zero_point)):
         raise KilnError(f"Quant node {node.name!r}: non-integer zero point is not supported")
-    rounding = str(_attr(node, "rounding_mode", b"ROUND").decode() if isinstance(
-        _attr(node, "rounding_mode", "ROUND"), bytes) else _attr(node, "rounding_mode", "ROUND")).upper()
+    rounding = _attr(node, "rounding_mode", "ROUND")
+    rounding = (rounding.decode() if isinstance(rounding, bytes) else str(rounding)).upper()
     return scale, zero_point, {"bits": int(bits.reshape(-1)[0]), "signed": bool(_attr(node, "signed", 1)),
                                "narrow": bool(_attr(node, "narrow", 0)), "rounding": rounding}
 
@@ -166,7 +166,8 @@ def extract_quantizers(proto: onnx.ModelProto, source: str) -> tuple[onnx.ModelP
     for n in graph.node:
         for name in n.input:
             consumers.setdefault(name, []).append(n)
-    new_nodes, new_inits, dropped = [], [], set()
+    new_nodes, new_inits = [], []
+    paired = set()  # outputs of DequantizeLinear nodes already taken with their QuantizeLinear
     elem_type = {t.name: t.data_type for t in graph.initializer}
     for vi in list(graph.input) + list(graph.value_info):
         elem_type.setdefault(vi.name, vi.type.tensor_type.elem_type)
@@ -183,15 +184,14 @@ def extract_quantizers(proto: onnx.ModelProto, source: str) -> tuple[onnx.ModelP
         info.activations[node.output[0]] = ActivationQuant(spec, node.name)
 
     for node in graph.node:
-        if node.name in dropped:
+        if node.op_type == "DequantizeLinear" and node.output[0] in paired:
             continue
         if is_qonnx(node, "Quant") or is_qonnx(node, "BipolarQuant"):
             scale, zero_point, kw = _qonnx_params(node, consts)
             x = consts.get(node.input[0])
             specs = _specs(node, scale, zero_point, **kw)
             if x is not None:
-                fold(node, _apply_broadcast(x, np.asarray(scale, np.float64), np.asarray(zero_point, np.float64),
-                                            kw), specs)
+                fold(node, QuantSpec(scale=1.0, **kw).apply(x, scale, zero_point), specs)
                 continue
             if len(specs) != 1:
                 raise KilnError(f"{node.op_type} node {node.name!r}: per-channel quantization of an activation "
@@ -210,20 +210,18 @@ def extract_quantizers(proto: onnx.ModelProto, source: str) -> tuple[onnx.ModelP
             if len(specs) != 1:
                 raise KilnError(f"QuantizeLinear node {node.name!r}: per-axis quantization of an activation is not "
                                 "supported")
+            x = consts.get(node.input[0])
             for dq in users:
                 d_scale, d_zp, _ = _dq_params(dq, consts, int_type)
                 if not (np.allclose(d_scale, scale, rtol=0, atol=0) and np.array_equal(d_zp, zero_point)):
                     raise KilnError(f"DequantizeLinear node {dq.name!r}: scale/zero point differ from its "
                                     f"QuantizeLinear {node.name!r}")
-                x = consts.get(node.input[0])
                 if x is not None:
                     fold(dq, specs[0].apply(x), specs)
                 else:
                     mark(dq, node.input[0], specs[0])
-                dropped.add(dq.name or id(dq))
+                paired.add(dq.output[0])
         elif node.op_type == "DequantizeLinear" and node.domain in ("", "ai.onnx"):
-            if (node.name or id(node)) in dropped:
-                continue
             q = consts.get(node.input[0])
             if q is None:
                 raise KilnError(f"DequantizeLinear node {node.name!r}: its input must be a constant or come from a "
@@ -251,18 +249,6 @@ def extract_quantizers(proto: onnx.ModelProto, source: str) -> tuple[onnx.ModelP
         if opset.domain in QONNX_DOMAINS:
             out.opset_import.remove(opset)
     return out, info
-
-
-def _apply_broadcast(x: np.ndarray, scale: np.ndarray, zero_point: np.ndarray, kw: dict) -> np.ndarray:
-    """A QONNX quantizer on a constant, with per-channel parameters broadcast as ONNX does."""
-    x = np.asarray(x, np.float64)
-    if kw.get("bipolar"):
-        return np.where(x >= 0, 1.0, -1.0) * scale
-    signed, narrow, bits = kw["signed"], kw["narrow"], kw["bits"]
-    spec = QuantSpec(scale=1.0, bits=bits, signed=signed, narrow=narrow, rounding=kw["rounding"])
-    t = x / scale + zero_point
-    q = {"ROUND": np.round, "FLOOR": np.floor, "ROUND_TO_ZERO": np.fix}[spec.rounding](t)
-    return (np.clip(q, spec.q_min, spec.q_max) - zero_point) * scale
 
 
 def mark_activation_quantizers(model: ir.Model, info: QuantInfo, source: str) -> None:
@@ -293,14 +279,12 @@ def mark_activation_quantizers(model: ir.Model, info: QuantInfo, source: str) ->
         raise KilnError(f"{source}: quantizer(s) {[info.activations[m].node for m in missing]} act on values that "
                         "other nodes compute from constants; Kiln folds quantizers only on initializers")
     model.opset_imports.setdefault(KILN_DOMAIN, 1)
-    from kiln.passes.precision import PRECISION_KEY, SOURCE_KEY
+    from kiln.passes.precision import set_precision
 
     for value in graph.initializers.values():
         w = info.weights.get(value.name)
         if w is not None:
-            value.meta[PRECISION_KEY] = w.precision
-            value.metadata_props[PRECISION_KEY] = str(w.precision)
-            value.meta[SOURCE_KEY] = "quant"
+            set_precision(value, w.precision, "quant")
             value.metadata_props["kiln.quant"] = w.note
             value.meta["kiln.quant_specs"] = w.specs
 

@@ -36,7 +36,8 @@ import numpy as np
 from kiln.errors import KilnError
 from kiln.precision import FixedType
 
-ROUNDING = {"ROUND": "RND_CONV", "FLOOR": "TRN", "ROUND_TO_ZERO": "TRN_ZERO"}
+ROUNDING = {"ROUND": "RND_CONV", "FLOOR": "TRN", "ROUND_TO_ZERO": "TRN_ZERO"}  # -> ap_fixed modes
+ROUND_FUNCTIONS = {"ROUND": np.round, "FLOOR": np.floor, "ROUND_TO_ZERO": np.fix}   # numpy: half to even...
 EXTRA_FRAC_BITS = 8  # fractional bits below the scale's own for non-power-of-two activation scales
 WEIGHT_EXTRA_FRAC_BITS = 14  # the same for constants (one rounding per weight, summed over the fan-in)
 
@@ -88,14 +89,19 @@ class QuantSpec:
         return 2 ** (self.bits - 1) - 1 if self.signed else 2 ** self.bits - 1 - (1 if self.narrow else 0)
 
     # --- semantics -----------------------------------------------------------------------
-    def apply(self, x: np.ndarray) -> np.ndarray:
-        """The quantizer in numpy (float64), exactly as QONNX's reference executes it."""
+    def apply(self, x: np.ndarray, scale=None, zero_point=None) -> np.ndarray:
+        """The quantizer in numpy (float64), exactly as QONNX's reference executes it.
+
+        ``scale``/``zero_point`` (arrays broadcasting against x, as ONNX broadcasts them)
+        replace the spec's own for per-channel quantizers of constants.
+        """
         x = np.asarray(x, dtype=np.float64)
+        scale = np.asarray(self.scale if scale is None else scale, dtype=np.float64)
+        zero_point = np.asarray(self.zero_point if zero_point is None else zero_point, dtype=np.float64)
         if self.bipolar:
-            return np.where(x >= 0, 1.0, -1.0) * self.scale
-        t = x / self.scale + self.zero_point
-        q = {"ROUND": np.round, "FLOOR": np.floor, "ROUND_TO_ZERO": np.fix}[self.rounding](t)
-        return (np.clip(q, self.q_min, self.q_max) - self.zero_point) * self.scale
+            return np.where(x >= 0, 1.0, -1.0) * scale
+        q = ROUND_FUNCTIONS[self.rounding](x / scale + zero_point)
+        return (np.clip(q, self.q_min, self.q_max) - zero_point) * scale
 
     # --- hardware type -------------------------------------------------------------------
     @property

@@ -18,7 +18,7 @@ from kiln.backends.hls.layers.base import Layer, LayerEmitter, register
 from kiln.ir_utils import KILN_DOMAIN, attr, size
 from kiln.passes.precision import quant_spec
 from kiln.precision import FixedType, FloatType
-from kiln.quant import fitting_type
+from kiln.quant import ROUNDING, fitting_type
 
 CONFIG = """struct {{ id }}_config {
     static const unsigned n_elem = {{ n }};
@@ -45,8 +45,7 @@ def _internal_types(data, res, spec):
     data_int = data.integer if isinstance(data, FixedType) else 32
     scaled_t = FixedType(data_int + inv_t.integer + 1 + 16, data_int + inv_t.integer + 1, rounding="TRN",
                          overflow="SAT")
-    rounding = {"ROUND": "RND_CONV", "FLOOR": "TRN", "ROUND_TO_ZERO": "TRN_ZERO"}[spec.rounding]
-    q_t = FixedType(spec.bits + 3, spec.bits + 3, rounding=rounding, overflow="SAT")
+    q_t = FixedType(spec.bits + 3, spec.bits + 3, rounding=ROUNDING[spec.rounding], overflow="SAT")
     res_frac = res.frac if isinstance(res, FixedType) else SIGNIFICANT_BITS
     scale_t = fitting_type(0.0, max(spec.scale, 1.0), res_frac + spec.bits + 3)
     return inv_t, scaled_t, q_t, scale_t
