@@ -30,17 +30,19 @@ class LoadedModel:
     quant: QuantInfo = None    # quantizers found in the model (see frontend/quantizers.py)
 
 
-def _read(src) -> tuple[onnx.ModelProto, str]:
+def read_onnx(src) -> tuple[onnx.ModelProto, str]:
+    """(ModelProto, source label) of an ONNX file or ModelProto; a missing, unparsable or empty file is a KilnError."""
     if isinstance(src, onnx.ModelProto):
         return src, "<ModelProto>"
     path = Path(src)
     if not path.is_file():
         raise KilnError(f"{path}: no such model file")
-    data = path.read_bytes()
     try:
-        proto = onnx.load_model_from_string(data)
+        proto = onnx.load(str(path))  # with its external data (.onnx.data), if any
     except (DecodeError, RuntimeWarning, ValueError) as exc:
         raise KilnError(f"{path}: not a valid ONNX file (protobuf parse failed: {exc})") from None
+    except OSError as exc:  # an external-data file named by the model is missing or unreadable
+        raise KilnError(f"{path}: cannot read the model's external data ({exc.strerror or exc})") from None
     if not proto.graph.node and not proto.graph.output:
         raise KilnError(f"{path}: not a valid ONNX file (no graph found; is it truncated or another format?)")
     return proto, str(path)
@@ -89,7 +91,7 @@ def load_onnx(src, quantizers: bool = True) -> LoadedModel:
     (frontend/quantizers.py); ``False`` (TVM) keeps Q/DQ nodes as ONNX ops and QONNX
     quantizers as their standard-op expansion.
     """
-    original, source = _read(src)
+    original, source = read_onnx(src)
     try:
         onnx.checker.check_model(original)
     except onnx.checker.ValidationError as exc:

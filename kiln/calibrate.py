@@ -30,6 +30,7 @@ import numpy as np
 from kiln.errors import KilnError
 from kiln.fsutil import load_array_file
 from kiln.precision import FixedType
+from kiln.reference import numpy_type, ort_error, ort_session
 
 PROFILE_FILE = "kiln_profile.json"
 PROFILE_VERSION = 1
@@ -271,28 +272,10 @@ def load_samples(path_or_array, input_specs: list[dict]) -> list[np.ndarray]:
 
 
 def _load_model(model):
-    import onnx
+    """A ModelProto, or the ONNX file read by the frontend's reader (its checks and messages)."""
+    from kiln.frontend.onnx_loader import read_onnx
 
-    if isinstance(model, onnx.ModelProto):
-        return model
-    path = Path(model)
-    if not path.is_file():
-        raise KilnError(f"{path}: no such ONNX file")
-    try:
-        return onnx.load(str(path))
-    except Exception as exc:  # protobuf DecodeError and friends
-        raise KilnError(f"{path}: not a valid ONNX file ({str(exc).strip()[:200]})") from None
-
-
-def _ort_error(what: str, exc: Exception) -> KilnError:
-    lines = str(exc).strip().splitlines()
-    return KilnError(f"{what}: {(lines[-1] if lines else type(exc).__name__)[-300:]}")
-
-
-def _numpy_type(ort_type: str):
-    from kiln.reference import _numpy_type as reference_type
-
-    return reference_type(ort_type)
+    return read_onnx(model)[0]
 
 
 def _dynamic_values(proto) -> list[str]:
@@ -314,29 +297,11 @@ class _Runner:
     axis is symbolic and the model accepts them, one sample per run otherwise."""
 
     def __init__(self, proto, specs: list[dict], extra_outputs: list[str], optimize: bool, label: str):
-        import onnx
-        import onnxruntime as ort
-
-        model = onnx.ModelProto()
-        model.CopyFrom(proto)
-        existing = {o.name for o in model.graph.output}
-        for name in extra_outputs:
-            if name not in existing:
-                model.graph.output.append(onnx.ValueInfoProto(name=name))
-                existing.add(name)
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        if not optimize:
-            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        try:
-            self.session = ort.InferenceSession(model.SerializeToString(), options,
-                                                providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime raises its own exception types
-            raise _ort_error(f"ONNX Runtime cannot load {label}", exc) from None
+        self.session = ort_session(proto, f"ONNX Runtime cannot load {label}", extra_outputs, optimize)
         self.label = label
         self.specs = specs
         self.output_names = [o.name for o in self.session.get_outputs()]
-        self.types = {i.name: _numpy_type(i.type) for i in self.session.get_inputs()}
+        self.types = {i.name: numpy_type(i.type) for i in self.session.get_inputs()}
         self.batched = all(s.get("batch_axis") and s.get("symbolic_batch", True) for s in specs) and bool(specs)
 
     def _feed(self, arrays, lo: int, hi: int, batched: bool) -> dict:
@@ -350,7 +315,7 @@ class _Runner:
         try:
             return self.session.run(None, self._feed(arrays, lo, hi, batched))
         except Exception as exc:  # onnxruntime raises its own exception types
-            raise _ort_error(f"ONNX Runtime failed on {self.label}", exc) from None
+            raise ort_error(f"ONNX Runtime failed on {self.label}", exc) from None
 
     def chunks(self, arrays, batch_size: int = BATCH_SIZE, lead=()):
         """Yield (n, batched, results) over all samples, whole batches where the model allows.
@@ -782,7 +747,7 @@ def write_int8_qdq(model_path, arrays, out_path, per_channel: bool = False, acti
             except KilnError:
                 raise
             except Exception as exc:  # the quantizer raises many exception types
-                raise _ort_error(f"int8 quantization of {model_path} failed", exc) from None
+                raise ort_error(f"int8 quantization of {model_path} failed", exc) from None
             os.chmod(staged, 0o666 & ~_umask())
             os.replace(staged, out_path)
     except OSError as exc:

@@ -40,16 +40,42 @@ def sample_shape(spec: dict) -> list[int]:
     return spec["shape"][1:] if spec.get("batch_axis") else spec["shape"]
 
 
+def ort_error(what: str, exc: Exception) -> KilnError:
+    """An ONNX Runtime exception as one KilnError line: ``what`` and the last line ORT gave."""
+    lines = str(exc).strip().splitlines()
+    return KilnError(f"{what}: {(lines[-1] if lines else type(exc).__name__)[-300:]}")
+
+
+def ort_session(model, what: str, extra_outputs=(), optimize: bool = True) -> ort.InferenceSession:
+    """An ONNX Runtime CPU session for ``model`` (path or ModelProto), with the named tensors
+    ``extra_outputs`` exposed as graph outputs and, ``optimize=False``, the graph run as
+    written. A model ORT cannot load is a KilnError starting with ``what``."""
+    import onnx
+
+    if extra_outputs:
+        proto = onnx.ModelProto()
+        proto.CopyFrom(model if isinstance(model, onnx.ModelProto) else onnx.load(str(model)))
+        existing = {o.name for o in proto.graph.output}
+        for name in extra_outputs:
+            if name not in existing:
+                proto.graph.output.append(onnx.ValueInfoProto(name=name))
+                existing.add(name)
+        model = proto
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if not optimize:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else str(model)
+    try:
+        return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own exception types
+        raise ort_error(what, exc) from None
+
+
 def run_onnxruntime(model_path: Path, input_specs: list[dict], output_specs: list[dict],
                     arrays: list[np.ndarray]) -> list[np.ndarray]:
     """Run the model on N samples, one sample per call, returning (N, *sample_shape) arrays."""
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    try:
-        session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # onnxruntime raises its own exception types
-        raise KilnError(f"ONNX Runtime cannot load {model_path} as the reference: "
-                        f"{str(exc).strip().splitlines()[-1][-300:]}") from None
+    session = ort_session(model_path, f"ONNX Runtime cannot load {model_path} as the reference")
     names = [o.name for o in session.get_outputs()]
     order = [names.index(spec["name"]) for spec in output_specs]
     n = arrays[0].shape[0]
@@ -59,7 +85,7 @@ def run_onnxruntime(model_path: Path, input_specs: list[dict], output_specs: lis
         feed = {}
         for spec, x in zip(input_specs, arrays):
             sample = x[s:s + 1] if spec.get("batch_axis") else x[s]
-            feed[spec["name"]] = sample.astype(_numpy_type(ort_types.get(spec["name"], "tensor(float)")))
+            feed[spec["name"]] = sample.astype(numpy_type(ort_types.get(spec["name"], "tensor(float)")))
         result = session.run(None, feed)
         for k, idx in enumerate(order):
             y = np.asarray(result[idx])
@@ -74,29 +100,19 @@ def run_onnxruntime_intermediates(model_path: Path, input_specs: list[dict], arr
 
     model = onnx.load(str(model_path))
     produced = {o for node in model.graph.node for o in node.output}
-    existing = {o.name for o in model.graph.output}
     wanted = [n for n in names if n in produced]
-    for name in wanted:
-        if name not in existing:
-            model.graph.output.append(onnx.ValueInfoProto(name=name))
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    try:
-        session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # onnxruntime raises its own exception types
-        raise KilnError(f"ONNX Runtime cannot load {model_path} for tracing: {str(exc).strip()[-300:]}") from None
+    session = ort_session(model, f"ONNX Runtime cannot load {model_path} for tracing", wanted, optimize=False)
     ort_types = {i.name: i.type for i in session.get_inputs()}
     collected: dict[str, list[np.ndarray]] = {n: [] for n in wanted}
     for s in range(arrays[0].shape[0]):
         feed = {spec["name"]: (x[s:s + 1] if spec.get("batch_axis") else x[s]).astype(
-            _numpy_type(ort_types.get(spec["name"], "tensor(float)"))) for spec, x in zip(input_specs, arrays)}
+            numpy_type(ort_types.get(spec["name"], "tensor(float)"))) for spec, x in zip(input_specs, arrays)}
         for name, value in zip(wanted, session.run(wanted, feed)):
             collected[name].append(np.asarray(value, dtype=np.float64).reshape(-1))
     return {n: np.stack(v) for n, v in collected.items()}
 
 
-def _numpy_type(ort_type: str):
+def numpy_type(ort_type: str):
     return {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16,
             "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(int8)": np.int8,
             "tensor(uint8)": np.uint8, "tensor(bool)": np.bool_}.get(ort_type, np.float32)
