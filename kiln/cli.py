@@ -69,15 +69,14 @@ def cmd_compile(args) -> int:
 
 
 def cmd_csim(args) -> int:
-
     import kiln
 
     project = kiln.open_project(args.project)
     inputs = _load_inputs(args.input)
     console = _console()
-    with console.status("building C-simulation (g++) ..."):
-        project.build()
     count = not args.no_overflow_check and bool(project.manifest.get("overflow_checks"))
+    with console.status("building C-simulation (g++) ..."):
+        project.build(overflow=count)  # the variant that runs next (a second build would be wasted)
     with console.status("running C-simulation" + (" (counting overflows)" if count else "") + " ..."):
         if count:
             outputs, overflow_rows = project.csim_overflow(inputs)

@@ -95,8 +95,8 @@ class HLSProject(CompiledModel):
         return results, traced, counts
 
     def _read_overflow(self, stdout: str, n: int) -> list[dict]:
-        counts = {int(k): int(c) for tag, k, c in (line.split() for line in stdout.splitlines()
-                                                   if line.startswith("kiln_overflow ")) if tag == "kiln_overflow"}
+        lines = (line.split() for line in stdout.splitlines() if line.startswith("kiln_overflow "))
+        counts = {int(k): int(c) for _, k, c in lines}
         checks = self.manifest.get("overflow_checks", [])
         sizes = {t["name"]: t["size"] for t in self.manifest["trace"]}
         if len(counts) != len(checks):

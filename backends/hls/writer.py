@@ -83,10 +83,14 @@ def emit_layers(model: ir.Model, ctx: EmitContext) -> list:
                         for v in node.outputs if v is not None and (v.uses() or v.is_graph_output())]
         layer.shadow = _overflow_shadow(node, layer, ctx)
         layers.append(layer)
-    checks = [c for layer in layers if layer.shadow for c in layer.shadow["checks"]]
-    for index, check in enumerate(checks):
+    for index, check in enumerate(overflow_checks(layers)):
         check["index"] = index
     return layers
+
+
+def overflow_checks(layers: list) -> list[dict]:
+    """The layer outputs the instrumented C-sim checks, in the order of their counters."""
+    return [c for layer in layers if layer.shadow for c in layer.shadow["checks"]]
 
 
 WIDE_EXTRA_BITS = 33  # integer bits a layer's shadow output has beyond its real one
@@ -106,8 +110,8 @@ def _overflow_shadow(node: ir.Node, layer, ctx: EmitContext) -> dict | None:
     for value in outs:
         t = ctx.precision(value)
         var, ctype = ctx.var(value), ctx.ctype(value)
-        wide = FixedType(min(t.width + WIDE_EXTRA_BITS + (0 if t.signed else 1), 1024),
-                         t.integer + WIDE_EXTRA_BITS + (0 if t.signed else 1), signed=True, rounding=t.rounding)
+        extra = WIDE_EXTRA_BITS + (0 if t.signed else 1)  # signed: values below an unsigned type's 0 count
+        wide = FixedType(min(t.width + extra, 1024), t.integer + extra, signed=True, rounding=t.rounding)
         wide_t = ctx.typedef(f"{var}_wide_t", wide)
         call = re.sub(rf"\b{re.escape(var)}\b", f"{var}_wide", call)
         call = re.sub(rf"\b{re.escape(ctype)}\b", wide_t, call)
@@ -158,6 +162,7 @@ def write_project(model: ir.Model, original: onnx.ModelProto, batch_axis: dict[s
                           any_batch and len(shape) > 0 and shape[0] == 1))
         offset += size(value)
     layers = emit_layers(model, ctx)
+    checks = overflow_checks(layers)
     estimate = estimate_model(model, layers, board)
     port_vars = {p.var for p in ports}
     intermediates = []
@@ -192,9 +197,8 @@ def write_project(model: ir.Model, original: onnx.ModelProto, batch_axis: dict[s
             typedefs=sorted(ctx.typedefs.items()), float_only=float_only, **common))
         (fw / "parameters.h").write_text(env.get_template("parameters.h.j2").render(
             headers=headers, configs=[layer.config for layer in layers if layer.config], **common))
-        n_checks = sum(len(layer.shadow["checks"]) for layer in layers if layer.shadow)
         (fw / "kiln_top.cpp").write_text(env.get_template("kiln_top.cpp.j2").render(
-            intermediates=intermediates, layers=layers, n_checks=n_checks, **common))
+            intermediates=intermediates, layers=layers, n_checks=len(checks), **common))
         weight_tpl = env.get_template("weight.h.j2")
         for w in ctx.weights:
             is_float = w.precision.cpp() == "float"
@@ -225,7 +229,7 @@ def write_project(model: ir.Model, original: onnx.ModelProto, batch_axis: dict[s
             "precision": str(ctx.default_precision), "n_weights": int(n_weights),
             "trace": [{**t, "layer": layer.comment} for layer in layers for t in layer.traced],
             "overflow_checks": [{k: c[k] for k in ("index", "layer", "op", "value", "precision", "source")}
-                                for layer in layers if layer.shadow for c in layer.shadow["checks"]],
+                                for c in checks],
             "inputs": [_port_json(p) for p in ports if p.is_input],
             "outputs": [_port_json(p) for p in ports if not p.is_input],
         }
