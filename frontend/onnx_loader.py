@@ -41,8 +41,9 @@ def read_onnx(src) -> tuple[onnx.ModelProto, str]:
         proto = onnx.load(str(path))  # with its external data (.onnx.data), if any
     except (DecodeError, RuntimeWarning, ValueError) as exc:
         raise KilnError(f"{path}: not a valid ONNX file (protobuf parse failed: {exc})") from None
-    except OSError as exc:  # an external-data file named by the model is missing or unreadable
-        raise KilnError(f"{path}: cannot read the model's external data ({exc.strerror or exc})") from None
+    except (OSError, onnx.checker.ValidationError) as exc:  # its external-data file is missing or unreadable
+        detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).strip().splitlines()[-1]
+        raise KilnError(f"{path}: cannot read the model's external data ({detail})") from None
     if not proto.graph.node and not proto.graph.output:
         raise KilnError(f"{path}: not a valid ONNX file (no graph found; is it truncated or another format?)")
     return proto, str(path)

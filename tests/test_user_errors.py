@@ -128,3 +128,19 @@ def test_invalid_reuse_factor_names_layer(tmp_path):
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
     with pytest.raises(kiln.KilnError, match=r"layer 'fc' .*reuse_factor 5 does not divide its 12"):
         kiln.compile(model, output_dir=tmp_path / "p", config={"layers": {"fc": {"reuse_factor": 5}}})
+
+
+def test_external_data_is_loaded_and_a_missing_data_file_is_a_clean_error(tmp_path):
+    """Models saved with their weights in a side file (.onnx.data, torch's dynamo exporter
+    default) compile with those weights; without the side file: exit 2 naming the model."""
+    from examples.make_jet_mlp import export
+
+    model = onnx.load(export(tmp_path / "jet.onnx"))
+    onnx.save(model, tmp_path / "ext.onnx", save_as_external_data=True, location="ext.onnx.data", size_threshold=0)
+    project = kiln.compile(tmp_path / "ext.onnx", output_dir=tmp_path / "prj", precision="float")
+    x = np.random.default_rng(0).standard_normal((8, 16)).astype(np.float32)
+    assert np.abs(project.csim(x) - project.reference(x)[0]).max() < 1e-5
+    (tmp_path / "ext.onnx.data").unlink()
+    result = run_kiln("compile", tmp_path / "ext.onnx", "-o", tmp_path / "out")
+    assert_clean_error(result, "ext.onnx", "external data")
+    assert not (tmp_path / "out").exists()
