@@ -213,7 +213,7 @@ def sm_inputs(std: float) -> np.ndarray:  # as test_softmax_max_abs_error_across
 
 def onnx_models():
     from onnx import TensorProto, helper
-    from tests.test_transformer_ops import one_op_model
+    from examples.op_models import one_op_model
 
     g, b = ln_params()
     params = [helper.make_tensor("g", TensorProto.FLOAT, [LN_FEATURES], g),

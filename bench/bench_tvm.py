@@ -13,7 +13,7 @@ with both timed the same way (a Python call, wall clock; > 1: TVM slower); the T
 timer (time_evaluator) median is printed beside it. Outputs are checked against ONNX Runtime
 (max abs error relative to the output scale).
 
-Models: the spine's MLP (examples/make_jet_mlp.py) and CNNs (tests/test_torch_models.py),
+Models: the spine's MLP (examples/make_jet_mlp.py) and CNNs (examples/torch_models.py),
 the transformer zoo (examples/zoo.py), and ``encoder64``, a 64-wide pre-norm encoder block
 (16 tokens, 4 heads, GELU MLP 128) defined here: the block of the "3.4x slower untuned" note.
 """
@@ -40,7 +40,7 @@ def encoder64(path: Path) -> Path:
     import torch
     from torch import nn
 
-    from tests.helpers import export_torch
+    from examples.torch_models import export_torch
 
     class Block(nn.Module):
         def __init__(self, d=64, heads=4, ff=128):
@@ -69,7 +69,7 @@ def export(name: str, d: Path) -> Path:
     if name in SPINE:
         import onnx
 
-        from tests.test_torch_models import exported
+        from examples.torch_models import exported
 
         path = d / f"{name}.onnx"
         onnx.save(exported(name, 17, str(d)), path)

@@ -4,4 +4,9 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 bash scripts/setup_venv.sh
-exec .venv/bin/python -m pytest "$@"
+# All cores (pytest-xdist) unless the caller chose -n itself.
+parallel=(-n auto)
+for arg in "$@"; do
+    case "$arg" in -n|-n*|--numprocesses*) parallel=() ;; esac
+done
+exec .venv/bin/python -m pytest "${parallel[@]}" "$@"

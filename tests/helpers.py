@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import subprocess
 import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -15,21 +14,11 @@ from onnx import TensorProto, helper
 import kiln
 
 
-def export_torch(module, example, path: Path, opset: int = 17, input_names=("x",), output_names=("y",),
-                 dynamic_batch: bool = True, **export_kwargs) -> Path:
-    """torch.onnx.export (legacy exporter) with a symbolic batch axis; extra keyword
-    arguments (e.g. ``training=torch.onnx.TrainingMode.PRESERVE``) go to torch.onnx.export."""
-    import torch
+def export_torch(*args, **kwargs) -> Path:
+    """torch.onnx.export with a symbolic batch axis (examples/torch_models.export_torch)."""
+    from examples.torch_models import export_torch as export
 
-    module.eval()
-    dynamic = {n: {0: "batch"} for n in (*input_names, *output_names)} if dynamic_batch else None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(module, example, str(path), opset_version=opset, input_names=list(input_names),
-                          output_names=list(output_names), dynamic_axes=dynamic, dynamo=False,
-                          **export_kwargs)
-    onnx.checker.check_model(onnx.load(str(path)))
-    return Path(path)
+    return export(*args, **kwargs)
 
 
 def compile_and_compare(model, x, tmp_path: Path, precision: str = "float", name: str = "prj", **kwargs):

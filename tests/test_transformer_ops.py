@@ -12,14 +12,9 @@ import pytest
 from onnx import TensorProto, helper
 
 import kiln
+from examples.op_models import one_op_model
 
 PRECISION = "fixed<16,6>"
-
-
-def one_op_model(node, shape, opset=17, initializers=()):
-    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", *shape])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", *shape])], list(initializers))
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=10)
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
 """TVM backend (x86-host): outputs agree with ONNX Runtime to 1e-4 relative.
 
 Models: the spine's MLPs and CNNs (examples/make_jet_mlp.py, the PyTorch models of
-tests/test_torch_models.py) and the transformer zoo (examples/zoo.py: jet tagger, tiny ViT,
+examples/torch_models.py) and the transformer zoo (examples/zoo.py: jet tagger, tiny ViT,
 text encoder with int64 token ids), 64 inputs each, one library call per sample.
 """
 
@@ -20,7 +20,7 @@ pytest.importorskip("torch")
 from examples.make_jet_mlp import export as export_jet_mlp, make_samples  # noqa: E402
 from examples.zoo import export_model, samples  # noqa: E402
 from tests.helpers import relative_error  # noqa: E402
-from tests.test_torch_models import exported, random_inputs  # noqa: E402
+from examples.torch_models import exported, random_inputs  # noqa: E402
 
 import kiln  # noqa: E402
 from kiln.backends.tvm import compile_tvm, open_artifact  # noqa: E402
