@@ -53,7 +53,7 @@ def lower(model_src, precision=None, config=None, reuse_factor=None, fuse=True, 
     """Frontend and passes: returns (LoadedModel, Config, Profile or None) with the IR ready for a backend.
 
     ``calibrate``: samples (.npy/.npz path or arrays) to profile every tensor on with ONNX
-    Runtime; values then get ``fixed<bits, I>`` with I from the observed range (kiln/calibrate.py),
+    Runtime; values then get ``fixed<bits, I>`` with I from the observed range (kiln/calibrate/),
     or with ``max_error`` instead of ``bits``, the fractional bits that round to within it.
     """
     cfg = make_config(precision=precision, config=config, reuse_factor=reuse_factor, budget=budget)

@@ -13,7 +13,7 @@ Netron); ``kiln.precision_source`` says why it was chosen. In order of priority:
                  cannot overflow), Relu/pooling/reshapes keep their input's type, Add grows
                  one integer bit, Mul is the product type;
 * ``calibrated`` ``--calibrate``: integer bits from the observed range, the rest of
-                 ``--bits`` fractional (kiln/calibrate.py ``choose_fixed``), or, with
+                 ``--bits`` fractional (kiln/calibrate/types.py ``choose_fixed``), or, with
                  ``--max-error E``, as many fractional bits as rounding to within E needs;
 * ``default``    the model precision.
 
@@ -131,7 +131,7 @@ class AssignPrecisionPass(ir.passes.InPlacePass):
                  max_error: float | None = None):
         super().__init__()
         self.config = config
-        self.profile = profile or {}   # value name -> observed stats (kiln/calibrate.py)
+        self.profile = profile or {}   # value name -> observed stats (kiln/calibrate/)
         self.bits = bits
         self.max_error = max_error     # instead of bits: fractional bits so rounding errs <= max_error
         self.quantized = quantized
@@ -228,7 +228,7 @@ class AssignPrecisionPass(ir.passes.InPlacePass):
     def _calibrated_or_default(self, value: ir.Value, float_mode: bool) -> tuple[Precision, str]:
         stats = self.profile.get(value.name)
         if stats is not None and (self.bits or self.max_error) and not float_mode:
-            from kiln.calibrate import choose_fixed
+            from kiln.calibrate.types import choose_fixed
 
             if self.max_error:
                 # integer bits as for any width; then fractional bits with lsb/2 <= max_error

@@ -1,4 +1,4 @@
-"""Calibration (kiln/calibrate.py): profiles, fixed-point types from ranges, int8 QDQ models;
+"""Calibration (kiln/calibrate/): profiles, fixed-point types from ranges, int8 QDQ models;
 `kiln report --data` profiling plots and table; `kiln quantize`."""
 
 from __future__ import annotations
