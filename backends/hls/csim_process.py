@@ -1,8 +1,9 @@
 """Run the C-simulation testbench as a child process: a time limit scaled to the work, a crash
 reported by its signal's name with what to try, and the child's wall time and peak memory.
 
-The child is waited for with ``os.wait4`` so its own resource usage (peak RSS) is known,
-not that of every process Kiln started before it (g++ and make count in RUSAGE_CHILDREN).
+Peak memory is the testbench's own report (VmHWM of its image, /proc/self/status); where it
+gives none, ``os.wait4``'s ru_maxrss of this child (not RUSAGE_CHILDREN, where g++ counts too),
+an upper bound: Linux carries the forking Python's high-water mark across exec.
 Its stdout/stderr go to files and are decoded with ``errors="replace"``: generated code
 that prints bytes which are not UTF-8 still gives a message, not a UnicodeDecodeError.
 """
@@ -88,8 +89,7 @@ def run_csim_binary(argv: list[str], timeout: float, what: str) -> CsimRun:
         raise KilnError(f"{what} crashed with {signal_message(proc.returncode)}" + (f"\n{tail}" if tail else ""))
     if proc.returncode != 0:
         raise KilnError(f"{what} exited with code {proc.returncode}" + (f": {tail}" if tail else ""))
-    scale = 1024 * 1024 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
-    return CsimRun(stdout, stderr, seconds, usage.ru_maxrss / scale)
+    return CsimRun(stdout, stderr, seconds, _peak_rss_mb(stdout, usage))
 
 
 def _wait(proc: subprocess.Popen, deadline: float):
@@ -106,6 +106,17 @@ def _wait(proc: subprocess.Popen, deadline: float):
             return None, None
         time.sleep(delay)
         delay = min(2 * delay, 0.05)
+
+
+def _peak_rss_mb(stdout: str, usage) -> float:
+    """The testbench's own report (``kiln_peak_rss_kb``: VmHWM of its image) where it gives one;
+    otherwise wait4's ru_maxrss, which on Linux also holds the forking Python's high-water mark."""
+    for line in stdout.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[0] == "kiln_peak_rss_kb" and parts[1].isdigit():  # -1: unknown
+            return int(parts[1]) / 1024
+    scale = 1024 * 1024 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
+    return usage.ru_maxrss / scale
 
 
 def _read(f) -> str:
