@@ -59,7 +59,7 @@ class CompiledModel:
             if x.ndim != len(want) + 1 or tuple(x.shape[1:]) != tuple(want):
                 raise KilnError(f"input {spec['name']!r}: shape {tuple(x.shape)} does not match the model; "
                                 f"expected (N, {', '.join(map(str, want))}) with a leading batch axis of N samples")
-            bound = spec.get("index_bound", self._index_bounds().get(spec["name"]))
+            bound = spec["index_bound"] if "index_bound" in spec else self._index_bounds().get(spec["name"])
             if bound is not None and x.size and (int(x.min()) < -bound or int(x.max()) >= bound):
                 raise KilnError(f"input {spec['name']!r}: indices must lie in [{-bound}, {bound - 1}] (it indexes an "
                                 f"axis of size {bound}); got values from {int(x.min())} to {int(x.max())}")

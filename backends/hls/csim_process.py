@@ -79,7 +79,7 @@ def run_csim_binary(argv: list[str], timeout: float, what: str) -> CsimRun:
         status, usage = _wait(proc, start + timeout)
         seconds = time.monotonic() - start
         if status is None:
-            raise KilnError(f"{what} did not finish within its time limit of {timeout:.0f} s "
+            raise KilnError(f"{what} did not finish within its time limit of {timeout:.4g} s "
                             f"(scaled to the samples and the model's operations) and was stopped; "
                             f"an endless loop in the generated code, or pass timeout= for a longer limit")
         proc.returncode = os.waitstatus_to_exitcode(status)
