@@ -4,7 +4,6 @@ a time limit scaled to the work, undecodable output, out-of-range indices, peak 
 
 from __future__ import annotations
 
-import os
 import resource
 import stat
 import subprocess
@@ -37,8 +36,8 @@ def conv_stack_224() -> onnx.ModelProto:
              helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
              helper.make_node("Conv", ["r1", "w2", "b2"], ["y"], name="conv2", kernel_shape=[1, 1])]
     inits = [numpy_helper.from_array(a, f"{k}{i}") for k, arrays in (("w", w), ("b", b)) for i, a in enumerate(arrays)]
-    graph = helper.make_graph(nodes, "conv224", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 224, 224])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3, 224, 224])], inits)
+    x, y = (helper.make_tensor_value_info(n, TensorProto.FLOAT, ["N", 3, 224, 224]) for n in ("x", "y"))
+    graph = helper.make_graph(nodes, "conv224", [x], [y], inits)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
 
 

@@ -31,6 +31,11 @@ class HLSProject(CompiledModel):
             ops = self.manifest.get("n_weights", 0) + sum(t["size"] for t in self.manifest.get("trace", []))
         return int(ops)
 
+    def run_summary(self) -> str:
+        """One line on the latest C-sim: samples, wall time, peak memory of the testbench."""
+        r = self.last_run
+        return f"C-sim: {r['samples']} samples in {r['seconds']:.2f} s, peak memory {r['peak_rss_mb']:.1f} MB"
+
     # --- build -------------------------------------------------------------------------
     def build(self, weights: str = "files", trace: bool = False, overflow: bool = False) -> Path:
         """g++ build of the testbench (make: rebuilds only what changed).
