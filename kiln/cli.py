@@ -82,6 +82,7 @@ def cmd_csim(args) -> int:
             outputs, overflow_rows = project.csim_overflow(inputs)
         else:
             outputs = project.csim(inputs, return_all=True)
+    console.print(project.run_summary())
     if count:
         _print_overflows(overflow_rows, outputs[0].shape[0], console)
     if args.output:

@@ -59,7 +59,7 @@ class CompiledModel:
             if x.ndim != len(want) + 1 or tuple(x.shape[1:]) != tuple(want):
                 raise KilnError(f"input {spec['name']!r}: shape {tuple(x.shape)} does not match the model; "
                                 f"expected (N, {', '.join(map(str, want))}) with a leading batch axis of N samples")
-            bound = spec.get("index_bound")
+            bound = spec["index_bound"] if "index_bound" in spec else self._index_bounds().get(spec["name"])
             if bound is not None and x.size and (int(x.min()) < -bound or int(x.max()) >= bound):
                 raise KilnError(f"input {spec['name']!r}: indices must lie in [{-bound}, {bound - 1}] (it indexes an "
                                 f"axis of size {bound}); got values from {int(x.min())} to {int(x.max())}")
@@ -71,6 +71,15 @@ class CompiledModel:
             raise KilnError("no samples: the input has a batch axis of 0")
         return arrays
 
+    def _index_bounds(self) -> dict[str, int]:
+        """Integer inputs used directly as Gather indices -> the size of the gathered axis, read
+        from model.onnx (manifests that list ``index_bound`` themselves need none of this)."""
+        if getattr(self, "_bounds", None) is None:
+            wanted = {p["name"] for p in self.inputs if not p["dtype"].startswith("float")}
+            model = self.path / "model.onnx"
+            self._bounds = gather_index_bounds(model, wanted) if wanted and model.is_file() else {}
+        return self._bounds
+
     def reference(self, inputs) -> list[np.ndarray]:
         """ONNX Runtime on the user's model, same inputs, same (N, ...) layout as the backend's outputs."""
         model = self.path / "model.onnx"
@@ -80,3 +89,33 @@ class CompiledModel:
 
     def _compare(self, outputs, inputs) -> list[OutputComparison]:
         return compare_outputs(self.outputs, outputs, self.reference(inputs))
+
+
+def gather_index_bounds(model_path: Path, names: set[str]) -> dict[str, int]:
+    """For the graph inputs ``names`` that a Gather uses as its indices: the size of the axis
+    they index (the smallest, when several Gathers read one input). Shapes come from the
+    initializers and the model's value_info; weights stay on disk (external data not loaded)."""
+    import onnx
+
+    try:
+        graph = onnx.load(str(model_path), load_external_data=False).graph
+    except Exception:  # an unreadable model: no bounds; the reference reports the model itself
+        return {}
+    shapes = {t.name: list(t.dims) for t in graph.initializer}
+    for info in (*graph.input, *graph.value_info):
+        dims = info.type.tensor_type.shape.dim
+        if info.name not in shapes and info.type.tensor_type.HasField("shape"):
+            shapes[info.name] = [d.dim_value if d.HasField("dim_value") else None for d in dims]
+    bounds: dict[str, int] = {}
+    for node in graph.node:
+        if node.op_type != "Gather" or node.domain not in ("", "ai.onnx") or len(node.input) < 2:
+            continue
+        data, indices = node.input[0], node.input[1]
+        dims = shapes.get(data)
+        if indices not in names or not dims:
+            continue
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+        dim = dims[axis] if -len(dims) <= axis < len(dims) else None
+        if dim:
+            bounds[indices] = min(bounds.get(indices, dim), dim)
+    return bounds

@@ -86,7 +86,7 @@ def run_onnxruntime(model_path: Path, input_specs: list[dict], output_specs: lis
         for spec, x in zip(input_specs, arrays):
             sample = x[s:s + 1] if spec.get("batch_axis") else x[s]
             feed[spec["name"]] = sample.astype(numpy_type(ort_types.get(spec["name"], "tensor(float)")))
-        result = session.run(None, feed)
+        result = _run_session(session, None, feed, f"ONNX Runtime failed on sample {s} of {model_path}")
         for k, idx in enumerate(order):
             y = np.asarray(result[idx])
             outs[k].append(y[0] if output_specs[k].get("batch_axis") else y)
@@ -107,9 +107,18 @@ def run_onnxruntime_intermediates(model_path: Path, input_specs: list[dict], arr
     for s in range(arrays[0].shape[0]):
         feed = {spec["name"]: (x[s:s + 1] if spec.get("batch_axis") else x[s]).astype(
             numpy_type(ort_types.get(spec["name"], "tensor(float)"))) for spec, x in zip(input_specs, arrays)}
-        for name, value in zip(wanted, session.run(wanted, feed)):
+        values = _run_session(session, wanted, feed, f"ONNX Runtime failed on sample {s} of {model_path}")
+        for name, value in zip(wanted, values):
             collected[name].append(np.asarray(value, dtype=np.float64).reshape(-1))
     return {n: np.stack(v) for n, v in collected.items()}
+
+
+def _run_session(session: ort.InferenceSession, names, feed: dict, what: str) -> list:
+    """session.run, with ONNX Runtime's failure (a bad index, a shape it rejects) as a KilnError."""
+    try:
+        return session.run(names, feed)
+    except Exception as exc:  # onnxruntime raises its own exception types
+        raise ort_error(what, exc) from None
 
 
 def numpy_type(ort_type: str):

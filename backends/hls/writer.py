@@ -227,6 +227,7 @@ def write_project(model: ir.Model, original: onnx.ModelProto, batch_axis: dict[s
             "kiln_version": kiln.__version__, "backend": "hls", "model_name": model_name,
             "board": board.name, "part": board.part, "clock_mhz": board.clock_mhz,
             "precision": str(ctx.default_precision), "n_weights": int(n_weights),
+            "ops_per_sample": int(sum(l.cost.mults + l.cost.adds + l.cost.out_elems for l in layers if l.cost)),
             "trace": [{**t, "layer": layer.comment} for layer in layers for t in layer.traced],
             "overflow_checks": [{k: c[k] for k in ("index", "layer", "op", "value", "precision", "source")}
                                 for c in checks],

@@ -15,6 +15,16 @@
 #endif
 #include <cmath>
 
+// KILN_ACTIVATION in front of an activation buffer (a layer's output array, a large scratch
+// array): static storage in the g++ C-simulation (the Makefile defines KILN_CSIM), so models
+// with megabytes of activations do not overflow the default 8 MB stack; a plain local for
+// Vitis HLS, whose synthesis needs locals (a static array would be state kept between calls).
+#if defined(KILN_CSIM) && !defined(__SYNTHESIS__)
+#define KILN_ACTIVATION static
+#else
+#define KILN_ACTIVATION
+#endif
+
 namespace kiln {
 
 // Convert any numeric (float or ap_fixed) to float for table index arithmetic.
