@@ -10,6 +10,7 @@ import numpy as np
 
 from kiln.backends.hls.context import c_float
 from kiln.backends.hls.estimate import LayerCost, bits
+from kiln.backends.hls.call import Call
 from kiln.backends.hls.layers.base import Layer, LayerEmitter, register
 from kiln.ir_utils import attr, const_array, size
 from kiln.precision import FixedType
@@ -72,7 +73,7 @@ class ActivationEmitter(LayerEmitter):
         config = ctx.render(CONFIG, id=lid, n=size(x), op=OPS[node.op_type], rf=ctx.reuse(node),
                             use_table=not ctx.float_mode, alpha=c_float(alpha), clip_min=c_float(lo),
                             clip_max=c_float(hi), param_t=param_t, table_t=ctx.ctype(out))
-        call = f"kiln::activation<{ctx.ctype(x)}, {ctx.ctype(out)}, {lid}_config>({ctx.var(x)}, {ctx.var(out)});"
+        call = Call("kiln::activation", (ctx.ctype(x), ctx.ctype(out), f"{lid}_config"), (ctx.var(x), ctx.var(out)))
         tabled = node.op_type in ("Sigmoid", "Tanh") and not ctx.float_mode
         cost = LayerCost(out_elems=size(out), out_bits=bits(ctx.precision(out)), extra_latency=1 if tabled else 0,
                          table_entries=1024 if tabled else 0, is_float=ctx.float_mode,

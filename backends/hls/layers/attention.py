@@ -38,6 +38,7 @@ import math
 
 from kiln.backends.hls.context import c_float
 from kiln.backends.hls.estimate import LayerCost, bits
+from kiln.backends.hls.call import Call
 from kiln.backends.hls.layers.base import Layer, LayerEmitter, register
 from kiln.backends.hls.layers.dense import CONFIG as DENSE_CONFIG
 from kiln.errors import KilnError
@@ -171,9 +172,9 @@ class MultiHeadAttentionEmitter(LayerEmitter):
                             mult_limit=math.ceil(core_mults / rf), use_table=not ctx.float_mode,
                             scale=c_float(scale), t=typedefs, max_shift=math.ceil(math.log2(n_kv + 1)) + 1,
                             **projs)
-        weights = ", ".join(f"{w}, {b}" for w, b in names.values())
-        call = (f"kiln::multihead_attention<{ctx.ctype(x_q)}, {ctx.ctype(x_kv)}, {ctx.ctype(out)}, {lid}_config>"
-                f"({ctx.var(x_q)}, {ctx.var(x_kv)}, {ctx.var(out)}, {weights});")
+        weights = tuple(name for pair in names.values() for name in pair)
+        call = Call("kiln::multihead_attention", (ctx.ctype(x_q), ctx.ctype(x_kv), ctx.ctype(out), f"{lid}_config"),
+                    (ctx.var(x_q), ctx.var(x_kv), ctx.var(out), *weights))
         # Estimate inputs: the four projections, Q K^T and P V, and per score a scale product,
         # an exp (two table values multiplied) and a normalisation. The stages run one after
         # the other, so all their adder trees add to the latency; the q/k/v/merged buffers

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from kiln.backends.hls.estimate import LayerCost, bits
+from kiln.backends.hls.call import Call
 from kiln.backends.hls.layers.base import Layer, LayerEmitter, register
 from kiln.ir_utils import const_array, size, static_shape
 
@@ -74,7 +75,7 @@ class BinaryEmitter(LayerEmitter):
                             rf=ctx.reuse(node), dims=pad_dims(out_shape),
                             a_s=broadcast_strides(static_shape(a), out_shape),
                             b_s=broadcast_strides(static_shape(b), out_shape))
-        call = f"kiln::binary<{a_t}, {b_t}, {ctx.ctype(out)}, {lid}_config>({a_name}, {b_name}, {ctx.var(out)});"
+        call = Call("kiln::binary", (a_t, b_t, ctx.ctype(out), f"{lid}_config"), (a_name, b_name, ctx.var(out)))
         multiplies = op in ("Mul", "Div")
         cost = LayerCost(mults=size(out) if multiplies else 0, adds=0 if multiplies else size(out),
                          a_bits=bits(a_prec), b_bits=bits(b_prec), acc_bits=bits(ctx.precision(out)),

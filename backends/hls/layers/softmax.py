@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 
 from kiln.backends.hls.estimate import LayerCost, bits
+from kiln.backends.hls.call import Call
 from kiln.backends.hls.layers.base import Layer, LayerEmitter, register
 from kiln.ir_utils import attr, static_shape
 from kiln.precision import FixedType, FloatType, sum_type_for
@@ -62,7 +63,7 @@ class SoftmaxEmitter(LayerEmitter):
                             max_shift=math.ceil(math.log2(n_axis + 1)) + 1,
                             use_table=not ctx.float_mode, exp_t=ctx.typedef(f"{lid}_exp_t", exp_t),
                             inv_t=ctx.typedef(f"{lid}_inv_t", inv_t), sum_t=ctx.typedef(f"{lid}_sum_t", sum_t))
-        call = f"kiln::softmax<{ctx.ctype(x)}, {ctx.ctype(out)}, {lid}_config>({ctx.var(x)}, {ctx.var(out)});"
+        call = Call("kiln::softmax", (ctx.ctype(x), ctx.ctype(out), f"{lid}_config"), (ctx.var(x), ctx.var(out)))
         rows, log_n = outer * inner, math.ceil(math.log2(n_axis + 1))
         cost = LayerCost(mults=2 * rows * n_axis, fan_in=n_axis, a_bits=bits(exp_t), b_bits=bits(inv_t),
                          acc_bits=bits(sum_t), out_elems=rows * n_axis, out_bits=bits(ctx.precision(out)),
