@@ -15,11 +15,12 @@ from kiln.backends.hls.layers.base import Layer, LayerEmitter, register
 from kiln.ir_utils import attr, const_array, size
 from kiln.precision import FixedType
 
-OPS = {"Relu": 0, "LeakyRelu": 1, "Sigmoid": 2, "Tanh": 3, "Clip": 4}
+# ONNX op -> the kernel's name in kiln_activation.h's `enum class activation_op`
+OPS = {"Relu": "relu", "LeakyRelu": "leaky_relu", "Sigmoid": "sigmoid", "Tanh": "tanh", "Clip": "clip"}
 
-CONFIG = """struct {{ id }}_config {
+CONFIG = """struct {{ id }}_config : kiln::activation_config {
     static const unsigned n_elem = {{ n }};
-    static const unsigned op = {{ op }};
+    static const kiln::activation_op op = kiln::activation_op::{{ op }};
     static const unsigned reuse_factor = {{ rf }};
     static const bool use_table = {{ 'true' if use_table else 'false' }};
     static const unsigned table_size = 1024;

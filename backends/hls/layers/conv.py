@@ -16,7 +16,7 @@ from kiln.backends.hls.layers.base import Layer, LayerEmitter, register
 from kiln.ir_utils import attr, const_array, static_shape
 from kiln.precision import accumulator_with_bias
 
-CONFIG = """struct {{ id }}_config {
+CONFIG = """struct {{ id }}_config : kiln::conv2d_config {
     static const unsigned n_chan = {{ c }}, in_h = {{ ih }}, in_w = {{ iw }};
     static const unsigned n_filt = {{ f }}, out_h = {{ oh }}, out_w = {{ ow }};
     static const unsigned k_h = {{ kh }}, k_w = {{ kw }};

@@ -11,7 +11,7 @@ from kiln.ir_utils import const_array, size
 from kiln.precision import accumulator_with_bias
 
 # also the config of the four projections inside kiln.MultiHeadAttention (attention.py)
-CONFIG = """struct {{ name }} {
+CONFIG = """struct {{ name }} : kiln::dense_config {
     static const unsigned n_rows = {{ n_rows }};
     static const unsigned n_in = {{ n_in }};
     static const unsigned n_out = {{ n_out }};

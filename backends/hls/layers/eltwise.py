@@ -15,14 +15,15 @@ from kiln.backends.hls.call import Call
 from kiln.backends.hls.layers.base import Layer, LayerEmitter, register
 from kiln.ir_utils import const_array, size, static_shape
 
-OPS = {"Add": 0, "Sub": 1, "Mul": 2, "Div": 3}
+# ONNX op -> the kernel's name in kiln_eltwise.h's `enum class binary_op`
+OPS = {"Add": "add", "Sub": "sub", "Mul": "mul", "Div": "div"}
 MAX_RANK = 6
 
-CONFIG = """struct {{ id }}_config {
+CONFIG = """struct {{ id }}_config : kiln::binary_config {
     static const unsigned n_a = {{ n_a }};
     static const unsigned n_b = {{ n_b }};
     static const unsigned n_out = {{ n_out }};
-    static const unsigned op = {{ op }};
+    static const kiln::binary_op op = kiln::binary_op::{{ op }};
     static const unsigned reuse_factor = {{ rf }};
 {% for i in range(6) %}
     static const unsigned d{{ i }} = {{ dims[i] }}, a_s{{ i }} = {{ a_s[i] }}, b_s{{ i }} = {{ b_s[i] }};

@@ -11,7 +11,7 @@ from kiln.backends.hls.call import Call
 from kiln.backends.hls.layers.base import Layer, LayerEmitter, register
 from kiln.ir_utils import attr, size
 
-CONFIG = """struct {{ id }}_config {
+CONFIG = """struct {{ id }}_config : kiln::gelu_config {
     static const unsigned n_elem = {{ n }};
     static const unsigned reuse_factor = {{ rf }};
     static const bool use_table = {{ 'true' if use_table else 'false' }};

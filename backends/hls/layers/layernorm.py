@@ -20,7 +20,7 @@ from kiln.backends.hls.layers.base import Layer, LayerEmitter, register
 from kiln.ir_utils import attr, const_array, static_shape
 from kiln.precision import FixedType, FloatType, sum_type_for
 
-CONFIG = """struct {{ id }}_config {
+CONFIG = """struct {{ id }}_config : kiln::layernorm_config {
     static const unsigned n_outer = {{ outer }};
     static const unsigned n_norm = {{ n }};
     static const unsigned reuse_factor = {{ rf }};

@@ -19,7 +19,7 @@ from kiln.ir_utils import attr, const_array, size, static_shape
 from kiln.passes.batchnorm import bn_scale_shift
 from kiln.passes.cleanup import is_inference_dropout
 
-STRIDED_CONFIG = """struct {{ id }}_config {
+STRIDED_CONFIG = """struct {{ id }}_config : kiln::strided_copy_config {
     static const unsigned n_in = {{ n_in }}, n_out = {{ n_out }};
     static const int offset = {{ offset }};
     static const unsigned reuse_factor = {{ rf }};
@@ -45,12 +45,12 @@ def strided_copy(node, ctx, x, out, offset: int, strides: list[int]) -> Layer:
     call = Call("kiln::strided_copy", (ctx.ctype(x), ctx.ctype(out), f"{lid}_config"), (ctx.var(x), ctx.var(out)))
     return Layer(config, call, "kiln_layout.h")
 
-CONCAT_CONFIG = """struct {{ id }} {
+CONCAT_CONFIG = """struct {{ id }} : kiln::concat_part_config {
     static const unsigned n_outer = {{ outer }}, in_inner = {{ in_inner }}, out_inner = {{ out_inner }}, offset = {{ offset }};
 };
 """
 
-SCALE_SHIFT_CONFIG = """struct {{ id }}_config {
+SCALE_SHIFT_CONFIG = """struct {{ id }}_config : kiln::scale_shift_config {
     static const unsigned n_outer = {{ outer }}, n_chan = {{ chan }}, n_inner = {{ inner }};
     static const unsigned reuse_factor = {{ rf }};
     typedef {{ scale_t }} scale_t;

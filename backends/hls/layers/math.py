@@ -22,17 +22,19 @@ from kiln.backends.hls.layers.layout import row_major_strides
 from kiln.ir_utils import attr, const_array, size, static_shape
 from kiln.precision import FixedType, FloatType, IntType, sum_type_for
 
-MATH_OPS = {"Erf": 0, "Sqrt": 1, "Exp": 2, "Reciprocal": 3, "Pow": 4, "Neg": 5, "Abs": 6}
+# ONNX op -> the kernel's name in kiln_math.h's `enum class math_op`
+MATH_OPS = {"Erf": "erf", "Sqrt": "sqrt", "Exp": "exp", "Reciprocal": "reciprocal", "Pow": "pow", "Neg": "neg",
+            "Abs": "abs"}
 
-MATH_CONFIG = """struct {{ id }}_config {
+MATH_CONFIG = """struct {{ id }}_config : kiln::unary_math_config {
     static const unsigned n_elem = {{ n }};
-    static const unsigned op = {{ op }};
+    static const kiln::math_op op = kiln::math_op::{{ op }};
     static const unsigned reuse_factor = {{ rf }};
     static constexpr float exponent = {{ exponent }};
 };
 """
 
-REDUCE_CONFIG = """struct {{ id }}_config {
+REDUCE_CONFIG = """struct {{ id }}_config : kiln::reduce_config {
     static const unsigned n_in = {{ n_in }}, n_out = {{ n_out }};
     static const unsigned reuse_factor = {{ rf }};
     static constexpr float scale = {{ scale }};
@@ -44,7 +46,7 @@ REDUCE_CONFIG = """struct {{ id }}_config {
 };
 """
 
-GATHER_CONFIG = """struct {{ id }}_config {
+GATHER_CONFIG = """struct {{ id }}_config : kiln::gather_config {
     static const unsigned n_outer = {{ outer }}, n_axis = {{ axis }}, n_inner = {{ inner }}, n_idx = {{ n_idx }};
     static const unsigned reuse_factor = {{ rf }};
 };

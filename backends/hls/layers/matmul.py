@@ -18,7 +18,7 @@ from kiln.precision import accumulator_for
 
 MAX_BATCH_RANK = 4
 
-CONFIG = """struct {{ id }}_config {
+CONFIG = """struct {{ id }}_config : kiln::matmul_config {
     static const unsigned n_a = {{ n_a }}, n_b = {{ n_b }}, n_out = {{ n_out }};
     static const unsigned m = {{ m }}, k = {{ k }}, n = {{ n }};
     static const unsigned reuse_factor = {{ rf }};

@@ -17,7 +17,7 @@ from kiln.backends.hls.layers.conv import as_2d, spatial_params
 from kiln.ir_utils import attr, static_shape
 from kiln.precision import FixedType, sum_type_for
 
-POOL_CONFIG = """struct {{ id }}_config {
+POOL_CONFIG = """struct {{ id }}_config : kiln::pool2d_config {
     static const unsigned n_chan = {{ c }}, in_h = {{ ih }}, in_w = {{ iw }}, out_h = {{ oh }}, out_w = {{ ow }};
     static const unsigned k_h = {{ kh }}, k_w = {{ kw }}, stride_h = {{ sh }}, stride_w = {{ sw }};
     static const unsigned dil_h = {{ dh }}, dil_w = {{ dw }};
@@ -29,7 +29,7 @@ POOL_CONFIG = """struct {{ id }}_config {
 };
 """
 
-GAP_CONFIG = """struct {{ id }}_config {
+GAP_CONFIG = """struct {{ id }}_config : kiln::global_average_pool_config {
     static const unsigned n_chan = {{ c }}, n_spatial = {{ n }};
     static const unsigned reuse_factor = {{ rf }};
     static constexpr float inv_count = {{ inv }};
