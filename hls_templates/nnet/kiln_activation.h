@@ -1,4 +1,6 @@
-// Element-wise activations: Relu, LeakyRelu, Sigmoid, Tanh, Clip.
+// Element-wise activations: Relu, LeakyRelu, Sigmoid, Tanh, Clip, HardSigmoid, HardSwish.
+// HardSigmoid(x) = max(0, min(1, alpha * x + beta)), HardSwish(x) = x * HardSigmoid(x) with
+// alpha = 1/6, beta = 1/2 (ONNX); both computed in param_t (no table).
 // In float mode (CONFIG_T::use_table == false) Sigmoid/Tanh use <cmath>; in fixed point
 // they read a lookup table over [table_min, table_max) filled once (a ROM in hardware).
 #ifndef KILN_ACTIVATION_H_
@@ -10,7 +12,7 @@ namespace kiln {
 
 // The kernel of a kiln::activation layer; the emitter (activation.py) writes
 // `kiln::activation_op::<name>` with these names.
-enum class activation_op { relu, leaky_relu, sigmoid, tanh, clip };
+enum class activation_op { relu, leaky_relu, sigmoid, tanh, clip, hard_sigmoid, hard_swish };
 
 // The contract of kiln::activation: generated configs inherit this and override what they set.
 struct activation_config {
@@ -21,7 +23,8 @@ struct activation_config {
     static const unsigned table_size = 1024;
     static constexpr float table_min = -8.0f;
     static constexpr float table_max = 8.0f;
-    static constexpr float alpha = 0.01f;   // LeakyRelu
+    static constexpr float alpha = 0.01f;   // LeakyRelu; HardSigmoid/HardSwish slope
+    static constexpr float beta = 0.5f;     // HardSigmoid/HardSwish offset
     static constexpr float clip_min = 0.0f;  // Clip
     static constexpr float clip_max = 0.0f;
     typedef float param_t;  // the type alpha and the clip bounds are held in
@@ -65,6 +68,12 @@ Elements:
             // min(max(x, lo), hi) as ONNX defines it: when lo > hi every element becomes hi
             typename CONFIG_T::param_t lo = CONFIG_T::clip_min, hi = CONFIG_T::clip_max;
             res[i] = x > hi || lo > hi ? (res_T)hi : (x < lo ? (res_T)lo : (res_T)x);
+        } else if (CONFIG_T::op == activation_op::hard_sigmoid || CONFIG_T::op == activation_op::hard_swish) {
+            typename CONFIG_T::param_t h = x * (typename CONFIG_T::param_t)CONFIG_T::alpha +
+                                           (typename CONFIG_T::param_t)CONFIG_T::beta;
+            if (h < 0) h = 0;
+            if (h > 1) h = 1;
+            res[i] = CONFIG_T::op == activation_op::hard_sigmoid ? (res_T)h : (res_T)(x * h);
         } else if (CONFIG_T::use_table) {
             res[i] = (res_T)act_table_lookup<CONFIG_T>(to_float(x));
         } else {
