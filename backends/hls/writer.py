@@ -18,7 +18,6 @@ only when complete, so a failed compile never leaves a half-written project.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -29,6 +28,7 @@ import onnx
 import onnx_ir as ir
 
 import kiln
+from kiln.backends.hls.call import render_calls
 from kiln.backends.hls.context import EmitContext
 from kiln.backends.hls.estimate import LayerCost, ModelEstimate, estimate_layer
 from kiln.backends.hls.layers import emitter_for
@@ -104,23 +104,22 @@ def _overflow_shadow(node: ir.Node, layer, ctx: EmitContext) -> dict | None:
     output type's range is a value the real output saturated or wrapped: one overflow.
     """
     outs = [v for v in node.outputs if v is not None and (v.uses() or v.is_graph_output())]
-    if not outs or not layer.call or not all(isinstance(ctx.precision(v), FixedType) for v in outs):
+    if not outs or not layer.calls or not all(isinstance(ctx.precision(v), FixedType) for v in outs):
         return None
-    call, checks = layer.call, []
+    wide_names, checks = {}, []
     for value in outs:
         t = ctx.precision(value)
         var, ctype = ctx.var(value), ctx.ctype(value)
         extra = WIDE_EXTRA_BITS + (0 if t.signed else 1)  # signed: values below an unsigned type's 0 count
         wide = FixedType(min(t.width + extra, 1024), t.integer + extra, signed=True, rounding=t.rounding)
         wide_t = ctx.typedef(f"{var}_wide_t", wide)
-        call = re.sub(rf"\b{re.escape(var)}\b", f"{var}_wide", call)
-        call = re.sub(rf"\b{re.escape(ctype)}\b", wide_t, call)
+        wide_names.update({var: f"{var}_wide", ctype: wide_t})
         checks.append({"var": f"{var}_wide", "ctype": wide_t, "size": size(value), "value": value.name,
                        "layer": node.name, "op": node.op_type, "precision": str(t),
                        "source": source_of(value) or "default",
                        "lo": c_double(-t.max_value if t.overflow == "SAT_SYM" else t.min_value),
                        "hi": c_double(t.max_value)})
-    return {"call": call, "checks": checks}
+    return {"call": render_calls(c.renamed(wide_names) for c in layer.calls), "checks": checks}
 
 
 def c_double(value: float) -> str:

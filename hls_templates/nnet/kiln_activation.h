@@ -1,4 +1,6 @@
-// Element-wise activations: Relu, LeakyRelu, Sigmoid, Tanh, Clip.
+// Element-wise activations: Relu, LeakyRelu, Sigmoid, Tanh, Clip, HardSigmoid, HardSwish.
+// HardSigmoid(x) = max(0, min(1, alpha * x + beta)), HardSwish(x) = x * HardSigmoid(x) with
+// alpha = 1/6, beta = 1/2 (ONNX); both computed in param_t (no table).
 // In float mode (CONFIG_T::use_table == false) Sigmoid/Tanh use <cmath>; in fixed point
 // they read a lookup table over [table_min, table_max) filled once (a ROM in hardware).
 #ifndef KILN_ACTIVATION_H_
@@ -8,10 +10,29 @@
 
 namespace kiln {
 
-enum activation_op { ACT_RELU = 0, ACT_LEAKY_RELU = 1, ACT_SIGMOID = 2, ACT_TANH = 3, ACT_CLIP = 4 };
+// The kernel of a kiln::activation layer; the emitter (activation.py) writes
+// `kiln::activation_op::<name>` with these names.
+enum class activation_op { relu, leaky_relu, sigmoid, tanh, clip, hard_sigmoid, hard_swish };
 
-inline float act_exact(unsigned op, float x) {
-    if (op == ACT_SIGMOID) return 1.0f / (1.0f + std::exp(-x));
+// The contract of kiln::activation: generated configs inherit this and override what they set.
+struct activation_config {
+    static const unsigned n_elem = 1;
+    static const activation_op op = activation_op::relu;
+    static const unsigned reuse_factor = 1;
+    static const bool use_table = false;    // Sigmoid/Tanh: a table in fixed point, <cmath> in float
+    static const unsigned table_size = 1024;
+    static constexpr float table_min = -8.0f;
+    static constexpr float table_max = 8.0f;
+    static constexpr float alpha = 0.01f;   // LeakyRelu; HardSigmoid/HardSwish slope
+    static constexpr float beta = 0.5f;     // HardSigmoid/HardSwish offset
+    static constexpr float clip_min = 0.0f;  // Clip
+    static constexpr float clip_max = 0.0f;
+    typedef float param_t;  // the type alpha and the clip bounds are held in
+    typedef float table_t;
+};
+
+inline float act_exact(activation_op op, float x) {
+    if (op == activation_op::sigmoid) return 1.0f / (1.0f + std::exp(-x));
     return std::tanh(x);
 }
 
@@ -39,14 +60,20 @@ void activation(const data_T data[CONFIG_T::n_elem], res_T res[CONFIG_T::n_elem]
 Elements:
     for (unsigned i = 0; i < CONFIG_T::n_elem; i++) {
         data_T x = data[i];
-        if (CONFIG_T::op == ACT_RELU) {
+        if (CONFIG_T::op == activation_op::relu) {
             res[i] = x > 0 ? (res_T)x : (res_T)0;
-        } else if (CONFIG_T::op == ACT_LEAKY_RELU) {
+        } else if (CONFIG_T::op == activation_op::leaky_relu) {
             res[i] = x > 0 ? (res_T)x : (res_T)(x * (typename CONFIG_T::param_t)CONFIG_T::alpha);
-        } else if (CONFIG_T::op == ACT_CLIP) {
+        } else if (CONFIG_T::op == activation_op::clip) {
             // min(max(x, lo), hi) as ONNX defines it: when lo > hi every element becomes hi
             typename CONFIG_T::param_t lo = CONFIG_T::clip_min, hi = CONFIG_T::clip_max;
             res[i] = x > hi || lo > hi ? (res_T)hi : (x < lo ? (res_T)lo : (res_T)x);
+        } else if (CONFIG_T::op == activation_op::hard_sigmoid || CONFIG_T::op == activation_op::hard_swish) {
+            typename CONFIG_T::param_t h = x * (typename CONFIG_T::param_t)CONFIG_T::alpha +
+                                           (typename CONFIG_T::param_t)CONFIG_T::beta;
+            if (h < 0) h = 0;
+            if (h > 1) h = 1;
+            res[i] = CONFIG_T::op == activation_op::hard_sigmoid ? (res_T)h : (res_T)(x * h);
         } else if (CONFIG_T::use_table) {
             res[i] = (res_T)act_table_lookup<CONFIG_T>(to_float(x));
         } else {

@@ -19,6 +19,27 @@
 
 namespace kiln {
 
+// The contract of kiln::multihead_attention (besides its nested q/k/v/out_proj dense
+// configs and its softmax_config, a kiln::softmax_table_config over n_axis = n_kv).
+struct multihead_attention_config {
+    static const unsigned n_q = 1, n_kv = 1;
+    static const unsigned dim_q = 1, dim_kv = 1, dim_out = 1;
+    static const unsigned heads = 1, key_dim = 1, value_dim = 1;
+    static const unsigned reuse_factor = 1;
+    static const unsigned multiplier_limit = 1;
+    static const bool use_table = false;
+    static constexpr float scale = 1.0f;
+    typedef float q_t;
+    typedef float k_t;
+    typedef float v_t;
+    typedef float score_accum_t;
+    typedef float scale_t;
+    typedef float score_t;
+    typedef float prob_t;
+    typedef float o_accum_t;
+    typedef float o_t;
+};
+
 // One attention head for one query row: scores, softmax, weighted sum of the values.
 template <typename CONFIG_T>
 void attention_head_row(const typename CONFIG_T::q_t q[CONFIG_T::n_q * CONFIG_T::heads * CONFIG_T::key_dim],
@@ -34,7 +55,6 @@ void attention_head_row(const typename CONFIG_T::q_t q[CONFIG_T::n_q * CONFIG_T:
     typename CONFIG_T::prob_t p[CONFIG_T::n_kv];
     #pragma HLS ARRAY_PARTITION variable = s complete
     #pragma HLS ARRAY_PARTITION variable = p complete
-    typename CONFIG_T::score_t max_s = 0;
 Scores:
     for (unsigned j = 0; j < CONFIG_T::n_kv; j++) {
         typename CONFIG_T::score_accum_t acc = 0;
@@ -42,29 +62,8 @@ Scores:
         for (unsigned d = 0; d < CONFIG_T::key_dim; d++)
             acc += q[i * hk + h * CONFIG_T::key_dim + d] * k[j * hk + h * CONFIG_T::key_dim + d];
         s[j] = (typename CONFIG_T::score_t)(acc * scale);
-        if (j == 0 || s[j] > max_s) max_s = s[j];
     }
-    if (CONFIG_T::use_table) {
-        typename sm_config::exp_table_t e[CONFIG_T::n_kv];
-        #pragma HLS ARRAY_PARTITION variable = e complete
-        typename sm_config::sum_t sum = 0;
-    Exp:
-        for (unsigned j = 0; j < CONFIG_T::n_kv; j++) {
-            e[j] = softmax_exp_lookup<sm_config>(to_float(max_s) - to_float(s[j]));
-            sum += e[j];
-        }
-        typename sm_config::inv_table_t inv = softmax_inv_lookup<sm_config>(sum);
-    Normalize:
-        for (unsigned j = 0; j < CONFIG_T::n_kv; j++) p[j] = (typename CONFIG_T::prob_t)(e[j] * inv);
-    } else {
-        float e[CONFIG_T::n_kv];
-        float sum = 0;
-        for (unsigned j = 0; j < CONFIG_T::n_kv; j++) {
-            e[j] = std::exp(to_float(s[j]) - to_float(max_s));
-            sum += e[j];
-        }
-        for (unsigned j = 0; j < CONFIG_T::n_kv; j++) p[j] = (typename CONFIG_T::prob_t)(e[j] / sum);
-    }
+    softmax_row<typename CONFIG_T::score_t, typename CONFIG_T::prob_t, sm_config>(s, 1, p, 1);
 Weighted:
     for (unsigned d = 0; d < CONFIG_T::value_dim; d++) {
         typename CONFIG_T::o_accum_t acc = 0;

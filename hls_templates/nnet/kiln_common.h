@@ -51,6 +51,22 @@ template <int W> double as_double(const ap_int<W> &x) { return (double)x.to_int6
 template <int W> double as_double(const ap_uint<W> &x) { return (double)x.to_uint64(); }
 #endif
 
+// The one 6-D index walk (eltwise, layout, math): flat position `flat` of the row-major
+// walk over CONFIG_T::d0..d5 (a shape padded with leading 1s) -> sum(i_k * s_k), the offset
+// of that element in an array with strides s0..s5 (0 along broadcast/reduced axes,
+// negative for reversed slices).
+template <typename CONFIG_T>
+inline int walk_offset(unsigned flat, int s0, int s1, int s2, int s3, int s4, int s5) {
+    #pragma HLS INLINE
+    const int i5 = flat % CONFIG_T::d5; flat /= CONFIG_T::d5;
+    const int i4 = flat % CONFIG_T::d4; flat /= CONFIG_T::d4;
+    const int i3 = flat % CONFIG_T::d3; flat /= CONFIG_T::d3;
+    const int i2 = flat % CONFIG_T::d2; flat /= CONFIG_T::d2;
+    const int i1 = flat % CONFIG_T::d1; flat /= CONFIG_T::d1;
+    const int i0 = flat;
+    return i0 * s0 + i1 * s1 + i2 * s2 + i3 * s3 + i4 * s4 + i5 * s5;
+}
+
 // Copy with type conversion: Reshape, Flatten, Squeeze, Unsqueeze, Identity are all copies
 // of a flat array (the layout does not change).
 template <class data_T, class res_T, unsigned N>

@@ -8,6 +8,23 @@
 
 namespace kiln {
 
+// The contract of kiln::conv2d: generated configs inherit this and override every field.
+struct conv2d_config {
+    static const unsigned n_chan = 1, in_h = 1, in_w = 1;
+    static const unsigned n_filt = 1, out_h = 1, out_w = 1;
+    static const unsigned k_h = 1, k_w = 1;
+    static const unsigned stride_h = 1, stride_w = 1;
+    static const unsigned dil_h = 1, dil_w = 1;
+    static const unsigned pad_top = 0, pad_left = 0, pad_bottom = 0, pad_right = 0;
+    static const unsigned groups = 1;
+    static const unsigned reuse_factor = 1;
+    static const unsigned block_factor = 1;
+    static const unsigned multiplier_limit = 1;
+    typedef float accum_t;
+    typedef float weight_t;
+    typedef float bias_t;
+};
+
 template <class data_T, class res_T, typename CONFIG_T>
 void conv2d(const data_T data[CONFIG_T::n_chan * CONFIG_T::in_h * CONFIG_T::in_w],
             res_T res[CONFIG_T::n_filt * CONFIG_T::out_h * CONFIG_T::out_w],

@@ -8,6 +8,17 @@
 
 namespace kiln {
 
+// The contract of kiln::dense: generated configs inherit this and override every field.
+struct dense_config {
+    static const unsigned n_rows = 1, n_in = 1, n_out = 1;  // rows of n_in in, rows of n_out out
+    static const unsigned reuse_factor = 1;
+    static const unsigned block_factor = 1;      // ceil(n_in * n_out / reuse_factor)
+    static const unsigned multiplier_limit = 1;
+    typedef float accum_t;
+    typedef float weight_t;
+    typedef float bias_t;
+};
+
 template <class data_T, class res_T, typename CONFIG_T>
 void dense(const data_T data[CONFIG_T::n_rows * CONFIG_T::n_in], res_T res[CONFIG_T::n_rows * CONFIG_T::n_out],
            const typename CONFIG_T::weight_t weights[CONFIG_T::n_in * CONFIG_T::n_out],

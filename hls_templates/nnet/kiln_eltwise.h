@@ -8,28 +8,32 @@
 
 namespace kiln {
 
-enum binary_op { BIN_ADD = 0, BIN_SUB = 1, BIN_MUL = 2, BIN_DIV = 3 };
+// The kernel of a kiln::binary layer; the emitter (eltwise.py) writes `kiln::binary_op::<name>`.
+enum class binary_op { add, sub, mul, div };
+
+// The contract of kiln::binary: generated configs inherit this and override every field.
+struct binary_config {
+    static const unsigned n_a = 1, n_b = 1, n_out = 1;
+    static const binary_op op = binary_op::add;
+    static const unsigned reuse_factor = 1;
+    static const unsigned d0 = 1, d1 = 1, d2 = 1, d3 = 1, d4 = 1, d5 = 1;  // output shape, leading 1s
+    static const unsigned a_s0 = 0, a_s1 = 0, a_s2 = 0, a_s3 = 0, a_s4 = 0, a_s5 = 0;  // a's strides over it
+    static const unsigned b_s0 = 0, b_s1 = 0, b_s2 = 0, b_s3 = 0, b_s4 = 0, b_s5 = 0;  // b's strides over it
+};
 
 template <class a_T, class b_T, class res_T, typename CONFIG_T>
 void binary(const a_T a[CONFIG_T::n_a], const b_T b[CONFIG_T::n_b], res_T res[CONFIG_T::n_out]) {
     #pragma HLS INLINE off
     #pragma HLS PIPELINE II = CONFIG_T::reuse_factor
-    unsigned o = 0;
-    for (unsigned i0 = 0; i0 < CONFIG_T::d0; i0++)
-    for (unsigned i1 = 0; i1 < CONFIG_T::d1; i1++)
-    for (unsigned i2 = 0; i2 < CONFIG_T::d2; i2++)
-    for (unsigned i3 = 0; i3 < CONFIG_T::d3; i3++)
-    for (unsigned i4 = 0; i4 < CONFIG_T::d4; i4++)
-    for (unsigned i5 = 0; i5 < CONFIG_T::d5; i5++) {
-        const unsigned ia = i0 * CONFIG_T::a_s0 + i1 * CONFIG_T::a_s1 + i2 * CONFIG_T::a_s2 +
-                            i3 * CONFIG_T::a_s3 + i4 * CONFIG_T::a_s4 + i5 * CONFIG_T::a_s5;
-        const unsigned ib = i0 * CONFIG_T::b_s0 + i1 * CONFIG_T::b_s1 + i2 * CONFIG_T::b_s2 +
-                            i3 * CONFIG_T::b_s3 + i4 * CONFIG_T::b_s4 + i5 * CONFIG_T::b_s5;
-        if (CONFIG_T::op == BIN_ADD) res[o] = (res_T)(a[ia] + b[ib]);
-        else if (CONFIG_T::op == BIN_SUB) res[o] = (res_T)(a[ia] - b[ib]);
-        else if (CONFIG_T::op == BIN_MUL) res[o] = (res_T)(a[ia] * b[ib]);
+    for (unsigned o = 0; o < CONFIG_T::n_out; o++) {
+        const int ia = walk_offset<CONFIG_T>(o, CONFIG_T::a_s0, CONFIG_T::a_s1, CONFIG_T::a_s2, CONFIG_T::a_s3,
+                                             CONFIG_T::a_s4, CONFIG_T::a_s5);
+        const int ib = walk_offset<CONFIG_T>(o, CONFIG_T::b_s0, CONFIG_T::b_s1, CONFIG_T::b_s2, CONFIG_T::b_s3,
+                                             CONFIG_T::b_s4, CONFIG_T::b_s5);
+        if (CONFIG_T::op == binary_op::add) res[o] = (res_T)(a[ia] + b[ib]);
+        else if (CONFIG_T::op == binary_op::sub) res[o] = (res_T)(a[ia] - b[ib]);
+        else if (CONFIG_T::op == binary_op::mul) res[o] = (res_T)(a[ia] * b[ib]);
         else res[o] = (res_T)(a[ia] / b[ib]);
-        o++;
     }
 }
 

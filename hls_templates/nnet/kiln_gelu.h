@@ -8,6 +8,18 @@
 
 namespace kiln {
 
+// The contract of kiln::gelu: generated configs inherit this and override every field.
+struct gelu_config {
+    static const unsigned n_elem = 1;
+    static const unsigned reuse_factor = 1;
+    static const bool use_table = false;
+    static const bool tanh_form = false;  // the tanh approximation (approximate="tanh")
+    static const unsigned table_size = 4096;
+    static constexpr float table_min = -8.0f;
+    static constexpr float table_max = 8.0f;
+    typedef float table_t;
+};
+
 inline float gelu_exact(float x, bool tanh_form) {
     if (tanh_form) return 0.5f * x * (1.0f + std::tanh(0.7978845608028654f * (x + 0.044715f * x * x * x)));
     return 0.5f * x * (1.0f + std::erf(x * 0.7071067811865476f));

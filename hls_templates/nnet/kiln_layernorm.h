@@ -11,6 +11,27 @@
 
 namespace kiln {
 
+// The contract of kiln::layernorm: generated configs inherit this and override every field.
+struct layernorm_config {
+    static const unsigned n_outer = 1, n_norm = 1;
+    static const unsigned reuse_factor = 1;
+    static const bool use_table = false;
+    static const unsigned table_size = 1024;
+    static const unsigned max_shift = 1;
+    static constexpr float inv_n = 1.0f;
+    static constexpr float epsilon = 1e-5f;
+    typedef float sum_t;
+    typedef float inv_n_t;
+    typedef float mean_t;
+    typedef float diff_t;
+    typedef float sq_sum_t;
+    typedef float var_t;
+    typedef float rstd_t;
+    typedef float norm_t;
+    typedef float scale_t;
+    typedef float bias_t;
+};
+
 template <typename CONFIG_T>
 typename CONFIG_T::rstd_t layernorm_rsqrt(typename CONFIG_T::var_t var) {
     if (!CONFIG_T::use_table) return (typename CONFIG_T::rstd_t)(1.0f / std::sqrt(to_float(var)));

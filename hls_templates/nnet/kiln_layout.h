@@ -7,6 +7,24 @@
 
 namespace kiln {
 
+// The contracts of the layout templates: generated configs inherit these and override every field.
+struct strided_copy_config {
+    static const unsigned n_in = 1, n_out = 1;
+    static const int offset = 0;
+    static const unsigned reuse_factor = 1;
+    static const unsigned d0 = 1, d1 = 1, d2 = 1, d3 = 1, d4 = 1, d5 = 1;  // output shape, leading 1s
+    static const int s0 = 0, s1 = 0, s2 = 0, s3 = 0, s4 = 0, s5 = 0;        // input strides over it
+};
+struct concat_part_config {
+    static const unsigned n_outer = 1, in_inner = 1, out_inner = 1, offset = 0;
+};
+struct scale_shift_config {
+    static const unsigned n_outer = 1, n_chan = 1, n_inner = 1;
+    static const unsigned reuse_factor = 1;
+    typedef float scale_t;
+    typedef float shift_t;
+};
+
 // The output walked as a 6-D index (shape d0..d5, leading 1s) reads the input at
 // offset + sum(i_k * s_k): a Transpose permutes the input strides, a Slice scales them by
 // its steps (negative for reversed slices) and starts at its first element.
@@ -14,15 +32,9 @@ template <class data_T, class res_T, typename CONFIG_T>
 void strided_copy(const data_T data[CONFIG_T::n_in], res_T res[CONFIG_T::n_out]) {
     #pragma HLS INLINE off
     #pragma HLS PIPELINE II = CONFIG_T::reuse_factor
-    unsigned o = 0;
-    for (unsigned i0 = 0; i0 < CONFIG_T::d0; i0++)
-    for (unsigned i1 = 0; i1 < CONFIG_T::d1; i1++)
-    for (unsigned i2 = 0; i2 < CONFIG_T::d2; i2++)
-    for (unsigned i3 = 0; i3 < CONFIG_T::d3; i3++)
-    for (unsigned i4 = 0; i4 < CONFIG_T::d4; i4++)
-    for (unsigned i5 = 0; i5 < CONFIG_T::d5; i5++) {
-        res[o++] = (res_T)data[CONFIG_T::offset + (int)i0 * CONFIG_T::s0 + (int)i1 * CONFIG_T::s1 + (int)i2 * CONFIG_T::s2 +
-                               (int)i3 * CONFIG_T::s3 + (int)i4 * CONFIG_T::s4 + (int)i5 * CONFIG_T::s5];
+    for (unsigned o = 0; o < CONFIG_T::n_out; o++) {
+        res[o] = (res_T)data[CONFIG_T::offset + walk_offset<CONFIG_T>(o, CONFIG_T::s0, CONFIG_T::s1, CONFIG_T::s2,
+                                                                       CONFIG_T::s3, CONFIG_T::s4, CONFIG_T::s5)];
     }
 }
 

@@ -11,7 +11,29 @@
 
 namespace kiln {
 
-enum math_op { MATH_ERF = 0, MATH_SQRT = 1, MATH_EXP = 2, MATH_RECIPROCAL = 3, MATH_POW = 4, MATH_NEG = 5, MATH_ABS = 6 };
+// The kernel of a kiln::unary_math layer; the emitter (math.py) writes `kiln::math_op::<name>`.
+enum class math_op { erf, sqrt, exp, reciprocal, pow, neg, abs };
+
+// The contracts of the math templates: generated configs inherit these and override every field.
+struct unary_math_config {
+    static const unsigned n_elem = 1;
+    static const math_op op = math_op::exp;
+    static const unsigned reuse_factor = 1;
+    static constexpr float exponent = 1.0f;  // Pow's constant exponent
+};
+struct reduce_config {
+    static const unsigned n_in = 1, n_out = 1;
+    static const unsigned reuse_factor = 1;
+    static constexpr float scale = 1.0f;  // 1 / (reduced count) for ReduceMean
+    static const unsigned d0 = 1, d1 = 1, d2 = 1, d3 = 1, d4 = 1, d5 = 1;  // input shape, leading 1s
+    static const unsigned o_s0 = 0, o_s1 = 0, o_s2 = 0, o_s3 = 0, o_s4 = 0, o_s5 = 0;  // output strides (0: reduced)
+    typedef float accum_t;
+    typedef float scale_t;
+};
+struct gather_config {
+    static const unsigned n_outer = 1, n_axis = 1, n_inner = 1, n_idx = 1;
+    static const unsigned reuse_factor = 1;
+};
 
 template <class data_T, class res_T, typename CONFIG_T>
 void unary_math(const data_T data[CONFIG_T::n_elem], res_T res[CONFIG_T::n_elem]) {
@@ -21,12 +43,12 @@ void unary_math(const data_T data[CONFIG_T::n_elem], res_T res[CONFIG_T::n_elem]
         const float x = to_float(data[i]);
         float y;
         switch (CONFIG_T::op) {
-        case MATH_ERF: y = std::erf(x); break;
-        case MATH_SQRT: y = std::sqrt(x); break;
-        case MATH_EXP: y = std::exp(x); break;
-        case MATH_RECIPROCAL: y = 1.0f / x; break;
-        case MATH_NEG: y = -x; break;
-        case MATH_ABS: y = std::fabs(x); break;
+        case math_op::erf: y = std::erf(x); break;
+        case math_op::sqrt: y = std::sqrt(x); break;
+        case math_op::exp: y = std::exp(x); break;
+        case math_op::reciprocal: y = 1.0f / x; break;
+        case math_op::neg: y = -x; break;
+        case math_op::abs: y = std::fabs(x); break;
         default: y = CONFIG_T::exponent == 2.0f ? x * x : (CONFIG_T::exponent == 3.0f ? x * x * x : std::pow(x, CONFIG_T::exponent));
         }
         res[i] = (res_T)y;
@@ -40,15 +62,9 @@ void reduce(const data_T data[CONFIG_T::n_in], res_T res[CONFIG_T::n_out]) {
     typename CONFIG_T::accum_t acc[CONFIG_T::n_out];
     #pragma HLS ARRAY_PARTITION variable = acc complete
     for (unsigned j = 0; j < CONFIG_T::n_out; j++) acc[j] = 0;
-    unsigned i = 0;
-    for (unsigned i0 = 0; i0 < CONFIG_T::d0; i0++)
-    for (unsigned i1 = 0; i1 < CONFIG_T::d1; i1++)
-    for (unsigned i2 = 0; i2 < CONFIG_T::d2; i2++)
-    for (unsigned i3 = 0; i3 < CONFIG_T::d3; i3++)
-    for (unsigned i4 = 0; i4 < CONFIG_T::d4; i4++)
-    for (unsigned i5 = 0; i5 < CONFIG_T::d5; i5++) {
-        acc[i0 * CONFIG_T::o_s0 + i1 * CONFIG_T::o_s1 + i2 * CONFIG_T::o_s2 + i3 * CONFIG_T::o_s3 +
-            i4 * CONFIG_T::o_s4 + i5 * CONFIG_T::o_s5] += data[i++];
+    for (unsigned i = 0; i < CONFIG_T::n_in; i++) {
+        acc[walk_offset<CONFIG_T>(i, CONFIG_T::o_s0, CONFIG_T::o_s1, CONFIG_T::o_s2, CONFIG_T::o_s3, CONFIG_T::o_s4,
+                                  CONFIG_T::o_s5)] += data[i];
     }
     for (unsigned j = 0; j < CONFIG_T::n_out; j++)
         res[j] = (res_T)(acc[j] * (typename CONFIG_T::scale_t)CONFIG_T::scale);

@@ -8,6 +8,17 @@
 
 namespace kiln {
 
+// The contract of kiln::matmul: generated configs inherit this and override every field.
+struct matmul_config {
+    static const unsigned n_a = 1, n_b = 1, n_out = 1;
+    static const unsigned m = 1, k = 1, n = 1;
+    static const unsigned reuse_factor = 1;
+    static const unsigned multiplier_limit = 1;
+    static const unsigned d0 = 1, d1 = 1, d2 = 1, d3 = 1;  // output batch shape, leading 1s
+    static const unsigned a_s0 = 0, a_s1 = 0, a_s2 = 0, a_s3 = 0, b_s0 = 0, b_s1 = 0, b_s2 = 0, b_s3 = 0;
+    typedef float accum_t;
+};
+
 template <class a_T, class b_T, class res_T, typename CONFIG_T>
 void matmul(const a_T a[CONFIG_T::n_a], const b_T b[CONFIG_T::n_b], res_T res[CONFIG_T::n_out]) {
     #pragma HLS INLINE off

@@ -8,6 +8,25 @@
 
 namespace kiln {
 
+// The contract of kiln::pool2d and kiln::global_average_pool: generated configs inherit this and override every field.
+struct pool2d_config {
+    static const unsigned n_chan = 1, in_h = 1, in_w = 1, out_h = 1, out_w = 1;
+    static const unsigned k_h = 1, k_w = 1, stride_h = 1, stride_w = 1;
+    static const unsigned dil_h = 1, dil_w = 1;
+    static const unsigned pad_top = 0, pad_left = 0, pad_bottom = 0, pad_right = 0;
+    static const bool is_max = true;
+    static const bool count_include_pad = false;
+    static const unsigned reuse_factor = 1;
+    typedef float accum_t;
+};
+struct global_average_pool_config {
+    static const unsigned n_chan = 1, n_spatial = 1;
+    static const unsigned reuse_factor = 1;
+    static constexpr float inv_count = 1.0f;
+    typedef float accum_t;
+    typedef float scale_t;
+};
+
 template <class data_T, class res_T, typename CONFIG_T>
 void pool2d(const data_T data[CONFIG_T::n_chan * CONFIG_T::in_h * CONFIG_T::in_w],
             res_T res[CONFIG_T::n_chan * CONFIG_T::out_h * CONFIG_T::out_w]) {

@@ -9,6 +9,27 @@
 
 namespace kiln {
 
+// The contract of the softmax tables (kiln::softmax, and kiln::multihead_attention's
+// nested softmax_config); the sizes are rendered by backends/hls/layers/softmax.py
+// (SOFTMAX_TABLES), the one place they are defined.
+struct softmax_table_config {
+    static const bool use_table = false;  // fixed point: the tables; float: std::exp and a division
+    static constexpr float exp_range = 16.0f;
+    static const unsigned exp_hi_steps = 32;
+    static const unsigned exp_lo_steps = 64;
+    static const unsigned inv_table_size = 1024;
+    static const unsigned max_shift = 1;  // halvings that bring the sum into [1, 2)
+    typedef float exp_table_t;
+    typedef float inv_table_t;
+    typedef float sum_t;
+};
+
+// The contract of kiln::softmax.
+struct softmax_config : softmax_table_config {
+    static const unsigned n_outer = 1, n_axis = 1, n_inner = 1;
+    static const unsigned reuse_factor = 1;
+};
+
 // exp(-d) for d >= 0 as exp(-hi) * exp(-lo): hi = d rounded down to 1/exp_hi_steps (a
 // table over [0, exp_range)), lo = the rest (a table over one step at 1/exp_lo_steps of it).
 // Two small tables give the accuracy of one table exp_lo_steps times larger.
@@ -55,6 +76,41 @@ Normalize:
     return shift_right(table[index], e);
 }
 
+// The one softmax row: res[a * res_stride] = softmax(data[a * stride]) over CONFIG_T::n_axis
+// values (kiln::softmax walks them along an axis, kiln::multihead_attention over the keys).
+// Stable form: every exp is of (x - max) <= 0.
+template <class data_T, class res_T, typename CONFIG_T>
+void softmax_row(const data_T *data, unsigned stride, res_T *res, unsigned res_stride) {
+    #pragma HLS INLINE
+    data_T max_val = data[0];
+Max:
+    for (unsigned a = 1; a < CONFIG_T::n_axis; a++) {
+        data_T v = data[a * stride];
+        if (v > max_val) max_val = v;
+    }
+    if (CONFIG_T::use_table) {
+        typename CONFIG_T::exp_table_t e[CONFIG_T::n_axis];
+        #pragma HLS ARRAY_PARTITION variable = e complete
+        typename CONFIG_T::sum_t sum = 0;
+    Exp:
+        for (unsigned a = 0; a < CONFIG_T::n_axis; a++) {
+            e[a] = softmax_exp_lookup<CONFIG_T>(to_float(max_val) - to_float(data[a * stride]));
+            sum += e[a];
+        }
+        typename CONFIG_T::inv_table_t inv = softmax_inv_lookup<CONFIG_T>(sum);
+    Normalize:
+        for (unsigned a = 0; a < CONFIG_T::n_axis; a++) res[a * res_stride] = (res_T)(e[a] * inv);
+    } else {
+        float e[CONFIG_T::n_axis];
+        float sum = 0;
+        for (unsigned a = 0; a < CONFIG_T::n_axis; a++) {
+            e[a] = std::exp(to_float(data[a * stride]) - to_float(max_val));
+            sum += e[a];
+        }
+        for (unsigned a = 0; a < CONFIG_T::n_axis; a++) res[a * res_stride] = (res_T)(e[a] / sum);
+    }
+}
+
 template <class data_T, class res_T, typename CONFIG_T>
 void softmax(const data_T data[CONFIG_T::n_outer * CONFIG_T::n_axis * CONFIG_T::n_inner],
              res_T res[CONFIG_T::n_outer * CONFIG_T::n_axis * CONFIG_T::n_inner]) {
@@ -65,33 +121,7 @@ Outer:
     Inner:
         for (unsigned in = 0; in < CONFIG_T::n_inner; in++) {
             const unsigned base = o * CONFIG_T::n_axis * CONFIG_T::n_inner + in;
-            data_T max_val = data[base];
-        Max:
-            for (unsigned a = 1; a < CONFIG_T::n_axis; a++) {
-                data_T v = data[base + a * CONFIG_T::n_inner];
-                if (v > max_val) max_val = v;
-            }
-            if (CONFIG_T::use_table) {
-                typename CONFIG_T::exp_table_t e[CONFIG_T::n_axis];
-                #pragma HLS ARRAY_PARTITION variable = e complete
-                typename CONFIG_T::sum_t sum = 0;
-            Exp:
-                for (unsigned a = 0; a < CONFIG_T::n_axis; a++) {
-                    e[a] = softmax_exp_lookup<CONFIG_T>(to_float(max_val) - to_float(data[base + a * CONFIG_T::n_inner]));
-                    sum += e[a];
-                }
-                typename CONFIG_T::inv_table_t inv = softmax_inv_lookup<CONFIG_T>(sum);
-            Normalize:
-                for (unsigned a = 0; a < CONFIG_T::n_axis; a++) res[base + a * CONFIG_T::n_inner] = (res_T)(e[a] * inv);
-            } else {
-                float e[CONFIG_T::n_axis];
-                float sum = 0;
-                for (unsigned a = 0; a < CONFIG_T::n_axis; a++) {
-                    e[a] = std::exp(to_float(data[base + a * CONFIG_T::n_inner]) - to_float(max_val));
-                    sum += e[a];
-                }
-                for (unsigned a = 0; a < CONFIG_T::n_axis; a++) res[base + a * CONFIG_T::n_inner] = (res_T)(e[a] / sum);
-            }
+            softmax_row<data_T, res_T, CONFIG_T>(data + base, CONFIG_T::n_inner, res + base, CONFIG_T::n_inner);
         }
     }
 }

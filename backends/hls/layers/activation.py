@@ -1,7 +1,9 @@
-"""Relu, LeakyRelu, Sigmoid, Tanh, Clip -> kiln::activation (kiln_activation.h).
+"""Relu, LeakyRelu, Sigmoid, Tanh, Clip, HardSigmoid, HardSwish -> kiln::activation (kiln_activation.h).
 
 Sigmoid/Tanh use exact <cmath> in float mode and a 1024-entry table over [-8, 8) in
 fixed point. Clip bounds come from inputs (opset >= 11) or attributes (older opsets).
+HardSigmoid (alpha, beta attributes, default 0.2 and 0.5) and HardSwish (alpha = 1/6,
+beta = 1/2) compute alpha * x + beta in param_t (18 fractional bits) and clamp it to [0, 1].
 """
 
 from __future__ import annotations
@@ -10,21 +12,29 @@ import numpy as np
 
 from kiln.backends.hls.context import c_float
 from kiln.backends.hls.estimate import LayerCost, bits
+from kiln.backends.hls.call import Call
 from kiln.backends.hls.layers.base import Layer, LayerEmitter, register
 from kiln.ir_utils import attr, const_array, size
 from kiln.precision import FixedType
 
-OPS = {"Relu": 0, "LeakyRelu": 1, "Sigmoid": 2, "Tanh": 3, "Clip": 4}
+# ONNX op -> the kernel's name in kiln_activation.h's `enum class activation_op`
+OPS = {"Relu": "relu", "LeakyRelu": "leaky_relu", "Sigmoid": "sigmoid", "Tanh": "tanh", "Clip": "clip",
+       "HardSigmoid": "hard_sigmoid", "HardSwish": "hard_swish"}
+# (alpha, beta) defaults: LeakyRelu's slope; ONNX's HardSigmoid defaults; HardSwish's fixed constants
+SLOPES = {"HardSigmoid": (0.2, 0.5), "HardSwish": (1.0 / 6.0, 0.5)}
 
-CONFIG = """struct {{ id }}_config {
+CONFIG = """struct {{ id }}_config : kiln::activation_config {
     static const unsigned n_elem = {{ n }};
-    static const unsigned op = {{ op }};
+    static const kiln::activation_op op = kiln::activation_op::{{ op }};
     static const unsigned reuse_factor = {{ rf }};
     static const bool use_table = {{ 'true' if use_table else 'false' }};
     static const unsigned table_size = 1024;
     static constexpr float table_min = -8.0f;
     static constexpr float table_max = 8.0f;
     static constexpr float alpha = {{ alpha }};
+{% if beta is not none %}
+    static constexpr float beta = {{ beta }};
+{% endif %}
     static constexpr float clip_min = {{ clip_min }};
     static constexpr float clip_max = {{ clip_max }};
     typedef {{ param_t }} param_t;
@@ -62,7 +72,11 @@ class ActivationEmitter(LayerEmitter):
         lid = ctx.layer_id(node)
         in_prec = ctx.precision(x)
         lo, hi = _clip_bounds(node) if node.op_type == "Clip" else (0.0, 0.0)
-        alpha = float(attr(node, "alpha", 0.01))
+        alpha, beta = SLOPES.get(node.op_type, (0.01, None))
+        if node.op_type != "HardSwish":
+            alpha = float(attr(node, "alpha", alpha))
+        if node.op_type == "HardSigmoid":
+            beta = float(attr(node, "beta", beta))
         if isinstance(in_prec, FixedType):
             lo, hi = max(lo, in_prec.min_value), min(hi, in_prec.max_value)
             param = FixedType(18 + in_prec.integer, max(in_prec.integer, 2), rounding="RND", overflow="SAT")
@@ -70,12 +84,13 @@ class ActivationEmitter(LayerEmitter):
         else:
             param_t = "float"
         config = ctx.render(CONFIG, id=lid, n=size(x), op=OPS[node.op_type], rf=ctx.reuse(node),
-                            use_table=not ctx.float_mode, alpha=c_float(alpha), clip_min=c_float(lo),
+                            use_table=not ctx.float_mode, alpha=c_float(alpha),
+                            beta=None if beta is None else c_float(beta), clip_min=c_float(lo),
                             clip_max=c_float(hi), param_t=param_t, table_t=ctx.ctype(out))
-        call = f"kiln::activation<{ctx.ctype(x)}, {ctx.ctype(out)}, {lid}_config>({ctx.var(x)}, {ctx.var(out)});"
+        call = Call("kiln::activation", (ctx.ctype(x), ctx.ctype(out), f"{lid}_config"), (ctx.var(x), ctx.var(out)))
         tabled = node.op_type in ("Sigmoid", "Tanh") and not ctx.float_mode
         cost = LayerCost(out_elems=size(out), out_bits=bits(ctx.precision(out)), extra_latency=1 if tabled else 0,
                          table_entries=1024 if tabled else 0, is_float=ctx.float_mode,
-                         mults=size(out) if node.op_type == "LeakyRelu" else 0, a_bits=bits(in_prec), b_bits=18,
+                         mults=size(out) * {"LeakyRelu": 1, "HardSigmoid": 1, "HardSwish": 2}.get(node.op_type, 0), a_bits=bits(in_prec), b_bits=18,
                          acc_bits=bits(ctx.precision(out)), reuse_factor=ctx.reuse(node))
         return Layer(config, call, self.header, cost)

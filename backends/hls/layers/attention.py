@@ -38,14 +38,16 @@ import math
 
 from kiln.backends.hls.context import c_float
 from kiln.backends.hls.estimate import LayerCost, bits
+from kiln.backends.hls.call import Call
 from kiln.backends.hls.layers.base import Layer, LayerEmitter, register
+from kiln.backends.hls.layers import softmax
 from kiln.backends.hls.layers.dense import CONFIG as DENSE_CONFIG
 from kiln.errors import KilnError
 from kiln.ir_utils import attr, const_array, size
 from kiln.precision import FixedType, FloatType, accumulator_for, sum_type_for
 
 
-CONFIG = """struct {{ id }}_config {
+CONFIG = """struct {{ id }}_config : kiln::multihead_attention_config {
     static const unsigned n_q = {{ n_q }}, n_kv = {{ n_kv }};
     static const unsigned dim_q = {{ dim_q }}, dim_kv = {{ dim_kv }}, dim_out = {{ dim_out }};
     static const unsigned heads = {{ heads }}, key_dim = {{ key_dim }}, value_dim = {{ value_dim }};
@@ -62,12 +64,10 @@ CONFIG = """struct {{ id }}_config {
     typedef {{ t.prob }} prob_t;
     typedef {{ t.o_accum }} o_accum_t;
     typedef {{ t.o }} o_t;
-{{ q_proj }}{{ k_proj }}{{ v_proj }}{{ out_proj }}    struct softmax_config {
-        static constexpr float exp_range = 16.0f;
-        static const unsigned exp_hi_steps = 32;
-        static const unsigned exp_lo_steps = 64;
-        static const unsigned inv_table_size = 1024;
-        static const unsigned max_shift = {{ max_shift }};
+{{ q_proj }}{{ k_proj }}{{ v_proj }}{{ out_proj }}    struct softmax_config : kiln::softmax_table_config {
+        static const unsigned n_axis = {{ n_kv }};
+        static const bool use_table = {{ 'true' if use_table else 'false' }};
+{{ tables }}        static const unsigned max_shift = {{ max_shift }};
         typedef {{ t.exp }} exp_table_t;
         typedef {{ t.inv }} inv_table_t;
         typedef {{ t.sum }} sum_t;
@@ -76,7 +76,6 @@ CONFIG = """struct {{ id }}_config {
 """
 
 PROB_TYPE = FixedType(18, 1, signed=False, rounding="RND")
-SOFTMAX_TABLE_TYPE = FixedType(18, 1, signed=False, rounding="RND", overflow="SAT")  # as the Softmax layer
 SCORE_FRAC_BITS = 12
 
 
@@ -101,7 +100,7 @@ def internal_types(x_prec, out_prec, key_dim: int, n_kv: int, scale: float) -> d
         "q": q, "k": k, "v": v, "score_accum": score_accum, "scale": scale_t,
         "score": FixedType(score_int + score_frac, score_int, rounding="RND"),
         "prob": PROB_TYPE, "o_accum": o_accum, "o": FixedType(v.width + 3, v.integer + 1, rounding="RND"),
-        "exp": SOFTMAX_TABLE_TYPE, "inv": SOFTMAX_TABLE_TYPE, "sum": sum_type_for(SOFTMAX_TABLE_TYPE, n_kv),
+        "exp": softmax.TABLE_TYPE, "inv": softmax.TABLE_TYPE, "sum": sum_type_for(softmax.TABLE_TYPE, n_kv),
     }
 
 
@@ -169,11 +168,11 @@ class MultiHeadAttentionEmitter(LayerEmitter):
         config = ctx.render(CONFIG, id=lid, n_q=n_q, n_kv=n_kv, dim_q=dim_q, dim_kv=dim_kv, dim_out=dim_out,
                             heads=heads, key_dim=key_dim, value_dim=value_dim, rf=rf,
                             mult_limit=math.ceil(core_mults / rf), use_table=not ctx.float_mode,
-                            scale=c_float(scale), t=typedefs, max_shift=math.ceil(math.log2(n_kv + 1)) + 1,
+                            scale=c_float(scale), t=typedefs, tables=softmax.table_fields("    "), max_shift=math.ceil(math.log2(n_kv + 1)) + 1,
                             **projs)
-        weights = ", ".join(f"{w}, {b}" for w, b in names.values())
-        call = (f"kiln::multihead_attention<{ctx.ctype(x_q)}, {ctx.ctype(x_kv)}, {ctx.ctype(out)}, {lid}_config>"
-                f"({ctx.var(x_q)}, {ctx.var(x_kv)}, {ctx.var(out)}, {weights});")
+        weights = tuple(name for pair in names.values() for name in pair)
+        call = Call("kiln::multihead_attention", (ctx.ctype(x_q), ctx.ctype(x_kv), ctx.ctype(out), f"{lid}_config"),
+                    (ctx.var(x_q), ctx.var(x_kv), ctx.var(out), *weights))
         # Estimate inputs: the four projections, Q K^T and P V, and per score a scale product,
         # an exp (two table values multiplied) and a normalisation. The stages run one after
         # the other, so all their adder trees add to the latency; the q/k/v/merged buffers
@@ -189,7 +188,7 @@ class MultiHeadAttentionEmitter(LayerEmitter):
                          acc_bits=max(bits(types["score_accum"]), bits(types["o_accum"])),
                          out_elems=n_q * dim_out + n_q * hk + n_kv * (hk + hv) + n_q * hv, out_bits=bits(out_prec),
                          weight_bits=n_weights * w_bits, weight_width=w_bits,
-                         table_entries=0 if ctx.float_mode else 512 + 64 + 1024, adds=2 * scores,
+                         table_entries=0 if ctx.float_mode else softmax.TABLE_ENTRIES, adds=2 * scores,
                          extra_latency=sum(depth) - max(depth) + 6 + 2 * len(stages), is_float=ctx.float_mode,
                          reuse_factor=rf, divisible=divisible)
         return Layer(config, call, self.header, cost)

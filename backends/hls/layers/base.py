@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import onnx_ir as ir
 
+from kiln.backends.hls.call import Call, render_calls
 from kiln.backends.hls.estimate import LayerCost
 from kiln.ir_utils import const_array
 
@@ -15,9 +16,23 @@ class Layer:
     """What one node contributes to the project."""
 
     config: str  # C++ config struct(s), placed in parameters.h
-    call: str    # C++ statement(s) in the top function
+    calls: Call | tuple[Call, ...]  # the template call(s) the top function makes (call.py renders them)
     header: str  # nnet header with the template it calls
     cost: LayerCost | None = None  # for the latency/resource estimates (None: wiring only)
+    # filled in by the writer (writer.emit_layers):
+    comment: str = ""   # the "// Op name" line above the call
+    traced: list[dict] = field(default_factory=list)  # outputs `kiln csim --trace` dumps after the call
+    shadow: dict | None = None  # the overflow-counting variant of the call (make OVERFLOW=1), or None
+
+    def __post_init__(self):
+        if isinstance(self.calls, Call):
+            self.calls = (self.calls,)
+        self.calls = tuple(self.calls)
+
+    @property
+    def call(self) -> str:
+        """The C++ statement(s) in the top function."""
+        return render_calls(self.calls)
 
 
 class LayerEmitter:

@@ -11,11 +11,12 @@ import math
 import numpy as np
 
 from kiln.backends.hls.estimate import LayerCost, bits
+from kiln.backends.hls.call import Call
 from kiln.backends.hls.layers.base import Layer, LayerEmitter, register
 from kiln.ir_utils import attr, const_array, static_shape
 from kiln.precision import accumulator_with_bias
 
-CONFIG = """struct {{ id }}_config {
+CONFIG = """struct {{ id }}_config : kiln::conv2d_config {
     static const unsigned n_chan = {{ c }}, in_h = {{ ih }}, in_w = {{ iw }};
     static const unsigned n_filt = {{ f }}, out_h = {{ oh }}, out_w = {{ ow }};
     static const unsigned k_h = {{ kh }}, k_w = {{ kw }};
@@ -55,14 +56,6 @@ def spatial_params(node, in_spatial: list[int], kernel: list[int]) -> dict:
 def as_2d(values: list[int], fill: int) -> list[int]:
     """Spatial list of a 1-D or 2-D op as (h, w)."""
     return [fill] + list(values) if len(values) == 1 else list(values)
-
-
-def batch_loop(n_batch: int, in_size: int, out_size: int, call: str, x: str, y: str) -> str:
-    """Wrap a one-sample call in a loop over a fixed batch axis (pointer offsets)."""
-    if n_batch == 1:
-        return call.format(x=x, y=y)
-    inner = call.format(x=f"{x} + n * {in_size}", y=f"{y} + n * {out_size}")
-    return f"for (unsigned n = 0; n < {n_batch}; n++) {{\n        {inner}\n    }}"
 
 
 @register
@@ -105,9 +98,10 @@ class ConvEmitter(LayerEmitter):
                             sw=sw, dh=dh, dw=dw, pt=pt, pl=pl, pb=pb, pr=pr, groups=attr(node, "group", 1), rf=rf,
                             block=math.ceil(n_mults / rf), accum_t=ctx.typedef(f"{lid}_accum_t", accum),
                             weight_t=w_t, bias_t=b_t)
-        call = f"kiln::conv2d<{ctx.ctype(x)}, {ctx.ctype(out)}, {lid}_config>({{x}}, {{y}}, {w_name}, {b_name});"
         n_batch = xs[0]
-        call = batch_loop(n_batch, math.prod(xs[1:]), math.prod(ys[1:]), call, ctx.var(x), ctx.var(out))
+        call = Call("kiln::conv2d", (ctx.ctype(x), ctx.ctype(out), f"{lid}_config"),
+                    (ctx.var(x), ctx.var(out), w_name, b_name), batch=n_batch,
+                    strides=(math.prod(xs[1:]), math.prod(ys[1:])))
         cost = LayerCost(mults=n_mults * oh * ow * n_batch, fan_in=fan_in, a_bits=bits(ctx.precision(x)),
                          b_bits=bits(w_prec), acc_bits=bits(accum), out_elems=math.prod(ys),
                          out_bits=bits(ctx.precision(out)), weight_bits=(w.size + b.size) * bits(w_prec),

@@ -5,12 +5,13 @@ from __future__ import annotations
 import math
 
 from kiln.backends.hls.estimate import LayerCost, bits
+from kiln.backends.hls.call import Call
 from kiln.backends.hls.layers.base import Layer, LayerEmitter, register
 from kiln.ir_utils import const_array, size
 from kiln.precision import accumulator_with_bias
 
 # also the config of the four projections inside kiln.MultiHeadAttention (attention.py)
-CONFIG = """struct {{ name }} {
+CONFIG = """struct {{ name }} : kiln::dense_config {
     static const unsigned n_rows = {{ n_rows }};
     static const unsigned n_in = {{ n_in }};
     static const unsigned n_out = {{ n_out }};
@@ -44,8 +45,7 @@ class DenseEmitter(LayerEmitter):
         config = ctx.render(CONFIG, name=f"{lid}_config", n_rows=n_rows, n_in=n_in, n_out=n_out, rf=rf,
                             block=math.ceil(n_in * n_out / rf), mult_limit=math.ceil(mults / rf),
                             accum_t=ctx.typedef(f"{lid}_accum_t", accum), weight_t=w_t, bias_t=b_t)
-        call = (f"kiln::dense<{ctx.ctype(x)}, {ctx.ctype(out)}, {lid}_config>"
-                f"({ctx.var(x)}, {ctx.var(out)}, {w_name}, {b_name});")
+        call = Call("kiln::dense", (ctx.ctype(x), ctx.ctype(out), f"{lid}_config"), (ctx.var(x), ctx.var(out), w_name, b_name))
         cost = LayerCost(mults=mults, fan_in=n_in, a_bits=bits(ctx.precision(x)),
                          b_bits=bits(w_prec), acc_bits=bits(accum), out_elems=size(out), out_bits=bits(ctx.precision(out)),
                          weight_bits=(w.size + b.size) * bits(w_prec), weight_width=bits(w_prec),

@@ -11,17 +11,19 @@ from __future__ import annotations
 import numpy as np
 
 from kiln.backends.hls.estimate import LayerCost, bits
+from kiln.backends.hls.call import Call
 from kiln.backends.hls.layers.base import Layer, LayerEmitter, register
 from kiln.ir_utils import const_array, size, static_shape
 
-OPS = {"Add": 0, "Sub": 1, "Mul": 2, "Div": 3}
+# ONNX op -> the kernel's name in kiln_eltwise.h's `enum class binary_op`
+OPS = {"Add": "add", "Sub": "sub", "Mul": "mul", "Div": "div"}
 MAX_RANK = 6
 
-CONFIG = """struct {{ id }}_config {
+CONFIG = """struct {{ id }}_config : kiln::binary_config {
     static const unsigned n_a = {{ n_a }};
     static const unsigned n_b = {{ n_b }};
     static const unsigned n_out = {{ n_out }};
-    static const unsigned op = {{ op }};
+    static const kiln::binary_op op = kiln::binary_op::{{ op }};
     static const unsigned reuse_factor = {{ rf }};
 {% for i in range(6) %}
     static const unsigned d{{ i }} = {{ dims[i] }}, a_s{{ i }} = {{ a_s[i] }}, b_s{{ i }} = {{ b_s[i] }};
@@ -74,7 +76,7 @@ class BinaryEmitter(LayerEmitter):
                             rf=ctx.reuse(node), dims=pad_dims(out_shape),
                             a_s=broadcast_strides(static_shape(a), out_shape),
                             b_s=broadcast_strides(static_shape(b), out_shape))
-        call = f"kiln::binary<{a_t}, {b_t}, {ctx.ctype(out)}, {lid}_config>({a_name}, {b_name}, {ctx.var(out)});"
+        call = Call("kiln::binary", (a_t, b_t, ctx.ctype(out), f"{lid}_config"), (a_name, b_name, ctx.var(out)))
         multiplies = op in ("Mul", "Div")
         cost = LayerCost(mults=size(out) if multiplies else 0, adds=0 if multiplies else size(out),
                          a_bits=bits(a_prec), b_bits=bits(b_prec), acc_bits=bits(ctx.precision(out)),

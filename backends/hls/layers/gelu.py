@@ -7,10 +7,11 @@
 from __future__ import annotations
 
 from kiln.backends.hls.estimate import LayerCost, bits
+from kiln.backends.hls.call import Call
 from kiln.backends.hls.layers.base import Layer, LayerEmitter, register
 from kiln.ir_utils import attr, size
 
-CONFIG = """struct {{ id }}_config {
+CONFIG = """struct {{ id }}_config : kiln::gelu_config {
     static const unsigned n_elem = {{ n }};
     static const unsigned reuse_factor = {{ rf }};
     static const bool use_table = {{ 'true' if use_table else 'false' }};
@@ -43,7 +44,7 @@ class GeluEmitter(LayerEmitter):
         lid = ctx.layer_id(node)
         config = ctx.render(CONFIG, id=lid, n=size(x), rf=ctx.reuse(node), use_table=not ctx.float_mode,
                             tanh_form=approximation(node) == "tanh", table_t=ctx.ctype(out))
-        call = f"kiln::gelu<{ctx.ctype(x)}, {ctx.ctype(out)}, {lid}_config>({ctx.var(x)}, {ctx.var(out)});"
+        call = Call("kiln::gelu", (ctx.ctype(x), ctx.ctype(out), f"{lid}_config"), (ctx.var(x), ctx.var(out)))
         cost = LayerCost(out_elems=size(out), out_bits=bits(ctx.precision(out)), extra_latency=1,
                          table_entries=0 if ctx.float_mode else 4096, is_float=ctx.float_mode,
                          mults=size(out) if ctx.float_mode else 0, reuse_factor=ctx.reuse(node))

@@ -15,11 +15,12 @@ import numpy as np
 
 from kiln.backends.hls.context import c_float
 from kiln.backends.hls.estimate import LayerCost, bits
+from kiln.backends.hls.call import Call
 from kiln.backends.hls.layers.base import Layer, LayerEmitter, register
 from kiln.ir_utils import attr, const_array, static_shape
 from kiln.precision import FixedType, FloatType, sum_type_for
 
-CONFIG = """struct {{ id }}_config {
+CONFIG = """struct {{ id }}_config : kiln::layernorm_config {
     static const unsigned n_outer = {{ outer }};
     static const unsigned n_norm = {{ n }};
     static const unsigned reuse_factor = {{ rf }};
@@ -96,8 +97,7 @@ class LayerNormEmitter(LayerEmitter):
                             use_table=not ctx.float_mode, table_size=TABLE_SIZE, max_shift=var_width // 2 + 2,
                             inv_n=c_float(1.0 / n), eps=c_float(attr(node, "epsilon", 1e-5)), t=types,
                             scale_t=s_t, bias_t=b_t)
-        call = (f"kiln::layernorm<{ctx.ctype(x)}, {ctx.ctype(out)}, {lid}_config>"
-                f"({ctx.var(x)}, {ctx.var(out)}, {s_name}, {b_name});")
+        call = Call("kiln::layernorm", (ctx.ctype(x), ctx.ctype(out), f"{lid}_config"), (ctx.var(x), ctx.var(out), s_name, b_name))
         rows = math.prod(shape[:axis])
         internal = internal_types(ctx.precision(x), n)
         cost = LayerCost(mults=3 * rows * n, fan_in=n, a_bits=bits(internal["diff"]), b_bits=bits(internal["rstd"]),

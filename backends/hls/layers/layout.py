@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import math
 
+from kiln.backends.hls.call import Call
 from kiln.backends.hls.layers.base import Layer, LayerEmitter, register
 from kiln.backends.hls.layers.eltwise import MAX_RANK, pad_dims
 from kiln.ir_utils import attr, const_array, size, static_shape
 from kiln.passes.batchnorm import bn_scale_shift
 from kiln.passes.cleanup import is_inference_dropout
 
-STRIDED_CONFIG = """struct {{ id }}_config {
+STRIDED_CONFIG = """struct {{ id }}_config : kiln::strided_copy_config {
     static const unsigned n_in = {{ n_in }}, n_out = {{ n_out }};
     static const int offset = {{ offset }};
     static const unsigned reuse_factor = {{ rf }};
@@ -41,15 +42,15 @@ def strided_copy(node, ctx, x, out, offset: int, strides: list[int]) -> Layer:
     out_shape = static_shape(out)
     config = ctx.render(STRIDED_CONFIG, id=lid, n_in=size(x), n_out=size(out), offset=offset, rf=ctx.reuse(node),
                         dims=pad_dims(tuple(out_shape)), strides=[0] * (MAX_RANK - len(out_shape)) + list(strides))
-    call = f"kiln::strided_copy<{ctx.ctype(x)}, {ctx.ctype(out)}, {lid}_config>({ctx.var(x)}, {ctx.var(out)});"
+    call = Call("kiln::strided_copy", (ctx.ctype(x), ctx.ctype(out), f"{lid}_config"), (ctx.var(x), ctx.var(out)))
     return Layer(config, call, "kiln_layout.h")
 
-CONCAT_CONFIG = """struct {{ id }} {
+CONCAT_CONFIG = """struct {{ id }} : kiln::concat_part_config {
     static const unsigned n_outer = {{ outer }}, in_inner = {{ in_inner }}, out_inner = {{ out_inner }}, offset = {{ offset }};
 };
 """
 
-SCALE_SHIFT_CONFIG = """struct {{ id }}_config {
+SCALE_SHIFT_CONFIG = """struct {{ id }}_config : kiln::scale_shift_config {
     static const unsigned n_outer = {{ outer }}, n_chan = {{ chan }}, n_inner = {{ inner }};
     static const unsigned reuse_factor = {{ rf }};
     typedef {{ scale_t }} scale_t;
@@ -75,7 +76,7 @@ class CopyEmitter(LayerEmitter):
 
     def emit(self, node, ctx) -> Layer:
         x, out = node.inputs[0], node.outputs[0]
-        call = f"kiln::copy<{ctx.ctype(x)}, {ctx.ctype(out)}, {size(out)}>({ctx.var(x)}, {ctx.var(out)});"
+        call = Call("kiln::copy", (ctx.ctype(x), ctx.ctype(out), size(out)), (ctx.var(x), ctx.var(out)))
         return Layer("", call, self.header)
 
 
@@ -118,9 +119,9 @@ class ConcatEmitter(LayerEmitter):
             name, ctype, _ = ctx.operand(node, value, f"in{i}")
             configs.append(ctx.render(CONCAT_CONFIG, id=f"{lid}_part{i}_config", outer=outer, in_inner=part,
                                       out_inner=out_shape[axis] * inner, offset=offset))
-            calls.append(f"kiln::concat_part<{ctype}, {ctx.ctype(out)}, {lid}_part{i}_config>({name}, {ctx.var(out)});")
+            calls.append(Call("kiln::concat_part", (ctype, ctx.ctype(out), f"{lid}_part{i}_config"), (name, ctx.var(out))))
             offset += part
-        return Layer("".join(configs), "\n    ".join(calls), self.header)
+        return Layer("".join(configs), tuple(calls), self.header)
 
 
 @register
@@ -144,8 +145,7 @@ class BatchNormEmitter(LayerEmitter):
         b_name, b_t, _ = ctx.weight(node, shift, "bias")
         config = ctx.render(SCALE_SHIFT_CONFIG, id=lid, outer=shape[0], chan=shape[1] if len(shape) > 1 else 1,
                             inner=math.prod(shape[2:]), rf=ctx.reuse(node), scale_t=s_t, shift_t=b_t)
-        call = (f"kiln::scale_shift<{ctx.ctype(x)}, {ctx.ctype(out)}, {lid}_config>"
-                f"({ctx.var(x)}, {ctx.var(out)}, {s_name}, {b_name});")
+        call = Call("kiln::scale_shift", (ctx.ctype(x), ctx.ctype(out), f"{lid}_config"), (ctx.var(x), ctx.var(out), s_name, b_name))
         return Layer(config, call, self.header)
 
 

@@ -15,23 +15,26 @@ import math
 
 from kiln.backends.hls.context import c_float
 from kiln.backends.hls.estimate import LayerCost, bits
+from kiln.backends.hls.call import Call
 from kiln.backends.hls.layers.base import Layer, LayerEmitter, register
 from kiln.backends.hls.layers.eltwise import MAX_RANK, pad_dims
 from kiln.backends.hls.layers.layout import row_major_strides
 from kiln.ir_utils import attr, const_array, size, static_shape
 from kiln.precision import FixedType, FloatType, IntType, sum_type_for
 
-MATH_OPS = {"Erf": 0, "Sqrt": 1, "Exp": 2, "Reciprocal": 3, "Pow": 4, "Neg": 5, "Abs": 6}
+# ONNX op -> the kernel's name in kiln_math.h's `enum class math_op`
+MATH_OPS = {"Erf": "erf", "Sqrt": "sqrt", "Exp": "exp", "Reciprocal": "reciprocal", "Pow": "pow", "Neg": "neg",
+            "Abs": "abs"}
 
-MATH_CONFIG = """struct {{ id }}_config {
+MATH_CONFIG = """struct {{ id }}_config : kiln::unary_math_config {
     static const unsigned n_elem = {{ n }};
-    static const unsigned op = {{ op }};
+    static const kiln::math_op op = kiln::math_op::{{ op }};
     static const unsigned reuse_factor = {{ rf }};
     static constexpr float exponent = {{ exponent }};
 };
 """
 
-REDUCE_CONFIG = """struct {{ id }}_config {
+REDUCE_CONFIG = """struct {{ id }}_config : kiln::reduce_config {
     static const unsigned n_in = {{ n_in }}, n_out = {{ n_out }};
     static const unsigned reuse_factor = {{ rf }};
     static constexpr float scale = {{ scale }};
@@ -43,7 +46,7 @@ REDUCE_CONFIG = """struct {{ id }}_config {
 };
 """
 
-GATHER_CONFIG = """struct {{ id }}_config {
+GATHER_CONFIG = """struct {{ id }}_config : kiln::gather_config {
     static const unsigned n_outer = {{ outer }}, n_axis = {{ axis }}, n_inner = {{ inner }}, n_idx = {{ n_idx }};
     static const unsigned reuse_factor = {{ rf }};
 };
@@ -67,7 +70,7 @@ class UnaryMathEmitter(LayerEmitter):
         exponent = float(const_array(node.inputs[1]).reshape(-1)[0]) if node.op_type == "Pow" else 1.0
         config = ctx.render(MATH_CONFIG, id=lid, n=size(x), op=MATH_OPS[node.op_type], rf=ctx.reuse(node),
                             exponent=c_float(exponent))
-        call = f"kiln::unary_math<{ctx.ctype(x)}, {ctx.ctype(out)}, {lid}_config>({ctx.var(x)}, {ctx.var(out)});"
+        call = Call("kiln::unary_math", (ctx.ctype(x), ctx.ctype(out), f"{lid}_config"), (ctx.var(x), ctx.var(out)))
         cost = LayerCost(mults=size(out), a_bits=bits(ctx.precision(x)), b_bits=bits(ctx.precision(x)),
                          acc_bits=bits(ctx.precision(out)), out_elems=size(out), out_bits=bits(ctx.precision(out)),
                          is_float=True, extra_latency=10, reuse_factor=ctx.reuse(node))
@@ -120,7 +123,7 @@ class ReduceEmitter(LayerEmitter):
                             o_s=[0] * (MAX_RANK - len(shape)) + o_s,
                             accum_t=ctx.typedef(f"{lid}_accum_t", accum),
                             scale_t=ctx.typedef(f"{lid}_scale_t", scale_prec))
-        call = f"kiln::reduce<{ctx.ctype(x)}, {ctx.ctype(out)}, {lid}_config>({ctx.var(x)}, {ctx.var(out)});"
+        call = Call("kiln::reduce", (ctx.ctype(x), ctx.ctype(out), f"{lid}_config"), (ctx.var(x), ctx.var(out)))
         cost = LayerCost(adds=size(x), fan_in=count, mults=size(out), a_bits=bits(accum), b_bits=bits(scale_prec),
                          acc_bits=bits(accum), out_elems=size(out), out_bits=bits(ctx.precision(out)),
                          is_float=ctx.float_mode, reuse_factor=ctx.reuse(node))
@@ -153,5 +156,5 @@ class GatherEmitter(LayerEmitter):
             i_name, i_t = ctx.var(indices), ctx.ctype(indices)
         config = ctx.render(GATHER_CONFIG, id=lid, outer=math.prod(shape[:axis]), axis=shape[axis],
                             inner=math.prod(shape[axis + 1:]), n_idx=max(1, size(indices)), rf=ctx.reuse(node))
-        call = f"kiln::gather<{d_t}, {i_t}, {ctx.ctype(out)}, {lid}_config>({d_name}, {i_name}, {ctx.var(out)});"
+        call = Call("kiln::gather", (d_t, i_t, ctx.ctype(out), f"{lid}_config"), (d_name, i_name, ctx.var(out)))
         return Layer(config, call, self.header)

@@ -11,13 +11,14 @@ from __future__ import annotations
 import math
 
 from kiln.backends.hls.estimate import LayerCost, bits
+from kiln.backends.hls.call import Call
 from kiln.backends.hls.layers.base import Layer, LayerEmitter, register
 from kiln.ir_utils import static_shape
 from kiln.precision import accumulator_for
 
 MAX_BATCH_RANK = 4
 
-CONFIG = """struct {{ id }}_config {
+CONFIG = """struct {{ id }}_config : kiln::matmul_config {
     static const unsigned n_a = {{ n_a }}, n_b = {{ n_b }}, n_out = {{ n_out }};
     static const unsigned m = {{ m }}, k = {{ k }}, n = {{ n }};
     static const unsigned reuse_factor = {{ rf }};
@@ -74,7 +75,7 @@ class MatMulEmitter(LayerEmitter):
                             dims=[1] * (MAX_BATCH_RANK - len(out_batch)) + list(out_batch),
                             a_s=_batch_strides(a_batch, out_batch), b_s=_batch_strides(b_batch, out_batch),
                             accum_t=ctx.typedef(f"{lid}_accum_t", accum))
-        call = f"kiln::matmul<{a_t}, {b_t}, {ctx.ctype(out)}, {lid}_config>({a_name}, {b_name}, {ctx.var(out)});"
+        call = Call("kiln::matmul", (a_t, b_t, ctx.ctype(out), f"{lid}_config"), (a_name, b_name, ctx.var(out)))
         cost = LayerCost(mults=n_mults, fan_in=k, a_bits=bits(a_prec), b_bits=bits(b_prec), acc_bits=bits(accum),
                          out_elems=math.prod(out_batch) * m * n, out_bits=bits(ctx.precision(out)),
                          is_float=ctx.float_mode, reuse_factor=rf, divisible=n_mults)

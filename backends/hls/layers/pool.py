@@ -12,11 +12,12 @@ import math
 from kiln.backends.hls.context import c_float
 from kiln.backends.hls.estimate import LayerCost, bits
 from kiln.backends.hls.layers.base import Layer, LayerEmitter, register
-from kiln.backends.hls.layers.conv import as_2d, batch_loop, spatial_params
+from kiln.backends.hls.call import Call
+from kiln.backends.hls.layers.conv import as_2d, spatial_params
 from kiln.ir_utils import attr, static_shape
 from kiln.precision import FixedType, sum_type_for
 
-POOL_CONFIG = """struct {{ id }}_config {
+POOL_CONFIG = """struct {{ id }}_config : kiln::pool2d_config {
     static const unsigned n_chan = {{ c }}, in_h = {{ ih }}, in_w = {{ iw }}, out_h = {{ oh }}, out_w = {{ ow }};
     static const unsigned k_h = {{ kh }}, k_w = {{ kw }}, stride_h = {{ sh }}, stride_w = {{ sw }};
     static const unsigned dil_h = {{ dh }}, dil_w = {{ dw }};
@@ -28,7 +29,7 @@ POOL_CONFIG = """struct {{ id }}_config {
 };
 """
 
-GAP_CONFIG = """struct {{ id }}_config {
+GAP_CONFIG = """struct {{ id }}_config : kiln::global_average_pool_config {
     static const unsigned n_chan = {{ c }}, n_spatial = {{ n }};
     static const unsigned reuse_factor = {{ rf }};
     static constexpr float inv_count = {{ inv }};
@@ -71,12 +72,12 @@ class PoolEmitter(LayerEmitter):
                             dh=dh, dw=dw, pt=pt, pl=pl, pb=pb, pr=pr, is_max=is_max,
                             include_pad=bool(attr(node, "count_include_pad", 0)), rf=ctx.reuse(node),
                             accum_t=ctx.typedef(f"{lid}_accum_t", accum))
-        call = f"kiln::pool2d<{ctx.ctype(x)}, {ctx.ctype(out)}, {lid}_config>({{x}}, {{y}});"
+        call = Call("kiln::pool2d", (ctx.ctype(x), ctx.ctype(out), f"{lid}_config"), (ctx.var(x), ctx.var(out)),
+                    batch=xs[0], strides=(math.prod(xs[1:]), math.prod(ys[1:])))
         cost = LayerCost(adds=math.prod(ys) * math.prod(kernel), fan_in=math.prod(kernel), acc_bits=bits(accum),
                          out_elems=math.prod(ys), out_bits=bits(ctx.precision(out)), is_float=ctx.float_mode,
                          extra_latency=0 if is_max else 8, reuse_factor=ctx.reuse(node))
-        return Layer(config, batch_loop(xs[0], math.prod(xs[1:]), math.prod(ys[1:]), call, ctx.var(x), ctx.var(out)),
-                     self.header, cost)
+        return Layer(config, call, self.header, cost)
 
 
 @register
@@ -94,9 +95,9 @@ class GlobalAveragePoolEmitter(LayerEmitter):
         scale = FixedType(18, 1, rounding="RND", overflow="SAT") if isinstance(in_prec, FixedType) else in_prec
         config = ctx.render(GAP_CONFIG, id=lid, c=xs[1], n=n_spatial, rf=ctx.reuse(node), inv=c_float(1.0 / n_spatial),
                             accum_t=ctx.typedef(f"{lid}_accum_t", accum), scale_t=ctx.typedef(f"{lid}_scale_t", scale))
-        call = f"kiln::global_average_pool<{ctx.ctype(x)}, {ctx.ctype(out)}, {lid}_config>({{x}}, {{y}});"
+        call = Call("kiln::global_average_pool", (ctx.ctype(x), ctx.ctype(out), f"{lid}_config"),
+                    (ctx.var(x), ctx.var(out)), batch=xs[0], strides=(math.prod(xs[1:]), xs[1]))
         cost = LayerCost(adds=math.prod(xs), fan_in=n_spatial, mults=xs[0] * xs[1], a_bits=bits(accum),
                          b_bits=bits(scale), acc_bits=bits(accum), out_elems=xs[0] * xs[1],
                          out_bits=bits(ctx.precision(out)), is_float=ctx.float_mode, reuse_factor=ctx.reuse(node))
-        return Layer(config, batch_loop(xs[0], math.prod(xs[1:]), xs[1], call, ctx.var(x), ctx.var(out)), self.header,
-                     cost)
+        return Layer(config, call, self.header, cost)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 
 from kiln.backends.hls.estimate import LayerCost, bits
+from kiln.backends.hls.call import Call
 from kiln.backends.hls.layers.base import Layer, LayerEmitter, register
 from kiln.ir_utils import KILN_DOMAIN, attr, size
 from kiln.passes.precision import quant_spec
@@ -64,7 +65,7 @@ class QuantizeEmitter(LayerEmitter):
         cost = LayerCost(out_elems=n, out_bits=bits(res), is_float=ctx.float_mode, a_bits=bits(data),
                          b_bits=SIGNIFICANT_BITS, acc_bits=bits(res), reuse_factor=ctx.reuse(node))
         if spec.exact and isinstance(res, FixedType) and res == spec.fixed_type():
-            call = f"kiln::copy<{ctx.ctype(x)}, {ctx.ctype(out)}, {n}>({ctx.var(x)}, {ctx.var(out)});"
+            call = Call("kiln::copy", (ctx.ctype(x), ctx.ctype(out), n), (ctx.var(x), ctx.var(out)))
             return Layer("", call, "kiln_common.h", cost)
         lid = ctx.layer_id(node)
         if ctx.float_mode or isinstance(res, FloatType):
@@ -78,5 +79,5 @@ class QuantizeEmitter(LayerEmitter):
                             scale=repr(out_scale), inv_scale=repr(1.0 / float(spec.scale)),
                             inv_t=inv_t, scaled_t=scaled_t, q_t=q_t, scale_t=scale_t)
         cost.mults = 0 if spec.bipolar else 2 * n
-        call = f"kiln::quantize<{ctx.ctype(x)}, {ctx.ctype(out)}, {lid}_config>({ctx.var(x)}, {ctx.var(out)});"
+        call = Call("kiln::quantize", (ctx.ctype(x), ctx.ctype(out), f"{lid}_config"), (ctx.var(x), ctx.var(out)))
         return Layer(config, call, self.header, cost)
