@@ -111,10 +111,12 @@ def _advice(over: list[Over], layers: list, costs: dict, board: Board, budget: f
     if dominating and _auto_fits(layers, costs, board, budget, fixed - set(dominating)):
         keys = ", ".join(f'[layers."{n}"] reuse_factor' for n in dominating)
         tips.append(f"raise (or remove, for --reuse auto to choose) {keys} in the --config file")
-    example = next(name for o in over for name, *_ in o.top)
-    tips.append(f"narrower types: --precision fixed<W,I> for the whole model, or [layers.\"{example}\"] "
-                "precision = \"fixed<W,I>\" in a --config file; products of operands of at most 10 bits take "
-                "LUTs instead of DSPs, and every layer output is held in registers (FF)")
+    ff = [o for o in over if o.resource == "ff"]
+    example = (ff or over)[0].top[0][0]
+    tips.append("narrower types: --precision fixed<W,I> (e.g. fixed<8,3>) for the whole model: products of operands "
+                "of at most 10 bits take LUTs instead of DSPs, and every value held in registers (FF) shrinks; or "
+                f"per layer in a --config file, [layers.\"{example}\"] precision = \"fixed<W,I>\" (that layer's "
+                "output registers)")
     totals = {o.resource: o.estimate for o in over}
     need = max(totals[r] / o.board_total for o in over for r in [o.resource])
     if budget < 1 and need <= 1:
