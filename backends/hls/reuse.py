@@ -6,8 +6,9 @@ the reuse factor of one layer to its next valid value (a divisor of its multipli
 the templates' weight partitioning requires): the layer whose step saves most of that
 resource without pushing another resource over its limit (from R = 64 a layer's weights move
 to BRAM). This trades latency for area where it buys the most, balancing all four resources.
-When no step helps any resource still over, the best factors found are returned; the fit
-check (fit.py) then names what is over and the layers that dominate it.
+A resource that stays over even at the largest factors is not chased (that would only add
+latency). When no step helps any resource still over, the factors found are returned; the
+fit check (fit.py) then names what is over and the layers that dominate it.
 """
 
 from __future__ import annotations
@@ -53,6 +54,13 @@ def choose_reuse(costs: dict[str, tuple[str, LayerCost]], board: Board, budget: 
 
     per_layer = {name: usage(name, reuse[name]) for name in costs}
     totals = {k: sum(u[k] for u in per_layer.values()) for k in RESOURCES}
+    # a resource over its limit even at the largest factors (e.g. FF of registered outputs) is
+    # not chased: raising R for it would only add latency; the fit check reports it
+    floor = {k: sum((usage(n, options[n][-1]) if n in options else per_layer[n])[k] for n in costs)
+             for k in RESOURCES}
+    for n in options:
+        usage(n, reuse[n])
+    hopeless = {k for k in RESOURCES if k != "bram" and limits[k] and floor[k] > limits[k]}
 
     def best_step(scarce: str):
         best = None
@@ -72,7 +80,7 @@ def choose_reuse(costs: dict[str, tuple[str, LayerCost]], board: Board, budget: 
         return best
 
     while True:
-        over = sorted((k for k in RESOURCES if limits[k] and totals[k] > limits[k]),
+        over = sorted((k for k in RESOURCES if limits[k] and totals[k] > limits[k] and k not in hopeless),
                       key=lambda k: -totals[k] / limits[k])
         step = next((s for s in map(best_step, over) if s is not None), None)
         if step is None:  # fits, or nothing more to gain: the fit check reports what is over
