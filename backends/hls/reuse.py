@@ -6,8 +6,8 @@ the reuse factor of one layer to its next valid value (a divisor of its multipli
 the templates' weight partitioning requires): the layer whose step saves most of that
 resource without pushing another resource over its limit (from R = 64 a layer's weights move
 to BRAM). This trades latency for area where it buys the most, balancing all four resources.
-A resource that stays over even at the largest factors is not chased (that would only add
-latency). When no step helps any resource still over, the factors found are returned; the
+A resource over the whole board even at the largest factors is not chased (no budget can
+fit it; raising R would only add latency). When no step helps any resource still over, the factors found are returned; the
 fit check (fit.py) then names what is over and the layers that dominate it.
 """
 
@@ -54,13 +54,14 @@ def choose_reuse(costs: dict[str, tuple[str, LayerCost]], board: Board, budget: 
 
     per_layer = {name: usage(name, reuse[name]) for name in costs}
     totals = {k: sum(u[k] for u in per_layer.values()) for k in RESOURCES}
-    # a resource over its limit even at the largest factors (e.g. FF of registered outputs) is
-    # not chased: raising R for it would only add latency; the fit check reports it
+    # a resource over the whole board even at the largest factors (e.g. FF of registered
+    # outputs) is not chased: no budget can fit it, and raising R would only add latency
     floor = {k: sum((usage(n, options[n][-1]) if n in options else per_layer[n])[k] for n in costs)
              for k in RESOURCES}
     for n in options:
         usage(n, reuse[n])
-    hopeless = {k for k in RESOURCES if k != "bram" and limits[k] and floor[k] > limits[k]}
+    whole = board_limits(board, 1.0)
+    hopeless = {k for k in RESOURCES if k != "bram" and whole[k] and floor[k] > whole[k]}
 
     def best_step(scarce: str):
         best = None
