@@ -67,7 +67,7 @@ def _chart(layers: list[dict], key: str, label: str, board_total: float | None, 
         ax_total.axhline(board_total, color="#999999", linestyle=":", label=f"board {board_total:,.0f}")
         ax_total.set_ylim(0, max(board_total, total) * 1.1)
     ax_total.set_xticks([0], ["total"])
-    ax_total.legend(fontsize=7, loc="lower right")
+    ax_total.legend(fontsize=7, loc="best")
     ax_total.set_title("total vs budget")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
