@@ -14,7 +14,7 @@ __version__ = "0.1.0"
 
 
 def compile(model, board: str = "vu13p", output_dir=None, precision=None, config=None, reuse_factor=None,
-            fuse: bool = True, budget=None, calibrate=None, bits=None, max_error=None):
+            fuse: bool = True, budget=None, calibrate=None, bits=None, max_error=None, fit_check: bool = True):
     """Compile a model into an HLS project (an ``HLSProject``) or, for CPU boards, a TVM library.
 
     ``model``: an ONNX/QONNX file or ModelProto (quantizers become fixed-point types), or a
@@ -22,12 +22,14 @@ def compile(model, board: str = "vu13p", output_dir=None, precision=None, config
     from which every value's integer bits are chosen, with ``bits`` (default 16) in all, or
     ``max_error``: as many fractional bits as rounding to within it takes.
     The project holds the lowered IR as ``kiln_ir.onnx`` (open it in Netron).
+    A fixed-point design whose estimate exceeds ``budget`` (default 0.7) x any of the board's
+    DSP, LUT, FF or BRAM is a KilnError; ``fit_check=False`` writes it anyway (warning on stderr).
     """
     from kiln.driver import compile_model
 
     return compile_model(model, board=board, output_dir=output_dir, precision=precision, config=config,
                          reuse_factor=reuse_factor, fuse=fuse, budget=budget, calibrate=calibrate, bits=bits,
-                         max_error=max_error)
+                         max_error=max_error, fit_check=fit_check)
 
 
 def open_project(path):

@@ -1,4 +1,9 @@
-"""Target boards, one TOML data file each under ``boards/`` (package ``kiln.boards``)."""
+"""Target boards, one TOML data file each under ``boards/`` (package ``kiln.boards``).
+
+FPGA boards list their block RAM as the data sheets do, in 36 Kb blocks (``bram_36k``);
+Kiln counts BRAM in 18 Kb blocks everywhere else (estimates, reports, the fit check, Vitis
+HLS's BRAM_18K), so ``resources`` also holds ``bram_18k`` = 2 x ``bram_36k``.
+"""
 
 from __future__ import annotations
 
@@ -46,8 +51,11 @@ def get_board(name: str) -> Board:
 
 def _parse(filename: str, text: str) -> Board:
     data = tomllib.loads(text)
+    res = dict(data.get("resources", {}))
+    if "bram_36k" in res and "bram_18k" not in res:
+        res["bram_18k"] = 2 * res["bram_36k"]
     return Board(name=data["name"], kind=data["kind"], description=data.get("description", ""),
                  part=data.get("part", ""), clock_mhz=float(data.get("clock_mhz", 0)),
-                 source=data.get("source", ""), resources=dict(data.get("resources", {})),
+                 source=data.get("source", ""), resources=res,
                  target=dict(data.get("target", {})), toolchain=dict(data.get("toolchain", {})),
                  family=data.get("family", ""))

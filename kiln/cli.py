@@ -61,10 +61,16 @@ def cmd_compile(args) -> int:
                         f"{board.kind} board")
     project = kiln.compile(args.model, board=args.board, output_dir=args.output, precision=args.precision,
                            config=args.config, reuse_factor=args.reuse, fuse=not args.no_fuse, budget=args.budget,
-                           calibrate=args.calibrate, bits=args.bits, max_error=args.max_error)
+                           calibrate=args.calibrate, bits=args.bits, max_error=args.max_error,
+                           fit_check=not args.no_fit_check)
     m = project.manifest
     print(f"wrote {project.path} ({m['board']}, {m['part']}, {m['clock_mhz']} MHz, precision {m['precision']}, "
           f"{m['n_weights']} weights)")
+    from kiln.backends.hls.fit import summary_lines
+    from kiln.report import load_estimate
+
+    for line in summary_lines(load_estimate(project.path)):
+        print(f"  {line}")
     return 0
 
 
@@ -160,7 +166,7 @@ def cmd_report(args) -> int:
     path = write_report(args.project, data=args.data)
     total = load_estimate(args.project)["total"]
     print(f"wrote {path} (estimates: latency {total['latency_cycles']} cycles = {total['latency_ns']:.0f} ns, "
-          f"II {total['ii']}, DSP {total['dsp']}, LUT {total['lut']}, FF {total['ff']}, BRAM18 {total['bram']})")
+          f"II {total['ii']}, DSP {total['dsp']}, LUT {total['lut']}, FF {total['ff']}, BRAM18K {total['bram']})")
     if args.data:
         from kiln.calibrate import PROFILE_FILE
 
@@ -211,12 +217,12 @@ def cmd_boards(args) -> int:
     from kiln.board import list_boards
 
     table = Table(title="Kiln boards")
-    for col in ("board", "kind", "part", "clock MHz", "DSP", "LUT", "FF", "BRAM36", "description"):
+    for col in ("board", "kind", "part", "clock MHz", "DSP", "LUT", "FF", "BRAM18K", "description"):
         table.add_column(col)
     for b in list_boards():
         r = b.resources
         part = b.part or " ".join(str(b.target.get(k, "")) for k in ("mtriple", "mcpu"))
-        table.add_row(b.name, b.kind, part, f"{b.clock_mhz:g}" if b.clock_mhz else "-", *(str(r.get(k, "-")) for k in ("dsp", "lut", "ff", "bram_36k")),
+        table.add_row(b.name, b.kind, part, f"{b.clock_mhz:g}" if b.clock_mhz else "-", *(str(r.get(k, "-")) for k in ("dsp", "lut", "ff", "bram_18k")),
                       b.description)
     _console().print(table)
     return 0
@@ -240,7 +246,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--config", help="kiln.toml with per-layer precision / reuse factors")
     c.add_argument("--reuse", help="'auto' (default: per-layer factors that fit --budget of the board) or an "
                    "integer for every layer")
-    c.add_argument("--budget", type=float, help="with --reuse auto: fraction of the board's DSP/LUT (default 0.7)")
+    c.add_argument("--budget", type=float, help="fraction of the board's DSP, LUT, FF and BRAM the design may use "
+                   "(default 0.7); --reuse auto fits it, and a fixed-point design over it is an error")
+    c.add_argument("--no-fit-check", action="store_true", help="write a design over --budget anyway (a warning "
+                   "names what is over), e.g. to C-simulate its numerics")
     c.add_argument("--no-fuse", action="store_true", help="compile LayerNorm/GELU patterns op by op (no fusion)")
     c.add_argument("--calibrate", metavar="SAMPLES", help=".npy (one model input) or .npz: profile every tensor "
                    "on these samples and choose each value's fixed-point type from its observed range")

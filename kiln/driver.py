@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import tempfile
 from collections import defaultdict
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import onnx_ir as ir
 
 from kiln.backends.hls.context import EmitContext
+from kiln.backends.hls.fit import check_fit
 from kiln.backends.hls.layers import emitter_for
 from kiln.backends.hls.project import HLSProject
 from kiln.backends.hls.reuse import choose_reuse
@@ -83,7 +85,8 @@ def lower(model_src, precision=None, config=None, reuse_factor=None, fuse=True, 
 
 
 def apply_auto_reuse(model: ir.Model, cfg, board, opset: int) -> None:
-    """Set each layer's reuse factor so the estimated DSP/LUT fit ``cfg.budget`` of the board."""
+    """Set each layer's reuse factor so the estimated DSP, LUT, FF and BRAM fit ``cfg.budget`` of
+    the board, as far as reuse can (the fit check reports what is still over)."""
     nodes = list(model.graph)
     layers = emit_layers(model, EmitContext(default_precision=cfg.precision, opset=opset))  # dry run at R=1
     costs = {node.name or f"node{i}": (node.op_type, layer.cost) for i, (node, layer) in enumerate(zip(nodes, layers))
@@ -95,8 +98,42 @@ def apply_auto_reuse(model: ir.Model, cfg, board, opset: int) -> None:
             node.metadata_props["kiln.reuse_factor"] = str(chosen[node.name or f"node{i}"])
 
 
+def fit_checker(cfg, board, fit_check: bool, reuse_from_cli: bool):
+    """The writer's ``on_estimate``: every resource against ``cfg.budget`` x the board, whatever
+    chose the reuse factors. Over budget: KilnError, or with ``fit_check=False`` a warning on
+    stderr. Float designs (functional checks, not sized for a board) are not checked; a note
+    says so when they would not fit."""
+    fixed = {name for name, layer in cfg.layers.items() if layer.reuse_factor is not None}
+    if cfg.reuse_factor == "auto":
+        mode, how = "auto", "with the reuse factors --reuse auto chose"
+    else:
+        mode = "model" if reuse_from_cli else "config"
+        how = f"at --reuse {cfg.reuse_factor}" if reuse_from_cli else f"at [model] reuse_factor = {cfg.reuse_factor}"
+    if fixed:
+        how += " and the config's per-layer reuse_factor"
+
+    def on_estimate(estimate, layers):
+        costs = {row.name: layer.cost for row, layer in zip(estimate.layers, layers) if layer.cost is not None}
+        result = check_fit(estimate.layers, costs, board, cfg.budget, how, mode, fixed, cfg.reuse_factor)
+        is_float = isinstance(cfg.precision, FloatType)
+        if result.over and is_float:
+            print(f"kiln: note: float precision designs are for functional checks and not sized for a board, so "
+                  f"the fit check is skipped ({result.summary()}; budget {cfg.budget:g} of {board.name})",
+                  file=sys.stderr)
+        elif result.over and fit_check:
+            raise KilnError(result.message())
+        elif result.over:
+            print(f"kiln: warning: --no-fit-check: writing a design that does not fit {cfg.budget:.0%} of "
+                  f"{board.name}: {result.summary()} (estimates); it can be C-simulated, not built for the board",
+                  file=sys.stderr)
+        return result.as_dict(skipped="float design" if is_float else None if fit_check else "--no-fit-check")
+
+    return on_estimate
+
+
 def compile_model(model, board="vu13p", output_dir=None, precision=None, config=None, reuse_factor=None,
-                  fuse=True, budget=None, calibrate=None, bits=None, max_error=None) -> HLSProject:
+                  fuse=True, budget=None, calibrate=None, bits=None, max_error=None, fit_check=True) -> HLSProject:
+    """``fit_check=False``: write a design over ``budget`` x the board anyway (warning on stderr)."""
     target = get_board(board)
     if target.kind == "cpu":  # TVM backend: float32, none of the HLS options
         if precision not in (None, "float") or config is not None or reuse_factor is not None or calibrate is not None:
@@ -117,7 +154,8 @@ def compile_model(model, board="vu13p", output_dir=None, precision=None, config=
         apply_auto_reuse(loaded.model, cfg, target, opset)
     ctx = EmitContext(default_precision=cfg.precision, opset=opset)
     name = Path(loaded.source).stem if loaded.source != "<ModelProto>" else (loaded.model.graph.name or "model")
-    path = write_project(loaded.model, loaded.original, loaded.batch_axis, target, ctx, Path(output_dir), name)
+    path = write_project(loaded.model, loaded.original, loaded.batch_axis, target, ctx, Path(output_dir), name,
+                         on_estimate=fit_checker(cfg, target, fit_check, reuse_factor is not None))
     if observed is not None:
         from kiln.calibrate import PROFILE_FILE
 

@@ -2,8 +2,9 @@
 
 Reads ``kiln_estimate.json`` (written by ``kiln compile``; every figure an ESTIMATE,
 see backends/hls/estimate.py) and, when ``kiln synth`` has run, the Vitis HLS report.
-Writes ``report/report.html`` and PNG bar charts (latency, DSP, LUT, BRAM per layer,
-with the board budget for the totals); ``--json`` prints the same data.
+Writes ``report/report.html`` and PNG bar charts (latency, DSP, LUT, FF, BRAM18K per layer,
+the design total against the budget line, budget fraction x the board, red when over);
+``--json`` prints the same data. Resources over budget are highlighted in the HTML.
 
 Profiling (``kiln report PROJECT --data samples.npy``, or the project's ``kiln_profile.json``
 from an earlier run or a calibrated compile): per traced value, the observed range of
@@ -28,7 +29,8 @@ PROFILE_HINT = ("No profile yet: run <code>kiln report {project} --data SAMPLES.
                 "model with one input, an .npz with one array per input, leading axis = samples) to "
                 "record each value's observed range on those samples and compare it with its type.")
 CHARTS = (("latency_cycles", "latency (cycles)", None), ("dsp", "DSP", "dsp"), ("lut", "LUT", "lut"),
-          ("bram", "BRAM (18 Kb)", "bram_18k"))
+          ("ff", "FF", "ff"), ("bram", "BRAM18K", "bram_18k"))
+DEFAULT_BUDGET = 0.7  # projects written before the budget was stored used the default
 
 
 def load_estimate(project_dir) -> dict:
@@ -41,7 +43,8 @@ def load_estimate(project_dir) -> dict:
         raise KilnError(f"{path} is corrupt: {exc}") from None
 
 
-def _chart(layers: list[dict], key: str, label: str, budget: float | None, total: float, path: Path) -> None:
+def _chart(layers: list[dict], key: str, label: str, board_total: float | None, fraction: float, total: float,
+           path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -55,13 +58,17 @@ def _chart(layers: list[dict], key: str, label: str, budget: float | None, total
     ax.set_xticks(range(len(values)), names, rotation=90, fontsize=7)
     ax.set_ylabel(f"{label} (estimate)")
     ax.set_title(f"{label} per layer (estimate)")
-    ax_total.bar([0], [total], color="#4f81bd", label="design total")
-    if budget:
-        ax_total.axhline(budget, color="k", linestyle="--", label=f"board budget {budget:,.0f}")
-        ax_total.set_ylim(0, max(budget, total) * 1.1)
+    limit = fraction * board_total if board_total else None
+    over = limit is not None and total > limit
+    ax_total.bar([0], [total], color="#d62728" if over else "#4f81bd",
+                 label="design total" + (" (OVER budget)" if over else ""))
+    if limit is not None:
+        ax_total.axhline(limit, color="k", linestyle="--", label=f"budget {fraction:.0%} of board = {limit:,.0f}")
+        ax_total.axhline(board_total, color="#999999", linestyle=":", label=f"board {board_total:,.0f}")
+        ax_total.set_ylim(0, max(board_total, total) * 1.1)
     ax_total.set_xticks([0], ["total"])
-    ax_total.legend(fontsize=7, loc="lower right")
-    ax_total.set_title("total vs board")
+    ax_total.legend(fontsize=7, loc="best")
+    ax_total.set_title("total vs budget")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -304,6 +311,31 @@ weight scale folded into the constants).</p>
 </table>"""
 
 
+def _budget_section(estimate: dict, fraction: float) -> str:
+    """Totals against the budget (fraction x the board), rows over budget in red with the
+    layers that dominate them."""
+    total, fit = estimate["total"], estimate.get("fit") or {}
+    rows, over = [], []
+    for key, label, board_key in CHARTS[1:]:
+        board_total = total["budget"].get(board_key) or 0
+        limit = fraction * board_total
+        is_over = bool(board_total) and total[key] > limit
+        top = sorted(estimate["layers"], key=lambda layer: -layer[key])[:3] if is_over else []
+        where = ", ".join(f"{layer['name']} ({layer[key]:,})" for layer in top)
+        if is_over:
+            over.append(label)
+        cells = (label, f"{total[key]:,}", f"{limit:,.0f}", f"{board_total:,}",
+                 f"{100 * total[key] / limit:.0f}%" if limit else "-", ("OVER budget: " + where) if is_over else "ok")
+        style = ' class="over" style="background:#f8d7da;font-weight:bold"' if is_over else ""
+        rows.append(f"<tr{style}>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
+    verdict = (f'<p class="over" style="color:#b00000"><b>Over budget: {", ".join(over)}</b>'
+               + (f" (written with {html.escape(fit['skipped'])})" if fit.get("skipped") else "") + "</p>"
+               if over else f"<p>Fits the budget of {fraction:.0%} of the board.</p>")
+    head = "".join(f"<th>{c}</th>" for c in ("resource", "estimate", f"budget ({fraction:.0%})", "board",
+                                            "of budget", ""))
+    return f'{verdict}\n<table id="budget"><tr>{head}</tr>\n' + "\n".join(rows) + "\n</table>"
+
+
 def write_report(project_dir, data=None, progress=None) -> Path:
     """Render report/report.html, the PNG charts and, with a profile (``data`` samples or the
     project's kiln_profile.json), the profiling PNGs and table; returns the HTML path."""
@@ -317,10 +349,11 @@ def write_report(project_dir, data=None, progress=None) -> Path:
     except OSError as exc:
         raise KilnError(f"cannot write {out}: {exc.strerror or exc}") from None
     layers, total = estimate["layers"], estimate["total"]
+    fraction = total.get("budget_fraction", DEFAULT_BUDGET)
     images = []
     for key, label, budget_key in CHARTS:
         png = out / f"{key}.png"
-        _chart(layers, key, label, total["budget"].get(budget_key) if budget_key else None,
+        _chart(layers, key, label, total["budget"].get(budget_key) if budget_key else None, fraction,
                total["latency_cycles"] if key == "latency_cycles" else total[key], png)
         images.append(png.name)
     rows_profile = profile_rows(manifest, prof) if manifest is not None and prof is not None else []
@@ -330,11 +363,8 @@ def write_report(project_dir, data=None, progress=None) -> Path:
     cols = ("name", "op", "reuse", "ii", "latency_cycles", "dsp", "lut", "ff", "bram")
     rows = "\n".join("<tr>" + "".join(f"<td>{html.escape(str(layer[c]))}</td>" for c in cols) + "</tr>"
                      for layer in layers)
-    budget = total["budget"]
     summary = (f"latency {total['latency_cycles']} cycles = {total['latency_ns']:.0f} ns at {total['clock_mhz']:g} MHz, "
-               f"II {total['ii']} cycles; DSP {total['dsp']} / {budget.get('dsp')}, LUT {total['lut']} / "
-               f"{budget.get('lut')}, FF {total['ff']} / {budget.get('ff')}, BRAM18 {total['bram']} / "
-               f"{budget.get('bram_18k')}")
+               f"II {total['ii']} cycles")
     page = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>Kiln report</title>
 <style>body{{font-family:sans-serif;margin:2em}} table{{border-collapse:collapse}}
@@ -343,6 +373,7 @@ td,th{{border:1px solid #bbb;padding:2px 6px;font-size:12px}} img{{max-width:100
 <p><b>All figures are estimates</b> from layer shapes, reuse factors and precision (see Kiln's
 backends/hls/estimate.py); run <code>kiln synth</code> for Vitis HLS's own numbers.</p>
 <p>{html.escape(summary)}</p>
+{_budget_section(estimate, fraction)}
 <table><tr>{''.join(f'<th>{c}</th>' for c in cols)}</tr>
 {rows}
 </table>

@@ -94,8 +94,10 @@ def test_auto_reuse_fits_pynq_z2_for_the_transformer_jet_tagger(tmp_path):
     pytest.importorskip("torch")
     from examples.zoo import export_model
 
+    # the FF of its registered layer outputs cannot fit pynq-z2 (tests/test_fit_check.py): written
+    # with fit_check=False, the reuse factors auto reuse chose for DSP/LUT are still checked here
     project = kiln.compile(export_model("jet_tagger", tmp_path / "jet_tagger.onnx"), board="pynq-z2",
-                           output_dir=tmp_path / "t")
+                           output_dir=tmp_path / "t", fit_check=False)
     est = load_estimate(project.path)
     total = est["total"]
     assert total["dsp"] <= 0.7 * 220 and total["lut"] <= 0.7 * 53200

@@ -90,7 +90,9 @@ class EmitContext:
         lowered to the nearest valid one, as hls4ml does; a per-layer value is an error."""
         rf = int(node.metadata_props.get("kiln.reuse_factor", "1"))
         if n_mults is not None and n_mults % rf != 0:
-            valid = [d for d in range(1, n_mults + 1) if n_mults % d == 0]
+            from kiln.backends.hls.reuse import divisors
+
+            valid = divisors(n_mults)
             if node.metadata_props.get("kiln.reuse_explicit") != "1":
                 return max(d for d in valid if d <= rf)
             raise KilnError(f"layer {node.name!r} ({node.op_type}): reuse_factor {rf} does not divide its "

@@ -21,7 +21,7 @@ hls4ml's ``resource strategy`` docs) and the DSP48E2 multiplier size of UltraSca
   and 3 cycles per table lookup / normalisation step.
 * Registers (FF): every layer's output is registered (io_parallel), plus the
   accumulators.
-* BRAM (18 Kb): weights stay in registers/LUTRAM while R < 64 (hls4ml partitions them
+* BRAM, counted in BRAM18K blocks (18 Kb; the boards' 36 Kb blocks count 2): weights stay in registers/LUTRAM while R < 64 (hls4ml partitions them
   into ceil(n/R) banks of depth R); from R >= 64 each bank of width W bits takes
   ceil(W / 36) BRAM18 per 512 words of depth. Lookup tables of more than 1024 entries
   take ceil(entries * width / 18432) BRAM18, smaller ones LUTRAM (~entries * width / 64
@@ -128,7 +128,8 @@ def estimate_layer(name: str, op: str, cost: LayerCost, inputs: list[str]) -> La
 class ModelEstimate:
     layers: list[LayerEstimate]
     clock_mhz: float
-    budget: dict
+    budget: dict                              # the board's resources (BRAM in BRAM18K)
+    fit: dict = field(default_factory=dict)   # the fit check (fit.FitResult.as_dict)
 
     @property
     def latency_cycles(self) -> int:
@@ -153,5 +154,8 @@ class ModelEstimate:
             "total": {"ii": self.ii, "latency_cycles": self.latency_cycles,
                       "latency_ns": self.latency_cycles * 1000.0 / self.clock_mhz,
                       **{k: self.total(k) for k in ("dsp", "lut", "ff", "bram")},
-                      "clock_mhz": self.clock_mhz, "budget": self.budget},
+                      "clock_mhz": self.clock_mhz, "budget": self.budget, "bram_unit": "BRAM18K",
+                      **({"budget_fraction": self.fit["budget_fraction"], "limits": self.fit["limits"],
+                          "over": self.fit["over"]} if self.fit else {})},
+            **({"fit": self.fit} if self.fit else {}),
         }

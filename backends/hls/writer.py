@@ -142,7 +142,9 @@ def estimate_model(model: ir.Model, layers: list, board: Board) -> ModelEstimate
 
 
 def write_project(model: ir.Model, original: onnx.ModelProto, batch_axis: dict[str, bool], board: Board,
-                  ctx: EmitContext, output_dir: Path, model_name: str) -> Path:
+                  ctx: EmitContext, output_dir: Path, model_name: str, on_estimate=None) -> Path:
+    """``on_estimate(estimate, layers)``: the fit check, run before anything is written; it may
+    raise, and what it returns is stored in the estimate and the manifest ("fit")."""
     graph = model.graph
     ports: list[Port] = []
     offset = 0
@@ -163,6 +165,8 @@ def write_project(model: ir.Model, original: onnx.ModelProto, batch_axis: dict[s
     layers = emit_layers(model, ctx)
     checks = overflow_checks(layers)
     estimate = estimate_model(model, layers, board)
+    if on_estimate is not None:
+        estimate.fit = on_estimate(estimate, layers) or {}
     port_vars = {p.var for p in ports}
     intermediates = []
     for node in graph:
@@ -234,6 +238,8 @@ def write_project(model: ir.Model, original: onnx.ModelProto, batch_axis: dict[s
             "outputs": [_port_json(p) for p in ports if not p.is_input],
         }
         manifest["quantizers"] = _quantizers(model)
+        if estimate.fit:
+            manifest["fit"] = estimate.fit
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
         (tmp / ESTIMATE).write_text(json.dumps(estimate.as_dict(), indent=2))
     return output_dir
