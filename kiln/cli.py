@@ -81,6 +81,7 @@ def cmd_csim(args) -> int:
     if project.backend != "hls":
         raise KilnError(f"{args.project} is a {project.backend} artifact (a CPU board); run it with `kiln run`")
     inputs = _load_inputs(args.input)
+    project.check_inputs(inputs)  # a wrong input is an error before the build starts
     console = _console()
     count = not args.no_overflow_check and bool(project.manifest.get("overflow_checks"))
     seconds = {}

@@ -13,12 +13,14 @@ trials, benchmark phases) are printed at most every ``UPDATE_EVERY_S`` seconds i
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from contextlib import contextmanager
 
 _START = time.monotonic()
 UPDATE_EVERY_S = 2.0
+LINE = re.compile(r"^\[\s*\d+\.\ds\] ")  # how every progress line in a log begins
 
 
 def _stamp() -> str:

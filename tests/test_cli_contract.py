@@ -54,6 +54,16 @@ def hls(tmp_path_factory):
     return tmp, kiln.open_project(tmp / "prj"), x.astype(np.float32)
 
 
+@pytest.fixture(scope="module")
+def csim_json(hls):
+    """One `kiln csim --json --trace --output` run (the result, the C-sim outputs, its stderr)."""
+    tmp, project, _ = hls
+    r = run_kiln("csim", project.path, "--input", tmp / "x.npy", "--json", "--trace", tmp / "trace",
+                 "--output", tmp / "y.npy")
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout), np.load(tmp / "y.npy").astype(np.float64), r.stderr  # stdout is one JSON object
+
+
 def test_version_is_the_package_version():
     r = run_kiln("--version")
     assert r.returncode == 0
@@ -61,13 +71,11 @@ def test_version_is_the_package_version():
     assert kiln.__version__ == importlib.metadata.version("kiln")
 
 
-def test_csim_json_is_the_only_stdout_and_matches_onnxruntime(hls):
+def test_csim_json_is_the_only_stdout_and_matches_onnxruntime(hls, csim_json):
     tmp, project, x = hls
-    r = run_kiln("csim", project.path, "--input", tmp / "x.npy", "--json", "--trace", tmp / "trace")
-    assert r.returncode == 0, r.stderr
-    data = json.loads(r.stdout)  # the whole of stdout is one JSON object
+    data, got, stderr = csim_json
     assert data["samples"] == 64 and data["precision"] == PRECISION and data["checks"] is None
-    got = np.asarray(project.csim(x), dtype=np.float64)
+    assert data["output_file"] == str(tmp / "y.npy") and "wrote" in stderr
     ref = project.reference(x)[0].astype(np.float64)
     (out,) = data["outputs"]
     assert out["name"] == "y"
@@ -82,15 +90,14 @@ def test_csim_json_is_the_only_stdout_and_matches_onnxruntime(hls):
     assert abs(first["count"] - expected) <= max(3, 0.05 * expected), (first["count"], expected)
     assert set(data["seconds"]) >= {"build", "csim", "trace", "compare", "total"}
     # progress went to stderr, as lines that stay in a log: stamp, step, duration
-    assert re.search(r"^\[\s*\d+\.\ds\] building C-simulation \(g\+\+\) \.\.\. done \(\d+\.\d s\)$", r.stderr, re.M)
-    assert "running C-simulation (counting overflows) ... done (" in r.stderr
+    assert re.search(r"^\[\s*\d+\.\ds\] building C-simulation \(g\+\+\) \.\.\. done \(\d+\.\d s\)$", stderr, re.M)
+    assert "running C-simulation (counting overflows) ... done (" in stderr
 
 
-def test_layer_names_are_spelled_alike_everywhere(hls):
+def test_layer_names_are_spelled_alike_everywhere(hls, csim_json):
     """Config (unnamed node by its fallback name), report --json, trace, profile and overflow rows."""
     tmp, project, x = hls
-    data = json.loads(run_kiln("csim", project.path, "--input", tmp / "x.npy", "--json", "--trace",
-                               tmp / "trace").stdout)
+    data = csim_json[0]
     assert [row["layer"] for row in data["trace"]] == LAYERS
     assert [row["op"] for row in data["trace"]] == ["Dense", "Relu", "Dense"]
     assert [row["layer"] for row in data["overflows"]] == LAYERS
@@ -103,30 +110,27 @@ def test_layer_names_are_spelled_alike_everywhere(hls):
     bad = run_kiln("compile", tmp / "m.onnx", "-o", tmp / "bad", "--config", tmp / "bad.toml")
     assert bad.returncode == 2 and "'/fc2/Gemm'" in bad.stderr
     assert "layers are: " + repr(sorted(LAYERS)) in bad.stderr
-    text = run_kiln("csim", project.path, "--input", tmp / "x.npy", "--no-compare")
-    assert "warning: layer '/fc1/Gemm' (Dense) overflowed" in text.stdout
-    assert '[layers."/fc1/Gemm"]' in text.stdout
 
 
-def test_csim_gate_exits_1_naming_the_output_and_bound(hls):
+def test_csim_gate_exits_1_naming_the_output_and_bound(hls, csim_json):
     tmp, project, x = hls
-    got = np.asarray(project.csim(x), dtype=np.float64)
+    got = csim_json[1]
     ref = project.reference(x)[0].astype(np.float64)
     err = float(np.max(np.abs(got - ref)))
     agree = float(np.mean(got.argmax(1) == ref.argmax(1)))
     assert err > 0 and agree < 1
-    r = run_kiln("csim", project.path, "--input", tmp / "x.npy", "--no-overflow-check", "--json",
-                 "--atol", err / 2, "--rtol", 10, "--min-agreement", 1.0)
+    r = run_kiln("csim", project.path, "--input", tmp / "x.npy", "--json", "--atol", err / 2, "--rtol", 10, "--min-agreement", 1.0)
     assert r.returncode == 1, r.stderr
     assert "kiln: check failed: output 'y': max abs error" in r.stderr and "> --atol" in r.stderr
     assert "argmax agreement" in r.stderr and "< --min-agreement 100%" in r.stderr
     assert "--rtol" not in r.stderr  # that bound held
     checks = json.loads(r.stdout)["checks"]
     assert checks["passed"] is False and len(checks["failures"]) == 2
-    r = run_kiln("csim", project.path, "--input", tmp / "x.npy", "--no-overflow-check",
-                 "--atol", err * 1.01, "--min-agreement", agree)
+    r = run_kiln("csim", project.path, "--input", tmp / "x.npy", "--atol", err * 1.01, "--min-agreement", agree)
     assert r.returncode == 0, r.stderr
     assert "kiln: checks passed" in r.stderr and "argmax agreement" in r.stdout  # the table still prints
+    assert "warning: layer '/fc1/Gemm' (Dense) overflowed" in r.stdout  # the layer's name as in the config
+    assert '[layers."/fc1/Gemm"]' in r.stdout
 
 
 def test_user_errors_with_json_exit_2_with_an_error_object(hls, tmp_path):
