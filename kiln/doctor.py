@@ -72,7 +72,7 @@ def _frontend_checks() -> list[dict]:
     ]
 
 
-BACKENDS = {"hls": ("HLS backend (FPGA boards: compile + C-simulation)", _hls_checks),
+BACKENDS = {"hls": ("HLS backend (compile + C-sim)", _hls_checks),
             "tvm": ("TVM backend (CPU boards)", _tvm_checks)}
 
 
