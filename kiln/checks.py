@@ -63,7 +63,7 @@ def check_bounds(rows, args) -> list[str]:
     return failures
 
 
-def gate(rows, args, as_json: bool) -> tuple[int, dict | None]:
+def gate(rows, args) -> tuple[int, dict | None]:
     """Exit code (0 or 1) and the JSON "checks" entry; prints the verdict to stderr."""
     if rows is None or all(getattr(args, k) is None for k in ("atol", "rtol", "min_agreement")):
         return 0, None

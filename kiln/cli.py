@@ -108,7 +108,7 @@ def cmd_csim(args) -> int:
         if not args.json:
             console.print(_comparison_table(f"C-sim vs ONNX Runtime ({n} samples, {project.manifest['precision']})",
                                             rows))
-    code, checks = gate(rows, args, args.json)
+    code, checks = gate(rows, args)
     if args.json:
         seconds["total"] = time.monotonic() - t0
         print_json({"command": "csim", "project": str(project.path), "samples": n,
@@ -212,14 +212,20 @@ def cmd_report(args) -> int:
     from kiln.progress import progress
     from kiln.report import load_estimate, report_json, write_report
 
-    profiling = progress(f"profiling the model on {args.data} (ONNX Runtime) ...") if args.data else nullcontext()
+    data, profiling = None, nullcontext()
+    if args.data:  # read and checked before the step starts: a bad file is the only thing on stderr
+        from kiln.calibrate import load_samples
+        from kiln.fsutil import read_manifest
+
+        data = load_samples(args.data, read_manifest(args.project, "hls")["inputs"])
+        profiling = progress(f"profiling the model on {len(data[0])} samples of {args.data} (ONNX Runtime) ...")
     if args.json:
         with profiling:
-            result = report_json(args.project, data=args.data)
+            result = report_json(args.project, data=data)
         print_json(result)
         return 0
     with profiling:
-        path = write_report(args.project, data=args.data)
+        path = write_report(args.project, data=data)
     total = load_estimate(args.project)["total"]
     print(f"wrote {path} (estimates: latency {total['latency_cycles']} cycles = {total['latency_ns']:.0f} ns, "
           f"II {total['ii']}, DSP {total['dsp']}, LUT {total['lut']}, FF {total['ff']}, BRAM18 {total['bram']})")

@@ -7,9 +7,6 @@ kiln/cli.py hands CPU boards to ``cmd_compile_cpu`` and adds ``run`` and ``bench
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
-
-import numpy as np
 
 from kiln.errors import KilnError
 
@@ -137,7 +134,7 @@ def cmd_run(args) -> int:
         if not args.json:
             _console().print(_comparison_table(
                 f"TVM ({art.manifest['board']}, {where}) vs ONNX Runtime ({outputs[0].shape[0]} samples)", rows))
-    code, checks = gate(rows, args, args.json)
+    code, checks = gate(rows, args)
     if args.json:
         seconds["total"] = time.monotonic() - t0
         print_json({"command": "run", "artifact": str(art.path), "board": art.manifest["board"], "where": where,
