@@ -19,6 +19,7 @@ from onnx_ir.passes.common import LiftConstantsToInitializersPass, RemoveUnusedN
 
 from kiln.errors import KilnError
 from kiln.frontend.quantizers import QuantInfo, extract_quantizers, mark_activation_quantizers, reference_model
+from kiln.names import name_layers
 
 
 @dataclass
@@ -85,6 +86,21 @@ def _pin_batch_axis(proto: onnx.ModelProto, source: str) -> dict[str, bool]:
     return batch_axis
 
 
+def _with_layer_names(proto: onnx.ModelProto, copy: bool) -> onnx.ModelProto:
+    """Every node named once, here, by ``kiln.names.layer_name`` (unnamed ones ``<op>_<index>``
+    in the user's graph), so configs, reports, traces and overflow rows spell layers alike.
+    A ModelProto the caller handed in is copied, not renamed in place."""
+    nodes = proto.graph.node
+    if all(n.name for n in nodes) and len({n.name for n in nodes}) == len(nodes):
+        return proto
+    if copy:
+        named = onnx.ModelProto()
+        named.CopyFrom(proto)
+        proto = named
+    name_layers(proto.graph)
+    return proto
+
+
 def load_onnx(src, quantizers: bool = True) -> LoadedModel:
     """Load an ONNX file or ModelProto into the IR. Every problem is a KilnError.
 
@@ -93,6 +109,7 @@ def load_onnx(src, quantizers: bool = True) -> LoadedModel:
     quantizers as their standard-op expansion.
     """
     original, source = read_onnx(src)
+    original = _with_layer_names(original, copy=source == "<ModelProto>")
     try:
         onnx.checker.check_model(original)
     except onnx.checker.ValidationError as exc:

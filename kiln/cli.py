@@ -75,36 +75,77 @@ def cmd_compile(args) -> int:
 
 
 def cmd_csim(args) -> int:
-    import kiln
+    import time
 
+    import kiln
+    from kiln.checks import check_bound_options, comparison_json, gate, print_json
+    from kiln.progress import progress
+
+    t0 = time.monotonic()
+    check_bound_options(args)
     project = kiln.open_project(args.project)
+    if project.backend != "hls":
+        raise KilnError(f"{args.project} is a {project.backend} artifact (a CPU board); run it with `kiln run`")
     inputs = _load_inputs(args.input)
+    project.check_inputs(inputs)  # a wrong input is an error before the build starts
     console = _console()
     count = not args.no_overflow_check and bool(project.manifest.get("overflow_checks"))
-    with console.status("building C-simulation (g++) ..."):
+    seconds = {}
+    with progress("building C-simulation (g++) ...") as step:
         project.build(overflow=count)  # the variant that runs next (a second build would be wasted)
-    with console.status("running C-simulation" + (" (counting overflows)" if count else "") + " ..."):
+    seconds["build"] = step.seconds
+    with progress("running C-simulation" + (" (counting overflows)" if count else "") + " ...") as step:
         if count:
             outputs, overflow_rows = project.csim_overflow(inputs)
         else:
             outputs = project.csim(inputs, return_all=True)
-    console.print(project.run_summary())
-    if count:
-        _print_overflows(overflow_rows, outputs[0].shape[0], console)
-    if args.output:
-        out = Path(args.output)
+    seconds["csim"] = step.seconds
+    if not args.json:
+        console.print(project.run_summary())
+    n = outputs[0].shape[0]
+    if count and not args.json:
+        _print_overflows(overflow_rows, n, console)
+    written = _save_outputs(args.output, outputs, project.outputs, quiet=args.json)
+    trace_rows = _trace(project, inputs, Path(args.trace), console, quiet=args.json, seconds=seconds) \
+        if args.trace else None
+    rows = None
+    if not args.no_compare:
+        with progress("running ONNX Runtime for the comparison ...") as step:
+            rows = project.compare(inputs, outputs)
+        seconds["compare"] = step.seconds
+        if not args.json:
+            console.print(_comparison_table(f"C-sim vs ONNX Runtime ({n} samples, {project.manifest['precision']})",
+                                            rows))
+    code, checks = gate(rows, args)
+    if args.json:
+        seconds["total"] = time.monotonic() - t0
+        print_json({"command": "csim", "project": str(project.path), "samples": n,
+                    "precision": project.manifest["precision"], "outputs": comparison_json(rows),
+                    "overflows": [_overflow_json(r) for r in overflow_rows] if count else None,
+                    "trace": trace_rows, "output_file": written, "checks": checks, "seconds": seconds})
+    return code
+
+
+def _overflow_json(row: dict) -> dict:
+    return {k: row[k] for k in ("layer", "op", "value", "precision", "source", "count", "total")}
+
+
+def _save_outputs(path, outputs, specs, quiet: bool) -> str | None:
+    """``--output``: .npy for one output, .npz keyed by output name for several."""
+    if not path:
+        return None
+    out = Path(path)
+    try:
         if len(outputs) == 1:
             np.save(out, outputs[0])
         else:
-            np.savez(out, **{spec["name"]: y for spec, y in zip(project.outputs, outputs)})
-        print(f"wrote {out}")
-    if args.trace:
-        _trace(project, inputs, Path(args.trace), console)
-    if not args.no_compare:
-        rows = project.compare(inputs, outputs)
-        console.print(_comparison_table(
-            f"C-sim vs ONNX Runtime ({outputs[0].shape[0]} samples, {project.manifest['precision']})", rows))
-    return 0
+            np.savez(out, **{spec["name"]: y for spec, y in zip(specs, outputs)})
+    except OSError as exc:
+        raise KilnError(f"cannot write {out}: {exc.strerror or exc}") from None
+    suffix = ".npy" if len(outputs) == 1 else ".npz"  # numpy adds it when missing
+    written = str(out) if out.suffix == suffix else str(out) + suffix
+    print(f"wrote {written}", file=sys.stderr if quiet else sys.stdout)
+    return written
 
 
 # a type Kiln chose (not a quantizer's, not the user's): overflowing it is a warning
@@ -113,6 +154,7 @@ CHOSEN_TYPE_SOURCES = {"inferred": "inferred", "calibrated": "calibrated", "defa
 
 def _print_overflows(rows: list[dict], n_samples: int, console) -> None:
     """Per layer output that saturated or wrapped: how often; a warning where Kiln chose the type."""
+    from rich.markup import escape
     from rich.table import Table
 
     hit = [r for r in rows if r["count"]]
@@ -123,47 +165,75 @@ def _print_overflows(rows: list[dict], n_samples: int, console) -> None:
     for col in ("layer", "op", "value", "type", "type from", "overflows", "of values"):
         table.add_column(col)
     for r in hit:
-        table.add_row(r["layer"], r["op"], r["value"], r["precision"], r["source"], str(r["count"]),
+        table.add_row(escape(r["layer"]), r["op"], escape(r["value"]), r["precision"], r["source"], str(r["count"]),
                       f"{r['total']} ({100 * r['count'] / max(r['total'], 1):.2f}%)")
     console.print(table)
     for r in hit:
         if r["source"] in CHOSEN_TYPE_SOURCES:
-            console.print(f"[yellow]warning:[/] layer {r['layer']!r} ({r['op']}) overflowed {r['count']} of "
-                          f"{r['total']} values of its {r['precision']} output, a type Kiln chose "
-                          f"({CHOSEN_TYPE_SOURCES[r['source']]}); set [layers.\"{r['layer']}\"] precision in a "
-                          "config, or calibrate with more samples", highlight=False)
+            console.print(f"[yellow]warning:[/] layer {escape(repr(r['layer']))} ({r['op']}) overflowed "
+                          f"{r['count']} of {r['total']} values of its {r['precision']} output, a type Kiln chose "
+                          f"({CHOSEN_TYPE_SOURCES[r['source']]}); set {escape(_toml_table(r['layer']))} precision "
+                          "in a config, or calibrate with more samples", highlight=False)
 
 
-def _trace(project, inputs, out_dir: Path, console) -> None:
+def _toml_table(layer: str) -> str:
+    """``[layers."NAME"]`` as a TOML config spells it (quotes and backslashes escaped)."""
+    return "[layers." + json.dumps(layer) + "]"
+
+
+def _trace(project, inputs, out_dir: Path, console, quiet: bool = False, seconds=None) -> list[dict]:
     """Write every layer's C-sim output and print its error against ONNX Runtime."""
+    from rich.markup import escape
     from rich.table import Table
 
-    with console.status("running traced C-simulation ..."):
+    from kiln.progress import progress
+
+    with progress("building and running the traced C-simulation, and ONNX Runtime ...") as step:
         _, traced = project.csim_trace(inputs)
         rows = project.trace_compare(inputs)
+    if seconds is not None:
+        seconds["trace"] = step.seconds
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         np.savez(out_dir / "trace.npz", **{f"{i:03d}": v for i, v in enumerate(traced.values())})
         (out_dir / "trace_index.txt").write_text("\n".join(f"{i:03d}\t{name}" for i, name in enumerate(traced)))
     except OSError as exc:
         raise KilnError(f"cannot write the trace to {out_dir}: {exc.strerror or exc}") from None
-    table = Table(title=f"per-layer trace vs ONNX Runtime ({project.manifest['precision']}), written to {out_dir}")
-    for col in ("layer", "value", "max abs error", "relative"):
+    if quiet:
+        return rows
+    table = Table(title=f"per-layer trace vs ONNX Runtime ({project.manifest['precision']}), written to "
+                        f"{escape(str(out_dir))}")
+    for col in ("layer", "op", "value", "max abs error", "relative"):
         table.add_column(col)
     for r in rows:
         err = "-" if r["max_abs_error"] is None else f"{r['max_abs_error']:.3e}"
         rel = "-" if r["relative_error"] is None else f"{r['relative_error']:.3e}"
-        table.add_row(r["layer"], r["value"], err, rel)
+        table.add_row(escape(r["layer"]), r["op"], escape(r["value"]), err, rel)
     console.print(table)
+    return rows
 
 
 def cmd_report(args) -> int:
+    from contextlib import nullcontext
+
+    from kiln.checks import print_json
+    from kiln.progress import progress
     from kiln.report import load_estimate, report_json, write_report
 
+    data, profiling = None, nullcontext()
+    if args.data:  # read and checked before the step starts: a bad file is the only thing on stderr
+        from kiln.calibrate import load_samples
+        from kiln.fsutil import read_manifest
+
+        data = load_samples(args.data, read_manifest(args.project, "hls")["inputs"])
+        profiling = progress(f"profiling the model on {len(data[0])} samples of {args.data} (ONNX Runtime) ...")
     if args.json:
-        print(json.dumps(report_json(args.project, data=args.data), indent=2))
+        with profiling:
+            result = report_json(args.project, data=data)
+        print_json(result)
         return 0
-    path = write_report(args.project, data=args.data)
+    with profiling:
+        path = write_report(args.project, data=data)
     total = load_estimate(args.project)["total"]
     print(f"wrote {path} (estimates: latency {total['latency_cycles']} cycles = {total['latency_ns']:.0f} ns, "
           f"II {total['ii']}, DSP {total['dsp']}, LUT {total['lut']}, FF {total['ff']}, BRAM18K {total['bram']})")
@@ -180,8 +250,10 @@ def cmd_quantize(args) -> int:
 
     specs = model_input_specs(args.model)
     samples = load_samples(args.calibrate, specs)
+    from kiln.progress import progress
+
     console = _console()
-    with console.status(f"calibrating on {samples[0].shape[0]} samples and quantizing ..."):
+    with progress(f"calibrating on {samples[0].shape[0]} samples and quantizing ..."):
         out = write_int8_qdq(args.model, samples, args.output, per_channel=args.per_channel,
                              activation=args.activation)
     counts = count_qdq_nodes(out)
@@ -216,27 +288,69 @@ def cmd_boards(args) -> int:
 
     from kiln.board import list_boards
 
+    boards = list_boards()
+    if args.json:
+        from kiln.checks import print_json
+
+        print_json({"boards": [{"name": b.name, "kind": b.kind, "part": b.part or None,
+                                "clock_mhz": b.clock_mhz or None, "resources": b.resources,
+                                "target": b.target or None, "family": b.family or None,
+                                "description": b.description, "source": b.source} for b in boards]})
+        return 0
     table = Table(title="Kiln boards")
     for col in ("board", "kind", "part", "clock MHz", "DSP", "LUT", "FF", "BRAM18K", "description"):
         table.add_column(col)
-    for b in list_boards():
+    for b in boards:
         r = b.resources
         part = b.part or " ".join(str(b.target.get(k, "")) for k in ("mtriple", "mcpu"))
-        table.add_row(b.name, b.kind, part, f"{b.clock_mhz:g}" if b.clock_mhz else "-", *(str(r.get(k, "-")) for k in ("dsp", "lut", "ff", "bram_18k")),
-                      b.description)
+        table.add_row(b.name, b.kind, part, f"{b.clock_mhz:g}" if b.clock_mhz else "-",
+                      *(str(r.get(k, "-")) for k in ("dsp", "lut", "ff", "bram_18k")), b.description)
     _console().print(table)
     return 0
 
 
 def cmd_doctor(args) -> int:
-    from kiln.doctor import report
+    from kiln.doctor import doctor_json, report
 
-    print(report())
+    if args.json:
+        from kiln.checks import print_json
+
+        print_json(doctor_json())
+    else:
+        print(report())
     return 0
 
 
+def kiln_version() -> str:
+    """The installed distribution's version, else the package's own ``kiln.__version__``."""
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version("kiln")
+    except importlib.metadata.PackageNotFoundError:
+        import kiln
+
+        return kiln.__version__
+
+
+class _UsageError(Exception):
+    """argparse's complaint about the command line, reported like every other user error."""
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    def error(self, message):
+        self.print_usage(sys.stderr)
+        raise _UsageError(f"{message} (see `{self.prog} --help`)")
+
+
+JSON_HELP = "print one JSON object on stdout (progress and messages go to stderr)"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="kiln", description="Deployment compiler: ONNX to FPGA (Vitis HLS) and more")
+    from kiln.checks import add_check_options
+
+    parser = _ArgumentParser(prog="kiln", description="Deployment compiler: ONNX to FPGA (Vitis HLS) and more")
+    parser.add_argument("--version", action="version", version=f"kiln {kiln_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     c = sub.add_parser("compile", help="lower a model and generate the backend project")
     c.add_argument("model", help="ONNX file")
@@ -269,6 +383,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="skip counting saturations/wraps per layer (the instrumented build runs each layer twice)")
     s.add_argument("--trace", metavar="DIR", help="write every layer's output to DIR/trace.npz and compare each "
                    "with ONNX Runtime's value of the same tensor")
+    s.add_argument("--json", action="store_true", help=JSON_HELP)
+    add_check_options(s)
     s.set_defaults(func=cmd_csim)
     r = sub.add_parser("report", help="per-layer latency/resource estimates: HTML + PNG charts, or --json")
     r.add_argument("project")
@@ -289,23 +405,38 @@ def build_parser() -> argparse.ArgumentParser:
     y.add_argument("project")
     y.set_defaults(func=cmd_synth)
     b = sub.add_parser("boards", help="list boards and their budgets")
+    b.add_argument("--json", action="store_true", help=JSON_HELP)
     b.set_defaults(func=cmd_boards)
     add_parsers(sub)  # run, bench (CPU boards, TVM)
     d = sub.add_parser("doctor", help="what toolchains and backends are available")
+    d.add_argument("--json", action="store_true", help=JSON_HELP)
     d.set_defaults(func=cmd_doctor)
     return parser
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    """Exit 0 on success, 1 when a --atol/--rtol/--min-agreement bound fails, 2 on a user error
+    (one ``kiln: error: ...`` line on stderr; with --json also ``{"error": ...}`` on stdout)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
+        args = build_parser().parse_args(argv)
         return args.func(args)
-    except KilnError as exc:
-        print(f"kiln: error: {exc}", file=sys.stderr)
+    except (KilnError, _UsageError) as exc:
+        message = str(exc)
+        print(f"kiln: error: {message}", file=sys.stderr)
+        if "--json" in argv:
+            from kiln.checks import print_json
+
+            print_json({"error": message, "exit_code": 2})
         return 2
     except KeyboardInterrupt:
         print("kiln: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `kiln boards --json | head`: the reader left; not an error of ours
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from kiln.config import make_config
 from kiln.errors import KilnError
 from kiln.frontend import load_model
 from kiln.ir_utils import static_shape
+from kiln.names import layer_name
 from kiln.passes import lowering_passes
 from kiln.passes.precision import AssignPrecisionPass
 from kiln.precision import FloatType
@@ -30,15 +31,15 @@ DEFAULT_CALIBRATED_BITS = 16
 def check_supported(model: ir.Model, source: str) -> None:
     """All unsupported nodes of the model in one message."""
     problems: dict[str, list[str]] = defaultdict(list)
-    for node in model.graph:
+    for i, node in enumerate(model.graph):
         emitter = emitter_for(node)
         label = f"{node.domain + '.' if node.domain not in ('', 'ai.onnx') else ''}{node.op_type}"
         if emitter is None:
-            problems[f"{label} (operator not supported)"].append(node.name or "<unnamed>")
+            problems[f"{label} (operator not supported)"].append(layer_name(node, i))
             continue
         reason = emitter.check(node)
         if reason:
-            problems[f"{label} ({reason})"].append(node.name or "<unnamed>")
+            problems[f"{label} ({reason})"].append(layer_name(node, i))
     for value in model.graph.outputs:
         if value.producer() is None:  # e.g. a Dropout mask the frontend folded to a constant
             problems["graph output computed by no layer (a constant or a graph input)"].append(value.name)
@@ -89,13 +90,13 @@ def apply_auto_reuse(model: ir.Model, cfg, board, opset: int) -> None:
     the board, as far as reuse can (the fit check reports what is still over)."""
     nodes = list(model.graph)
     layers = emit_layers(model, EmitContext(default_precision=cfg.precision, opset=opset))  # dry run at R=1
-    costs = {node.name or f"node{i}": (node.op_type, layer.cost) for i, (node, layer) in enumerate(zip(nodes, layers))
+    costs = {layer_name(node, i): (node.op_type, layer.cost) for i, (node, layer) in enumerate(zip(nodes, layers))
              if layer.cost is not None}
     fixed = {name for name, layer in cfg.layers.items() if layer.reuse_factor is not None}
     chosen = choose_reuse(costs, board, cfg.budget, fixed)
     for i, node in enumerate(nodes):
-        if (node.name or f"node{i}") in chosen:
-            node.metadata_props["kiln.reuse_factor"] = str(chosen[node.name or f"node{i}"])
+        if layer_name(node, i) in chosen:
+            node.metadata_props["kiln.reuse_factor"] = str(chosen[layer_name(node, i)])
 
 
 def fit_checker(cfg, board, fit_check: bool, reuse_from_cli: bool):

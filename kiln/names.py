@@ -50,3 +50,34 @@ class NameTable:
 def safe_comment(text: str) -> str:
     """Text for a C++ ``//`` comment: letters, digits, ``_``, ``.``, ``-`` and spaces only."""
     return re.sub(r"[^A-Za-z0-9_ .\-]", "_", text or "")[:80]
+
+
+def layer_name(node, index: int) -> str:
+    """The one spelling of a layer's name in configs, reports, traces, profiles and overflow rows.
+
+    ``node`` is an ONNX ``NodeProto`` or an onnx_ir ``Node``: its name as in the model
+    (``/fc1/Gemm``, slashes and all), or for an unnamed node ``<op_type>_<index>``, ``index``
+    being its position in the graph. The frontend names every unnamed node of the user's
+    model this way when it loads it (``name_layers``), so the index is the one in the user's
+    graph and the name is the same at every later stage; fused layers keep the name of the
+    node they replace.
+    """
+    return node.name or f"{node.op_type}_{index}"
+
+
+def name_layers(graph) -> bool:
+    """Give every unnamed node of an ONNX ``GraphProto`` its ``layer_name`` and make repeated
+    names unique (a later duplicate becomes ``<name>_<index>``); True if any name changed."""
+    taken = {node.name for node in graph.node if node.name}
+    seen: set[str] = set()
+    changed = False
+    for index, node in enumerate(graph.node):
+        name = node.name
+        if not name or name in seen:
+            name = layer_name(node, index) if not name else f"{name}_{index}"
+            while name in taken or name in seen:
+                name = f"{name}_"
+            node.name = name
+            changed = True
+        seen.add(name)
+    return changed

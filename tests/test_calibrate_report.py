@@ -280,7 +280,7 @@ def test_report_profiling_plot_table_and_json(project, tmp_path):
         assert row["overflow"] == (stats.max > 2 - 2 ** -6 or stats.min < -2)
         assert row["headroom_bits"] == pytest.approx(math.log2((2 - 2 ** -6) / stats.abs_max))
         assert (row["headroom_bits"] < 0) == (stats.abs_max > 2 - 2 ** -6)
-    assert rows["/0/Gemm_output_0"]["overflow"] and rows["/0/Gemm_output_0"]["layer"] == "Dense _0_Gemm"
+    assert rows["/0/Gemm_output_0"]["overflow"] and rows["/0/Gemm_output_0"]["layer"] == "/0/Gemm"
     assert not rows["y"]["overflow"] and rows["y"]["headroom_bits"] > 0  # softmax in (0, 1)
     # below-lsb share from the histogram equals numpy's on the input
     nonzero = np.abs(x[x != 0])

@@ -138,7 +138,8 @@ class HLSProject(CompiledModel):
         for t in self.manifest["trace"]:
             got = traced[t["name"]].reshape(len(arrays[0]), -1).astype(np.float64)
             ref = reference.get(t["name"])
-            row = {"layer": t["layer"], "value": t["name"], "max_abs_error": None, "relative_error": None}
+            row = {"layer": t["layer"], "op": t.get("op", ""), "value": t["name"], "max_abs_error": None,
+                   "relative_error": None}
             if ref is not None and ref.reshape(len(got), -1).shape == got.shape:
                 err = float(np.max(np.abs(got - ref.reshape(len(got), -1))))
                 scale = float(np.max(np.abs(ref))) or 1.0

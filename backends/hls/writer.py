@@ -36,7 +36,7 @@ from kiln.backends.hls.toolchain import ap_types_dir
 from kiln.board import Board
 from kiln.fsutil import MANIFEST, staged_dir
 from kiln.ir_utils import size, static_shape
-from kiln.names import safe_comment
+from kiln.names import layer_name, safe_comment
 from kiln.passes.precision import source_of
 from kiln.precision import FixedType
 
@@ -73,10 +73,12 @@ def _format_values(values: np.ndarray, is_float: bool) -> str:
 
 def emit_layers(model: ir.Model, ctx: EmitContext) -> list:
     layers = []
-    for node in model.graph:
+    for i, node in enumerate(model.graph):
         emitter = emitter_for(node)
         layer = emitter.emit(node, ctx)
         layer.comment = safe_comment(f"{node.op_type} {node.name}")
+        layer.layer_name = layer_name(node, i)  # the name in manifest, report, trace and overflow rows
+        layer.op = node.op_type
         # what `kiln csim --trace` dumps after this layer: its used outputs
         layer.traced = [{"name": v.name, "var": ctx.var(v), "size": size(v), "shape": list(static_shape(v)),
                          "precision": str(ctx.precision(v)), "precision_source": source_of(v) or "default"}
@@ -115,7 +117,7 @@ def _overflow_shadow(node: ir.Node, layer, ctx: EmitContext) -> dict | None:
         wide_t = ctx.typedef(f"{var}_wide_t", wide)
         wide_names.update({var: f"{var}_wide", ctype: wide_t})
         checks.append({"var": f"{var}_wide", "ctype": wide_t, "size": size(value), "value": value.name,
-                       "layer": node.name, "op": node.op_type, "precision": str(t),
+                       "layer": layer.layer_name, "op": node.op_type, "precision": str(t),
                        "source": source_of(value) or "default",
                        "lo": c_double(-t.max_value if t.overflow == "SAT_SYM" else t.min_value),
                        "hi": c_double(t.max_value)})
@@ -129,7 +131,7 @@ def c_double(value: float) -> str:
 def estimate_model(model: ir.Model, layers: list, board: Board) -> ModelEstimate:
     """Per-layer estimates (see estimate.py) with each layer's producers for the critical path."""
     nodes = list(model.graph)
-    names = {id(node): node.name or f"node{i}" for i, node in enumerate(nodes)}
+    names = {id(node): layer_name(node, i) for i, node in enumerate(nodes)}
     rows = []
     for node, layer in zip(nodes, layers):
         producers = [names[id(v.producer())] for v in node.inputs if v is not None and v.producer() is not None]
@@ -231,7 +233,7 @@ def write_project(model: ir.Model, original: onnx.ModelProto, batch_axis: dict[s
             "board": board.name, "part": board.part, "clock_mhz": board.clock_mhz,
             "precision": str(ctx.default_precision), "n_weights": int(n_weights),
             "ops_per_sample": int(sum(l.cost.mults + l.cost.adds + l.cost.out_elems for l in layers if l.cost)),
-            "trace": [{**t, "layer": layer.comment} for layer in layers for t in layer.traced],
+            "trace": [{**t, "layer": layer.layer_name, "op": layer.op} for layer in layers for t in layer.traced],
             "overflow_checks": [{k: c[k] for k in ("index", "layer", "op", "value", "precision", "source")}
                                 for c in checks],
             "inputs": [_port_json(p) for p in ports if p.is_input],

@@ -7,9 +7,6 @@ kiln/cli.py hands CPU boards to ``cmd_compile_cpu`` and adds ``run`` and ``bench
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
-
-import numpy as np
 
 from kiln.errors import KilnError
 
@@ -33,12 +30,17 @@ def _add_remote_options(g, tuning: bool = False) -> None:
 
 
 def add_parsers(sub) -> None:
+    from kiln.checks import add_check_options
+    from kiln.cli import JSON_HELP
+
     r = sub.add_parser("run", help="run a compiled CPU-board artifact (TVM) on inputs, compared with ONNX Runtime")
     r.add_argument("artifact", help="directory written by `kiln compile --board <cpu board>`")
     r.add_argument("--input", action="append", required=True, help=".npy (one per model input, in order) or one .npz")
     r.add_argument("--output", help="write outputs here (.npy, or .npz for several outputs)")
     r.add_argument("--no-compare", action="store_true", help="skip the ONNX Runtime comparison")
+    r.add_argument("--json", action="store_true", help=JSON_HELP)
     _add_remote_options(r)
+    add_check_options(r)
     r.set_defaults(func=cmd_run)
     b = sub.add_parser("bench", help="latency of a CPU-board artifact (TVM), here with ONNX Runtime beside it, "
                        "or on a device over RPC")
@@ -47,6 +49,7 @@ def add_parsers(sub) -> None:
     b.add_argument("--warmup", type=int, default=10, help="untimed runs first (default 10)")
     b.add_argument("--input", action="append", help="time this input (first sample) instead of random data")
     b.add_argument("--no-ort", action="store_true", help="do not time ONNX Runtime")
+    b.add_argument("--json", action="store_true", help=JSON_HELP)
     _add_remote_options(b)
     b.set_defaults(func=cmd_bench)
 
@@ -66,6 +69,7 @@ def _remote(args):
 def cmd_compile_cpu(args, board) -> int:
     from kiln.backends.tvm.compiler import compile_tvm, elf_header
     from kiln.backends.tvm.remote import parse_address
+    from kiln.progress import progress
 
     hls_only = [flag for flag, value in (("--precision", args.precision not in (None, "float")),
                                          ("--config", args.config), ("--reuse", args.reuse)) if value]
@@ -75,16 +79,15 @@ def cmd_compile_cpu(args, board) -> int:
     tracker = parse_address(args.tracker, "--tracker") if args.tracker else None
     if args.key and not tracker:
         raise KilnError("--key only makes sense with --tracker HOST:PORT")
-    console = _console()
     if args.tune:
-        with console.status(f"tuning for {board.name}: starting MetaSchedule ...") as status:
-            def progress(done, total):
-                status.update(f"tuning for {board.name}: {done}/{total} trials measured")
+        with progress(f"tuning for {board.name} with MetaSchedule ({args.tune} trials) ...") as step:
+            def trials(done, total):
+                step.update(f"tuning for {board.name}: {done}/{total} trials measured")
 
             art = compile_tvm(args.model, board=board, output_dir=args.output, tune=args.tune, tracker=tracker,
-                              key=args.key, lib_format=args.lib_format, progress=progress)
+                              key=args.key, lib_format=args.lib_format, progress=trials)
     else:
-        with console.status(f"compiling with TVM for {board.name} ..."):
+        with progress(f"compiling with TVM for {board.name} ..."):
             art = compile_tvm(args.model, board=board, output_dir=args.output, lib_format=args.lib_format)
     m = art.manifest
     lib = m["library"]
@@ -107,32 +110,37 @@ def cmd_compile_cpu(args, board) -> int:
 
 
 def cmd_run(args) -> int:
-    from kiln.backends.tvm.artifact import TVMArtifact
-    from kiln.cli import _comparison_table, _load_inputs
+    import time
 
+    from kiln.backends.tvm.artifact import TVMArtifact
+    from kiln.checks import check_bound_options, comparison_json, gate, print_json
+    from kiln.cli import _comparison_table, _load_inputs, _save_outputs
+    from kiln.progress import progress
+
+    t0 = time.monotonic()
+    check_bound_options(args)
     art = TVMArtifact.open(args.artifact)
     inputs = _load_inputs(args.input)
     remote = _remote(args)
-    console = _console()
+    where = remote.label if remote else "this machine"
     arrays = art.check_inputs(inputs)
-    with console.status(f"running on {remote.label if remote else 'this machine'} ..."):
+    with progress(f"running on {where} ...") as step:
         outputs = art.run(arrays, remote=remote, return_all=True)
-    if args.output:
-        out = Path(args.output)
-        try:
-            if len(outputs) == 1:
-                np.save(out, outputs[0])
-            else:
-                np.savez(out, **{spec["name"]: y for spec, y in zip(art.outputs, outputs)})
-        except OSError as exc:
-            raise KilnError(f"cannot write {out}: {exc.strerror or exc}") from None
-        print(f"wrote {out}")
+    seconds = {"run": step.seconds}
+    written = _save_outputs(args.output, outputs, art.outputs, quiet=args.json)
+    rows = None
     if not args.no_compare:
         rows = art.compare(arrays, outputs)
-        console.print(_comparison_table(
-            f"TVM ({art.manifest['board']}, {remote.label if remote else 'this machine'}) vs ONNX Runtime "
-            f"({outputs[0].shape[0]} samples)", rows))
-    return 0
+        if not args.json:
+            _console().print(_comparison_table(
+                f"TVM ({art.manifest['board']}, {where}) vs ONNX Runtime ({outputs[0].shape[0]} samples)", rows))
+    code, checks = gate(rows, args)
+    if args.json:
+        seconds["total"] = time.monotonic() - t0
+        print_json({"command": "run", "artifact": str(art.path), "board": art.manifest["board"], "where": where,
+                    "samples": int(outputs[0].shape[0]), "outputs": comparison_json(rows), "output_file": written,
+                    "checks": checks, "seconds": seconds})
+    return code
 
 
 def _fmt_time(seconds: float) -> str:
@@ -154,19 +162,40 @@ def bench_table(report, title: str):
     return table
 
 
+def bench_json(art, report) -> dict:
+    """``kiln bench --json``: per engine median/p10/p90/mean in ms, and the TVM / ONNX Runtime ratios."""
+    from kiln.checks import comparison_json
+
+    engines = []
+    for key, t in (("tvm", report.tvm), ("tvm_wall", report.tvm_wall), ("onnxruntime", report.onnxruntime)):
+        if t is not None:
+            engines.append({"engine": key, "label": t.label, "timer": t.method, "runs": len(t.times),
+                            "median_ms": t.median * 1e3, "p10_ms": t.p10 * 1e3, "p90_ms": t.p90 * 1e3,
+                            "mean_ms": t.mean * 1e3, "throughput_per_s": t.throughput})
+    return {"command": "bench", "artifact": str(art.path), "model": art.manifest["model_name"],
+            "board": art.manifest["board"], "where": report.where, "batch": 1, "repeat": report.repeat,
+            "warmup": report.warmup, "engines": engines, "tvm_over_onnxruntime": report.ratio,
+            "tvm_device_timer_over_onnxruntime": report.ratio_device_timer,
+            "outputs": comparison_json(report.comparison)}
+
+
 def cmd_bench(args) -> int:
     from kiln.backends.tvm.artifact import TVMArtifact
+    from kiln.checks import print_json
     from kiln.cli import _load_inputs
+    from kiln.progress import progress
 
     art = TVMArtifact.open(args.artifact)
     remote = _remote(args)
     inputs = _load_inputs(args.input) if args.input else None
-    console = _console()
-    with console.status("benchmarking ...") as status:
+    with progress("benchmarking ...") as step:
         report = art.bench(repeat=args.repeat, warmup=args.warmup, inputs=inputs, remote=remote,
-                           onnxruntime=not args.no_ort, progress=status.update)
-    console.print(bench_table(report, f"Latency of {art.manifest['model_name']} on {report.where} "
-                                      f"(batch 1, {report.repeat} runs after {report.warmup} warm-up)"))
+                           onnxruntime=not args.no_ort, progress=step.update)
+    if args.json:
+        print_json(bench_json(art, report))
+        return 0
+    _console().print(bench_table(report, f"Latency of {art.manifest['model_name']} on {report.where} "
+                                         f"(batch 1, {report.repeat} runs after {report.warmup} warm-up)"))
     if report.ratio is not None:
         verdict = "TVM slower" if report.ratio > 1 else "TVM faster"
         print(f"TVM / ONNX Runtime median latency: {report.ratio:.2f}x ({verdict}; both timed as Python calls "

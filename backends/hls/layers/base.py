@@ -20,6 +20,8 @@ class Layer:
     header: str  # nnet header with the template it calls
     cost: LayerCost | None = None  # for the latency/resource estimates (None: wiring only)
     # filled in by the writer (writer.emit_layers):
+    layer_name: str = ""  # kiln.names.layer_name: the spelling of manifest, report, trace and overflow rows
+    op: str = ""          # the node's op_type
     comment: str = ""   # the "// Op name" line above the call
     traced: list[dict] = field(default_factory=list)  # outputs `kiln csim --trace` dumps after the call
     shadow: dict | None = None  # the overflow-counting variant of the call (make OVERFLOW=1), or None
