@@ -4,7 +4,7 @@
     .venv/bin/python scripts/lowered_ir_snapshot.py --compare before.json   # on the new code: exit 1 on any difference
 
 For every model: ``kiln.driver.lower(model, precision="float")`` then, per node in order,
-(op_type, domain, name, attributes, input names, output names), plus a digest of every
+(op_type, domain, name, attributes, input names, output names, metadata), plus a digest of every
 constant input so that folded weights (gamma/beta, attention projections) are compared too.
 """
 
@@ -53,7 +53,7 @@ def describe(model: ir.Model) -> list:
             c = const_array(v)
             inputs.append(v.name if c is None else f"{v.name}={_digest(c)}")
         rows.append([node.op_type, node.domain, node.name, {k: _attr(a) for k, a in sorted(node.attributes.items())},
-                     inputs, [o.name for o in node.outputs]])
+                     inputs, [o.name for o in node.outputs], dict(node.metadata_props)])
     return rows
 
 
