@@ -7,8 +7,9 @@ as ``Mul(c)`` or ``Div(1/c)``; ``x^3`` as ``Pow(x, 3)`` or ``x * (x * x)``; and 
 ``0.5 * x * (1 + inner)`` associated three ways. Operand order of Add/Mul is free (the rule
 set is commuted). The fused op is the standard ``Gelu`` where the model's opset has it
 (>= 20), else ``kiln.Gelu``; it carries ``approximate`` ("none" / "tanh"), is named after
-the second op of the form (``<Erf name>_gelu``; tanh form: the op after the cube's first)
-and its output keeps the name of the value it replaces.
+the second op of the form (``<Erf name>_gelu``; tanh form: ``<0.044715 Mul>_gelu`` after
+``Pow``, ``<outer cube Mul>_gelu`` after ``x * x``) and its output keeps the name of the
+value it replaces.
 """
 
 from __future__ import annotations
@@ -19,23 +20,17 @@ import math
 import onnx_ir as ir
 from onnxscript.rewriter import pattern
 
-from kiln.ir_utils import KILN_DOMAIN, const_array
-from kiln.passes.rules import apply_rules, is_std, near
+from kiln.ir_utils import KILN_DOMAIN
+from kiln.passes.rules import apply_rules, is_std, near, scalar
 
 SQRT2 = math.sqrt(2.0)
 SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 TANH_CUBIC = 0.044715
 
 
-def scalar(value: ir.Value | None) -> float | None:
-    """The value of a one-element constant, else None."""
-    array = const_array(value)
-    return float(array.reshape(-1)[0]) if array is not None and array.size == 1 else None
-
-
 def _scaled(op, x, scale_by: str, name: str):
-    """x * c (``Mul``) or x / c (``Div``), c bound to ``name``; output bound to ``name + '_out'``."""
-    return getattr(op, scale_by)(x, pattern.Var(name), _outputs=[f"{name}_out"])
+    """x * c (``Mul``) or x / c (``Div``), c bound to ``name``."""
+    return getattr(op, scale_by)(x, pattern.Var(name))
 
 
 def _scale_ok(c: ir.Value, scale_by: str, factor: float) -> bool:

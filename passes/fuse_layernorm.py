@@ -24,8 +24,7 @@ import onnx_ir as ir
 from onnxscript.rewriter import pattern
 
 from kiln.ir_utils import KILN_DOMAIN, add_initializer, attr, const_array, single_consumer
-from kiln.passes.fuse_gelu import scalar
-from kiln.passes.rules import apply_rules, is_std, near
+from kiln.passes.rules import apply_rules, is_std, near, scalar
 
 
 def reduce_axes(node: ir.Node) -> list[int] | None:

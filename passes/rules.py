@@ -16,6 +16,14 @@ from typing import Callable
 import onnx_ir as ir
 from onnxscript.rewriter import pattern
 
+from kiln.ir_utils import const_array
+
+
+def scalar(value: ir.Value | None) -> float | None:
+    """The value of a one-element constant, else None (rule conditions check constants with it)."""
+    array = const_array(value)
+    return float(array.reshape(-1)[0]) if array is not None and array.size == 1 else None
+
 
 def is_std(node: ir.Node | None, *ops: str) -> bool:
     """The node is one of the standard-domain ``ops``."""
@@ -51,4 +59,4 @@ def apply_rules(model: ir.Model, rules: pattern.RewriteRuleSet, where: Callable[
     return count
 
 
-__all__ = ["apply_rules", "is_std", "near"]
+__all__ = ["apply_rules", "is_std", "near", "scalar"]

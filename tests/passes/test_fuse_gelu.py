@@ -113,3 +113,13 @@ def test_graph_without_erf_or_tanh_is_untouched():
     m = model([helper.make_node("Relu", ["x"], ["y"])], {"x": X.shape}, {"y": X.shape})
     assert not FuseGeluPass()(m).modified and ops(m) == ["Relu"]
 
+
+
+def test_rule_set_also_runs_under_onnxscripts_own_driver():
+    """gelu_rules() is a plain onnxscript RewriteRuleSet: apply_to_model gives the same node as the pass."""
+    from kiln.passes.fuse_gelu import gelu_rules
+
+    m = tanh_gelu("x_first", "Mul", swap=True)
+    assert gelu_rules().apply_to_model(m) == 1
+    gelu = node(m, "Gelu")
+    assert ops(m) == ["kiln.Gelu"] and gelu.name == "cube_gelu" and attrs(gelu) == {"approximate": "tanh"}

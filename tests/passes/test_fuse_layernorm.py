@@ -101,3 +101,12 @@ def test_intermediate_read_elsewhere_is_left_alone():
     m.graph.outputs.append(node(m, "Sqrt").outputs[0])
     assert not FuseLayerNormPass()(m).modified
     assert "LayerNormalization" not in ops(m)
+
+
+def test_rule_set_also_runs_under_onnxscripts_own_driver():
+    """layernorm_rules() is a plain onnxscript RewriteRuleSet: apply_to_model picks the longest tail too."""
+    from kiln.passes.fuse_layernorm import layernorm_rules
+
+    m = decomposed(swap=True)
+    assert layernorm_rules().apply_to_model(m) == 1
+    assert ops(m) == ["kiln.LayerNormalization", "Relu"] and node(m, "LayerNormalization").outputs[0].name == "b"
