@@ -9,7 +9,8 @@ from kiln.passes.batchnorm import FoldBatchNormPass
 from kiln.passes.cleanup import RemoveNoOpsPass
 from kiln.passes.dense import FuseDensePass
 from kiln.passes.fuse_attention import FuseAttentionPass
-from kiln.passes.fuse_norm_gelu import FuseGeluPass, FuseLayerNormPass
+from kiln.passes.fuse_gelu import FuseGeluPass
+from kiln.passes.fuse_layernorm import FuseLayerNormPass
 from kiln.passes.weight_scale import FoldActivationScalePass, FoldWeightScalePass
 
 

@@ -1,0 +1,204 @@
+"""Index tracing through layout ops, for the attention fusion (passes/fuse_attention.py).
+
+The data-movement ops between attention's projections and its MatMuls vary with the exporter
+and opset, so they are not matched by sequence: an array of element indices is pushed through
+them with numpy, exactly as ONNX defines each op, and the result is compared with the head
+split / merge the fused layer computes. Also: the scalar scale factors (Mul/Div by a constant)
+met on the way, and the walk from a value back to the kiln.Dense projection it comes from.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import onnx_ir as ir
+
+from kiln.ir_utils import KILN_DOMAIN, attr, const_array
+
+LAYOUT_OPS = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Transpose", "Gather", "Slice", "Split"}
+SCALE_OPS = {"Mul", "Div"}
+
+
+def std_op(node: ir.Node | None, ops) -> bool:
+    return node is not None and node.domain in ("", "ai.onnx") and node.op_type in ops
+
+
+def is_dense(node: ir.Node | None) -> bool:
+    return node is not None and node.domain == KILN_DOMAIN and node.op_type == "Dense"
+
+
+def shape_of(value: ir.Value | None) -> tuple[int, ...] | None:
+    if value is None or value.shape is None or not all(isinstance(d, int) for d in value.shape):
+        return None
+    return tuple(int(d) for d in value.shape)
+
+
+def scalar_factor(node: ir.Node, data: ir.Value) -> float | None:
+    """The factor by which a Mul/Div with a constant scalar scales ``data``, else None."""
+    if len(node.inputs) != 2 or shape_of(node.outputs[0]) != shape_of(data):
+        return None
+    other = node.inputs[1] if node.inputs[0] is data else node.inputs[0] if node.inputs[1] is data else None
+    if other is None or other is data or (node.op_type == "Div" and other is node.inputs[0]):
+        return None
+    c = const_array(other)
+    if c is None or c.size != 1 or not np.issubdtype(c.dtype, np.floating):
+        return None
+    c = float(c.reshape(-1)[0])
+    if not math.isfinite(c) or c == 0.0:
+        return None
+    return c if node.op_type == "Mul" else 1.0 / c
+
+
+def data_input(node: ir.Node) -> ir.Value | None:
+    """The run-time input of a layout or scale node (None when it has none or several)."""
+    if std_op(node, SCALE_OPS):
+        runtime = [v for v in node.inputs if v is not None and const_array(v) is None]
+        return runtime[0] if len(runtime) == 1 else None
+    return node.inputs[0] if node.inputs else None
+
+
+def trace_indices(node: ir.Node, idx: np.ndarray, out: ir.Value) -> np.ndarray | None:
+    """Push an array of element indices through one layout/scale node (ONNX semantics)."""
+    shape = shape_of(out)
+    if shape is None:
+        return None
+    op = node.op_type
+    try:
+        if op in SCALE_OPS:
+            result = idx
+        elif op in ("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity"):
+            result = idx.reshape(shape) if idx.size == math.prod(shape) else None
+        elif op == "Transpose":
+            perm = attr(node, "perm")
+            result = idx.transpose(list(perm) if perm is not None else None)
+        elif op == "Gather":
+            indices = const_array(node.inputs[1])
+            if indices is None or not np.issubdtype(indices.dtype, np.integer):
+                return None
+            axis = attr(node, "axis", 0)
+            axis = axis + idx.ndim if axis < 0 else axis
+            n = idx.shape[axis]
+            if np.any(indices < -n) or np.any(indices >= n):
+                return None
+            result = np.take(idx, np.where(indices < 0, indices + n, indices), axis=axis)
+        elif op == "Slice":
+            result = _slice(node, idx)
+        elif op == "Split":
+            result = _split(node, idx, out)
+        else:
+            return None
+    except (ValueError, IndexError, TypeError):
+        return None
+    return result if result is not None and result.shape == shape else None
+
+
+def _slice(node: ir.Node, idx: np.ndarray) -> np.ndarray | None:
+    consts = [const_array(v) if v is not None else None for v in node.inputs[1:]]
+    if any(v is not None and c is None for v, c in zip(node.inputs[1:], consts)) or len(consts) < 2:
+        return None
+    starts, ends = consts[0].reshape(-1), consts[1].reshape(-1)
+    axes = consts[2].reshape(-1) if len(consts) > 2 and consts[2] is not None else np.arange(len(starts))
+    steps = consts[3].reshape(-1) if len(consts) > 3 and consts[3] is not None else np.ones(len(starts), np.int64)
+    index = [slice(None)] * idx.ndim
+    for start, end, axis, step in zip(*(map(int, a) for a in (starts, ends, axes, steps))):
+        if step == 0:
+            return None
+        axis = axis + idx.ndim if axis < 0 else axis
+        n = idx.shape[axis]
+        start, end = start + n if start < 0 else start, end + n if end < 0 else end
+        if step > 0:  # ONNX clamps starts/ends to [0, n] (negative steps: [0, n-1] and [-1, n-1])
+            start, end = min(max(start, 0), n), min(max(end, 0), n)
+        else:
+            start, end = min(max(start, 0), n - 1), min(max(end, -1), n - 1)
+        index[axis] = slice(start, end if end >= 0 else None, step)
+    return idx[tuple(index)]
+
+
+def _split(node: ir.Node, idx: np.ndarray, out: ir.Value) -> np.ndarray | None:
+    which = next(i for i, o in enumerate(node.outputs) if o is out)
+    axis = attr(node, "axis", 0)
+    axis = axis + idx.ndim if axis < 0 else axis
+    sizes = const_array(node.inputs[1]) if len(node.inputs) > 1 and node.inputs[1] is not None else None
+    if sizes is None and attr(node, "split") is not None:
+        sizes = np.array(attr(node, "split"))
+    if sizes is None:
+        shapes = [shape_of(o) for o in node.outputs]
+        if any(s is None for s in shapes):
+            return None
+        sizes = np.array([s[axis] for s in shapes])
+    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
+    return np.take(idx, np.arange(offsets[which], offsets[which + 1]), axis=axis)
+
+
+class LayoutPath:
+    """A chain of layout/scale nodes from a source value to a target value: (node, its output on the path)."""
+
+    def __init__(self, source: ir.Value, steps: list[tuple[ir.Node, ir.Value]]):
+        self.source, self.steps = source, steps
+
+    @property
+    def nodes(self) -> list[ir.Node]:
+        return [node for node, _ in self.steps]
+
+    def trace(self) -> tuple[np.ndarray, float] | None:
+        """(element indices of the target into the flat source, product of the scalar factors)."""
+        shape = shape_of(self.source)
+        if shape is None:
+            return None
+        idx = np.arange(math.prod(shape)).reshape(shape)
+        value, scale = self.source, 1.0
+        for node, out in self.steps:
+            if std_op(node, SCALE_OPS):
+                scale *= scalar_factor(node, value)
+            idx = trace_indices(node, idx, out)
+            if idx is None:
+                return None
+            value = out
+        return idx, scale
+
+
+def back_to_dense(value: ir.Value) -> tuple[ir.Node, LayoutPath] | None:
+    """Walk producers from ``value`` through layout/scale nodes to a kiln.Dense output."""
+    steps, current = [], value
+    while True:
+        producer = current.producer()
+        if is_dense(producer):
+            return producer, LayoutPath(current, list(reversed(steps)))
+        if not std_op(producer, LAYOUT_OPS | SCALE_OPS):
+            return None
+        if std_op(producer, SCALE_OPS):
+            data = data_input(producer)
+            if data is None or scalar_factor(producer, data) is None:
+                return None
+        else:
+            data = producer.inputs[0]
+            # every other input must be a compile-time constant (shape, axes, indices)
+            if data is None or any(v is not None and const_array(v) is None for v in producer.inputs[1:]):
+                return None
+        steps.append((producer, current))
+        current = data
+
+
+def head_split_offset(idx: np.ndarray, heads: int, tokens: int, width: int, row_len: int,
+                       transposed: bool) -> int | None:
+    """The column offset if idx is the head split of a [tokens, row_len] projection, else None.
+
+    idx[h, t, d] (K^T: idx[h, d, t]) must equal t * row_len + off + h * width + d.
+    """
+    if idx.size != heads * tokens * width:
+        return None
+    idx = idx.reshape((heads, width, tokens) if transposed else (heads, tokens, width))
+    off = int(idx.reshape(-1)[0])
+    if off < 0 or off + heads * width > row_len:
+        return None
+    h, t, d = np.arange(heads)[:, None, None], np.arange(tokens), np.arange(width)
+    if transposed:
+        expected = t[None, None, :] * row_len + off + h * width + d[None, :, None]
+    else:
+        expected = t[None, :, None] * row_len + off + h * width + d[None, None, :]
+    return off if np.array_equal(idx, expected) else None
+
+
+def flat_order_kept(idx: np.ndarray) -> bool:
+    return np.array_equal(idx.reshape(-1), np.arange(idx.size))
