@@ -85,8 +85,9 @@ def itemsize(elem_type: int) -> float:
     return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem_type)).itemsize
 
 
-def check_size(dims, elem_type: int, what: str, limit: int | None = None) -> int:
-    """Element count of ``dims``; a KilnError when a dim is negative or the tensor exceeds the limit."""
+def check_size(dims, elem_type: int, what: str, limit: int | None = None, shown=None) -> int:
+    """Element count of ``dims``; a KilnError when a dim is negative or the tensor exceeds the limit.
+    ``shown``: the dims as the message prints them (symbolic ones by name)."""
     dims = [int(d) for d in dims]
     if any(d < 0 for d in dims):
         raise KilnError(f"{what} has a negative dimension {dims}")
@@ -94,7 +95,8 @@ def check_size(dims, elem_type: int, what: str, limit: int | None = None) -> int
     limit = tensor_byte_limit() if limit is None else limit
     nbytes = math.ceil(count * itemsize(elem_type))
     if nbytes > limit:
-        raise KilnError(f"{what} is too large: {dims} {type_name(elem_type)} = {_size(nbytes)}, more than the "
+        shown = dims if shown is None else "[" + ", ".join(map(str, shown)) + "]"
+        raise KilnError(f"{what} is too large: {shown} {type_name(elem_type)} = {_size(nbytes)}, more than the "
                         f"{_size(limit)} Kiln allows on this machine (a quarter of the available memory, at most "
                         f"4 GiB; set {LIMIT_ENV} to change it)")
     return count
@@ -162,11 +164,12 @@ def check_type(tp: onnx.TypeProto, what: str, limit: int | None) -> None:
         tt = getattr(tp, which)
         if tt.elem_type not in KNOWN_TYPES and (tt.elem_type != 0 or limit is not None):
             raise KilnError(f"{what} has an unknown element type {tt.elem_type}")
-        dims = [d.dim_value for d in tt.shape.dim if d.HasField("dim_value")]
+        dims = [d.dim_value if d.HasField("dim_value") else 1 for d in tt.shape.dim]  # symbolic: batch 1
+        shown = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in tt.shape.dim]
         if any(d < 0 for d in dims):
-            raise KilnError(f"{what} has a negative dimension {dims}")
+            raise KilnError(f"{what} has a negative dimension {shown}")
         if limit is not None and tt.elem_type in KNOWN_TYPES:
-            check_size(dims, tt.elem_type, what, limit)
+            check_size(dims, tt.elem_type, what, limit, shown)
     elif which == "sequence_type":
         check_type(tp.sequence_type.elem_type, what, None)
     elif which == "optional_type":
