@@ -19,7 +19,8 @@ from onnx_ir.passes.common import LiftConstantsToInitializersPass, RemoveUnusedN
 
 from kiln.errors import KilnError
 from kiln.frontend.quantizers import QuantInfo, extract_quantizers, mark_activation_quantizers, reference_model
-from kiln.frontend.validate import check_inferred_sizes, check_value_sizes, tensor_byte_limit, validate_proto
+from kiln.frontend.validate import (check_axes, check_inferred_sizes, check_value_sizes, tensor_byte_limit,
+                                    validate_proto)
 from kiln.reference import ort_session
 
 
@@ -147,6 +148,7 @@ def _load(original: onnx.ModelProto, source: str, quantizers: bool) -> LoadedMod
     onnxscript.optimizer.fold_constants(model, onnx_shape_inference=True, input_size_limit=fold_limit,
                                         output_size_limit=fold_limit, should_fold=lambda node: True)
     check_value_sizes(model, source)
+    check_axes(model, source)
     if quant:
         mark_activation_quantizers(model, quant, source)
     LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0)(model)

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnx_ir as ir
 from google.protobuf.descriptor import FieldDescriptor
 
 from kiln.errors import KilnError
@@ -269,3 +270,27 @@ def check_inferred_sizes(proto: onnx.ModelProto, source: str) -> None:
             check_type(v.type, what, limit)
         except KilnError as exc:
             raise KilnError(f"{source}: {exc}") from None
+
+
+# ops whose ``axis`` attribute indexes their first input: in [-r, r-1] (Flatten: [-r, r])
+AXIS_OPS = {"Softmax", "LogSoftmax", "Hardmax", "Gather", "GatherElements", "Concat", "Split", "LayerNormalization",
+            "QuantizeLinear", "DequantizeLinear", "ArgMax", "ArgMin", "TopK", "Flatten"}
+
+
+def check_axes(model, source: str) -> None:
+    """Each ``axis`` attribute of the ops in AXIS_OPS is within its input's rank (ONNX shape
+    inference does not check every op's, and the backends index shapes with it)."""
+    for node in model.graph:
+        if node.op_type not in AXIS_OPS or node.domain not in ("", "ai.onnx") or "axis" not in node.attributes:
+            continue
+        x = node.inputs[0] if node.inputs else None
+        if x is None or x.shape is None:
+            continue
+        attr = node.attributes["axis"]
+        if attr.type != ir.AttributeType.INT:
+            raise KilnError(f"{source}: {node.op_type} node {node.name!r}: attribute 'axis' must be an integer")
+        axis, rank = attr.value, len(x.shape)
+        top = rank if node.op_type == "Flatten" else rank - 1
+        if not -rank <= axis <= top:
+            raise KilnError(f"{source}: {node.op_type} node {node.name!r}: axis {axis} is out of range for its "
+                            f"rank-{rank} input {x.name!r} (allowed {-rank}..{top})")

@@ -130,6 +130,16 @@ def test_huge_graph_input_is_refused_before_any_allocation(tmp_path, board):
     assert_clean_error(compile_file(tmp_path, model, board)[0], "graph input 'x'", "too large", "[N, 2147483648]")
 
 
+@pytest.mark.parametrize("board", BOARDS)
+def test_axis_attribute_out_of_range(tmp_path, board):
+    """ONNX shape inference lets Softmax's axis 2**62 through; the HLS emitter indexed the shape with it."""
+    model = dense_model()
+    model.graph.node[2].op_type = "Softmax"
+    model.graph.node[2].attribute.append(helper.make_attribute("axis", 2 ** 62))
+    assert_clean_error(compile_file(tmp_path, model, board)[0], "Softmax node 'relu'", f"axis {2 ** 62}",
+                       "out of range", "rank-2")
+
+
 def _blowup(op: str) -> onnx.ModelProto:
     """y = x + sum(ConstantOfShape([100000, 100000])), or x expanded to [100000, 100000]."""
     shape = numpy_helper.from_array(np.array([100000, 100000], np.int64), "shape")
