@@ -19,8 +19,8 @@ from onnx_ir.passes.common import LiftConstantsToInitializersPass, RemoveUnusedN
 
 from kiln.errors import KilnError
 from kiln.frontend.quantizers import QuantInfo, extract_quantizers, mark_activation_quantizers, reference_model
-from kiln.frontend.validate import (check_axes, check_inferred_sizes, check_value_sizes, tensor_byte_limit,
-                                    validate_proto)
+from kiln.frontend.validate import (check_axes, check_inferred_sizes, check_quantizer_params, check_value_sizes,
+                                    tensor_byte_limit, validate_proto)
 from kiln.reference import ort_session
 
 
@@ -123,6 +123,7 @@ def _load(original: onnx.ModelProto, source: str, quantizers: bool) -> LoadedMod
     except onnx.checker.ValidationError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else "invalid model"
         raise KilnError(f"{source}: ONNX checker rejected the model: {first}") from None
+    check_quantizer_params(original, source)
     reference = reference_model(original)
     ort_session(reference, f"{source}: ONNX Runtime cannot load the model", optimize=False)
     proto, quant = extract_quantizers(original, source) if quantizers else (reference, QuantInfo())

@@ -294,3 +294,31 @@ def check_axes(model, source: str) -> None:
         if not -rank <= axis <= top:
             raise KilnError(f"{source}: {node.op_type} node {node.name!r}: axis {axis} is out of range for its "
                             f"rank-{rank} input {x.name!r} (allowed {-rank}..{top})")
+
+
+QONNX_QUANT_DOMAINS = ("qonnx.custom_op.general", "finn.custom_op.general", "onnx.brevitas")
+
+
+def check_quantizer_params(proto: onnx.ModelProto, source: str) -> None:
+    """QONNX Quant/BipolarQuant parameters that are constants are finite, and the zero point and
+    bit width fit an integer attribute (frontend/quantizers.py turns them into ``kiln.Quantize``
+    attributes; a zero point of 1e38 cannot be saved)."""
+    consts = {t.name: t for t in proto.graph.initializer}
+    for node in proto.graph.node:
+        if node.op_type == "Constant" and node.output:
+            for a in node.attribute:
+                if a.name == "value" and a.HasField("t"):
+                    consts[node.output[0]] = a.t
+    for node in proto.graph.node:
+        if node.domain not in QONNX_QUANT_DOMAINS or node.op_type not in ("Quant", "BipolarQuant"):
+            continue
+        for index, what in ((1, "scale"), (2, "zero point"), (3, "bit width")):
+            tensor = consts.get(node.input[index]) if index < len(node.input) else None
+            if tensor is None:
+                continue
+            values = np.asarray(onnx.numpy_helper.to_array(tensor), dtype=np.float64)
+            if not np.all(np.isfinite(values)):
+                raise KilnError(f"{source}: {node.op_type} node {node.name!r}: its {what} is not finite")
+            if index > 1 and values.size and np.max(np.abs(values)) >= 2 ** 31:
+                raise KilnError(f"{source}: {node.op_type} node {node.name!r}: its {what} {np.max(np.abs(values)):g} "
+                                "is out of range")

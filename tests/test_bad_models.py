@@ -140,6 +140,22 @@ def test_axis_attribute_out_of_range(tmp_path, board):
                        "out of range", "rank-2")
 
 
+@pytest.mark.parametrize("value, needle", [(1e38, "zero point 1e+38 is out of range"), (np.inf, "not finite")])
+def test_qonnx_zero_point_that_no_attribute_can_hold(tmp_path, value, needle):
+    """A QONNX Quant zero point of 1e38 became a kiln.Quantize attribute onnx_ir could not save."""
+    dom = "qonnx.custom_op.general"
+    inits = [numpy_helper.from_array(np.array(v, np.float32), n) for n, v in (("s", 0.125), ("zp", value), ("b", 4.0))]
+    nodes = [helper.make_node("Quant", ["x", "s", "zp", "b"], ["xq"], name="quant_in", domain=dom, signed=1,
+                              narrow=0, rounding_mode="ROUND"),
+             helper.make_node("Relu", ["xq"], ["y"], name="relu")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13), helper.make_opsetid(dom, 1)],
+                              ir_version=8)
+    onnx.save(model, tmp_path / "q.onnx")
+    assert_clean_error(run_kiln("compile", tmp_path / "q.onnx", "-o", tmp_path / "out"), "Quant node 'quant_in'", needle)
+
+
 def _blowup(op: str) -> onnx.ModelProto:
     """y = x + sum(ConstantOfShape([100000, 100000])), or x expanded to [100000, 100000]."""
     shape = numpy_helper.from_array(np.array([100000, 100000], np.int64), "shape")
