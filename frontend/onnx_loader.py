@@ -19,6 +19,9 @@ from onnx_ir.passes.common import LiftConstantsToInitializersPass, RemoveUnusedN
 
 from kiln.errors import KilnError
 from kiln.frontend.quantizers import QuantInfo, extract_quantizers, mark_activation_quantizers, reference_model
+from kiln.frontend.validate import (check_axes, check_inferred_sizes, check_quantizer_params, check_value_sizes,
+                                    tensor_byte_limit, validate_proto)
+from kiln.reference import ort_session
 from kiln.names import name_layers
 
 
@@ -32,16 +35,23 @@ class LoadedModel:
 
 
 def read_onnx(src) -> tuple[onnx.ModelProto, str]:
-    """(ModelProto, source label) of an ONNX file or ModelProto; a missing, unparsable or empty file is a KilnError."""
+    """(ModelProto, source label) of an ONNX file or ModelProto; a missing, unparsable or empty file,
+    or one that fails ``validate_proto`` (frontend/validate.py), is a KilnError."""
     if isinstance(src, onnx.ModelProto):
+        validate_proto(src, "<ModelProto>")
         return src, "<ModelProto>"
     path = Path(src)
     if not path.is_file():
         raise KilnError(f"{path}: no such model file")
     try:
-        proto = onnx.load(str(path))  # with its external data (.onnx.data), if any
+        proto = onnx.load(str(path), load_external_data=False)
     except (DecodeError, RuntimeWarning, ValueError) as exc:
         raise KilnError(f"{path}: not a valid ONNX file (protobuf parse failed: {exc})") from None
+    except OSError as exc:
+        raise KilnError(f"{path}: cannot read the model file ({exc.strerror or exc})") from None
+    validate_proto(proto, str(path), path.parent)  # before its external data (.onnx.data) is read
+    try:
+        onnx.external_data_helper.load_external_data_for_model(proto, str(path.parent))
     except (OSError, onnx.checker.ValidationError) as exc:  # its external-data file is missing or unreadable
         detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).strip().splitlines()[-1]
         raise KilnError(f"{path}: cannot read the model's external data ({detail})") from None
@@ -106,16 +116,33 @@ def load_onnx(src, quantizers: bool = True) -> LoadedModel:
 
     ``quantizers=True`` (the HLS backend) turns quantizer nodes into Kiln's annotations
     (frontend/quantizers.py); ``False`` (TVM) keeps Q/DQ nodes as ONNX ops and QONNX
-    quantizers as their standard-op expansion.
+    quantizers as their standard-op expansion. The checks of frontend/validate.py run first,
+    and ONNX Runtime must be able to load the reference (csim/run compare with it).
+    A model that still makes a library raise while it is read is reported as a KilnError
+    naming the file and the exception (the last resort; known classes are checked first).
     """
     original, source = read_onnx(src)
     original = _with_layer_names(original, copy=source == "<ModelProto>")
+    try:
+        return _load(original, source, quantizers)
+    except KilnError:
+        raise
+    except MemoryError:
+        raise KilnError(f"{source}: ran out of memory while loading the model") from None
+    except Exception as exc:  # noqa: BLE001 - a malformed model met by onnx/onnx_ir/onnxscript
+        detail = str(exc).strip().splitlines()[-1][:300] if str(exc).strip() else ""
+        raise KilnError(f"{source}: cannot load the model ({type(exc).__name__}: {detail})") from None
+
+
+def _load(original: onnx.ModelProto, source: str, quantizers: bool) -> LoadedModel:
     try:
         onnx.checker.check_model(original)
     except onnx.checker.ValidationError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else "invalid model"
         raise KilnError(f"{source}: ONNX checker rejected the model: {first}") from None
+    check_quantizer_params(original, source)
     reference = reference_model(original)
+    ort_session(reference, f"{source}: ONNX Runtime cannot load the model", optimize=False)
     proto, quant = extract_quantizers(original, source) if quantizers else (reference, QuantInfo())
     if proto is original:
         proto = onnx.ModelProto()
@@ -126,6 +153,7 @@ def load_onnx(src, quantizers: bool = True) -> LoadedModel:
         proto = onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True, data_prop=True)
     except (onnx.shape_inference.InferenceError, onnx.onnx_cpp2py_export.checker.ValidationError) as exc:
         raise KilnError(f"{source}: shape inference failed: {str(exc).strip().splitlines()[0]}") from None
+    check_inferred_sizes(proto, source)
     model = ir.serde.deserialize_model(proto)
     # onnx_shape_inference: re-infer each node as its inputs become constant. ONNX's own
     # data propagation does not reach every shape chain (e.g. Reshape-13 fed by
@@ -134,8 +162,11 @@ def load_onnx(src, quantizers: bool = True) -> LoadedModel:
     # should_fold: everything computable at compile time is folded, ConstantOfShape included
     # (onnxscript keeps it by default to keep files small; torch's expand(x.shape[0], ...)
     # builds its target shape with one).
-    onnxscript.optimizer.fold_constants(model, onnx_shape_inference=True, input_size_limit=1 << 30,
-                                        output_size_limit=1 << 30, should_fold=lambda node: True)
+    fold_limit = min(1 << 30, tensor_byte_limit() // 8)  # elements; a folded tensor is held in memory
+    onnxscript.optimizer.fold_constants(model, onnx_shape_inference=True, input_size_limit=fold_limit,
+                                        output_size_limit=fold_limit, should_fold=lambda node: True)
+    check_value_sizes(model, source)
+    check_axes(model, source)
     if quant:
         mark_activation_quantizers(model, quant, source)
     LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0)(model)

@@ -4,27 +4,39 @@ A backend writes its whole output into a temporary sibling of the target directo
 moves it into place only when complete, so a failed compile never leaves a half-written
 project over a good one. An existing directory is replaced only when it is a Kiln output
 (it holds ``kiln_manifest.json``) or empty; anything else is refused.
+
+The staging folder is ``.NAME.kiln-tmp-PID-XXXX`` and, while an old project is swapped out,
+``.NAME.kiln-old-PID``. A compile that was killed leaves them behind; the next compile to
+the same output removes those whose process is gone (and restores a swapped-out project
+that a kill between the two renames left without its replacement). Names without a pid
+(older Kiln) count as stale after an hour. A full disk or a read-only folder while the
+output is written is a KilnError, and the half-written staging folder is removed.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import re
 import shutil
 import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
 from kiln.errors import KilnError
 
 MANIFEST = "kiln_manifest.json"
+STALE_SECONDS = 3600  # a staging folder without an owner pid is stale after this long
+WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
 
 
 def replace_dir(new: Path, target: Path) -> None:
     """Move ``new`` to ``target``; an existing Kiln project there is replaced, anything else refused."""
     check_output_dir(target)
     if target.exists():
-        old = target.with_name(f".{target.name}.kiln-old")
+        old = target.with_name(f".{target.name}.kiln-old-{os.getpid()}")
         shutil.rmtree(old, ignore_errors=True)
         target.rename(old)
         new.rename(target)
@@ -84,16 +96,62 @@ def current_umask() -> int:
     return mask
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
+
+
+def clean_stale(output_dir: Path) -> list[Path]:
+    """Remove the staging folders of ``output_dir`` whose compile is gone (see the module
+    docstring); a swapped-out project with no project in its place is moved back. Returns
+    what was removed or restored."""
+    output_dir = Path(output_dir)
+    parent = output_dir.resolve().parent
+    pattern = re.compile(rf"^\.{re.escape(output_dir.name)}\.kiln-(tmp|old)(?:-(\d+))?(?:-.*)?$")
+    try:
+        entries = list(parent.iterdir()) if parent.is_dir() else []
+    except OSError:
+        return []
+    cleaned = []
+    for entry in entries:
+        match = pattern.match(entry.name)
+        if not match or not entry.is_dir() or entry.is_symlink():
+            continue
+        pid = int(match.group(2)) if match.group(2) else None
+        try:
+            age = time.time() - entry.stat().st_mtime
+        except OSError:
+            continue
+        if (pid is not None and (pid == os.getpid() or _pid_alive(pid))) or (pid is None and age < STALE_SECONDS):
+            continue
+        target = parent / output_dir.name
+        try:
+            if match.group(1) == "old" and not target.exists() and (entry / MANIFEST).is_file():
+                entry.rename(target)
+            else:
+                shutil.rmtree(entry)
+        except OSError:
+            continue
+        cleaned.append(entry)
+    return cleaned
+
+
 @contextmanager
 def staged_dir(output_dir: Path):
     """Yield a temporary sibling of ``output_dir`` to write into; on success it replaces
     ``output_dir`` (``replace_dir``), on any error it is removed and ``output_dir`` is untouched."""
     output_dir = Path(output_dir)
+    clean_stale(output_dir)
     check_output_dir(output_dir)
     parent = output_dir.resolve().parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.kiln-tmp-", dir=parent))
+        tmp = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.kiln-tmp-{os.getpid()}-", dir=parent))
         umask = os.umask(0)
         os.umask(umask)
         tmp.chmod(0o777 & ~umask)  # mkdtemp's 0700 would make the output private
@@ -102,6 +160,12 @@ def staged_dir(output_dir: Path):
     try:
         yield tmp
         replace_dir(tmp, output_dir)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if exc.errno in WRITE_ERRNOS:
+            raise KilnError(f"cannot write {output_dir}: {exc.strerror}"
+                            + (f" ({Path(exc.filename).name})" if exc.filename else "")) from None
+        raise
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -70,6 +70,8 @@ class ConvEmitter(LayerEmitter):
             return "Conv bias must be constant"
         if node.inputs[0].shape is not None and len(node.inputs[0].shape) not in (3, 4):
             return "only 1-D and 2-D convolutions are supported"
+        if node.inputs[0].shape is not None and const_array(node.inputs[1]).ndim != len(node.inputs[0].shape):
+            return "the weight's rank differs from the input's"
         return super().check(node)
 
     def emit(self, node, ctx) -> Layer:
