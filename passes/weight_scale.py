@@ -31,6 +31,7 @@ from kiln.quant import QuantSpec, fitting_type
 
 SPECS_KEY = "kiln.quant_specs"
 SCALE_SIGNIFICANT_BITS = 24  # of the per-output scale constant
+BIAS_INTEGER_TOLERANCE = 1e-5  # relative: float32 rounding of an int32 bias times s_x * s_w, divided back
 
 
 def _integer_weights(w: np.ndarray, specs: list[QuantSpec], axis: int) -> tuple[np.ndarray, np.ndarray] | None:
@@ -90,8 +91,18 @@ def _divided_bias(graph: ir.Graph, layer: ir.Node, divisor, whose: str) -> ir.Va
     a quantized bias keeps a note of where it went."""
     old = layer.inputs[2]
     b = const_array(old).astype(np.float64) / divisor
+    quantized = old.meta.get(SPECS_KEY)
+    integers = quantized is not None and bool(np.all(np.abs(b - np.round(b)) <= 1e-3 + BIAS_INTEGER_TOLERANCE * np.abs(b)))
+    if integers:  # a bias quantized with scale s_x * s_w (ONNX Runtime's int32 bias): exact integers again
+        b = np.round(b)
     value = add_initializer(graph, f"{layer.name or 'layer'}_b_scaled", b.astype(np.float32))
-    if "kiln.quant" in old.metadata_props:
+    if quantized is not None:
+        value.meta[SPECS_KEY] = quantized
+    if integers:
+        set_precision(value, fitting_type(min(float(b.min()), 0.0), max(float(b.max()), 0.0), 0))
+        value.metadata_props["kiln.quant"] = (f"folded: divided by the {whose} scale(s), exact integers added to "
+                                              "the integer sum")
+    elif "kiln.quant" in old.metadata_props:
         value.metadata_props["kiln.quant"] = (f"folded: divided by the {whose} scale(s) and added to the integer "
                                               "sum (type derived from the accumulator)")
     return value
@@ -164,7 +175,8 @@ class FoldActivationScalePass(ir.passes.InPlacePass):
         Dense(Quantize(x), W, b)  ->  Mul(Dense(Quantize_int(x), W, b / s), s)
 
     (merged into FoldWeightScalePass's per-output Mul when there is one: ``_scale_after``). The layers then
-    multiply narrow integers, exactly, instead of ~17-bit approximations of q * s.
+    multiply narrow integers, exactly, instead of ~17-bit approximations of q * s. Last, a per-output
+    scale Mul read only by a quantizer moves into that quantizer (``_requantize``).
     """
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
@@ -187,4 +199,31 @@ class FoldActivationScalePass(ir.passes.InPlacePass):
                 f"q{' - zero point' if spec.zero_point else ''} on and the scale multiplies the next layers' "
                 "outputs after their sums")
             modified = True
+        modified |= _requantize(graph)
         return ir.passes.PassResult(model, modified)
+
+
+def _requantize(graph: ir.Graph) -> bool:
+    """Dense/Conv -> per-output scale Mul -> Quantize  becomes  Dense/Conv -> Quantize with that
+    scale as its second input (``input_scale``): the quantizer reads the integer sum and
+    computes round(sum * (S / scale)) with one multiply per value (the requantization of
+    integer kernels), instead of a wide Mul followed by a second multiply by 1/scale."""
+    modified = False
+    for node in list(graph):
+        if not is_quantize(node) or len(node.inputs) != 1 or quant_spec(node).bipolar:
+            continue
+        mul = node.inputs[0].producer()
+        if (mul is None or mul.op_type != "Mul" or not (mul.name or "").endswith("_output_scale")
+                or const_array(mul.inputs[1]) is None or not np.all(const_array(mul.inputs[1]) > 0)):
+            continue
+        scaled = mul.outputs[0]
+        if scaled.is_graph_output() or len(scaled.uses()) != 1:
+            continue
+        node.replace_input_with(0, mul.inputs[0])
+        node.resize_inputs(2)
+        node.replace_input_with(1, mul.inputs[1])
+        node.metadata_props["kiln.quant"] += (f"; reads the integer sum of {mul.inputs[0].producer().name!r} and "
+                                              "multiplies it once by that layer's scale(s) / this scale")
+        graph.remove(mul, safe=True)
+        modified = True
+    return modified
