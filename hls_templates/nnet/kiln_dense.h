@@ -31,6 +31,7 @@ Rows:
     }
 }
 
+#ifndef KILN_FLOAT_ONLY  // ap_int arithmetic: fixed-point designs only
 // Two integer products in one DSP48 multiply (AMD WP486, "INT8 optimization"): for outputs
 // o and o+1 sharing the input x, p = ((w[o+1] << 18) + w[o]) * x = w[o+1]*x * 2^18 + w[o]*x.
 // The low 18 bits are w[o]*x (it fits: |w*x| < 2^17), the rest w[o+1]*x minus the borrow of
@@ -74,6 +75,7 @@ Rows:
         }
     }
 }
+#endif
 
 } // namespace kiln
 
