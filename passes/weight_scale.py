@@ -31,6 +31,7 @@ from kiln.quant import QuantSpec, fitting_type
 
 SPECS_KEY = "kiln.quant_specs"
 SCALE_SIGNIFICANT_BITS = 24  # of the per-output scale constant
+REQUANT_SIGNIFICANT_BITS = 17  # of the requantizing Mul's constant (its smallest value)
 BIAS_INTEGER_TOLERANCE = 1e-5  # relative: float32 rounding of an int32 bias times s_x * s_w, divided back
 
 
@@ -204,26 +205,37 @@ class FoldActivationScalePass(ir.passes.InPlacePass):
 
 
 def _requantize(graph: ir.Graph) -> bool:
-    """Dense/Conv -> per-output scale Mul -> Quantize  becomes  Dense/Conv -> Quantize with that
-    scale as its second input (``input_scale``): the quantizer reads the integer sum and
-    computes round(sum * (S / scale)) with one multiply per value (the requantization of
-    integer kernels), instead of a wide Mul followed by a second multiply by 1/scale."""
+    """Dense/Conv -> per-output scale Mul(S) -> Quantize(scale s): the Mul multiplies by
+    S / s instead (normalised by a power of two 2^k into [1, 2), REQUANT_SIGNIFICANT_BITS
+    significant bits: one DSP48 port), so the quantizer only shifts by 2^-k, rounds and
+    clamps: one multiply per value in all (the requantization of integer kernels), instead
+    of a 24-bit Mul and a second multiply by 1/s. The quantizer's ``input_scale`` (second
+    input, s * 2^-k) says what its input now holds; the Mul's output is renamed
+    ``<name>__requant`` since it no longer holds the model's value of that name."""
     modified = False
     for node in list(graph):
         if not is_quantize(node) or len(node.inputs) != 1 or quant_spec(node).bipolar:
             continue
         mul = node.inputs[0].producer()
-        if (mul is None or mul.op_type != "Mul" or not (mul.name or "").endswith("_output_scale")
-                or const_array(mul.inputs[1]) is None or not np.all(const_array(mul.inputs[1]) > 0)):
+        if mul is None or mul.op_type != "Mul" or not (mul.name or "").endswith("_output_scale"):
             continue
+        scales = const_array(mul.inputs[1])
         scaled = mul.outputs[0]
-        if scaled.is_graph_output() or len(scaled.uses()) != 1:
+        if scales is None or not np.all(scales > 0) or scaled.is_graph_output() or len(scaled.uses()) != 1:
             continue
-        node.replace_input_with(0, mul.inputs[0])
+        spec = quant_spec(node)
+        ratio = scales.astype(np.float64) / spec.scale
+        k = -math.floor(math.log2(float(ratio.max())))
+        ratio = ratio * 2.0 ** k
+        value = add_initializer(graph, f"{mul.name}_requant", ratio.astype(np.float32))
+        frac = REQUANT_SIGNIFICANT_BITS - 1 - math.floor(math.log2(float(ratio.min())))
+        set_precision(value, fitting_type(0.0, float(ratio.max()), frac))
+        mul.replace_input_with(1, value)
+        scaled.name = f"{scaled.name}__requant"
         node.resize_inputs(2)
-        node.replace_input_with(1, mul.inputs[1])
-        node.metadata_props["kiln.quant"] += (f"; reads the integer sum of {mul.inputs[0].producer().name!r} and "
-                                              "multiplies it once by that layer's scale(s) / this scale")
-        graph.remove(mul, safe=True)
+        node.replace_input_with(1, add_initializer(graph, f"{node.name or 'quantize'}_input_scale",
+                                                   np.array(spec.scale * 2.0 ** -k, np.float32)))
+        node.metadata_props["kiln.quant"] += (f"; the per-output Mul before it multiplies by the scale(s) / this "
+                                              f"scale (times 2^{k}), so it only shifts, rounds and clamps")
         modified = True
     return modified

@@ -24,14 +24,13 @@ template <> struct round_to_int<float> {
     }
 };
 
-// inv_scale[c] = input_scale[c] / scale: 1/scale, or, when the quantizer reads the integer sum of a
-// Dense/Conv (requantization), that layer's per-output scale over this scale. Element i uses
-// channel (i / scale_inner) % n_scale. rescale: y = q * scale; else y = q (integers for the next
+// inv_scale[0] = input_scale / scale: 1/scale, or, after a requantizing Mul (which multiplied a
+// Dense/Conv's integer sum by its scales / this scale), a power of two: a shift. rescale: y = q * scale; else y = q (integers for the next
 // layer, whose own output multiply applies the scale). PIPELINE II = reuse_factor shares the
 // multipliers between reuse_factor elements (ALLOCATION), as kiln::dense does.
 template <class data_T, class res_T, typename CONFIG_T>
 void quantize(const data_T data[CONFIG_T::n_elem], res_T res[CONFIG_T::n_elem],
-              const typename CONFIG_T::inv_t inv_scale[CONFIG_T::n_scale]) {
+              const typename CONFIG_T::inv_t inv_scale[1]) {
     #pragma HLS INLINE off
     #pragma HLS PIPELINE II = CONFIG_T::reuse_factor
     #pragma HLS ARRAY_PARTITION variable = inv_scale complete
@@ -45,7 +44,7 @@ Quantize:
             continue;
         }
         // the full product, rounded once into q_t (saturating: far-out values still clamp)
-        q_t q = round_to_int<q_t>::apply(data[i] * inv_scale[(i / CONFIG_T::scale_inner) % CONFIG_T::n_scale],
+        q_t q = round_to_int<q_t>::apply(data[i] * inv_scale[0],
                                          CONFIG_T::rounding);
         if (q < (q_t)CONFIG_T::q_lo) q = (q_t)CONFIG_T::q_lo;
         if (q > (q_t)CONFIG_T::q_hi) q = (q_t)CONFIG_T::q_hi;

@@ -4,9 +4,10 @@
 A power-of-two scale without zero point is exactly the output's ap_fixed type
 (``fixed<bits, bits+e, RND_CONV, SAT>``, see kiln/quant.py): the layer is a conversion
 and costs no multiplier. Any other quantizer, and every quantizer of a float design, is
-``q = clamp(round(x * inv))`` with ``inv = input_scale / scale`` (input_scale: the
-per-output scale of the integer sum it reads, passes/weight_scale.py ``_requantize``; else
-1), followed by ``y = q * scale`` unless it passes the integers on (``integer_output``).
+``q = clamp(round(x * inv))`` with ``inv = input_scale / scale`` (input_scale: what its
+input holds, a power of two times its scale when a requantizing Mul precedes it,
+passes/weight_scale.py ``_requantize``; else 1), followed by ``y = q * scale`` unless it
+passes the integers on (``integer_output``).
 
 Cost, honestly: one multiplier per element for ``x * inv`` (none when inv is one power of
 two: a shift), one more for ``q * scale`` when it rescales by a non-power-of-two scale, both
@@ -25,15 +26,13 @@ import numpy as np
 from kiln.backends.hls.estimate import LayerCost, bits
 from kiln.backends.hls.layers.base import Layer, LayerEmitter, register
 from kiln.errors import KilnError
-from kiln.ir_utils import KILN_DOMAIN, attr, const_array, size, static_shape
+from kiln.ir_utils import KILN_DOMAIN, attr, const_array, size
 from kiln.passes.precision import quant_spec
 from kiln.precision import FixedType, FloatType
 from kiln.quant import ROUNDING, fitting_type, po2_exponent
 
 CONFIG = """struct {{ id }}_config {
     static const unsigned n_elem = {{ n }};
-    static const unsigned n_scale = {{ n_scale }};
-    static const unsigned scale_inner = {{ inner }};
     static const unsigned reuse_factor = {{ rf }};
     static const unsigned multiplier_limit = {{ mult_limit }};
     static const bool bipolar = {{ 'true' if bipolar else 'false' }};
@@ -60,21 +59,15 @@ def _significant_type(lo: float, hi: float) -> tuple[FixedType, int]:
     return t, max(1, math.floor(math.log2(hi)) + 1 + frac)
 
 
-def _inv_table(node, spec, out_shape) -> tuple[np.ndarray, int]:
-    """(inv per channel, elements per channel step): element i uses inv[(i // inner) % len(inv)]."""
+def _inv(node, spec) -> float:
+    """input_scale / scale: what the input is multiplied by before rounding (1/scale, or the
+    power of two 2^-k a requantizing Mul left, passes/weight_scale.py ``_requantize``)."""
     s_in = const_array(node.inputs[1]) if len(node.inputs) > 1 and node.inputs[1] is not None else None
     if s_in is None:
-        return np.array([1.0 / spec.scale]), 1
-    s_in = np.asarray(s_in, dtype=np.float64)
-    if s_in.size == 1 or np.all(s_in == s_in.reshape(-1)[0]):
-        return np.array([float(s_in.reshape(-1)[0]) / spec.scale]), 1
-    shape = (1,) * (len(out_shape) - s_in.ndim) + s_in.shape
-    axes = [k for k, d in enumerate(shape) if d != 1]
-    if len(axes) != 1 or shape[axes[0]] != out_shape[axes[0]]:
-        raise KilnError(f"Quantize node {node.name!r}: input scale of shape {s_in.shape} is not per channel of "
-                        f"its input {tuple(out_shape)}")
-    inner = int(np.prod(out_shape[axes[0] + 1:], dtype=np.int64))
-    return s_in.reshape(-1) / spec.scale, max(inner, 1)
+        return 1.0 / spec.scale
+    if s_in.size != 1:
+        raise KilnError(f"Quantize node {node.name!r}: its input scale must be one value, got shape {s_in.shape}")
+    return float(s_in.reshape(-1)[0]) / spec.scale
 
 
 @register
@@ -96,8 +89,8 @@ class QuantizeEmitter(LayerEmitter):
             return Layer("", call, "kiln_common.h", cost)
         lid = ctx.layer_id(node)
         integer_output = bool(attr(node, "integer_output", 0))
-        inv, inner = _inv_table(node, spec, static_shape(out))
-        shift_only = len(inv) == 1 and po2_exponent(float(inv[0])) is not None  # x * 2^k: wiring
+        inv = np.array([_inv(node, spec)])
+        shift_only = po2_exponent(float(inv[0])) is not None  # x * 2^k: wiring, no multiplier
         rescale = not integer_output
         rescale_mults = rescale and po2_exponent(spec.scale) is None and not spec.bipolar
         q_t = FixedType(spec.bits + 3, spec.bits + 3, rounding=ROUNDING[spec.rounding], overflow="SAT")
@@ -119,7 +112,7 @@ class QuantizeEmitter(LayerEmitter):
                          out_bits=bits(res), adds=0 if spec.bipolar else 2 * n, is_float=float_design,
                          weight_bits=len(inv) * inv_bits, weight_width=inv_bits, reuse_factor=rf,
                          divisible=n if mults else 0)
-        config = ctx.render(CONFIG, id=lid, n=n, n_scale=len(inv), inner=inner, rf=rf,
+        config = ctx.render(CONFIG, id=lid, n=n, rf=rf,
                             mult_limit=max(1, math.ceil(mults / rf)), bipolar=spec.bipolar, rescale=rescale,
                             rounding=ROUNDING_CODES[spec.rounding], q_lo=spec.q_min - spec.zero_point,
                             q_hi=spec.q_max - spec.zero_point, scale=repr(float(spec.scale)),
