@@ -117,12 +117,12 @@ def test_int8_fits_pynq_z2_and_matches_qdq_as_written(int8_model):
 def test_quantizer_reuse_factor_is_a_working_config_key(int8_model, tmp_path):
     """The way to make a quantizer cheaper that the emitter names: ``[layers.NAME] reuse_factor``."""
     _, qdq, _, _ = int8_model
-    name = "/1/Relu_output_0_DequantizeLinear"
+    name = "x_DequantizeLinear"  # the input quantizer: 16 values, one multiplier each at R=1
     (tmp_path / "kiln.toml").write_text(f'[layers."{name}"]\nreuse_factor = 4\n')
     result = run_kiln("compile", qdq, "--board", "vu13p", "--config", tmp_path / "kiln.toml", "-o", tmp_path / "p")
     assert result.returncode == 0, result.stderr
     layer = next(r for r in _estimate(tmp_path / "p")["layers"] if r["name"] == name)
-    assert (layer["reuse"], layer["dsp"]) == (4, 16), layer
+    assert (layer["reuse"], layer["dsp"]) == (4, 4), layer
     (tmp_path / "kiln.toml").write_text(f'[layers."{name}"]\nreuse_factor = 3\n')
     assert_clean_error(run_kiln("compile", qdq, "--board", "vu13p", "--config", tmp_path / "kiln.toml", "-o",
                                 tmp_path / "q"), name, "reuse_factor 3 does not divide")
