@@ -95,7 +95,7 @@ class QuantizeEmitter(LayerEmitter):
         rescale_mults = rescale and po2_exponent(spec.scale) is None and not spec.bipolar
         q_t = FixedType(spec.bits + 3, spec.bits + 3, rounding=ROUNDING[spec.rounding], overflow="SAT")
         if float_design:
-            inv_prec, q_c, scale_c, inv_bits, scale_bits = None, "float", "float", 32, 32
+            inv_prec, q_c, scale_c, inv_bits, scale_bits = FloatType(), "float", "float", 32, 32
         else:
             inv_prec, inv_bits = _significant_type(float(inv.min()), float(inv.max()))
             scale_t, scale_bits = _significant_type(spec.scale, spec.scale)
