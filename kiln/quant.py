@@ -18,6 +18,9 @@ How it lands on hardware types (``QuantSpec.fixed_type`` / ``QuantSpec.mapping``
   ``q = clamp(round(x * (1/scale))) ; y = q * scale`` by ``kiln::quantize``;
   ``y`` is held in a fixed type with 8 fractional bits below the scale's own, so the
   only error against ONNX Runtime is a possible one-LSB rounding difference near a tie.
+  A quantizer reading the per-output scale Mul of a Dense/Conv (below) has that Mul
+  multiply by ``S / scale`` instead and only rounds and clamps: one multiply per value
+  (requantization, passes/weight_scale.py ``_requantize``).
 * on constants (weights, biases) the quantizer is evaluated at compile time; a
   power-of-two scale gives an exact weight type. Any other scale is **folded**: the
   values q * scale are held in a fixed type fine enough that the error is below 2^-14 of

@@ -41,6 +41,7 @@ PRECISION_KEY = "kiln.precision"
 SOURCE_KEY = "kiln.precision_source"
 MAX_INFERRED_WIDTH = 64
 FLOAT_BIAS_SIGNIFICANT_BITS = 24
+QUANT_INPUT_BITS = 27  # a graph input read by a multiply-form quantizer
 
 # ops whose output values are a subset of their first input's values
 SAME_AS_INPUT = {"Relu", "MaxPool", "GlobalMaxPool", "Flatten", "Reshape", "Squeeze", "Unsqueeze", "Transpose",
@@ -173,8 +174,8 @@ class AssignPrecisionPass(ir.passes.InPlacePass):
                 t = spec.fixed_type()
                 if spec.exact:
                     return t, "quant"
-                # the multiply form re-rounds: give it the input at 32 bits, saturating
-                return FixedType(32, t.integer + 2, rounding="RND_CONV", overflow="SAT"), "quant"
+                # the multiply form re-rounds: give it the input at 27 bits (one DSP48 port), saturating
+                return FixedType(QUANT_INPUT_BITS, t.integer + 2, rounding="RND_CONV", overflow="SAT"), "quant"
         return self._calibrated_or_default(value, float_mode)
 
     def _output_type(self, node, out, layer, float_mode, quantized) -> tuple[Precision, str]:

@@ -31,6 +31,8 @@ from kiln.quant import QuantSpec, fitting_type
 
 SPECS_KEY = "kiln.quant_specs"
 SCALE_SIGNIFICANT_BITS = 24  # of the per-output scale constant
+REQUANT_SIGNIFICANT_BITS = 17  # of the requantizing Mul's constant (its smallest value)
+BIAS_INTEGER_TOLERANCE = 1e-5  # relative: float32 rounding of an int32 bias times s_x * s_w, divided back
 
 
 def _integer_weights(w: np.ndarray, specs: list[QuantSpec], axis: int) -> tuple[np.ndarray, np.ndarray] | None:
@@ -90,8 +92,18 @@ def _divided_bias(graph: ir.Graph, layer: ir.Node, divisor, whose: str) -> ir.Va
     a quantized bias keeps a note of where it went."""
     old = layer.inputs[2]
     b = const_array(old).astype(np.float64) / divisor
+    quantized = old.meta.get(SPECS_KEY)
+    integers = quantized is not None and bool(np.all(np.abs(b - np.round(b)) <= 1e-3 + BIAS_INTEGER_TOLERANCE * np.abs(b)))
+    if integers:  # a bias quantized with scale s_x * s_w (ONNX Runtime's int32 bias): exact integers again
+        b = np.round(b)
     value = add_initializer(graph, f"{layer.name or 'layer'}_b_scaled", b.astype(np.float32))
-    if "kiln.quant" in old.metadata_props:
+    if quantized is not None:
+        value.meta[SPECS_KEY] = quantized
+    if integers:
+        set_precision(value, fitting_type(min(float(b.min()), 0.0), max(float(b.max()), 0.0), 0))
+        value.metadata_props["kiln.quant"] = (f"folded: divided by the {whose} scale(s), exact integers added to "
+                                              "the integer sum")
+    elif "kiln.quant" in old.metadata_props:
         value.metadata_props["kiln.quant"] = (f"folded: divided by the {whose} scale(s) and added to the integer "
                                               "sum (type derived from the accumulator)")
     return value
@@ -164,7 +176,8 @@ class FoldActivationScalePass(ir.passes.InPlacePass):
         Dense(Quantize(x), W, b)  ->  Mul(Dense(Quantize_int(x), W, b / s), s)
 
     (merged into FoldWeightScalePass's per-output Mul when there is one: ``_scale_after``). The layers then
-    multiply narrow integers, exactly, instead of ~17-bit approximations of q * s.
+    multiply narrow integers, exactly, instead of ~17-bit approximations of q * s. Last, a per-output
+    scale Mul read only by a quantizer moves into that quantizer (``_requantize``).
     """
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
@@ -187,4 +200,42 @@ class FoldActivationScalePass(ir.passes.InPlacePass):
                 f"q{' - zero point' if spec.zero_point else ''} on and the scale multiplies the next layers' "
                 "outputs after their sums")
             modified = True
+        modified |= _requantize(graph)
         return ir.passes.PassResult(model, modified)
+
+
+def _requantize(graph: ir.Graph) -> bool:
+    """Dense/Conv -> per-output scale Mul(S) -> Quantize(scale s): the Mul multiplies by
+    S / s instead (normalised by a power of two 2^k into [1, 2), REQUANT_SIGNIFICANT_BITS
+    significant bits: one DSP48 port), so the quantizer only shifts by 2^-k, rounds and
+    clamps: one multiply per value in all (the requantization of integer kernels), instead
+    of a 24-bit Mul and a second multiply by 1/s. The quantizer's ``input_scale`` (second
+    input, s * 2^-k) says what its input now holds; the Mul's output is renamed
+    ``<name>__requant`` since it no longer holds the model's value of that name."""
+    modified = False
+    for node in list(graph):
+        if not is_quantize(node) or len(node.inputs) != 1 or quant_spec(node).bipolar:
+            continue
+        mul = node.inputs[0].producer()
+        if mul is None or mul.op_type != "Mul" or not (mul.name or "").endswith("_output_scale"):
+            continue
+        scales = const_array(mul.inputs[1])
+        scaled = mul.outputs[0]
+        if scales is None or not np.all(scales > 0) or scaled.is_graph_output() or len(scaled.uses()) != 1:
+            continue
+        spec = quant_spec(node)
+        ratio = scales.astype(np.float64) / spec.scale
+        k = -math.floor(math.log2(float(ratio.max())))
+        ratio = ratio * 2.0 ** k
+        value = add_initializer(graph, f"{mul.name}_requant", ratio.astype(np.float32))
+        frac = REQUANT_SIGNIFICANT_BITS - 1 - math.floor(math.log2(float(ratio.min())))
+        set_precision(value, fitting_type(0.0, float(ratio.max()), frac))
+        mul.replace_input_with(1, value)
+        scaled.name = f"{scaled.name}__requant"
+        node.resize_inputs(2)
+        node.replace_input_with(1, add_initializer(graph, f"{node.name or 'quantize'}_input_scale",
+                                                   np.array(spec.scale * 2.0 ** -k, np.float32)))
+        node.metadata_props["kiln.quant"] += (f"; the per-output Mul before it multiplies by the scale(s) / this "
+                                              f"scale (times 2^{k}), so it only shifts, rounds and clamps")
+        modified = True
+    return modified

@@ -108,6 +108,18 @@ def _quantize_static(src, dst, samples, per_channel):
     return dst
 
 
+def _ort_as_written(path, x):
+    """ONNX Runtime with graph optimizations off: every QuantizeLinear/DequantizeLinear runs as
+    its definition says (no fused integer kernels), one sample at a time."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return np.concatenate([session.run(None, {name: x[i:i + 1]})[0] for i in range(len(x))])
+
+
 @pytest.mark.parametrize("per_channel", [False, True], ids=["per_tensor", "per_channel"])
 def test_ort_qdq_model_within_one_lsb(per_channel, tmp_path):
     float_model = export_jet_mlp(tmp_path / "jet.onnx")
@@ -117,11 +129,19 @@ def test_ort_qdq_model_within_one_lsb(per_channel, tmp_path):
     assert sum(n.op_type == "DequantizeLinear" for n in model.graph.node) >= 8
     project = kiln.compile(qdq, output_dir=tmp_path / "prj")
     got = project.csim(x).astype(np.float64)
-    ref = project.reference(x)[0]   # ONNX Runtime on the QDQ graph (its integer kernels)
+    # the reference: the Q/DQ ops as written (ONNX Runtime with graph optimizations off, which
+    # float-mode Kiln matches bit for bit: test_ort_qdq_semantics_exact_in_float_mode). ORT's
+    # default session fuses them into integer kernels whose requantization rounding depends on
+    # the CPU; that difference is reported, with its own bound, not used as the reference.
+    ref = _ort_as_written(qdq, x).astype(np.float64)
     lsb = _output_scale(model)
     err = np.abs(got - ref)
     assert err.max() <= lsb * (1 + 2 ** -8) + 1e-7, (err.max(), lsb)
     assert np.mean(err > lsb / 2) < 0.2
+    fused = np.abs(project.reference(x)[0] - ref)  # ONNX Runtime's default session (its integer kernels)
+    print(f"kiln vs Q/DQ as written: max {err.max() / lsb:.3f} LSB, {np.mean(err > lsb / 2):.1%} flipped; "
+          f"ORT fused kernels vs as written: max {fused.max() / lsb:.3f} LSB, {np.mean(fused > lsb / 2):.1%} flipped")
+    assert fused.max() <= 2 * lsb * (1 + 2 ** -8) + 1e-7, (fused.max(), lsb)
     # the weights are int8 per channel/tensor: folded into fixed-point constants, said so
     ir_model = onnx_ir.load(project.path / "kiln_ir.onnx")
     notes = [v.metadata_props["kiln.quant"] for v in ir_model.graph.initializers.values()
@@ -285,15 +305,9 @@ def test_ort_qdq_semantics_exact_in_float_mode(tmp_path):
     default session fuses them into integer kernels (QGemm, QLinearSoftmax) whose requantization
     differs from that definition by one LSB on ~20% of these outputs: the fixed-point test above
     is held to one LSB for that reason."""
-    import onnxruntime as ort
-
     float_model = export_jet_mlp(tmp_path / "jet.onnx")
     x = _inputs((16,), scale=1.0, seed=1)
     qdq = _quantize_static(float_model, tmp_path / "jet_qdq.onnx", x[:128], per_channel=False)
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    session = ort.InferenceSession(str(qdq), options, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    as_defined = np.concatenate([session.run(None, {name: x[i:i + 1]})[0] for i in range(N)])
+    as_defined = _ort_as_written(qdq, x)
     project = kiln.compile(qdq, output_dir=tmp_path / "prj", precision="float")
     assert np.array_equal(project.csim(x), as_defined)

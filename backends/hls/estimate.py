@@ -14,6 +14,8 @@ hls4ml's ``resource strategy`` docs) and the DSP48E2 multiplier size of UltraSca
   thumb: Vivado maps narrow products to fabric), about 0.6 * wa * wb LUTs; wider ones
   take ceil(wa / 27) * ceil(wb / 18) DSPs. Float products take 3 DSPs (fmul) and adds
   2 DSPs (fadd) plus ~400 LUTs each (AMD floating-point operator data, PG060).
+* Packed products: integer operands whose product fits 18 bits (int8 x uint8) share one
+  DSP48 multiply between two outputs (AMD WP486), so ceil(multipliers / 2) DSPs, no LUTs.
 * Adders: one accumulator of ``acc_bits`` per multiplier: acc_bits LUTs and FFs each.
 * Latency in cycles: R (the shared multiplier's schedule) + 1 (multiply) +
   ceil(log2(fan_in)) (adder tree) + 1 (output register); element-wise layers 1-2
@@ -61,6 +63,7 @@ class LayerCost:
     is_float: bool = False
     reuse_factor: int = 1
     divisible: int = 0      # R must divide this (the template's weight partitioning); 0: R stays 1
+    packed: bool = False    # two integer products per DSP48 multiply (kiln::dense_packed, AMD WP486)
 
 
 @dataclass
@@ -98,8 +101,11 @@ def dsp_per_mult(cost: LayerCost) -> int:
 def estimate_layer(name: str, op: str, cost: LayerCost, inputs: list[str]) -> LayerEstimate:
     r = max(1, cost.reuse_factor)
     units = math.ceil(cost.mults / r) if cost.mults else 0
-    dsp = units * dsp_per_mult(cost)
-    lut = 0 if dsp_per_mult(cost) or not units else int(units * 0.6 * cost.a_bits * cost.b_bits)
+    if cost.packed and not cost.is_float:  # narrow products, two to a DSP: no LUT multipliers
+        dsp, lut = math.ceil(units / 2), 0
+    else:
+        dsp = units * dsp_per_mult(cost)
+        lut = 0 if dsp_per_mult(cost) or not units else int(units * 0.6 * cost.a_bits * cost.b_bits)
     if cost.is_float:
         dsp += units * FLOAT_ADD_DSP
         lut += units * 2 * FLOAT_OP_LUT

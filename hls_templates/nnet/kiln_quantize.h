@@ -2,7 +2,7 @@
 // A quantizer with a power-of-two scale and no zero point is a plain ap_fixed conversion
 // (kiln::copy into a <bits, bits+e, AP_RND_CONV, AP_SAT> type) and never reaches this file.
 // Here: any other scale, a zero point, bipolar quantizers, and every quantizer in float
-// designs. Per element:   q = clamp(round(x * (1/scale)), q_lo, q_hi);  y = q * scale
+// designs. Per element:   q = clamp(round(x * inv_scale), q_lo, q_hi);  y = q * scale
 // with q_lo = q_min - zero_point, q_hi = q_max - zero_point (the zero point is an integer,
 // so it commutes with rounding).
 #ifndef KILN_QUANTIZE_H_
@@ -24,24 +24,34 @@ template <> struct round_to_int<float> {
     }
 };
 
+// inv_scale[0] = input_scale / scale: 1/scale, or, after a requantizing Mul (which multiplied a
+// Dense/Conv's integer sum by its scales / this scale), a power of two: a shift. rescale: y = q * scale; else y = q (integers for the next
+// layer, whose own output multiply applies the scale). PIPELINE II = reuse_factor shares the
+// multipliers between reuse_factor elements (ALLOCATION), as kiln::dense does.
 template <class data_T, class res_T, typename CONFIG_T>
-void quantize(const data_T data[CONFIG_T::n_elem], res_T res[CONFIG_T::n_elem]) {
-    #pragma HLS INLINE
-    typedef typename CONFIG_T::scaled_t scaled_t;
+void quantize(const data_T data[CONFIG_T::n_elem], res_T res[CONFIG_T::n_elem],
+              const typename CONFIG_T::inv_t inv_scale[1]) {
+    #pragma HLS INLINE off
+    #pragma HLS PIPELINE II = CONFIG_T::reuse_factor
+    #pragma HLS ARRAY_PARTITION variable = inv_scale complete
+    #pragma HLS ALLOCATION operation instances = mul limit = CONFIG_T::multiplier_limit
     typedef typename CONFIG_T::q_t q_t;
     typedef typename CONFIG_T::scale_t scale_t;
 Quantize:
     for (unsigned i = 0; i < CONFIG_T::n_elem; i++) {
-        #pragma HLS UNROLL
         if (CONFIG_T::bipolar) {
             res[i] = data[i] >= 0 ? (res_T)(scale_t)CONFIG_T::scale : (res_T)(-(scale_t)CONFIG_T::scale);
             continue;
         }
-        scaled_t t = (scaled_t)(data[i] * (typename CONFIG_T::inv_t)CONFIG_T::inv_scale);
-        q_t q = round_to_int<q_t>::apply(t, CONFIG_T::rounding);
+        // the full product, rounded once into q_t (saturating: far-out values still clamp)
+        q_t q = round_to_int<q_t>::apply(data[i] * inv_scale[0],
+                                         CONFIG_T::rounding);
         if (q < (q_t)CONFIG_T::q_lo) q = (q_t)CONFIG_T::q_lo;
         if (q > (q_t)CONFIG_T::q_hi) q = (q_t)CONFIG_T::q_hi;
-        res[i] = (res_T)(q * (scale_t)CONFIG_T::scale);
+        if (CONFIG_T::rescale)
+            res[i] = (res_T)(q * (scale_t)CONFIG_T::scale);
+        else
+            res[i] = (res_T)q;
     }
 }
 

@@ -8,7 +8,7 @@ from kiln.backends.hls.estimate import LayerCost, bits
 from kiln.backends.hls.call import Call
 from kiln.backends.hls.layers.base import Layer, LayerEmitter, register
 from kiln.ir_utils import const_array, size
-from kiln.precision import accumulator_with_bias
+from kiln.precision import FixedType, accumulator_with_bias
 
 # also the config of the four projections inside kiln.MultiHeadAttention (attention.py)
 CONFIG = """struct {{ name }} : kiln::dense_config {
@@ -23,6 +23,16 @@ CONFIG = """struct {{ name }} : kiln::dense_config {
     typedef {{ bias_t }} bias_t;
 };
 """
+
+
+def packs_two_per_dsp(x, w) -> bool:
+    """Integer inputs and weights narrow enough for two products per DSP48 (kiln::dense_packed):
+    weight <= 9 bits (shifted by 18 it fits the 27-bit port), product <= 18 bits signed."""
+    if not (isinstance(x, FixedType) and isinstance(w, FixedType)) or x.frac or w.frac:
+        return False
+    x_bits = x.width + (0 if x.signed else 1)
+    w_bits = w.width + (0 if w.signed else 1)
+    return w_bits <= 9 and x_bits + w_bits <= 18
 
 
 @register
@@ -42,12 +52,15 @@ class DenseEmitter(LayerEmitter):
         n_rows = size(x) // n_in
         mults = n_rows * n_in * n_out  # R shares each multiplier across weights, then across rows
         rf = ctx.reuse(node, mults)
+        packed = not ctx.float_mode and packs_two_per_dsp(ctx.precision(x), w_prec)
         config = ctx.render(CONFIG, name=f"{lid}_config", n_rows=n_rows, n_in=n_in, n_out=n_out, rf=rf,
-                            block=math.ceil(n_in * n_out / rf), mult_limit=math.ceil(mults / rf),
+                            block=math.ceil(n_in * n_out / rf),
+                            mult_limit=math.ceil(mults / rf / (2 if packed else 1)),
                             accum_t=ctx.typedef(f"{lid}_accum_t", accum), weight_t=w_t, bias_t=b_t)
-        call = Call("kiln::dense", (ctx.ctype(x), ctx.ctype(out), f"{lid}_config"), (ctx.var(x), ctx.var(out), w_name, b_name))
+        template = "kiln::dense_packed" if packed else "kiln::dense"
+        call = Call(template, (ctx.ctype(x), ctx.ctype(out), f"{lid}_config"), (ctx.var(x), ctx.var(out), w_name, b_name))
         cost = LayerCost(mults=mults, fan_in=n_in, a_bits=bits(ctx.precision(x)),
                          b_bits=bits(w_prec), acc_bits=bits(accum), out_elems=size(out), out_bits=bits(ctx.precision(out)),
                          weight_bits=(w.size + b.size) * bits(w_prec), weight_width=bits(w_prec),
-                         is_float=ctx.float_mode, reuse_factor=rf, divisible=mults)
+                         is_float=ctx.float_mode, reuse_factor=rf, divisible=mults, packed=packed)
         return Layer(config, call, self.header, cost)
