@@ -56,8 +56,11 @@ def require_coremltools():
             for m in blocked:
                 if sys.modules.get(m, 0) is None:
                     del sys.modules[m]
+    import logging
+
     import coremltools as ct
 
+    logging.getLogger("coremltools").setLevel(logging.ERROR)
     return ct
 
 
