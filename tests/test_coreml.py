@@ -99,11 +99,18 @@ def _qdq_model(tmp_path):
 def test_qdq_weights_stay_integer(tmp_path):
     float_model, qdq = _qdq_model(tmp_path)
     fp16 = compile_coreml(float_model, output_dir=tmp_path / "fp16")
-    art = compile_coreml(qdq, output_dir=tmp_path / "q", precision="fp32")
+    art = compile_coreml(qdq, output_dir=tmp_path / "q")  # fp16 compute, like the float package
     m = _check(art)
     assert m["package"]["integer_weights"].get("constexpr_affine_dequantize", 0) >= 1
     # 4 int8 weight matrices (3.6k weights) vs fp16: the weight blob is smaller
-    assert m["package"]["package_bytes"] < fp16.manifest["package"]["package_bytes"]
+    def weight_bytes(a):
+        return sum(f.stat().st_size for f in (a.path / "model.mlpackage").rglob("weight.bin"))
+
+    # the weight blob: int8 + scales vs fp16 (the whole package also holds the activations' Q/DQ ops)
+    sizes = (weight_bytes(art), weight_bytes(fp16), m["package"]["package_bytes"],
+             fp16.manifest["package"]["package_bytes"])
+    print("weight.bin bytes: Q/DQ int8", sizes[0], "float fp16", sizes[1], "; packages", sizes[2], sizes[3])
+    assert sizes[0] < sizes[1], sizes
 
 
 def test_qonnx_weights_stay_integer(tmp_path):

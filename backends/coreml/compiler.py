@@ -135,7 +135,11 @@ def compile_coreml(model, board="iphone-12", output_dir=None, precision: str = "
     coreml_passes()(loaded.model)
     check_supported(loaded.model, loaded.source)
     inputs, outputs = _ports(loaded.model, loaded.batch_axis)
-    qweights = integer_weights(loaded.model, loaded.original)
+    from kiln.frontend import is_keras
+    from kiln.frontend.onnx_loader import read_onnx
+
+    # the user's file as written: loaded.original has QONNX quantizers expanded to standard ops
+    qweights = {} if is_keras(model) else integer_weights(loaded.model, read_onnx(model)[0])
     name = Path(loaded.source).stem if loaded.source != "<ModelProto>" else (loaded.model.graph.name or "model")
     say("building the MIL program")
     try:
