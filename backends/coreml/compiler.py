@@ -44,6 +44,9 @@ _PROBED = ("tensorflow", "torch", "torchvision", "torchaudio", "executorch", "to
 
 
 def require_coremltools():
+    import logging
+
+    logging.getLogger("coremltools").setLevel(logging.ERROR)  # "Failed to load libcoremlpython" off macOS
     if "coremltools" not in sys.modules:
         blocked = [m for m in _PROBED if m not in sys.modules]
         for m in blocked:
@@ -56,11 +59,8 @@ def require_coremltools():
             for m in blocked:
                 if sys.modules.get(m, 0) is None:
                     del sys.modules[m]
-    import logging
-
     import coremltools as ct
 
-    logging.getLogger("coremltools").setLevel(logging.ERROR)
     return ct
 
 
