@@ -56,6 +56,12 @@ def cmd_compile(args) -> int:
         from kiln.backends.tvm.cli import cmd_compile_cpu
 
         return cmd_compile_cpu(args, board)
+    if board.kind == "coreml":
+        from kiln.backends.coreml.cli import cmd_compile_coreml
+
+        return cmd_compile_coreml(args, board)
+    if args.compress:
+        raise KilnError(f"--compress applies to Apple boards (CoreML); {board.name} is a {board.kind} board")
     if args.tune or args.tracker or args.key or args.lib_format != "auto":
         raise KilnError(f"--tune/--tracker/--key/--format apply to CPU boards (TVM); {board.name} is an "
                         f"{board.kind} board")
@@ -373,6 +379,9 @@ def build_parser() -> argparse.ArgumentParser:
     from kiln.backends.tvm.cli import add_compile_options, add_parsers
 
     add_compile_options(c)
+    from kiln.backends.coreml.cli import add_compile_options as add_coreml_options
+
+    add_coreml_options(c)
     c.set_defaults(func=cmd_compile)
     s = sub.add_parser("csim", help="bit-accurate C simulation, compared with ONNX Runtime")
     s.add_argument("project")

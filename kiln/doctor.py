@@ -72,8 +72,20 @@ def _frontend_checks() -> list[dict]:
     ]
 
 
+def _coreml_checks() -> list[dict]:
+    import sys
+
+    return [
+        _check("coremltools", _version("coremltools"), True,
+               "building .mlpackage (MIL builder), reload + value-inference check on any OS"),
+        _check("macOS (CoreML runtime)", sys.platform if sys.platform == "darwin" else None, False,
+               "kiln run / kiln bench on CoreML packages (predictions run only on macOS)"),
+    ]
+
+
 BACKENDS = {"hls": ("HLS backend (compile + C-sim)", _hls_checks),
-            "tvm": ("TVM backend (CPU boards)", _tvm_checks)}
+            "tvm": ("TVM backend (CPU boards)", _tvm_checks),
+            "coreml": ("CoreML backend (Apple boards: build + Linux checks; predict on macOS)", _coreml_checks)}
 
 
 def _installed_backends() -> dict:

@@ -143,6 +143,14 @@ def compile_model(model, board="vu13p", output_dir=None, precision=None, config=
         from kiln.backends.tvm import compile_tvm
 
         return compile_tvm(model, board=target, output_dir=output_dir)
+    if target.kind == "coreml":  # CoreML backend: fp16/fp32 ML Program
+        if config is not None or reuse_factor is not None or calibrate is not None:
+            raise KilnError(f"config/reuse_factor/calibrate apply to FPGA boards; {board!r} is an Apple board "
+                            "(CoreML backend)")
+        from kiln.backends.coreml import compile_coreml
+
+        return compile_coreml(model, board=target, output_dir=output_dir,
+                              precision="fp32" if precision == "float" else precision)
     if target.kind != "fpga":
         raise KilnError(f"board {board!r} is a {target.kind} target; the HLS backend needs an FPGA board")
     loaded, cfg, observed = lower(model, precision=precision, config=config, reuse_factor=reuse_factor, fuse=fuse,

@@ -117,6 +117,10 @@ def cmd_run(args) -> int:
     from kiln.cli import _comparison_table, _load_inputs, _save_outputs
     from kiln.progress import progress
 
+    from kiln.backends.coreml.cli import coreml_artifact, cmd_run_coreml
+
+    if coreml_artifact(args.artifact):
+        return cmd_run_coreml(args)
     t0 = time.monotonic()
     check_bound_options(args)
     art = TVMArtifact.open(args.artifact)
@@ -185,6 +189,10 @@ def cmd_bench(args) -> int:
     from kiln.cli import _load_inputs
     from kiln.progress import progress
 
+    from kiln.backends.coreml.cli import coreml_artifact, cmd_bench_coreml
+
+    if coreml_artifact(args.artifact):
+        return cmd_bench_coreml(args)
     art = TVMArtifact.open(args.artifact)
     remote = _remote(args)
     inputs = _load_inputs(args.input) if args.input else None
