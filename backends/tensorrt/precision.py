@@ -147,6 +147,7 @@ def check_symmetric_qdq(model: onnx.ModelProto, source: str) -> dict:
 
 def to_int8(model: onnx.ModelProto, samples: list[np.ndarray], input_names: list[str]) -> onnx.ModelProto:
     """Q/DQ network calibrated (min/max) on ``samples`` (leading axis N; the network has batch 1)."""
+    from kiln.calibrate.int8 import _quiet
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                           quantize_static)
 
@@ -165,7 +166,7 @@ def to_int8(model: onnx.ModelProto, samples: list[np.ndarray], input_names: list
         src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
         onnx.save(model, src)
         try:
-            quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+            _quiet(quantize_static, str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                             activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
                             op_types_to_quantize=QUANTIZED_OPS, calibrate_method=CalibrationMethod.MinMax,
                             extra_options={"ActivationSymmetric": True, "WeightSymmetric": True,
