@@ -129,7 +129,7 @@ def test_cnn_int8_agreement(name, tmp_path):
 
     proto = exported(name, 17, str(tmp_path))
     x = random_inputs(name)
-    calib = np.random.default_rng(3).standard_normal((128, *MODELS[name].input_shape)).astype(np.float32)
+    calib = np.random.default_rng(3).standard_normal((512, *MODELS[name].input_shape)).astype(np.float32)
     np.save(tmp_path / "calib.npy", calib)
     art = compile_tensorrt(proto, "rtx-4090", tmp_path / "int8", "int8", calibrate=tmp_path / "calib.npy")
     got, ref = ort_compare(art, x)

@@ -170,7 +170,9 @@ def to_int8(model: onnx.ModelProto, samples: list[np.ndarray], input_names: list
                             activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
                             op_types_to_quantize=QUANTIZED_OPS, calibrate_method=CalibrationMethod.MinMax,
                             extra_options={"ActivationSymmetric": True, "WeightSymmetric": True,
-                                           "QuantizeBias": False})
+                                           "QuantizeBias": False,  # TensorRT's DQ takes int8, not int32
+                                           # Q/DQ on inputs only, as TensorRT places them
+                                           "OpTypesToExcludeOutputQuantization": QUANTIZED_OPS})
         except Exception as exc:  # noqa: BLE001 - ORT's quantizer raises many types
             raise KilnError(f"int8 calibration failed (ONNX Runtime quantize_static): {exc}") from None
         return onnx.load(str(dst))
