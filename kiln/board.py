@@ -26,6 +26,7 @@ class Board:
     target: dict = field(default_factory=dict)     # kind = "cpu": the TVM target (dict form)
     toolchain: dict = field(default_factory=dict)  # kind = "cpu": the C compiler that links the library
     family: str = ""  # kind = "fpga": "zynq" (PYNQ driver), "alveo" (XRT host), "virtex" (bare part)
+    gpu: dict = field(default_factory=dict)  # kind = "tensorrt": arch, compute capability, memory, DLA cores
 
     @property
     def clock_period_ns(self) -> float:
@@ -58,4 +59,4 @@ def _parse(filename: str, text: str) -> Board:
                  part=data.get("part", ""), clock_mhz=float(data.get("clock_mhz", 0)),
                  source=data.get("source", ""), resources=res,
                  target=dict(data.get("target", {})), toolchain=dict(data.get("toolchain", {})),
-                 family=data.get("family", ""))
+                 family=data.get("family", ""), gpu=dict(data.get("gpu", {})))

@@ -56,6 +56,10 @@ def cmd_compile(args) -> int:
         from kiln.backends.tvm.cli import cmd_compile_cpu
 
         return cmd_compile_cpu(args, board)
+    if board.kind == "tensorrt":
+        from kiln.backends.tensorrt.cli import cmd_compile_trt
+
+        return cmd_compile_trt(args, board)
     if board.kind == "coreml":
         from kiln.backends.coreml.cli import cmd_compile_coreml
 
@@ -362,7 +366,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("model", help="ONNX file")
     c.add_argument("--board", default="vu13p", help="target board (see `kiln boards`)")
     c.add_argument("-o", "--output", required=True, help="output project directory")
-    c.add_argument("--precision", help="'float' or 'fixed<W,I>' (default fixed<16,6>)")
+    c.add_argument("--precision", help="'float' or 'fixed<W,I>' (default fixed<16,6>); TensorRT boards: fp32 "
+                   "(default), fp16 or int8")
     c.add_argument("--config", help="kiln.toml with per-layer precision / reuse factors")
     c.add_argument("--reuse", help="'auto' (default: per-layer factors that fit --budget of the board) or an "
                    "integer for every layer")
@@ -417,6 +422,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--json", action="store_true", help=JSON_HELP)
     b.set_defaults(func=cmd_boards)
     add_parsers(sub)  # run, bench (CPU boards, TVM)
+    from kiln.backends.tensorrt.cli import add_parsers as add_tensorrt_parsers
+
+    add_tensorrt_parsers(sub)  # build-engine; run/bench of TensorRT artifacts
     d = sub.add_parser("doctor", help="what toolchains and backends are available")
     d.add_argument("--json", action="store_true", help=JSON_HELP)
     d.set_defaults(func=cmd_doctor)

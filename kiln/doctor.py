@@ -2,7 +2,8 @@
 
 Only backends that exist in this installation are listed (a ``kiln.backends.<name>``
 module): today HLS (g++, make, the ap_types headers from hls4ml, vitis_hls for synthesis)
-and TVM (apache-tvm, its FFI, the aarch64 cross gcc, MetaSchedule's Python dependencies).
+TVM (apache-tvm, its FFI, the aarch64 cross gcc, MetaSchedule's Python dependencies) and
+TensorRT (engine.onnx and scripts need only ONNX Runtime; engines need TensorRT + an NVIDIA GPU).
 ``kiln doctor --json`` prints the same as one object (``doctor_json``).
 """
 
@@ -59,6 +60,24 @@ def _tvm_checks() -> list[dict]:
     ]
 
 
+def _tensorrt_checks() -> list[dict]:
+    from kiln.backends.tensorrt.artifact import tensorrt_status
+
+    usable, what = tensorrt_status()
+    gpu = shutil.which("nvidia-smi")
+    return [
+        _check("onnx + onnxruntime", _version("onnxruntime"), True, "engine.onnx, build_engine.py, trtexec.sh and "
+               "the ONNX Runtime checks of engine.onnx"),
+        _check("polygraphy", _version("polygraphy"), False, "run_checks.sh, `polygraphy check lint` (pip install "
+               "'.[tensorrt]')"),
+        _check("onnx-graphsurgeon", _version("onnx-graphsurgeon"), False, "Polygraphy's graph tools"),
+        _check("tensorrt", what if usable else None, False, "kiln build-engine, and run/bench of the engine "
+               "(with an NVIDIA GPU; JetPack on Jetson)", None if usable else what),
+        _check("trtexec", shutil.which("trtexec"), False, "trtexec.sh, kiln bench (CUDA-event timing)"),
+        _check("nvidia-smi (NVIDIA GPU)", gpu, False, "building and running engines"),
+    ]
+
+
 def _frontend_checks() -> list[dict]:
     keras = _version("tf_keras") and _version("tensorflow")
     return [
@@ -85,7 +104,16 @@ def _coreml_checks() -> list[dict]:
 
 BACKENDS = {"hls": ("HLS backend (compile + C-sim)", _hls_checks),
             "tvm": ("TVM backend (CPU boards)", _tvm_checks),
-            "coreml": ("CoreML backend (Apple boards: build + Linux checks; predict on macOS)", _coreml_checks)}
+            "coreml": ("CoreML backend (Apple boards: build + Linux checks; predict on macOS)", _coreml_checks),
+            "tensorrt": (lambda: _tensorrt_title(), _tensorrt_checks)}
+
+
+def _tensorrt_title() -> str:
+    from kiln.backends.tensorrt.artifact import tensorrt_status
+
+    usable, what = tensorrt_status()
+    engines = f"engines with {what}" if usable else "engine build needs TensorRT + an NVIDIA GPU: not installed"
+    return f"TensorRT backend (NVIDIA boards; engine.onnx + build scripts here; {engines})"
 
 
 def _installed_backends() -> dict:
@@ -105,6 +133,7 @@ def doctor_json() -> dict:
     backends = {}
     for key, (title, checks_of) in _installed_backends().items():
         checks = checks_of()
+        title = title() if callable(title) else title
         ready, missing = _ready(checks)
         backends[key] = {"title": title, "ready": ready, "missing": missing, "checks": checks}
     frontend = _frontend_checks()

@@ -151,6 +151,12 @@ def compile_model(model, board="vu13p", output_dir=None, precision=None, config=
 
         return compile_coreml(model, board=target, output_dir=output_dir,
                               precision="fp32" if precision == "float" else precision)
+    if target.kind == "tensorrt":  # engine.onnx + build scripts; precision fp32/fp16/int8 (Q/DQ from calibrate)
+        if config is not None or reuse_factor is not None or bits is not None or max_error is not None:
+            raise KilnError(f"config/reuse_factor/bits/max_error apply to FPGA boards; {board!r} is a TensorRT board")
+        from kiln.backends.tensorrt import compile_tensorrt
+
+        return compile_tensorrt(model, board=target, output_dir=output_dir, precision=precision, calibrate=calibrate)
     if target.kind != "fpga":
         raise KilnError(f"board {board!r} is a {target.kind} target; the HLS backend needs an FPGA board")
     loaded, cfg, observed = lower(model, precision=precision, config=config, reuse_factor=reuse_factor, fuse=fuse,

@@ -68,7 +68,8 @@ def read_manifest(path: Path, backend: str) -> dict:
         raise KilnError(f"{path / MANIFEST} is corrupt: {exc}") from None
     found = manifest.get("backend", "unknown")
     if found != backend:
-        use = {"hls": "`kiln csim` / `kiln report` / `kiln synth`", "tvm": "`kiln run` / `kiln bench`"}
+        use = {"hls": "`kiln csim` / `kiln report` / `kiln synth`", "tvm": "`kiln run` / `kiln bench`",
+               "tensorrt": "`kiln run` / `kiln bench` / `kiln build-engine`"}
         raise KilnError(f"{path} was written by the {found.upper()} backend for board {manifest.get('board')!r}, "
                         f"not the {backend.upper()} one; use {use.get(found, '`kiln compile` again')}")
     return manifest

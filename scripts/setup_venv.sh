@@ -11,5 +11,6 @@ fi
 # torch 2.14.1 + torchvision 0.29.1 (for timm's test zoo) come from the machine's package mirror.
 # tvm: the TVM backend for CPU boards (apache-tvm pinned with apache-tvm-ffi 0.1.14.post0).
 # coreml: coremltools 9.0 (ML Program packages for Apple boards; predicting needs macOS).
+# tensorrt: Polygraphy + ONNX-GraphSurgeon for the TensorRT backend (TensorRT itself comes from NVIDIA).
 # qkeras: TensorFlow 2.21 + tf_keras + QKeras 0.9 for QKeras models (about 700 MB).
-.venv/bin/python -m pip install --quiet -e ".[test,tvm,qkeras,coreml]"
+.venv/bin/python -m pip install --quiet -e ".[test,tvm,qkeras,coreml,tensorrt]"
