@@ -26,9 +26,9 @@ import numpy as np
 from kiln.backends.hls.estimate import LayerCost, bits
 from kiln.backends.hls.call import Call
 from kiln.backends.hls.layers.base import Layer, LayerEmitter, register
+from kiln.annotations import quant_spec
 from kiln.errors import KilnError
 from kiln.ir_utils import KILN_DOMAIN, attr, const_array, size
-from kiln.passes.precision import quant_spec
 from kiln.precision import FixedType, FloatType
 from kiln.quant import ROUNDING, fitting_type, po2_exponent
 
