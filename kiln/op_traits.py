@@ -60,8 +60,8 @@ def declare(op_type: str, domain: str, op_traits: OpTraits) -> None:
 def _ensure_loaded() -> None:
     global _loaded
     if not _loaded:
+        importlib.import_module(_EMITTERS_PACKAGE)  # its emitters' @register calls declare()
         _loaded = True
-        importlib.import_module(_EMITTERS_PACKAGE)
 
 
 def traits(op_type: str, domain: str = "") -> OpTraits:
