@@ -33,6 +33,7 @@ import onnx
 import onnx_ir as ir
 from onnx import helper, numpy_helper
 
+from kiln.annotations import QUANT_SPECS, is_op, is_standard, set_precision, set_quant_note
 from kiln.errors import KilnError
 from kiln.ir_utils import KILN_DOMAIN
 from kiln.precision import FixedType
@@ -82,7 +83,7 @@ class _Constants:
     def __init__(self, graph: onnx.GraphProto):
         self.values = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
         for node in graph.node:
-            if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
+            if is_op(node, "Constant"):
                 for a in node.attribute:
                     if a.name == "value":
                         self.values[node.output[0]] = numpy_helper.to_array(a.t)
@@ -197,7 +198,7 @@ def extract_quantizers(proto: onnx.ModelProto, source: str) -> tuple[onnx.ModelP
                 raise KilnError(f"{node.op_type} node {node.name!r}: per-channel quantization of an activation "
                                 "is not supported (only of constant weights)")
             mark(node, node.input[0], specs[0])
-        elif node.op_type == "QuantizeLinear" and node.domain in ("", "ai.onnx"):
+        elif is_op(node, "QuantizeLinear"):
             users = consumers.get(node.output[0], [])
             if not users or any(u.op_type != "DequantizeLinear" for u in users) or \
                     any(o.name == node.output[0] for o in graph.output):
@@ -221,7 +222,7 @@ def extract_quantizers(proto: onnx.ModelProto, source: str) -> tuple[onnx.ModelP
                 else:
                     mark(dq, node.input[0], specs[0])
                 paired.add(dq.output[0])
-        elif node.op_type == "DequantizeLinear" and node.domain in ("", "ai.onnx"):
+        elif is_op(node, "DequantizeLinear"):
             q = consts.get(node.input[0])
             if q is None:
                 raise KilnError(f"DequantizeLinear node {node.name!r}: its input must be a constant or come from a "
@@ -270,7 +271,7 @@ def mark_activation_quantizers(model: ir.Model, info: QuantInfo, source: str) ->
         new_out = ir.Value(name=name, shape=out.shape, type=out.type)
         quantize = ir.Node(KILN_DOMAIN, "Quantize", [node.inputs[0]], outputs=[new_out], attributes=attrs,
                            name=q.node or name)
-        quantize.metadata_props["kiln.quant"] = spec.mapping()
+        set_quant_note(quantize, spec.mapping())
         ir.convenience.replace_nodes_and_values(graph, node, [node], [quantize], [out], [new_out])
         new_out.name = name  # replace_nodes_and_values hands the old value's name over
         found.add(name)
@@ -279,14 +280,13 @@ def mark_activation_quantizers(model: ir.Model, info: QuantInfo, source: str) ->
         raise KilnError(f"{source}: quantizer(s) {[info.activations[m].node for m in missing]} act on values that "
                         "other nodes compute from constants; Kiln folds quantizers only on initializers")
     model.opset_imports.setdefault(KILN_DOMAIN, 1)
-    from kiln.passes.precision import set_precision
 
     for value in graph.initializers.values():
         w = info.weights.get(value.name)
         if w is not None:
             set_precision(value, w.precision, "quant")
-            value.metadata_props["kiln.quant"] = w.note
-            value.meta["kiln.quant_specs"] = w.specs
+            set_quant_note(value, w.note)
+            value.meta[QUANT_SPECS] = w.specs
 
 
 def reference_model(proto: onnx.ModelProto) -> onnx.ModelProto:
@@ -336,8 +336,8 @@ def reference_model(proto: onnx.ModelProto) -> onnx.ModelProto:
     for opset in list(out.opset_import):
         if opset.domain in QONNX_DOMAINS:
             out.opset_import.remove(opset)
-    if not any(o.domain in ("", "ai.onnx") for o in out.opset_import):
+    if not any(is_standard(o) for o in out.opset_import):
         out.opset_import.append(helper.make_opsetid("", 13))
-    if min(o.version for o in out.opset_import if o.domain in ("", "ai.onnx")) < 11:
+    if min(o.version for o in out.opset_import if is_standard(o)) < 11:
         raise KilnError("QONNX reference: the model's ONNX opset is below 11 (Clip with inputs and Round need 11)")
     return out

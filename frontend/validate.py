@@ -30,6 +30,7 @@ import onnx
 import onnx_ir as ir
 from google.protobuf.descriptor import FieldDescriptor
 
+from kiln.annotations import is_op
 from kiln.errors import KilnError
 
 LIMIT_ENV = "KILN_MAX_TENSOR_BYTES"
@@ -281,7 +282,7 @@ def check_axes(model, source: str) -> None:
     """Each ``axis`` attribute of the ops in AXIS_OPS is within its input's rank (ONNX shape
     inference does not check every op's, and the backends index shapes with it)."""
     for node in model.graph:
-        if node.op_type not in AXIS_OPS or node.domain not in ("", "ai.onnx") or "axis" not in node.attributes:
+        if not is_op(node, *AXIS_OPS) or "axis" not in node.attributes:
             continue
         x = node.inputs[0] if node.inputs else None
         if x is None or x.shape is None:

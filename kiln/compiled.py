@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kiln.annotations import is_op
 from kiln.errors import KilnError
 from kiln.fsutil import read_manifest
 from kiln.reference import OutputComparison, compare_outputs, run_onnxruntime, sample_shape
@@ -108,7 +109,7 @@ def gather_index_bounds(model_path: Path, names: set[str]) -> dict[str, int]:
             shapes[info.name] = [d.dim_value if d.HasField("dim_value") else None for d in dims]
     bounds: dict[str, int] = {}
     for node in graph.node:
-        if node.op_type != "Gather" or node.domain not in ("", "ai.onnx") or len(node.input) < 2:
+        if not is_op(node, "Gather") or len(node.input) < 2:
             continue
         data, indices = node.input[0], node.input[1]
         dims = shapes.get(data)

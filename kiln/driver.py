@@ -9,6 +9,7 @@ from pathlib import Path
 
 import onnx_ir as ir
 
+from kiln.annotations import is_standard, set_reuse_factor
 from kiln.backends.hls.context import EmitContext
 from kiln.backends.hls.fit import check_fit
 from kiln.backends.hls.layers import emitter_for
@@ -33,7 +34,7 @@ def check_supported(model: ir.Model, source: str) -> None:
     problems: dict[str, list[str]] = defaultdict(list)
     for i, node in enumerate(model.graph):
         emitter = emitter_for(node)
-        label = f"{node.domain + '.' if node.domain not in ('', 'ai.onnx') else ''}{node.op_type}"
+        label = f"{'' if is_standard(node) else node.domain + '.'}{node.op_type}"
         if emitter is None:
             problems[f"{label} (operator not supported)"].append(layer_name(node, i))
             continue
@@ -96,7 +97,7 @@ def apply_auto_reuse(model: ir.Model, cfg, board, opset: int) -> None:
     chosen = choose_reuse(costs, board, cfg.budget, fixed)
     for i, node in enumerate(nodes):
         if layer_name(node, i) in chosen:
-            node.metadata_props["kiln.reuse_factor"] = str(chosen[layer_name(node, i)])
+            set_reuse_factor(node, chosen[layer_name(node, i)])
 
 
 def fit_checker(cfg, board, fit_check: bool, reuse_from_cli: bool):

@@ -68,12 +68,25 @@ def replace_node(graph: ir.Graph, old_nodes: list[ir.Node], new_nodes: list[ir.N
     ir.convenience.replace_nodes_and_values(graph, old_nodes[-1], old_nodes, new_nodes, old_values, new_values)
 
 
-def copy_precision(src: ir.Value | None, dst: ir.Value) -> ir.Value:
-    """Carry a quantized constant's type (meta and metadata props) over to ``dst``, a copy of it."""
-    if src is not None:
-        for key in ("kiln.precision", "kiln.precision_source", "kiln.quant", "kiln.quant_specs"):
-            if key in src.meta:
-                dst.meta[key] = src.meta[key]
-            if key in src.metadata_props:
-                dst.metadata_props[key] = src.metadata_props[key]
-    return dst
+def bn_scale_shift(node: ir.Node) -> tuple[np.ndarray, np.ndarray] | None:
+    """(scale, shift) per channel of an inference BatchNormalization, or None if not constant:
+    BN(y) = gamma * (y - mean) / sqrt(var + eps) + beta = scale * y + shift."""
+    params = [const_array(v) for v in node.inputs[1:5]]
+    if any(p is None for p in params) or len(node.outputs) > 1 and any(o.uses() for o in node.outputs[1:]):
+        return None
+    gamma, beta, mean, var = (p.astype(np.float64) for p in params)
+    scale = gamma / np.sqrt(var + attr(node, "epsilon", 1e-5))
+    return scale, beta - mean * scale
+
+
+def is_inference_dropout(node: ir.Node) -> bool:
+    """A Dropout that passes its input through: no training_mode input, a constant false
+    one, or a constant ratio of 0 (opset >= 12; older opsets are inference-only here)."""
+    training = node.inputs[2] if len(node.inputs) > 2 else None
+    if training is None:
+        return True
+    flag = const_array(training)
+    if flag is not None and not bool(flag.reshape(-1)[0]):
+        return True
+    ratio = const_array(node.inputs[1]) if node.inputs[1] is not None else None
+    return ratio is not None and ratio.size == 1 and float(ratio.reshape(-1)[0]) == 0.0

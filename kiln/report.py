@@ -2,8 +2,9 @@
 
 Reads ``kiln_estimate.json`` (written by ``kiln compile``; every figure an ESTIMATE,
 see backends/hls/estimate.py) and, when ``kiln synth`` has run, the Vitis HLS report.
-Writes ``report/report.html`` and PNG bar charts (latency, DSP, LUT, FF, BRAM18K per layer,
-the design total against the budget line, budget fraction x the board, red when over);
+Writes ``report/report.html`` (hls_templates/project/report.html.j2, autoescaped) and PNG bar
+charts (latency, DSP, LUT, FF, BRAM18K per layer, the design total against the budget line,
+budget fraction x the board, red when over);
 ``--json`` prints the same data. Resources over budget are highlighted in the HTML.
 
 Profiling (``kiln report PROJECT --data samples.npy``, or the project's ``kiln_profile.json``
@@ -15,9 +16,9 @@ plots) and a table with each value's headroom and overflow / precision-loss flag
 
 from __future__ import annotations
 
-import html
 import json
 import math
+from importlib import resources
 from pathlib import Path
 
 from kiln.errors import KilnError
@@ -25,9 +26,10 @@ from kiln.errors import KilnError
 ESTIMATE_FILE = "kiln_estimate.json"
 PROFILE_PAGE_ROWS = 40     # rows (values) per profiling PNG
 FLOAT_MAX = 3.4028234663852886e38
-PROFILE_HINT = ("No profile yet: run <code>kiln report {project} --data SAMPLES.npy</code> (a .npy for a "
-                "model with one input, an .npz with one array per input, leading axis = samples) to "
-                "record each value's observed range on those samples and compare it with its type.")
+REPORT_TEMPLATE = "report.html.j2"  # hls_templates/project/, rendered with autoescape on
+LAYER_COLUMNS = ("name", "op", "reuse", "ii", "latency_cycles", "dsp", "lut", "ff", "bram")
+PROFILE_COLUMNS = ("layer", "value", "type", "source", "observed min", "observed max", "type min", "type max",
+                   "headroom bits", "% |x| < lsb", "flag")
 CHARTS = (("latency_cycles", "latency (cycles)", None), ("dsp", "DSP", "dsp"), ("lut", "LUT", "lut"),
           ("ff", "FF", "ff"), ("bram", "BRAM18K", "bram_18k"))
 DEFAULT_BUDGET = 0.7  # projects written before the budget was stored used the default
@@ -218,14 +220,16 @@ def _profile_chart(rows: list[dict], prof, path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def _profile_section(project_dir: Path, out: Path, manifest: dict | None, prof, rows: list[dict]) -> str:
+def _profile_context(project_dir: Path, out: Path, manifest: dict | None, prof, rows: list[dict],
+                     problem: str | None) -> dict:
+    """The profiling section's data (the PNG pages are drawn here); ``problem``: why a saved profile
+    could not be read."""
     if manifest is None:
-        return "<h2>Value ranges (profiling)</h2><p>No readable kiln_manifest.json, so no layer list to profile.</p>"
+        return {"state": "no_manifest"}
     for old in out.glob("profile*.png"):  # pages of an earlier profile
         old.unlink(missing_ok=True)
     if prof is None:
-        hint = PROFILE_HINT.format(project=html.escape(str(project_dir)))
-        return f"<h2>Value ranges (profiling)</h2><p>{hint}</p>"
+        return {"state": "no_profile", "project": str(project_dir), "problem": problem}
     images = []
     pages = [rows[i:i + PROFILE_PAGE_ROWS] for i in range(0, len(rows), PROFILE_PAGE_ROWS)] or [[]]
     for k, page in enumerate(pages):
@@ -234,30 +238,20 @@ def _profile_section(project_dir: Path, out: Path, manifest: dict | None, prof, 
                  + (f" (page {k + 1} of {len(pages)})" if len(pages) > 1 else ""))
         _profile_chart(page, prof, out / name, title)
         images.append(name)
-    n_over = sum(r["overflow"] for r in rows)
-    n_below = sum(r["below_lsb"] for r in rows)
 
     def num(v, fmt="{:.4g}"):
         return "-" if v is None else fmt.format(v)
 
-    cols = ("layer", "value", "type", "source", "observed min", "observed max", "type min", "type max",
-            "headroom bits", "% |x| < lsb", "flag")
     body = []
     for r in rows:
-        style = ' style="background:#f8d7da"' if r["overflow"] else ' style="background:#fff3cd"' if r["below_lsb"] else ""
         cells = (r["layer"], r["value"], r["precision"], r["source"], num(r["observed_min"]), num(r["observed_max"]),
                  num(r["type_min"]), num(r["type_max"]), num(r["headroom_bits"], "{:.2f}"),
                  num(None if r["below_lsb_fraction"] is None else 100 * r["below_lsb_fraction"], "{:.1f}"), r["flag"])
-        body.append(f"<tr{style}>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
-    return f"""<h2>Value ranges (profiling)</h2>
-<p>Observed on {prof.n_samples} samples with ONNX Runtime (float), saved in kiln_profile.json. Headroom bits =
-log2(type max / observed max |x|): negative means the value overflows its type; "% |x| &lt; lsb" is the share of
-non-zero values smaller than the type's lsb. {n_over} value(s) overflow, {n_below} lose all precision.</p>
-{''.join(f'<p><img src="{img}" alt="{img}"></p>' for img in images)}
-<table id="profile"><tr>{''.join(f'<th>{html.escape(c)}</th>' for c in cols)}</tr>
-{chr(10).join(body)}
-</table>
-"""
+        body.append({"flag": "overflow" if r["overflow"] else "below_lsb" if r["below_lsb"] else "",
+                     "cells": [str(c) for c in cells]})
+    return {"state": "profile", "n_samples": prof.n_samples, "images": images, "rows": body,
+            "n_over": sum(r["overflow"] for r in rows), "n_below": sum(r["below_lsb"] for r in rows),
+            "cols": PROFILE_COLUMNS}
 
 
 def _manifest_or_none(project_dir: Path):
@@ -293,25 +287,14 @@ def _profile_or_problem(project_dir: Path, data, progress):
         return None, str(exc)
 
 
-def _quantizer_section(manifest: dict | None) -> str:
+def _quantizer_rows(manifest: dict | None) -> list[dict]:
     """How each quantizer of the model reached the hardware (kiln/quant.py): exact ap_fixed
     type, a multiply, or a scale folded into constants."""
     quantizers = (manifest or {}).get("quantizers") or []
-    if not quantizers:
-        return ""
-    rows = "\n".join("<tr>" + "".join(f"<td>{html.escape(str(q[c]))}</td>" for c in ("kind", "layer", "value",
-                                                                                     "mapping")) + "</tr>"
-                     for q in quantizers)
-    return f"""<h2>Quantizers</h2>
-<p>How each quantizer of the model reached the hardware: <b>exact</b> (a power-of-two scale is an
-ap_fixed type), <b>multiply</b> (round(x*(1/scale))*scale in fixed point) or <b>folded</b> (a
-weight scale folded into the constants).</p>
-<table><tr><th>kind</th><th>layer</th><th>value</th><th>mapping</th></tr>
-{rows}
-</table>"""
+    return [{c: str(q[c]) for c in ("kind", "layer", "value", "mapping")} for q in quantizers]
 
 
-def _budget_section(estimate: dict, fraction: float) -> str:
+def _budget_context(estimate: dict, fraction: float) -> dict:
     """Totals against the budget (fraction x the board), rows over budget in red with the
     layers that dominate them."""
     total, fit = estimate["total"], estimate.get("fit") or {}
@@ -326,14 +309,18 @@ def _budget_section(estimate: dict, fraction: float) -> str:
             over.append(label)
         cells = (label, f"{total[key]:,}", f"{limit:,.0f}", f"{board_total:,}",
                  f"{100 * total[key] / limit:.0f}%" if limit else "-", ("OVER budget: " + where) if is_over else "ok")
-        style = ' class="over" style="background:#f8d7da;font-weight:bold"' if is_over else ""
-        rows.append(f"<tr{style}>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
-    verdict = (f'<p class="over" style="color:#b00000"><b>Over budget: {", ".join(over)}</b>'
-               + (f" (written with {html.escape(fit['skipped'])})" if fit.get("skipped") else "") + "</p>"
-               if over else f"<p>Fits the budget of {fraction:.0%} of the board.</p>")
-    head = "".join(f"<th>{c}</th>" for c in ("resource", "estimate", f"budget ({fraction:.0%})", "board",
-                                            "of budget", ""))
-    return f'{verdict}\n<table id="budget"><tr>{head}</tr>\n' + "\n".join(rows) + "\n</table>"
+        rows.append({"over": is_over, "cells": cells})
+    return {"over": over, "skipped": fit.get("skipped"), "percent": f"{fraction:.0%}", "rows": rows,
+            "head": ("resource", "estimate", f"budget ({fraction:.0%})", "board", "of budget", "")}
+
+
+def _page_template():
+    import jinja2
+
+    root = resources.files("kiln.hls_templates") / "project"
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(root)), autoescape=True,
+                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    return env.get_template(REPORT_TEMPLATE)
 
 
 def write_report(project_dir, data=None, progress=None) -> Path:
@@ -357,31 +344,12 @@ def write_report(project_dir, data=None, progress=None) -> Path:
                total["latency_cycles"] if key == "latency_cycles" else total[key], png)
         images.append(png.name)
     rows_profile = profile_rows(manifest, prof) if manifest is not None and prof is not None else []
-    profiling = _profile_section(project_dir, out, manifest, prof, rows_profile)
-    if problem:
-        profiling = profiling.replace("<p>No profile yet:", f"<p><b>{html.escape(problem)}</b></p><p>No profile yet:", 1)
-    cols = ("name", "op", "reuse", "ii", "latency_cycles", "dsp", "lut", "ff", "bram")
-    rows = "\n".join("<tr>" + "".join(f"<td>{html.escape(str(layer[c]))}</td>" for c in cols) + "</tr>"
-                     for layer in layers)
     summary = (f"latency {total['latency_cycles']} cycles = {total['latency_ns']:.0f} ns at {total['clock_mhz']:g} MHz, "
                f"II {total['ii']} cycles")
-    page = f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>Kiln report</title>
-<style>body{{font-family:sans-serif;margin:2em}} table{{border-collapse:collapse}}
-td,th{{border:1px solid #bbb;padding:2px 6px;font-size:12px}} img{{max-width:100%}}</style></head>
-<body><h1>Kiln report: {html.escape(project_dir.name)}</h1>
-<p><b>All figures are estimates</b> from layer shapes, reuse factors and precision (see Kiln's
-backends/hls/estimate.py); run <code>kiln synth</code> for Vitis HLS's own numbers.</p>
-<p>{html.escape(summary)}</p>
-{_budget_section(estimate, fraction)}
-<table><tr>{''.join(f'<th>{c}</th>' for c in cols)}</tr>
-{rows}
-</table>
-{''.join(f'<p><img src="{img}" alt="{img}"></p>' for img in images)}
-{_quantizer_section(manifest)}
-{profiling}
-</body></html>
-"""
+    page = _page_template().render(
+        project_name=project_dir.name, summary=summary, budget=_budget_context(estimate, fraction),
+        layer_cols=LAYER_COLUMNS, layers=layers, images=images, quantizers=_quantizer_rows(manifest),
+        profile=_profile_context(project_dir, out, manifest, prof, rows_profile, problem))
     path = out / "report.html"
     path.write_text(page)
     return path

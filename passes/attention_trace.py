@@ -14,6 +14,7 @@ import math
 import numpy as np
 import onnx_ir as ir
 
+from kiln.annotations import is_op
 from kiln.ir_utils import KILN_DOMAIN, attr, const_array
 
 LAYOUT_OPS = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Transpose", "Gather", "Slice", "Split"}
@@ -21,11 +22,11 @@ SCALE_OPS = {"Mul", "Div"}
 
 
 def std_op(node: ir.Node | None, ops) -> bool:
-    return node is not None and node.domain in ("", "ai.onnx") and node.op_type in ops
+    return is_op(node, *ops)
 
 
 def is_dense(node: ir.Node | None) -> bool:
-    return node is not None and node.domain == KILN_DOMAIN and node.op_type == "Dense"
+    return is_op(node, "Dense", domain=KILN_DOMAIN)
 
 
 def shape_of(value: ir.Value | None) -> tuple[int, ...] | None:

@@ -12,17 +12,8 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from kiln.ir_utils import KILN_DOMAIN, add_initializer, attr, const_array, single_consumer
-
-
-def bn_scale_shift(node: ir.Node) -> tuple[np.ndarray, np.ndarray] | None:
-    """(scale, shift) per channel of an inference BatchNormalization, or None if not constant."""
-    params = [const_array(v) for v in node.inputs[1:5]]
-    if any(p is None for p in params) or len(node.outputs) > 1 and any(o.uses() for o in node.outputs[1:]):
-        return None
-    gamma, beta, mean, var = (p.astype(np.float64) for p in params)
-    scale = gamma / np.sqrt(var + attr(node, "epsilon", 1e-5))
-    return scale, beta - mean * scale
+from kiln.annotations import is_op
+from kiln.ir_utils import KILN_DOMAIN, add_initializer, attr, bn_scale_shift, const_array, single_consumer
 
 
 class FoldBatchNormPass(ir.passes.InPlacePass):
@@ -32,7 +23,7 @@ class FoldBatchNormPass(ir.passes.InPlacePass):
         graph = model.graph
         modified = False
         for bn in list(graph):
-            if bn.graph is None or bn.op_type != "BatchNormalization" or bn.domain not in ("", "ai.onnx"):
+            if bn.graph is None or not is_op(bn, "BatchNormalization"):
                 continue
             if attr(bn, "training_mode", 0):
                 continue
@@ -42,8 +33,8 @@ class FoldBatchNormPass(ir.passes.InPlacePass):
             affine = bn_scale_shift(bn)
             if affine is None:
                 continue
-            is_conv = producer.op_type == "Conv" and producer.domain in ("", "ai.onnx")
-            is_dense = producer.op_type == "Dense" and producer.domain == KILN_DOMAIN
+            is_conv = is_op(producer, "Conv")
+            is_dense = is_op(producer, "Dense", domain=KILN_DOMAIN)
             if is_dense and (producer.outputs[0].shape is None or len(producer.outputs[0].shape) != 2):
                 continue
             if not (is_conv or is_dense):

@@ -9,22 +9,10 @@ from __future__ import annotations
 
 import onnx_ir as ir
 
-from kiln.ir_utils import const_array
+from kiln.annotations import is_op
+from kiln.ir_utils import is_inference_dropout
 
 NO_OP_TYPES = {"Identity", "Dropout"}
-
-
-def is_inference_dropout(node: ir.Node) -> bool:
-    """A Dropout that passes its input through: no training_mode input, a constant false
-    one, or a constant ratio of 0 (opset >= 12; older opsets are inference-only here)."""
-    training = node.inputs[2] if len(node.inputs) > 2 else None
-    if training is None:
-        return True
-    flag = const_array(training)
-    if flag is not None and not bool(flag.reshape(-1)[0]):
-        return True
-    ratio = const_array(node.inputs[1]) if node.inputs[1] is not None else None
-    return ratio is not None and ratio.size == 1 and float(ratio.reshape(-1)[0]) == 0.0
 
 
 class RemoveNoOpsPass(ir.passes.InPlacePass):
@@ -34,7 +22,7 @@ class RemoveNoOpsPass(ir.passes.InPlacePass):
         graph = model.graph
         modified = False
         for node in list(graph):
-            if node.domain not in ("", "ai.onnx") or node.op_type not in NO_OP_TYPES:
+            if not is_op(node, *NO_OP_TYPES):
                 continue
             if node.op_type == "Dropout" and len(node.outputs) > 1 and node.outputs[1].uses():
                 continue  # the mask is consumed: keep it so the op is reported as unsupported

@@ -16,7 +16,8 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from kiln.ir_utils import KILN_DOMAIN, add_initializer, attr, const_array, copy_precision, single_consumer
+from kiln.annotations import copy_precision, is_op, is_standard
+from kiln.ir_utils import KILN_DOMAIN, add_initializer, attr, const_array, single_consumer
 
 
 def _bias_vector(c: np.ndarray, n: int) -> np.ndarray | None:
@@ -36,7 +37,7 @@ class FuseDensePass(ir.passes.InPlacePass):
         graph = model.graph
         modified = False
         for node in list(graph):
-            if node.graph is None or node.domain not in ("", "ai.onnx"):
+            if node.graph is None or not is_standard(node):
                 continue
             if node.op_type == "Gemm":
                 modified |= self._gemm(graph, node)
@@ -98,7 +99,7 @@ class FuseDensePass(ir.passes.InPlacePass):
         old_nodes, old_out = [node], node.outputs[0]
         bias, b_src = np.zeros(n, np.float32), None
         add = single_consumer(old_out)
-        if add is not None and add.op_type == "Add" and add.domain in ("", "ai.onnx") and w.ndim == 2:
+        if is_op(add, "Add") and w.ndim == 2:
             other = add.inputs[1] if add.inputs[0] is old_out else add.inputs[0]
             c = const_array(other)
             vec = _bias_vector(c, n) if c is not None and c.ndim <= 1 + (old_out.shape is not None and len(old_out.shape) or 0) else None

@@ -23,6 +23,7 @@ import numpy as np
 import onnx_ir as ir
 from onnxscript.rewriter import pattern
 
+from kiln.annotations import is_op
 from kiln.ir_utils import KILN_DOMAIN, add_initializer, attr, const_array, single_consumer
 from kiln.passes.rules import apply_rules, is_std, near, scalar
 
@@ -69,7 +70,7 @@ def _norm_shape(x: ir.Value, mean: ir.Value) -> list[int] | None:
 def _affine(value: ir.Value, op: str, norm_shape: list[int]) -> np.ndarray | None:
     """The constant of the only reader of ``value`` if it is ``op`` with a size-1 or full-size constant."""
     user = single_consumer(value)
-    if user is None or user.op_type != op or user.domain not in ("", "ai.onnx"):
+    if not is_op(user, op):
         return None
     a, b = user.inputs[0], user.inputs[1]
     other = b if a is value else a if b is value else None

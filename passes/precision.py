@@ -10,7 +10,8 @@ Netron); ``kiln.precision_source`` says why it was chosen. In order of priority:
                  quantization and nothing is rounded twice);
 * ``inferred``   in a quantized model, a type derived exactly from the operand types:
                  a Dense/Conv output is its accumulator (operand widths + fan-in growth:
-                 cannot overflow), Relu/pooling/reshapes keep their input's type, Add grows
+                 cannot overflow), ops whose output values are input values keep their input's type
+                 (``keeps_input_type`` in kiln/op_traits.py: Relu, max pooling, reshapes), Add grows
                  one integer bit, Mul is the product type;
 * ``calibrated`` ``--calibrate``: integer bits from the observed range, the rest of
                  ``--bits`` fractional (kiln/calibrate/types.py ``choose_fixed``), or, with
@@ -30,62 +31,21 @@ import math
 import numpy as np
 import onnx_ir as ir
 
+from kiln.annotations import (ROLES, is_dense_or_conv, is_quantize, is_standard, layer_type_text, precision_of,
+                              quant_spec, set_layer_type, set_precision, set_reuse_factor, source_of)
 from kiln.config import Config
 from kiln.errors import KilnError
-from kiln.ir_utils import KILN_DOMAIN, attr, const_array
+from kiln.ir_utils import attr, const_array
+from kiln.op_traits import traits
 from kiln.precision import (FixedType, FloatType, IntType, Precision, accumulator_with_bias, parse_precision,
                             union_type)
-from kiln.quant import QuantSpec, fitting_type
+from kiln.quant import fitting_type
 
-PRECISION_KEY = "kiln.precision"
-SOURCE_KEY = "kiln.precision_source"
 MAX_INFERRED_WIDTH = 64
 FLOAT_BIAS_SIGNIFICANT_BITS = 24
 QUANT_INPUT_BITS = 27  # a graph input read by a multiply-form quantizer
 
-# ops whose output values are a subset of their first input's values
-SAME_AS_INPUT = {"Relu", "MaxPool", "GlobalMaxPool", "Flatten", "Reshape", "Squeeze", "Unsqueeze", "Transpose",
-                 "Identity", "Slice", "Split", "Gather", "ReduceMax", "ReduceMin", "DepthToSpace", "SpaceToDepth"}
-
-
-def precision_of(value: ir.Value):
-    """The type attached to ``value`` (graph inputs, computed values, quantized constants)."""
-    p = value.meta.get(PRECISION_KEY)
-    if p is None and PRECISION_KEY in value.metadata_props:
-        p = parse_precision(value.metadata_props[PRECISION_KEY])
-    return p
-
-
-def source_of(value: ir.Value) -> str | None:
-    return value.meta.get(SOURCE_KEY) or value.metadata_props.get(SOURCE_KEY)
-
-
-def quant_spec(node: ir.Node) -> QuantSpec:
-    """The QuantSpec of a kiln.Quantize node."""
-    return QuantSpec(scale=float(attr(node, "scale")), zero_point=int(attr(node, "zero_point", 0)),
-                     bits=int(attr(node, "bits")), signed=bool(attr(node, "signed", 1)),
-                     narrow=bool(attr(node, "narrow", 0)), rounding=str(attr(node, "rounding", "ROUND")),
-                     bipolar=bool(attr(node, "bipolar", 0)))
-
-
-def is_quantize(node: ir.Node) -> bool:
-    return node.domain == KILN_DOMAIN and node.op_type == "Quantize"
-
-
-def is_dense_or_conv(node: ir.Node) -> bool:
-    """kiln.Dense or ONNX Conv: the layers that sum weighted inputs (and have a bias)."""
-    return ((node.domain == KILN_DOMAIN and node.op_type == "Dense") or
-            (node.domain in ("", "ai.onnx") and node.op_type == "Conv"))
-
-
-def set_precision(value: ir.Value, precision: Precision, source: str | None = None) -> None:
-    """Attach ``precision`` (and where it came from) to ``value``: the object in ``meta``,
-    the text in ``metadata_props`` (what kiln_ir.onnx keeps)."""
-    value.meta[PRECISION_KEY] = precision
-    value.metadata_props[PRECISION_KEY] = str(precision)
-    if source is not None:
-        value.meta[SOURCE_KEY] = source
-        value.metadata_props[SOURCE_KEY] = source
+__all__ = ["AssignPrecisionPass", "infer_exact", "precision_of", "source_of"]  # the last two: kiln/annotations.py
 
 
 def infer_exact(node: ir.Node, types: list, weight_type) -> Precision | None:
@@ -107,9 +67,9 @@ def infer_exact(node: ir.Node, types: list, weight_type) -> Precision | None:
         shape = const_array(w_in).shape
         fan_in = shape[0] if op == "Dense" else int(math.prod(shape[1:]))
         return accumulator_with_bias(x, w, b, fan_in)
-    if node.domain not in ("", "ai.onnx"):
+    if not is_standard(node):
         return None
-    if op in SAME_AS_INPUT:
+    if traits(op).keeps_input_type:
         return x
     operands = [t if t is not None else weight_type(v) for t, v in zip(types, node.inputs) if v is not None]
     if not all(isinstance(t, FixedType) for t in operands):
@@ -150,14 +110,12 @@ class AssignPrecisionPass(ir.passes.InPlacePass):
             self._set(value, *self._input_type(value, float_mode))
         for node in graph:
             layer = self.config.layer(node.name)
-            for key in ("weight", "bias", "accum"):
-                chosen = getattr(layer, key)
+            for role in ROLES:
+                chosen = getattr(layer, role)
                 if chosen is not None:
-                    node.metadata_props[f"kiln.{key}"] = str(chosen)
+                    set_layer_type(node, role, chosen)
             model_rf = self.config.reuse_factor if self.config.reuse_factor != "auto" else 1
-            node.metadata_props["kiln.reuse_factor"] = str(layer.reuse_factor or model_rf)
-            if layer.reuse_factor is not None:
-                node.metadata_props["kiln.reuse_explicit"] = "1"
+            set_reuse_factor(node, layer.reuse_factor or model_rf, explicit=layer.reuse_factor is not None)
             if quantized and not float_mode and layer.bias is None:
                 self._derive_bias_type(node)
             for out in node.outputs:
@@ -215,13 +173,12 @@ class AssignPrecisionPass(ir.passes.InPlacePass):
             frac = x.frac + w.frac
             if magnitude > 0:
                 frac = max(frac, min(FLOAT_BIAS_SIGNIFICANT_BITS - 1 - math.floor(math.log2(magnitude)), 48))
-            node.metadata_props["kiln.bias"] = str(fitting_type(min(float(b.min()), 0.0), max(float(b.max()), 0.0),
-                                                                frac))
+            set_layer_type(node, "bias", fitting_type(min(float(b.min()), 0.0), max(float(b.max()), 0.0), frac))
 
     def _constant_type(self, node: ir.Node, value: ir.Value) -> Precision:
         """A constant operand's type, as the HLS emitter will give it (see EmitContext.weight)."""
         role = "bias" if (is_dense_or_conv(node) and len(node.inputs) > 2 and value is node.inputs[2]) else "weight"
-        text = node.metadata_props.get(f"kiln.{role}")
+        text = layer_type_text(node, role)
         if text:
             return parse_precision(text)
         return precision_of(value) or self.config.precision

@@ -16,6 +16,7 @@ from typing import Callable
 import onnx_ir as ir
 from onnxscript.rewriter import pattern
 
+from kiln.annotations import is_op
 from kiln.ir_utils import const_array
 
 
@@ -27,7 +28,7 @@ def scalar(value: ir.Value | None) -> float | None:
 
 def is_std(node: ir.Node | None, *ops: str) -> bool:
     """The node is one of the standard-domain ``ops``."""
-    return node is not None and node.domain in ("", "ai.onnx") and node.op_type in ops
+    return is_op(node, *ops)
 
 
 def near(node: ir.Node, ops: set[str], depth: int) -> bool:

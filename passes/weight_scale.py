@@ -24,12 +24,13 @@ import math
 import numpy as np
 import onnx_ir as ir
 
+from kiln.annotations import (QUANT_SPECS as SPECS_KEY, is_dense_or_conv, is_quantize, is_standard, quant_note,
+                              quant_spec, set_precision, set_quant_note)
 from kiln.ir_utils import add_initializer, const_array
-from kiln.passes.precision import is_dense_or_conv, is_quantize, quant_spec, set_precision
+from kiln.op_traits import traits
 from kiln.precision import FixedType
 from kiln.quant import QuantSpec, fitting_type
 
-SPECS_KEY = "kiln.quant_specs"
 SCALE_SIGNIFICANT_BITS = 24  # of the per-output scale constant
 REQUANT_SIGNIFICANT_BITS = 17  # of the requantizing Mul's constant (its smallest value)
 BIAS_INTEGER_TOLERANCE = 1e-5  # relative: float32 rounding of an int32 bias times s_x * s_w, divided back
@@ -75,9 +76,8 @@ class FoldWeightScalePass(ir.passes.InPlacePass):
             bits, signed = max(s.bits for s in specs), any(s.signed for s in specs)
             q_val = add_initializer(graph, f"{name}_Wq", q.astype(np.float32))
             set_precision(q_val, FixedType(bits, bits, signed=signed))
-            q_val.metadata_props["kiln.quant"] = (f"folded: into the layer, as exact {bits}-bit integer weights "
-                                                  f"and {len(set(scales))} non-power-of-two scale(s) multiplying "
-                                                  "each output after the sum")
+            set_quant_note(q_val, f"folded: into the layer, as exact {bits}-bit integer weights "
+                                  f"and {len(set(scales))} non-power-of-two scale(s) multiplying each output after the sum")
             node.replace_input_with(1, q_val)
             if len(node.inputs) > 2 and const_array(node.inputs[2]) is not None:
                 node.replace_input_with(2, _divided_bias(graph, node, scales, "weights'"))
@@ -101,11 +101,10 @@ def _divided_bias(graph: ir.Graph, layer: ir.Node, divisor, whose: str) -> ir.Va
         value.meta[SPECS_KEY] = quantized
     if integers:
         set_precision(value, fitting_type(min(float(b.min()), 0.0), max(float(b.max()), 0.0), 0))
-        value.metadata_props["kiln.quant"] = (f"folded: divided by the {whose} scale(s), exact integers added to "
-                                              "the integer sum")
-    elif "kiln.quant" in old.metadata_props:
-        value.metadata_props["kiln.quant"] = (f"folded: divided by the {whose} scale(s) and added to the integer "
-                                              "sum (type derived from the accumulator)")
+        set_quant_note(value, f"folded: divided by the {whose} scale(s), exact integers added to the integer sum")
+    elif quant_note(old) is not None:
+        set_quant_note(value, f"folded: divided by the {whose} scale(s) and added to the integer "
+                              "sum (type derived from the accumulator)")
     return value
 
 
@@ -145,14 +144,10 @@ def _scale_constant(graph: ir.Graph, name: str, scales: np.ndarray) -> ir.Value:
     return value
 
 
-# ops through which a positive scale commutes: relu(s*x) = s*relu(x), max, reshapes
-SCALE_COMMUTES = {"Relu", "MaxPool", "GlobalMaxPool", "Flatten", "Reshape", "Squeeze", "Unsqueeze", "Transpose",
-                  "Identity"}
-
-
 def _reading_layers(value: ir.Value) -> list[ir.Node] | None:
-    """The Dense/Conv layers that read ``value`` as their data input, directly or through
-    SCALE_COMMUTES ops; None when any other reader (or a graph output) is on the way."""
+    """The Dense/Conv layers that read ``value`` as their data input, directly or through ops a
+    positive scale commutes with (relu(s*x) = s*relu(x), max, reshapes: ``commutes_with_scale`` in
+    kiln/op_traits.py); None when any other reader (or a graph output) is on the way."""
     layers, stack = {}, [value]
     while stack:
         v = stack.pop()
@@ -161,7 +156,7 @@ def _reading_layers(value: ir.Value) -> list[ir.Node] | None:
         for user, index in v.uses():
             if index == 0 and is_dense_or_conv(user):
                 layers[id(user)] = user
-            elif user.domain in ("", "ai.onnx") and user.op_type in SCALE_COMMUTES and index == 0:
+            elif is_standard(user) and traits(user.op_type).commutes_with_scale and index == 0:
                 stack.extend(user.outputs)
             else:
                 return None
@@ -195,10 +190,9 @@ class FoldActivationScalePass(ir.passes.InPlacePass):
                     layer.replace_input_with(2, _divided_bias(graph, layer, spec.scale, "input's"))
                 _scale_after(graph, layer, spec.scale)
             node.attributes["integer_output"] = ir.AttrInt64("integer_output", 1)
-            node.metadata_props["kiln.quant"] = (
-                f"folded: scale {spec.scale:.6g} is not a power of two; the layer passes the integers "
-                f"q{' - zero point' if spec.zero_point else ''} on and the scale multiplies the next layers' "
-                "outputs after their sums")
+            set_quant_note(node, f"folded: scale {spec.scale:.6g} is not a power of two; the layer passes the "
+                                 f"integers q{' - zero point' if spec.zero_point else ''} on and the scale multiplies "
+                                 "the next layers' outputs after their sums")
             modified = True
         modified |= _requantize(graph)
         return ir.passes.PassResult(model, modified)
@@ -235,7 +229,7 @@ def _requantize(graph: ir.Graph) -> bool:
         node.resize_inputs(2)
         node.replace_input_with(1, add_initializer(graph, f"{node.name or 'quantize'}_input_scale",
                                                    np.array(spec.scale * 2.0 ** -k, np.float32)))
-        node.metadata_props["kiln.quant"] += (f"; the per-output Mul before it multiplies by the scale(s) / this "
-                                              f"scale (times 2^{k}), so it only shifts, rounds and clamps")
+        set_quant_note(node, f"; the per-output Mul before it multiplies by the scale(s) / this "
+                             f"scale (times 2^{k}), so it only shifts, rounds and clamps", append=True)
         modified = True
     return modified

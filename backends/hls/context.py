@@ -12,9 +12,9 @@ import jinja2
 import numpy as np
 import onnx_ir as ir
 
+from kiln.annotations import layer_type_text, precision_of, reuse_factor, reuse_is_explicit
 from kiln.errors import KilnError
 from kiln.names import NameTable
-from kiln.passes.precision import precision_of
 from kiln.precision import FloatType, Precision, parse_precision
 
 _JINJA = jinja2.Environment(undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
@@ -81,19 +81,19 @@ class EmitContext:
         return f"{self.var(value)}_t"
 
     def layer_precision(self, node: ir.Node, key: str) -> Precision | None:
-        text = node.metadata_props.get(f"kiln.{key}")
+        text = layer_type_text(node, key)
         return parse_precision(text, f"layer {node.name!r} {key}") if text else None
 
     def reuse(self, node: ir.Node, n_mults: int | None = None) -> int:
         """The layer's reuse factor. It must divide the layer's multiplications (the templates
         share each multiplier between R of them). A model-wide value that does not divide is
         lowered to the nearest valid one, as hls4ml does; a per-layer value is an error."""
-        rf = int(node.metadata_props.get("kiln.reuse_factor", "1"))
+        rf = reuse_factor(node)
         if n_mults is not None and n_mults % rf != 0:
             from kiln.backends.hls.reuse import divisors
 
             valid = divisors(n_mults)
-            if node.metadata_props.get("kiln.reuse_explicit") != "1":
+            if not reuse_is_explicit(node):
                 return max(d for d in valid if d <= rf)
             raise KilnError(f"layer {node.name!r} ({node.op_type}): reuse_factor {rf} does not divide its "
                             f"{n_mults} multiplications; valid values: {valid[:12]}{' ...' if len(valid) > 12 else ''}")

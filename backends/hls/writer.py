@@ -28,6 +28,7 @@ import onnx
 import onnx_ir as ir
 
 import kiln
+from kiln.annotations import quant_note, reuse_factor, source_of
 from kiln.backends.hls.call import render_calls
 from kiln.backends.hls.context import EmitContext
 from kiln.backends.hls.estimate import LayerCost, ModelEstimate, estimate_layer
@@ -37,7 +38,6 @@ from kiln.board import Board
 from kiln.fsutil import MANIFEST, staged_dir
 from kiln.ir_utils import size, static_shape
 from kiln.names import layer_name, safe_comment
-from kiln.passes.precision import source_of
 from kiln.precision import FixedType
 
 ESTIMATE = "kiln_estimate.json"
@@ -136,7 +136,7 @@ def estimate_model(model: ir.Model, layers: list, board: Board) -> ModelEstimate
     for node, layer in zip(nodes, layers):
         producers = [names[id(v.producer())] for v in node.inputs if v is not None and v.producer() is not None]
         cost = layer.cost if layer.cost is not None else LayerCost(
-            reuse_factor=int(node.metadata_props.get("kiln.reuse_factor", "1")))
+            reuse_factor=reuse_factor(node))
         rows.append(estimate_layer(names[id(node)], node.op_type, cost, producers))
     budget = {k: board.resources.get(k, 0) for k in ("dsp", "lut", "ff", "bram_36k")}
     budget["bram_18k"] = 2 * budget.pop("bram_36k")
@@ -266,14 +266,14 @@ def _quantizers(model: ir.Model) -> list[dict]:
     """Each quantizer and how it reached the hardware (the frontend's ``kiln.quant`` notes)."""
     rows = []
     for node in model.graph:
-        if "kiln.quant" in node.metadata_props:
+        if quant_note(node) is not None:
             rows.append({"kind": "activation", "layer": node.name, "value": node.outputs[0].name,
-                         "mapping": node.metadata_props["kiln.quant"]})
+                         "mapping": quant_note(node)})
     for value in model.graph.initializers.values():
-        if "kiln.quant" in value.metadata_props and value.uses():
+        if quant_note(value) is not None and value.uses():
             users = sorted({user.name for user, _ in value.uses()})
             rows.append({"kind": "weights", "layer": ", ".join(users), "value": value.name,
-                         "mapping": value.metadata_props["kiln.quant"]})
+                         "mapping": quant_note(value)})
     return rows
 
 

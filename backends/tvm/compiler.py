@@ -26,6 +26,7 @@ import kiln
 from kiln.backends.tvm.importer import to_relax
 from kiln.backends.tvm.target import (ELF_MACHINE, find_compiler, missing_toolchain_message, require_tvm,
                                       resolve_target, runs_here, short_error, target_summary, triple_arch)
+from kiln.annotations import is_op
 from kiln.board import Board, get_board
 from kiln.errors import KilnError
 from kiln.frontend import load_model
@@ -74,7 +75,7 @@ def _index_bounds(model: ir.Model) -> dict[str, int]:
     bounds: dict[str, int] = {}
     inputs = {v.name for v in model.graph.inputs}
     for node in model.graph:
-        if node.op_type != "Gather" or node.domain not in ("", "ai.onnx") or len(node.inputs) < 2:
+        if not is_op(node, "Gather") or len(node.inputs) < 2:
             continue
         indices, data = node.inputs[1], node.inputs[0]
         if indices is None or indices.name not in inputs or data is None or data.shape is None:

@@ -16,10 +16,9 @@ from collections import defaultdict
 import onnx
 import onnx_ir as ir
 
+from kiln.annotations import is_standard
 from kiln.backends.tvm.target import short_error
 from kiln.errors import KilnError
-
-_STANDARD_DOMAINS = ("", "ai.onnx")
 
 
 def supported_op_types() -> set[str]:
@@ -37,7 +36,7 @@ def check_importable(proto: onnx.ModelProto, source: str) -> None:
 
     def walk(graph: onnx.GraphProto):
         for node in graph.node:
-            if node.domain not in _STANDARD_DOMAINS:
+            if not is_standard(node):
                 problems[f"{node.domain}.{node.op_type} (custom domain; TVM imports standard ONNX only)"].append(
                     node.name or "<unnamed>")
             elif node.op_type not in known:

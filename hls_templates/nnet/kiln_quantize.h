@@ -12,15 +12,36 @@
 
 namespace kiln {
 
+// The quantizer's rounding (QONNX ROUND, FLOOR, ROUND_TO_ZERO); the emitter (quantize.py
+// ROUNDING_MODES) writes `kiln::rounding_mode::<name>` with these names.
+enum class rounding_mode { half_even, floor, toward_zero };
+
+// The contract of kiln::quantize: generated configs inherit this and override what they set.
+struct quantize_config {
+    static const unsigned n_elem = 1;
+    static const unsigned reuse_factor = 1;
+    static const unsigned multiplier_limit = 1;
+    static const bool bipolar = false;       // y = +scale / -scale by the sign of x
+    static const bool rescale = true;        // y = q * scale; false: y = q (the integers)
+    static const rounding_mode rounding = rounding_mode::half_even;
+    static const int q_lo = -128;            // q_min - zero_point
+    static const int q_hi = 127;             // q_max - zero_point
+    static constexpr double scale = 1.0;
+    typedef float inv_t;    // the type inv_scale is held in
+    typedef float q_t;      // the integer q (fixed point: its rounding mode is the quantizer's)
+    typedef float scale_t;  // the type scale is held in
+};
+
 // Round to an integer held in Q. Fixed point: Q's own quantisation mode does it
 // (AP_RND_CONV = half to even, AP_TRN = floor, AP_TRN_ZERO = toward zero). Float: <cmath>.
 template <class Q> struct round_to_int {
-    template <class T> static Q apply(const T &t, unsigned) { return (Q)t; }
+    template <class T> static Q apply(const T &t, rounding_mode) { return (Q)t; }
 };
 template <> struct round_to_int<float> {
-    template <class T> static float apply(const T &t, unsigned mode) {
+    template <class T> static float apply(const T &t, rounding_mode mode) {
         float f = (float)t;
-        return mode == 0 ? std::nearbyint(f) : (mode == 1 ? std::floor(f) : std::trunc(f));
+        return mode == rounding_mode::half_even ? std::nearbyint(f)
+                                                : (mode == rounding_mode::floor ? std::floor(f) : std::trunc(f));
     }
 };
 

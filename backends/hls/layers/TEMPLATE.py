@@ -45,6 +45,10 @@ class MyOpEmitter(LayerEmitter):
     ops = tuple(("", op) for op in OPS)  # (domain, op_type) pairs; "kiln" for fused ops
     header = "kiln_my_op.h"              # the nnet header with the template
     integer_tensors = False              # True only for layers that just move data
+    # operator traits the passes read (kiln/op_traits.py): True, or the set of this emitter's op types
+    keeps_input_type = False             # output values are input values (Relu, max, reshapes)
+    commutes_with_scale = False          # op(s * x) == s * op(x) for a positive scale s
+    max_rank = None                      # the highest tensor rank the template implements
 
     def check(self, node):
         """Why this node cannot be emitted (an attribute value the template does not implement), or None."""

@@ -60,6 +60,7 @@ def _clip_bounds(node) -> tuple[float, float] | None:
 @register
 class ActivationEmitter(LayerEmitter):
     ops = tuple(("", op) for op in OPS)
+    keeps_input_type = commutes_with_scale = frozenset({"Relu"})
     header = "kiln_activation.h"
 
     def check(self, node):

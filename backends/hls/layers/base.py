@@ -8,7 +8,9 @@ import onnx_ir as ir
 
 from kiln.backends.hls.call import Call, render_calls
 from kiln.backends.hls.estimate import LayerCost
+from kiln.annotations import is_standard
 from kiln.ir_utils import const_array
+from kiln.op_traits import OpTraits, declare
 
 
 @dataclass
@@ -46,11 +48,26 @@ class LayerEmitter:
     every layer (``tensor_problem``) still run. ``integer_tensors``: the layer only
     moves data, so integer tensors (ids, held as C++ ``int``) may pass through it.
     ``emit`` returns the Layer, using the EmitContext for names, types and weights.
+
+    Operator traits, read by the passes through ``kiln.op_traits.traits`` (see OpTraits there):
+    ``keeps_input_type`` (output values are input values), ``commutes_with_scale`` (a positive
+    scale moves through it) — True for every op of the emitter, or the set of its op types that
+    have it — and ``max_rank`` (the highest rank the template implements; None: no limit).
     """
 
     ops: tuple[tuple[str, str], ...] = ()
     header: str = ""
     integer_tensors: bool = False
+    keeps_input_type: bool | frozenset[str] = False
+    commutes_with_scale: bool | frozenset[str] = False
+    max_rank: int | None = None
+
+    def traits(self, op_type: str) -> OpTraits:
+        """This emitter's traits for one of its op types."""
+        def holds(trait):
+            return trait if isinstance(trait, bool) else op_type in trait
+        return OpTraits(keeps_input_type=holds(self.keeps_input_type),
+                        commutes_with_scale=holds(self.commutes_with_scale), max_rank=self.max_rank)
 
     def check(self, node: ir.Node) -> str | None:
         return tensor_problem(node, self.integer_tensors)
@@ -84,12 +101,18 @@ REGISTRY: dict[tuple[str, str], LayerEmitter] = {}
 
 
 def register(cls):
+    """Class decorator: the emitter handles ``cls.ops``; their traits go to kiln.op_traits."""
     instance = cls()
+    handled = {op for _, op in cls.ops}
+    for trait in (cls.keeps_input_type, cls.commutes_with_scale):
+        if not isinstance(trait, bool) and not set(trait) <= handled:
+            raise TypeError(f"{cls.__name__}: traits name ops it does not handle: {sorted(set(trait) - handled)}")
     for domain, op in cls.ops:
         REGISTRY[(domain, op)] = instance
+        declare(op, domain, instance.traits(op))
     return cls
 
 
 def emitter_for(node: ir.Node) -> LayerEmitter | None:
-    domain = "" if node.domain in ("", "ai.onnx") else node.domain
+    domain = "" if is_standard(node) else node.domain
     return REGISTRY.get((domain, node.op_type))

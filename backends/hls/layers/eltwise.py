@@ -51,11 +51,12 @@ def pad_dims(shape: tuple[int, ...]) -> list[int]:
 class BinaryEmitter(LayerEmitter):
     ops = tuple(("", op) for op in OPS)
     header = "kiln_eltwise.h"
+    max_rank = MAX_RANK
 
     def check(self, node):
         shapes = [v.shape for v in (*node.inputs, node.outputs[0])]
-        if any(s is not None and len(s) > MAX_RANK for s in shapes):
-            return f"rank above {MAX_RANK}"
+        if any(s is not None and len(s) > self.max_rank for s in shapes):
+            return f"rank above {self.max_rank}"
         return super().check(node)
 
     def emit(self, node, ctx) -> Layer:

@@ -15,9 +15,7 @@ import math
 from kiln.backends.hls.call import Call
 from kiln.backends.hls.layers.base import Layer, LayerEmitter, register
 from kiln.backends.hls.layers.eltwise import MAX_RANK, pad_dims
-from kiln.ir_utils import attr, const_array, size, static_shape
-from kiln.passes.batchnorm import bn_scale_shift
-from kiln.passes.cleanup import is_inference_dropout
+from kiln.ir_utils import attr, bn_scale_shift, const_array, is_inference_dropout, size, static_shape
 
 STRIDED_CONFIG = """struct {{ id }}_config : kiln::strided_copy_config {
     static const unsigned n_in = {{ n_in }}, n_out = {{ n_out }};
@@ -62,6 +60,7 @@ SCALE_SHIFT_CONFIG = """struct {{ id }}_config : kiln::scale_shift_config {
 @register
 class CopyEmitter(LayerEmitter):
     ops = tuple(("", op) for op in ("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout"))
+    keeps_input_type = commutes_with_scale = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity"})
     header = "kiln_common.h"
     integer_tensors = True
 
@@ -85,10 +84,12 @@ class TransposeEmitter(LayerEmitter):
     ops = (("", "Transpose"),)
     header = "kiln_layout.h"
     integer_tensors = True
+    keeps_input_type = commutes_with_scale = True
+    max_rank = MAX_RANK
 
     def check(self, node):
-        if node.inputs[0].shape is not None and len(node.inputs[0].shape) > MAX_RANK:
-            return f"rank above {MAX_RANK}"
+        if node.inputs[0].shape is not None and len(node.inputs[0].shape) > self.max_rank:
+            return f"rank above {self.max_rank}"
         return super().check(node)
 
     def emit(self, node, ctx) -> Layer:
@@ -154,12 +155,14 @@ class SliceEmitter(LayerEmitter):
     ops = (("", "Slice"),)
     header = "kiln_layout.h"
     integer_tensors = True
+    keeps_input_type = True
+    max_rank = MAX_RANK
 
     def check(self, node):
         if any(v is not None and const_array(v) is None for v in node.inputs[1:]):
             return "starts/ends/axes/steps must be constants"
-        if node.inputs[0].shape is not None and len(node.inputs[0].shape) > MAX_RANK:
-            return f"rank above {MAX_RANK}"
+        if node.inputs[0].shape is not None and len(node.inputs[0].shape) > self.max_rank:
+            return f"rank above {self.max_rank}"
         return super().check(node)
 
     def emit(self, node, ctx) -> Layer:

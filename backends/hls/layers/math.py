@@ -96,11 +96,12 @@ def reduce_axes(node, rank: int) -> list[int] | None:
 class ReduceEmitter(LayerEmitter):
     ops = (("", "ReduceMean"), ("", "ReduceSum"))
     header = "kiln_math.h"
+    max_rank = MAX_RANK
 
     def check(self, node):
         shape = node.inputs[0].shape
-        if shape is not None and len(shape) > MAX_RANK:
-            return f"rank above {MAX_RANK}"
+        if shape is not None and len(shape) > self.max_rank:
+            return f"rank above {self.max_rank}"
         if reduce_axes(node, len(shape) if shape is not None else 0) is None:
             return "axes must be constant"
         return super().check(node)
@@ -133,6 +134,7 @@ class ReduceEmitter(LayerEmitter):
 @register
 class GatherEmitter(LayerEmitter):
     ops = (("", "Gather"),)
+    keeps_input_type = True
     header = "kiln_math.h"
     integer_tensors = True  # int ids/indices; the data is only moved
 

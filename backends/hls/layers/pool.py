@@ -42,6 +42,7 @@ GAP_CONFIG = """struct {{ id }}_config : kiln::global_average_pool_config {
 @register
 class PoolEmitter(LayerEmitter):
     ops = (("", "MaxPool"), ("", "AveragePool"))
+    keeps_input_type = commutes_with_scale = frozenset({"MaxPool"})
     header = "kiln_pool.h"
 
     def check(self, node):

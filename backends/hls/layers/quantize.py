@@ -26,19 +26,19 @@ import numpy as np
 from kiln.backends.hls.estimate import LayerCost, bits
 from kiln.backends.hls.call import Call
 from kiln.backends.hls.layers.base import Layer, LayerEmitter, register
+from kiln.annotations import quant_spec
 from kiln.errors import KilnError
 from kiln.ir_utils import KILN_DOMAIN, attr, const_array, size
-from kiln.passes.precision import quant_spec
 from kiln.precision import FixedType, FloatType
 from kiln.quant import ROUNDING, fitting_type, po2_exponent
 
-CONFIG = """struct {{ id }}_config {
+CONFIG = """struct {{ id }}_config : kiln::quantize_config {
     static const unsigned n_elem = {{ n }};
     static const unsigned reuse_factor = {{ rf }};
     static const unsigned multiplier_limit = {{ mult_limit }};
     static const bool bipolar = {{ 'true' if bipolar else 'false' }};
     static const bool rescale = {{ 'true' if rescale else 'false' }};
-    static const unsigned rounding = {{ rounding }};
+    static const kiln::rounding_mode rounding = kiln::rounding_mode::{{ rounding }};
     static const int q_lo = {{ q_lo }};
     static const int q_hi = {{ q_hi }};
     static constexpr double scale = {{ scale }};
@@ -47,7 +47,8 @@ CONFIG = """struct {{ id }}_config {
     typedef {{ scale_t }} scale_t;
 };
 """
-ROUNDING_CODES = {"ROUND": 0, "FLOOR": 1, "ROUND_TO_ZERO": 2}
+# the quantizer rounding -> kiln_quantize.h rounding_mode enumerator
+ROUNDING_MODES = {"ROUND": "half_even", "FLOOR": "floor", "ROUND_TO_ZERO": "toward_zero"}
 SIGNIFICANT_BITS = 17  # of every 1/scale (the smallest one of a table) and of scale: one 18-bit DSP port
 REDUCE_HINT = ("a quantizer's multipliers are shared by its reuse factor ([layers.NAME] reuse_factor, a divisor of "
                "its element count); a power-of-two scale with zero point 0 makes it a plain type conversion")
@@ -115,7 +116,7 @@ class QuantizeEmitter(LayerEmitter):
                          divisible=n if mults else 0)
         config = ctx.render(CONFIG, id=lid, n=n, rf=rf,
                             mult_limit=max(1, math.ceil(mults / rf)), bipolar=spec.bipolar, rescale=rescale,
-                            rounding=ROUNDING_CODES[spec.rounding], q_lo=spec.q_min - spec.zero_point,
+                            rounding=ROUNDING_MODES[spec.rounding], q_lo=spec.q_min - spec.zero_point,
                             q_hi=spec.q_max - spec.zero_point, scale=repr(float(spec.scale)),
                             inv_t=inv_c, q_t=q_c, scale_t=scale_c)
         call = Call("kiln::quantize", (ctx.ctype(x), ctx.ctype(out), f"{lid}_config"),
