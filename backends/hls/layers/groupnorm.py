@@ -4,8 +4,9 @@ Both normalise each sample's channels in groups: the input [N, C, *spatial] is v
 [N][G][C/G][spatial], mean and variance are taken over each group's C/G * spatial values
 and every channel gets its own scale and bias. InstanceNormalization is the case G = C.
 GroupNormalization's scale and bias are per channel (opset 21; onnx's checker rejects the
-deprecated opset 18-20 form, whose scale and bias were per group). The statistics, their fixed-point types and the rsqrt table
-are LayerNorm's (layernorm.internal_types: derived from the input type, nothing overflows).
+deprecated opset 18-20 form, whose scale and bias were per group). The statistics, their
+fixed-point types and the rsqrt table are LayerNorm's (layernorm.internal_types: derived
+from the input type, nothing overflows).
 """
 
 from __future__ import annotations
