@@ -29,6 +29,18 @@ from kiln.precision import FloatType
 DEFAULT_CALIBRATED_BITS = 16
 
 
+def load_and_fuse(model_src, pipeline: str):
+    """The frontend, then the named pass pipeline of a non-HLS backend ("coreml"): the LoadedModel.
+
+    Quantizers stay ONNX ops (``quantizers=False``), as the TVM, CoreML and TensorRT backends read them."""
+    from kiln.passes import coreml_passes
+
+    pipelines = {"coreml": coreml_passes}
+    loaded = load_model(model_src, quantizers=False)
+    pipelines[pipeline]()(loaded.model)
+    return loaded
+
+
 def check_supported(model: ir.Model, source: str) -> None:
     """All unsupported nodes of the model in one message."""
     problems: dict[str, list[str]] = defaultdict(list)

@@ -37,5 +37,11 @@ def lowering_passes(fuse: bool = True) -> ir.passes.PassManager:
     ])
 
 
-__all__ = ["lowering_passes", "FoldActivationScalePass", "FoldBatchNormPass", "FoldWeightScalePass", "FuseAttentionPass", "FuseDensePass", "FuseGeluPass",
+def coreml_passes() -> ir.passes.PassManager:
+    """The fusions CoreML has ops for (layer_norm, gelu); Gemm/MatMul map onto linear/matmul."""
+    return ir.passes.PassManager([RemoveNoOpsPass(), FuseLayerNormPass(), FuseGeluPass(), RemoveUnusedNodesPass(),
+                                  TopologicalSortPass()])
+
+
+__all__ = ["lowering_passes", "coreml_passes", "FoldActivationScalePass", "FoldBatchNormPass", "FoldWeightScalePass", "FuseAttentionPass", "FuseDensePass", "FuseGeluPass",
            "FuseLayerNormPass", "RemoveNoOpsPass"]

@@ -6,7 +6,7 @@ from importlib import resources
 import pytest
 
 from kiln.backends.hls.call import Call
-from kiln.backends.hls.layers import REGISTRY, activation, eltwise, math, quantize
+from kiln.backends.hls.layers import REGISTRY, activation, eltwise, math, pad, quantize, resize
 
 
 def _header(name: str) -> str:
@@ -21,7 +21,9 @@ def _enumerators(header: str, enum: str) -> list[str]:
 @pytest.mark.parametrize("ops, header, enum", [(activation.OPS, "kiln_activation.h", "activation_op"),
                                                (eltwise.OPS, "kiln_eltwise.h", "binary_op"),
                                                (math.MATH_OPS, "kiln_math.h", "math_op"),
-                                               (quantize.ROUNDING_MODES, "kiln_quantize.h", "rounding_mode")])
+                                               (quantize.ROUNDING_MODES, "kiln_quantize.h", "rounding_mode"),
+                                               (pad.MODES, "kiln_pad.h", "pad_mode"),
+                                               (resize.MODES, "kiln_resize.h", "resize_mode")])
 def test_kernel_names_are_the_headers_enumerators(ops, header, enum):
     assert sorted(ops.values()) == sorted(_enumerators(header, enum))
 

@@ -61,6 +61,11 @@ _EMPTY = "zero-size tensor (a dimension of 0)"
 _LN_STATS = "LayerNormalization's Mean/InvStdDev outputs (training statistics)"
 _POW_TENSOR = "Pow with a tensor exponent: the template takes one constant scalar exponent"
 _ORT_CANNOT_LOAD = "ONNX Runtime has no kernel for it, so there is no reference to check against (refused at load)"
+_CUBIC = "Resize mode cubic: only nearest and linear are implemented"
+_ANTIALIAS = "Resize antialias=1 with linear mode (a wider filter when downsampling)"
+_TF_CROP = "Resize tf_crop_and_resize (a crop box from roi, extrapolation value)"
+_ALIGN_FRACTIONAL = ("Resize align_corners with scales giving a fractional output length (input * scale): ONNX's "
+                     "reference divides by input * scale - 1, ONNX Runtime by output length - 1")
 EXPECTED_UNSUPPORTED: dict[str, str] = {
     "test_add_int8": _INT, "test_add_int16": _INT, "test_add_uint8": _INT, "test_add_uint16": _INT,
     "test_add_uint32": _INT, "test_add_uint64": _INT,
@@ -91,6 +96,15 @@ EXPECTED_UNSUPPORTED: dict[str, str] = {
     "test_reduce_l1_empty_set_expanded": _EMPTY, "test_reduce_sum_empty_set": _EMPTY,
     "test_reduce_sum_empty_set_non_reduced_axis_zero": _EMPTY, "test_reduce_sum_square_empty_set_expanded": _EMPTY,
     "test_slice_start_out_of_bounds": _EMPTY,
+    **{f"test_resize_{c}": _CUBIC for c in (
+        "downsample_scales_cubic", "downsample_scales_cubic_A_n0p5_exclude_outside", "downsample_scales_cubic_align_corners",
+        "downsample_scales_cubic_antialias", "downsample_sizes_cubic", "downsample_sizes_cubic_antialias",
+        "upsample_scales_cubic", "upsample_scales_cubic_A_n0p5_exclude_outside", "upsample_scales_cubic_align_corners",
+        "upsample_scales_cubic_asymmetric", "upsample_sizes_cubic")},
+    "test_resize_downsample_scales_linear_antialias": _ANTIALIAS, "test_resize_downsample_sizes_linear_antialias": _ANTIALIAS,
+    **{f"test_resize_tf_crop_and_resize{c}": _TF_CROP for c in ("", "_axes_2_3", "_axes_3_2", "_extrapolation_value")},
+    "test_resize_downsample_scales_linear_align_corners": _ALIGN_FRACTIONAL,
+    "test_split_zero_size_splits_opset13": _EMPTY, "test_split_zero_size_splits_opset18": _EMPTY,
     "test_layer_normalization_2d_axis0": _LN_STATS, "test_layer_normalization_2d_axis1": _LN_STATS,
     "test_layer_normalization_2d_axis_negative_1": _LN_STATS,
     "test_layer_normalization_2d_axis_negative_2": _LN_STATS,
@@ -119,6 +133,9 @@ REFUSAL_MESSAGE = {
     _TRAIN_DROPOUT: r"training mode|mask output", _INDICES: r"Indices output", _NOT_TENSOR: r"is not a tensor",
     _EMPTY: r"empty tensors", _LN_STATS: r"Mean/InvStdDev outputs are not supported",
     _POW_TENSOR: r"constant scalar exponent", _ORT_CANNOT_LOAD: r"ONNX Runtime cannot load the model",
+    _CUBIC: r"mode 'cubic' is not supported",
+    _ANTIALIAS: r"antialias=1 is not supported", _TF_CROP: r"coordinate_transformation_mode 'tf_crop_and_resize'",
+    _ALIGN_FRACTIONAL: r"align_corners with a scale whose output length",
 }
 
 # Cases whose expected output onnx publishes as hand-written approximate numbers: compared

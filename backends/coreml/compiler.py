@@ -22,13 +22,11 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnx_ir as ir
-from onnx_ir.passes.common import RemoveUnusedNodesPass, TopologicalSortPass
 
 import kiln
 from kiln.backends.coreml.lower import check_supported, mil_name
 from kiln.board import Board, get_board
 from kiln.errors import KilnError
-from kiln.frontend import load_model
 from kiln.fsutil import check_output_dir, staged_dir, MANIFEST
 from kiln.ir_utils import static_shape
 
@@ -62,14 +60,6 @@ def require_coremltools():
     import coremltools as ct
 
     return ct
-
-
-def coreml_passes() -> ir.passes.PassManager:
-    """The fusions CoreML has ops for (layer_norm, gelu); Gemm/MatMul map onto linear/matmul."""
-    from kiln.passes import FuseGeluPass, FuseLayerNormPass, RemoveNoOpsPass
-
-    return ir.passes.PassManager([RemoveNoOpsPass(), FuseLayerNormPass(), FuseGeluPass(), RemoveUnusedNodesPass(),
-                                  TopologicalSortPass()])
 
 
 def _ports(model: ir.Model, batch_axis: dict) -> tuple[list[dict], list[dict]]:
@@ -131,8 +121,9 @@ def compile_coreml(model, board="iphone-12", output_dir=None, precision: str = "
     output_dir = Path(output_dir)
     check_output_dir(output_dir)
     started = time.perf_counter()
-    loaded = load_model(model, quantizers=False)  # Q/DQ stay ops: DequantizeLinear keeps integer weights
-    coreml_passes()(loaded.model)
+    from kiln.driver import load_and_fuse  # the core runs the passes; a backend only reads the IR
+
+    loaded = load_and_fuse(model, "coreml")  # Q/DQ stay ops: DequantizeLinear keeps integer weights
     check_supported(loaded.model, loaded.source)
     inputs, outputs = _ports(loaded.model, loaded.batch_axis)
     from kiln.frontend import is_keras

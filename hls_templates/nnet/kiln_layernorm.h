@@ -1,5 +1,7 @@
 // LayerNormalization over the last n_norm values: data viewed as [n_outer][n_norm].
 //   y = (x - mean) * rsqrt(var + eps) * scale + bias
+// GroupNormalization and InstanceNormalization (groupnorm, below): the same statistics over
+// each group of channels, a per-channel scale and bias.
 // Float mode computes rsqrt with <cmath>. Fixed point range-reduces the variance,
 // var = m * 4^e with m in [0.25, 1), reads rsqrt(m) in (1, 2] from a table and shifts the
 // result by e: accurate at any input scale (a table over var directly, as hls4ml's,
@@ -30,6 +32,12 @@ struct layernorm_config {
     typedef float norm_t;
     typedef float scale_t;
     typedef float bias_t;
+};
+
+// The contract of kiln::groupnorm: the layernorm fields (types, table; n_outer and n_norm
+// unused) and the layout [n_outer][n_group][n_chan][n_inner], n_chan channels per group.
+struct groupnorm_config : layernorm_config {
+    static const unsigned n_group = 1, n_chan = 1, n_inner = 1;
 };
 
 template <typename CONFIG_T>
@@ -84,6 +92,44 @@ Rows:
             typename CONFIG_T::diff_t d = data[base + i] - mean;
             typename CONFIG_T::norm_t n = d * rstd;
             res[base + i] = (res_T)(n * scale[i] + bias[i]);
+        }
+    }
+}
+
+// GroupNormalization (InstanceNormalization: one channel per group): data viewed as
+// [n_outer][n_group][n_chan][n_inner]; mean and variance over each group's n_chan * n_inner
+// values (the layernorm types and rsqrt), then channel c = g * n_chan + j scaled by scale[c]
+// and shifted by bias[c].
+template <class data_T, class res_T, typename CONFIG_T>
+void groupnorm(const data_T data[CONFIG_T::n_outer * CONFIG_T::n_group * CONFIG_T::n_chan * CONFIG_T::n_inner],
+               res_T res[CONFIG_T::n_outer * CONFIG_T::n_group * CONFIG_T::n_chan * CONFIG_T::n_inner],
+               const typename CONFIG_T::scale_t scale[CONFIG_T::n_group * CONFIG_T::n_chan],
+               const typename CONFIG_T::bias_t bias[CONFIG_T::n_group * CONFIG_T::n_chan]) {
+    #pragma HLS INLINE off
+    #pragma HLS PIPELINE II = CONFIG_T::reuse_factor
+    const unsigned n = CONFIG_T::n_chan * CONFIG_T::n_inner;
+Groups:
+    for (unsigned r = 0; r < CONFIG_T::n_outer * CONFIG_T::n_group; r++) {
+        const unsigned base = r * n, c0 = (r % CONFIG_T::n_group) * CONFIG_T::n_chan;
+        typename CONFIG_T::sum_t sum = 0;
+    Sum:
+        for (unsigned i = 0; i < n; i++) sum += data[base + i];
+        typename CONFIG_T::mean_t mean = sum * (typename CONFIG_T::inv_n_t)CONFIG_T::inv_n;
+        typename CONFIG_T::sq_sum_t sq = 0;
+    Variance:
+        for (unsigned i = 0; i < n; i++) {
+            typename CONFIG_T::diff_t d = data[base + i] - mean;
+            sq += d * d;
+        }
+        typename CONFIG_T::var_t var = sq * (typename CONFIG_T::inv_n_t)CONFIG_T::inv_n;
+        var += (typename CONFIG_T::var_t)CONFIG_T::epsilon;
+        typename CONFIG_T::rstd_t rstd = layernorm_rsqrt<CONFIG_T>(var);
+    Normalize:
+        for (unsigned i = 0; i < n; i++) {
+            const unsigned c = c0 + i / CONFIG_T::n_inner;
+            typename CONFIG_T::diff_t d = data[base + i] - mean;
+            typename CONFIG_T::norm_t v = d * rstd;
+            res[base + i] = (res_T)(v * scale[c] + bias[c]);
         }
     }
 }

@@ -5,6 +5,7 @@
   removes most of them; what is left (a graph input copied to a graph output) is a copy.
 * Transpose and Slice: one strided walk over the input (``strided_copy``).
 * Concat: one ``concat_part`` call per input.
+* Split: one ``strided_copy`` per used output, each starting at its part's offset along the axis.
 * BatchNormalization that the fold pass could not merge: ``scale_shift``.
 """
 
@@ -15,6 +16,7 @@ import math
 from kiln.backends.hls.call import Call
 from kiln.backends.hls.layers.base import Layer, LayerEmitter, register
 from kiln.backends.hls.layers.eltwise import MAX_RANK, pad_dims
+from kiln.errors import KilnError
 from kiln.ir_utils import attr, bn_scale_shift, const_array, is_inference_dropout, size, static_shape
 
 STRIDED_CONFIG = """struct {{ id }}_config : kiln::strided_copy_config {
@@ -33,14 +35,19 @@ def row_major_strides(shape) -> list[int]:
     return [math.prod(shape[i + 1:]) for i in range(len(shape))]
 
 
-def strided_copy(node, ctx, x, out, offset: int, strides: list[int]) -> Layer:
-    """The kiln::strided_copy layer reading ``x`` at offset + sum(i_k * strides[k]) for each
-    element of ``out`` (strides given per output axis)."""
-    lid = ctx.layer_id(node)
+def strided_copy_call(node, ctx, x, out, offset: int, strides: list[int], lid: str) -> tuple[str, Call]:
+    """The config and call of one kiln::strided_copy reading ``x`` at offset + sum(i_k * strides[k])
+    for each element of ``out`` (strides given per output axis); ``lid``: the config's prefix."""
     out_shape = static_shape(out)
     config = ctx.render(STRIDED_CONFIG, id=lid, n_in=size(x), n_out=size(out), offset=offset, rf=ctx.reuse(node),
                         dims=pad_dims(tuple(out_shape)), strides=[0] * (MAX_RANK - len(out_shape)) + list(strides))
     call = Call("kiln::strided_copy", (ctx.ctype(x), ctx.ctype(out), f"{lid}_config"), (ctx.var(x), ctx.var(out)))
+    return config, call
+
+
+def strided_copy(node, ctx, x, out, offset: int, strides: list[int]) -> Layer:
+    """The kiln::strided_copy layer of a one-output node (see ``strided_copy_call``)."""
+    config, call = strided_copy_call(node, ctx, x, out, offset, strides, ctx.layer_id(node))
     return Layer(config, call, "kiln_layout.h")
 
 CONCAT_CONFIG = """struct {{ id }} : kiln::concat_part_config {
@@ -181,3 +188,42 @@ class SliceEmitter(LayerEmitter):
         in_strides = row_major_strides(shape)
         return strided_copy(node, ctx, x, out, sum(b * s for b, s in zip(begin, in_strides)),
                             [s * st for s, st in zip(in_strides, step)])
+
+
+@register
+class SplitEmitter(LayerEmitter):
+    """Split along any axis: the split sizes (opset 13+ input, opset < 13 attribute, opset 18
+    ``num_outputs``, or equal parts) are read from the inferred output shapes, so every form
+    gives the same walk: output k copies the input slab starting at the sum of the sizes before it."""
+
+    ops = (("", "Split"),)
+    header = "kiln_layout.h"
+    integer_tensors = True
+
+    def check(self, node):
+        if len(node.inputs) > 1 and node.inputs[1] is not None and const_array(node.inputs[1]) is None:
+            return "the split sizes must be a constant"
+        if node.inputs[0].shape is not None and len(node.inputs[0].shape) > MAX_RANK:
+            return f"rank above {MAX_RANK}"
+        return super().check(node)
+
+    def emit(self, node, ctx) -> Layer:
+        x = node.inputs[0]
+        shape = static_shape(x)
+        axis = attr(node, "axis", 0)
+        axis = axis + len(shape) if axis < 0 else axis
+        in_strides = row_major_strides(shape)
+        lid = ctx.layer_id(node)
+        configs, calls, start = [], [], 0
+        for k, out in enumerate(node.outputs):
+            part = static_shape(out)[axis]
+            if out.uses() or out.is_graph_output():
+                config, call = strided_copy_call(node, ctx, x, out, start * in_strides[axis], in_strides,
+                                                 f"{lid}_out{k}")
+                configs.append(config)
+                calls.append(call)
+            start += part
+        if start != shape[axis]:
+            raise KilnError(f"Split {node.name!r}: output sizes along axis {axis} sum to {start}, "
+                            f"the input has {shape[axis]}")
+        return Layer("".join(configs), tuple(calls), self.header)
