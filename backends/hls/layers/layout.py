@@ -197,6 +197,7 @@ class SplitEmitter(LayerEmitter):
     gives the same walk: output k copies the input slab starting at the sum of the sizes before it."""
 
     ops = (("", "Split"),)
+    keeps_input_type = True  # each part is a copy of the input's values
     header = "kiln_layout.h"
     integer_tensors = True
 
