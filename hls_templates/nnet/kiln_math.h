@@ -2,8 +2,8 @@
 // Erf, Sqrt, Exp, Reciprocal, Pow with a constant exponent. Evaluated in float (hls_math
 // provides these for synthesis); the fusion passes replace the usual patterns by
 // LayerNormalization / Gelu layers with fixed-point tables.
-// Also ReduceMean/ReduceSum (walk the input, accumulate into the output by strides that
-// are 0 on reduced axes) and Gather (rows of a table by index).
+// Also the reductions (walk the input, accumulate into the output by strides that are 0
+// on reduced axes) and Gather (rows of a table by index).
 #ifndef KILN_MATH_H_
 #define KILN_MATH_H_
 
@@ -13,6 +13,9 @@ namespace kiln {
 
 // The kernel of a kiln::unary_math layer; the emitter (math.py) writes `kiln::math_op::<name>`.
 enum class math_op { erf, sqrt, exp, reciprocal, pow, neg, abs };
+// The kernel of a kiln::reduce layer (ReduceMean is sum with scale = 1/count; ReduceL2 is
+// sqrt(sum_square)); the emitter writes `kiln::reduce_op::<name>`.
+enum class reduce_op { sum, sum_square, l1, l2, max, min, prod };
 
 // The contracts of the math templates: generated configs inherit these and override every field.
 struct unary_math_config {
@@ -23,11 +26,12 @@ struct unary_math_config {
 };
 struct reduce_config {
     static const unsigned n_in = 1, n_out = 1;
+    static const reduce_op op = reduce_op::sum;
     static const unsigned reuse_factor = 1;
     static constexpr float scale = 1.0f;  // 1 / (reduced count) for ReduceMean
     static const unsigned d0 = 1, d1 = 1, d2 = 1, d3 = 1, d4 = 1, d5 = 1;  // input shape, leading 1s
     static const unsigned o_s0 = 0, o_s1 = 0, o_s2 = 0, o_s3 = 0, o_s4 = 0, o_s5 = 0;  // output strides (0: reduced)
-    typedef float accum_t;
+    typedef float accum_t;  // holds the sum (of squares/magnitudes), the product, or the max/min itself
     typedef float scale_t;
 };
 struct gather_config {
@@ -59,15 +63,36 @@ template <class data_T, class res_T, typename CONFIG_T>
 void reduce(const data_T data[CONFIG_T::n_in], res_T res[CONFIG_T::n_out]) {
     #pragma HLS INLINE off
     #pragma HLS PIPELINE II = CONFIG_T::reuse_factor
-    typename CONFIG_T::accum_t acc[CONFIG_T::n_out];
+    typedef typename CONFIG_T::accum_t acc_T;
+    const bool extremum = CONFIG_T::op == reduce_op::max || CONFIG_T::op == reduce_op::min;
+    acc_T acc[CONFIG_T::n_out];
+    bool seen[CONFIG_T::n_out];  // max/min: the first value of each output starts it
     #pragma HLS ARRAY_PARTITION variable = acc complete
-    for (unsigned j = 0; j < CONFIG_T::n_out; j++) acc[j] = 0;
-    for (unsigned i = 0; i < CONFIG_T::n_in; i++) {
-        acc[walk_offset<CONFIG_T>(i, CONFIG_T::o_s0, CONFIG_T::o_s1, CONFIG_T::o_s2, CONFIG_T::o_s3, CONFIG_T::o_s4,
-                                  CONFIG_T::o_s5)] += data[i];
+    #pragma HLS ARRAY_PARTITION variable = seen complete
+    for (unsigned j = 0; j < CONFIG_T::n_out; j++) {
+        acc[j] = CONFIG_T::op == reduce_op::prod ? 1 : 0;
+        seen[j] = false;
     }
-    for (unsigned j = 0; j < CONFIG_T::n_out; j++)
-        res[j] = (res_T)(acc[j] * (typename CONFIG_T::scale_t)CONFIG_T::scale);
+    for (unsigned i = 0; i < CONFIG_T::n_in; i++) {
+        const int j = walk_offset<CONFIG_T>(i, CONFIG_T::o_s0, CONFIG_T::o_s1, CONFIG_T::o_s2, CONFIG_T::o_s3,
+                                            CONFIG_T::o_s4, CONFIG_T::o_s5);
+        const acc_T x = (acc_T)data[i];
+        switch (CONFIG_T::op) {
+        case reduce_op::sum_square:
+        case reduce_op::l2: acc[j] += x * x; break;
+        case reduce_op::l1: acc[j] += x < 0 ? (acc_T)(-x) : x; break;
+        case reduce_op::max: if (!seen[j] || x > acc[j]) acc[j] = x; break;
+        case reduce_op::min: if (!seen[j] || x < acc[j]) acc[j] = x; break;
+        case reduce_op::prod: acc[j] *= x; break;
+        default: acc[j] += x;
+        }
+        if (extremum) seen[j] = true;
+    }
+    for (unsigned j = 0; j < CONFIG_T::n_out; j++) {
+        if (CONFIG_T::op == reduce_op::l2) res[j] = (res_T)std::sqrt(to_float(acc[j]));
+        else if (CONFIG_T::op == reduce_op::sum) res[j] = (res_T)(acc[j] * (typename CONFIG_T::scale_t)CONFIG_T::scale);
+        else res[j] = (res_T)acc[j];
+    }
 }
 
 // data viewed as [n_outer][n_axis][n_inner]; res as [n_outer][n_idx][n_inner].

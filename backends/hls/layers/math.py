@@ -3,7 +3,10 @@
 * Erf, Sqrt, Exp, Reciprocal, Neg, Abs, Pow (constant scalar exponent): what unfused
   LayerNorm/GELU exports contain; evaluated in float (the fusion passes turn the usual
   patterns into table-based layers for fixed point).
-* ReduceMean, ReduceSum over any axes (attribute before opset 18, input after).
+* ReduceMean, ReduceSum, ReduceSumSquare, ReduceL1, ReduceL2, ReduceMax, ReduceMin,
+  ReduceProd over any axes (attribute before opset 18 (13 for ReduceSum), input after).
+  Fixed point: sums grow by log2(count) integer bits (squares: the product type), max/min
+  keep the input type, the product accumulates in float (its range has no useful bound).
 * Gather along any axis with constant or run-time indices (token embeddings: a
   constant table indexed by int ids; one token: a tensor indexed by a constant).
 """
@@ -20,7 +23,7 @@ from kiln.backends.hls.layers.base import Layer, LayerEmitter, register
 from kiln.backends.hls.layers.eltwise import MAX_RANK, pad_dims
 from kiln.backends.hls.layers.layout import row_major_strides
 from kiln.ir_utils import attr, const_array, size, static_shape
-from kiln.precision import FixedType, FloatType, IntType, sum_type_for
+from kiln.precision import FixedType, FloatType, IntType, accumulator_for, sum_type_for
 
 # ONNX op -> the kernel's name in kiln_math.h's `enum class math_op`
 MATH_OPS = {"Erf": "erf", "Sqrt": "sqrt", "Exp": "exp", "Reciprocal": "reciprocal", "Pow": "pow", "Neg": "neg",
@@ -34,8 +37,13 @@ MATH_CONFIG = """struct {{ id }}_config : kiln::unary_math_config {
 };
 """
 
+# ONNX op -> the kernel's name in kiln_math.h's `enum class reduce_op`
+REDUCE_OPS = {"ReduceMean": "sum", "ReduceSum": "sum", "ReduceSumSquare": "sum_square", "ReduceL1": "l1",
+              "ReduceL2": "l2", "ReduceMax": "max", "ReduceMin": "min", "ReduceProd": "prod"}
+
 REDUCE_CONFIG = """struct {{ id }}_config : kiln::reduce_config {
     static const unsigned n_in = {{ n_in }}, n_out = {{ n_out }};
+    static const kiln::reduce_op op = kiln::reduce_op::{{ op }};
     static const unsigned reuse_factor = {{ rf }};
     static constexpr float scale = {{ scale }};
 {% for i in range(6) %}
@@ -92,9 +100,20 @@ def reduce_axes(node, rank: int) -> list[int] | None:
     return sorted(a + rank if a < 0 else a for a in axes)
 
 
+def reduce_accumulator(op: str, x, count: int):
+    """The type that holds the running reduction of ``count`` values of type ``x`` without overflow."""
+    if op in ("ReduceMax", "ReduceMin"):
+        return x
+    if op == "ReduceProd":
+        return FloatType()
+    if op in ("ReduceSumSquare", "ReduceL2"):
+        return accumulator_for(x, x, count)
+    return sum_type_for(x, count)
+
+
 @register
 class ReduceEmitter(LayerEmitter):
-    ops = (("", "ReduceMean"), ("", "ReduceSum"))
+    ops = tuple(("", op) for op in REDUCE_OPS)
     header = "kiln_math.h"
 
     def check(self, node):
@@ -115,10 +134,11 @@ class ReduceEmitter(LayerEmitter):
         count = math.prod(shape[a] for a in axes) if axes else 1
         lid = ctx.layer_id(node)
         in_prec = ctx.precision(x)
-        accum = sum_type_for(in_prec, count)
+        accum = reduce_accumulator(node.op_type, in_prec, count)
         scale = 1.0 / count if node.op_type == "ReduceMean" else 1.0
-        scale_prec = (FixedType(18, 2, rounding="RND") if isinstance(in_prec, FixedType) else FloatType())
-        config = ctx.render(REDUCE_CONFIG, id=lid, n_in=size(x), n_out=size(out), rf=ctx.reuse(node),
+        scale_prec = (FixedType(18, 2, rounding="RND") if isinstance(accum, FixedType) else FloatType())
+        config = ctx.render(REDUCE_CONFIG, id=lid, n_in=size(x), n_out=size(out), op=REDUCE_OPS[node.op_type],
+                            rf=ctx.reuse(node),
                             scale=c_float(scale), dims=pad_dims(tuple(shape)),
                             o_s=[0] * (MAX_RANK - len(shape)) + o_s,
                             accum_t=ctx.typedef(f"{lid}_accum_t", accum),
