@@ -1,5 +1,5 @@
 // Element-wise math that appears in unfused exports (decomposed LayerNorm and GELU):
-// Erf, Sqrt, Exp, Reciprocal, Pow with a constant exponent. Evaluated in float (hls_math
+// Erf, Sqrt, Exp, Reciprocal, Pow with a constant exponent; Sin, Cos. Evaluated in float (hls_math
 // provides these for synthesis); the fusion passes replace the usual patterns by
 // LayerNormalization / Gelu layers with fixed-point tables.
 // Also the reductions (walk the input, accumulate into the output by strides that are 0
@@ -12,7 +12,7 @@
 namespace kiln {
 
 // The kernel of a kiln::unary_math layer; the emitter (math.py) writes `kiln::math_op::<name>`.
-enum class math_op { erf, sqrt, exp, reciprocal, pow, neg, abs };
+enum class math_op { erf, sqrt, exp, reciprocal, pow, neg, abs, sin, cos };
 // The kernel of a kiln::reduce layer (ReduceMean is sum with scale = 1/count; ReduceL2 is
 // sqrt(sum_square)); the emitter writes `kiln::reduce_op::<name>`.
 enum class reduce_op { sum, sum_square, l1, l2, max, min, prod };
@@ -53,6 +53,8 @@ void unary_math(const data_T data[CONFIG_T::n_elem], res_T res[CONFIG_T::n_elem]
         case math_op::reciprocal: y = 1.0f / x; break;
         case math_op::neg: y = -x; break;
         case math_op::abs: y = std::fabs(x); break;
+        case math_op::sin: y = std::sin(x); break;
+        case math_op::cos: y = std::cos(x); break;
         default: y = CONFIG_T::exponent == 2.0f ? x * x : (CONFIG_T::exponent == 3.0f ? x * x * x : std::pow(x, CONFIG_T::exponent));
         }
         res[i] = (res_T)y;

@@ -1,7 +1,7 @@
 """Element-wise math, reductions and Gather (kiln_math.h).
 
 * Erf, Sqrt, Exp, Reciprocal, Neg, Abs, Pow (constant scalar exponent): what unfused
-  LayerNorm/GELU exports contain; evaluated in float (the fusion passes turn the usual
+  LayerNorm/GELU exports contain; Sin, Cos (positional encodings); evaluated in float (the fusion passes turn the usual
   patterns into table-based layers for fixed point).
 * ReduceMean, ReduceSum, ReduceSumSquare, ReduceL1, ReduceL2, ReduceMax, ReduceMin,
   ReduceProd over any axes (attribute before opset 18 (13 for ReduceSum), input after).
@@ -27,7 +27,7 @@ from kiln.precision import FixedType, FloatType, IntType, accumulator_for, sum_t
 
 # ONNX op -> the kernel's name in kiln_math.h's `enum class math_op`
 MATH_OPS = {"Erf": "erf", "Sqrt": "sqrt", "Exp": "exp", "Reciprocal": "reciprocal", "Pow": "pow", "Neg": "neg",
-            "Abs": "abs"}
+            "Abs": "abs", "Sin": "sin", "Cos": "cos"}
 
 MATH_CONFIG = """struct {{ id }}_config : kiln::unary_math_config {
     static const unsigned n_elem = {{ n }};
