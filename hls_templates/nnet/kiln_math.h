@@ -2,7 +2,7 @@
 // Erf, Sqrt, Exp, Reciprocal, Pow with a constant exponent; Sin, Cos. Evaluated in float (hls_math
 // provides these for synthesis); the fusion passes replace the usual patterns by
 // LayerNormalization / Gelu layers with fixed-point tables.
-// Also the reductions (walk the input, accumulate into the output by strides that are 0
+// Also CumSum, the reductions (walk the input, accumulate into the output by strides that are 0
 // on reduced axes) and Gather (rows of a table by index).
 #ifndef KILN_MATH_H_
 #define KILN_MATH_H_
@@ -33,6 +33,12 @@ struct reduce_config {
     static const unsigned o_s0 = 0, o_s1 = 0, o_s2 = 0, o_s3 = 0, o_s4 = 0, o_s5 = 0;  // output strides (0: reduced)
     typedef float accum_t;  // holds the sum (of squares/magnitudes), the product, or the max/min itself
     typedef float scale_t;
+};
+struct cumsum_config {
+    static const unsigned n_outer = 1, n_axis = 1, n_inner = 1;  // the input viewed as [outer][axis][inner]
+    static const bool exclusive = false, reverse = false;
+    static const unsigned reuse_factor = 1;
+    typedef float accum_t;  // the running sum of up to n_axis values
 };
 struct gather_config {
     static const unsigned n_outer = 1, n_axis = 1, n_inner = 1, n_idx = 1;
@@ -94,6 +100,26 @@ void reduce(const data_T data[CONFIG_T::n_in], res_T res[CONFIG_T::n_out]) {
         if (CONFIG_T::op == reduce_op::l2) res[j] = (res_T)std::sqrt(to_float(acc[j]));
         else if (CONFIG_T::op == reduce_op::sum) res[j] = (res_T)(acc[j] * (typename CONFIG_T::scale_t)CONFIG_T::scale);
         else res[j] = (res_T)acc[j];
+    }
+}
+
+// Running sums along the middle axis of [n_outer][n_axis][n_inner]; exclusive: without the
+// element itself; reverse: from the end.
+template <class data_T, class res_T, typename CONFIG_T>
+void cumsum(const data_T data[CONFIG_T::n_outer * CONFIG_T::n_axis * CONFIG_T::n_inner],
+            res_T res[CONFIG_T::n_outer * CONFIG_T::n_axis * CONFIG_T::n_inner]) {
+    #pragma HLS INLINE off
+    #pragma HLS PIPELINE II = CONFIG_T::reuse_factor
+    for (unsigned o = 0; o < CONFIG_T::n_outer; o++) {
+        for (unsigned i = 0; i < CONFIG_T::n_inner; i++) {
+            typename CONFIG_T::accum_t acc = 0;
+            for (unsigned k = 0; k < CONFIG_T::n_axis; k++) {
+                const unsigned j = CONFIG_T::reverse ? CONFIG_T::n_axis - 1 - k : k;
+                const unsigned at = (o * CONFIG_T::n_axis + j) * CONFIG_T::n_inner + i;
+                if (CONFIG_T::exclusive) { res[at] = (res_T)acc; acc += data[at]; }
+                else { acc += data[at]; res[at] = (res_T)acc; }
+            }
+        }
     }
 }
 

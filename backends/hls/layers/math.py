@@ -7,6 +7,8 @@
   ReduceProd over any axes (attribute before opset 18 (13 for ReduceSum), input after).
   Fixed point: sums grow by log2(count) integer bits (squares: the product type), max/min
   keep the input type, the product accumulates in float (its range has no useful bound).
+* CumSum along a constant axis (exclusive, reverse); the running sum grows by
+  log2(axis length) integer bits in fixed point.
 * Gather along any axis with constant or run-time indices (token embeddings: a
   constant table indexed by int ids; one token: a tensor indexed by a constant).
 """
@@ -51,6 +53,14 @@ REDUCE_CONFIG = """struct {{ id }}_config : kiln::reduce_config {
 {% endfor %}
     typedef {{ accum_t }} accum_t;
     typedef {{ scale_t }} scale_t;
+};
+"""
+
+CUMSUM_CONFIG = """struct {{ id }}_config : kiln::cumsum_config {
+    static const unsigned n_outer = {{ outer }}, n_axis = {{ axis }}, n_inner = {{ inner }};
+    static const bool exclusive = {{ exclusive }}, reverse = {{ reverse }};
+    static const unsigned reuse_factor = {{ rf }};
+    typedef {{ accum_t }} accum_t;
 };
 """
 
@@ -147,6 +157,35 @@ class ReduceEmitter(LayerEmitter):
         cost = LayerCost(adds=size(x), fan_in=count, mults=size(out), a_bits=bits(accum), b_bits=bits(scale_prec),
                          acc_bits=bits(accum), out_elems=size(out), out_bits=bits(ctx.precision(out)),
                          is_float=ctx.float_mode, reuse_factor=ctx.reuse(node))
+        return Layer(config, call, self.header, cost)
+
+
+@register
+class CumSumEmitter(LayerEmitter):
+    ops = (("", "CumSum"),)
+    header = "kiln_math.h"
+
+    def check(self, node):
+        axis = const_array(node.inputs[1])
+        if axis is None or axis.size != 1:
+            return "the axis must be a constant scalar"
+        return super().check(node)
+
+    def emit(self, node, ctx) -> Layer:
+        x, out = node.inputs[0], node.outputs[0]
+        shape = static_shape(x)
+        axis = int(const_array(node.inputs[1]).reshape(-1)[0])
+        axis = axis + len(shape) if axis < 0 else axis
+        lid = ctx.layer_id(node)
+        accum = sum_type_for(ctx.precision(x), shape[axis])
+        config = ctx.render(CUMSUM_CONFIG, id=lid, outer=math.prod(shape[:axis]), axis=shape[axis],
+                            inner=math.prod(shape[axis + 1:]), rf=ctx.reuse(node),
+                            exclusive="true" if attr(node, "exclusive", 0) else "false",
+                            reverse="true" if attr(node, "reverse", 0) else "false",
+                            accum_t=ctx.typedef(f"{lid}_accum_t", accum))
+        call = Call("kiln::cumsum", (ctx.ctype(x), ctx.ctype(out), f"{lid}_config"), (ctx.var(x), ctx.var(out)))
+        cost = LayerCost(adds=size(x), fan_in=shape[axis], out_elems=size(out), out_bits=bits(ctx.precision(out)),
+                         acc_bits=bits(accum), is_float=ctx.float_mode, reuse_factor=ctx.reuse(node))
         return Layer(config, call, self.header, cost)
 
 
