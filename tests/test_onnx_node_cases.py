@@ -14,7 +14,8 @@ axes, Dropout ratio/training_mode). So the harness turns every graph input excep
 data input(s) into an initializer holding that case's own input array. The data inputs,
 which stay runtime inputs of the compiled design, are:
 
-* Add, Sub, Mul, Div, Concat: all inputs;
+* Add, Sub, Mul, Div, Concat, Min, Max: all inputs;
+* Where: the two branches (the condition becomes a constant);
 * every other operator: the first input only.
 
 Cases that cannot work by design are listed in ``EXPECTED_UNSUPPORTED`` with the reason;
@@ -46,7 +47,9 @@ from kiln.backends.hls.layers import REGISTRY
 # into a registered layer before emission (Gemm -> kiln.Dense, passes/dense.py).
 LOWERED_BY_PASSES = frozenset({"Gemm"})
 SUPPORTED_OPS = frozenset(op for domain, op in REGISTRY if domain == "") | LOWERED_BY_PASSES
-ALL_INPUTS_AT_RUNTIME = frozenset({"Add", "Sub", "Mul", "Div", "Concat"})
+ALL_INPUTS_AT_RUNTIME = frozenset({"Add", "Sub", "Mul", "Div", "Concat", "Min", "Max"})
+# operators whose data inputs are not the first: Where's condition is a constant, its branches tensors
+DATA_INPUTS = {"Where": slice(1, 3)}
 RTOL, ATOL = 1e-5, 1e-6
 
 _INT = ("integer arithmetic: layers compute in float or fixed point, not with integer semantics "
@@ -60,12 +63,14 @@ _NOT_TENSOR = "sequence / optional input: only tensors are supported"
 _EMPTY = "zero-size tensor (a dimension of 0)"
 _LN_STATS = "LayerNormalization's Mean/InvStdDev outputs (training statistics)"
 _POW_TENSOR = "Pow with a tensor exponent: the template takes one constant scalar exponent"
-_ORT_CANNOT_LOAD = "ONNX Runtime has no kernel for it, so there is no reference to check against (refused at load)"
 _CUBIC = "Resize mode cubic: only nearest and linear are implemented"
 _ANTIALIAS = "Resize antialias=1 with linear mode (a wider filter when downsampling)"
 _TF_CROP = "Resize tf_crop_and_resize (a crop box from roi, extrapolation value)"
 _ALIGN_FRACTIONAL = ("Resize align_corners with scales giving a fractional output length (input * scale): ONNX's "
                      "reference divides by input * scale - 1, ONNX Runtime by output length - 1")
+_BOOL = "bool tensors: layers compute in float or fixed point"
+_ORT = ("ONNX Runtime 1.31 cannot load the case (IR version 14 / opset 28, or no kernel for the type); "
+        "kiln.compile checks every model with it")
 EXPECTED_UNSUPPORTED: dict[str, str] = {
     "test_add_int8": _INT, "test_add_int16": _INT, "test_add_uint8": _INT, "test_add_uint16": _INT,
     "test_add_uint32": _INT, "test_add_uint64": _INT,
@@ -105,6 +110,27 @@ EXPECTED_UNSUPPORTED: dict[str, str] = {
     **{f"test_resize_tf_crop_and_resize{c}": _TF_CROP for c in ("", "_axes_2_3", "_axes_3_2", "_extrapolation_value")},
     "test_resize_downsample_scales_linear_align_corners": _ALIGN_FRACTIONAL,
     "test_split_zero_size_splits_opset13": _EMPTY, "test_split_zero_size_splits_opset18": _EMPTY,
+    "test_reduce_l1_empty_set": _EMPTY, "test_reduce_l2_empty_set": _EMPTY, "test_reduce_max_empty_set": _EMPTY,
+    "test_reduce_min_empty_set": _EMPTY, "test_reduce_prod_empty_set": _EMPTY,
+    "test_reduce_sum_square_empty_set": _EMPTY,
+    "test_reduce_max_bool_inputs": _BOOL, "test_reduce_min_bool_inputs": _BOOL,
+    "test_reduce_max_empty_set_bool": _BOOL,
+    "test_einsum_batch_diagonal": _ORT, "test_einsum_batch_matmul": _ORT, "test_einsum_batch_matmul_bfloat16": _ORT,
+    "test_einsum_inner_prod": _ORT, "test_einsum_scalar": _ORT, "test_einsum_sum": _ORT,
+    "test_einsum_sum_bfloat16": _ORT, "test_einsum_transpose": _ORT, "test_einsum_transpose_bfloat16": _ORT,
+    "test_cumsum_1d_int32_exclusive": _INT, "test_cumsum_2d_int32": _INT,
+    "test_max_int8": _INT, "test_max_int32": _INT, "test_max_int64": _INT, "test_max_uint8": _INT,
+    "test_max_uint32": _INT, "test_max_uint64": _INT, "test_min_int8": _INT, "test_min_int32": _INT,
+    "test_min_int64": _INT, "test_min_uint8": _INT, "test_min_uint32": _INT, "test_min_uint64": _INT,
+    "test_where_long_example": _INT,
+    "test_max_int16": _ORT, "test_max_uint16": _ORT, "test_min_int16": _ORT, "test_min_uint16": _ORT,
+    "test_mod_float16_mixed_sign_fmod_0": _ORT, "test_mod_float32_mixed_sign_fmod_0": _ORT,
+    "test_mod_float64_mixed_sign_fmod_0": _ORT, "test_mod_float_edge_cases_fmod_0_float16": _ORT,
+    "test_mod_float_edge_cases_fmod_0_float32": _ORT, "test_mod_float_edge_cases_fmod_0_float64": _ORT,
+    "test_mod_broadcast": _ORT, "test_mod_int64_fmod": _ORT, "test_mod_mixed_sign_float16": _ORT,
+    "test_mod_mixed_sign_float32": _ORT, "test_mod_mixed_sign_float64": _ORT, "test_mod_mixed_sign_int16": _ORT,
+    "test_mod_mixed_sign_int32": _ORT, "test_mod_mixed_sign_int64": _ORT, "test_mod_mixed_sign_int8": _ORT,
+    "test_mod_uint16": _ORT, "test_mod_uint32": _ORT, "test_mod_uint64": _ORT, "test_mod_uint8": _ORT,
     "test_layer_normalization_2d_axis0": _LN_STATS, "test_layer_normalization_2d_axis1": _LN_STATS,
     "test_layer_normalization_2d_axis_negative_1": _LN_STATS,
     "test_layer_normalization_2d_axis_negative_2": _LN_STATS,
@@ -121,7 +147,7 @@ EXPECTED_UNSUPPORTED: dict[str, str] = {
     "test_layer_normalization_4d_axis_negative_4": _LN_STATS, "test_layer_normalization_default_axis": _LN_STATS,
     "test_pow": _POW_TENSOR, "test_pow_bcast_array": _POW_TENSOR, "test_pow_example": _POW_TENSOR,
     "test_pow_types_float32_int32": _POW_TENSOR, "test_pow_types_float32_int64": _POW_TENSOR,
-    "test_pow_types_float32_uint32": _ORT_CANNOT_LOAD, "test_pow_types_float32_uint64": _ORT_CANNOT_LOAD,
+    "test_pow_types_float32_uint32": _ORT, "test_pow_types_float32_uint64": _ORT,
     "test_pow_types_int32_float32": _POW_TENSOR, "test_pow_types_int32_int32": _POW_TENSOR,
     "test_pow_types_int64_float32": _POW_TENSOR, "test_pow_types_int64_int64": _POW_TENSOR,
 }
@@ -132,10 +158,12 @@ REFUSAL_MESSAGE = {
     _BN_TRAIN: r"training_mode=1", _MASK: r"mask output|graph output computed by no layer",
     _TRAIN_DROPOUT: r"training mode|mask output", _INDICES: r"Indices output", _NOT_TENSOR: r"is not a tensor",
     _EMPTY: r"empty tensors", _LN_STATS: r"Mean/InvStdDev outputs are not supported",
-    _POW_TENSOR: r"constant scalar exponent", _ORT_CANNOT_LOAD: r"ONNX Runtime cannot load the model",
+    _POW_TENSOR: r"constant scalar exponent",
     _CUBIC: r"mode 'cubic' is not supported",
     _ANTIALIAS: r"antialias=1 is not supported", _TF_CROP: r"coordinate_transformation_mode 'tf_crop_and_resize'",
     _ALIGN_FRACTIONAL: r"align_corners with a scale whose output length",
+    _BOOL: r"bool tensors are not supported",
+    _ORT: r"ONNX Runtime cannot load the model",
 }
 
 # Cases whose expected output onnx publishes as hand-written approximate numbers: compared
@@ -164,7 +192,8 @@ def node_cases() -> dict:
 def runtime_input_names(model: onnx.ModelProto) -> list[str]:
     """The graph inputs that stay runtime inputs (the rest become initializers)."""
     node = model.graph.node[0]
-    names = [n for n in node.input if n] if node.op_type in ALL_INPUTS_AT_RUNTIME else node.input[:1]
+    names = ([n for n in node.input if n] if node.op_type in ALL_INPUTS_AT_RUNTIME else
+             node.input[DATA_INPUTS.get(node.op_type, slice(0, 1))])
     graph_inputs = [i.name for i in model.graph.input]
     return [n for n in graph_inputs if n in set(names)]
 

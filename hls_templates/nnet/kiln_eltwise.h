@@ -1,4 +1,5 @@
-// Binary element-wise ops with ONNX (numpy) broadcasting: Add, Sub, Mul, Div.
+// Binary element-wise ops with ONNX (numpy) broadcasting: Add, Sub, Mul, Div, Min, Max,
+// Mod (fmod=1: C's fmod, the sign of the dividend, evaluated in float), and Where (select).
 // The output is walked as a 6-D index (shape d0..d5, padded with leading 1s); each operand
 // has its own strides (0 along broadcast axes), so one template covers every broadcast.
 #ifndef KILN_ELTWISE_H_
@@ -9,7 +10,7 @@
 namespace kiln {
 
 // The kernel of a kiln::binary layer; the emitter (eltwise.py) writes `kiln::binary_op::<name>`.
-enum class binary_op { add, sub, mul, div };
+enum class binary_op { add, sub, mul, div, min, max, mod };
 
 // The contract of kiln::binary: generated configs inherit this and override every field.
 struct binary_config {
@@ -33,7 +34,33 @@ void binary(const a_T a[CONFIG_T::n_a], const b_T b[CONFIG_T::n_b], res_T res[CO
         if (CONFIG_T::op == binary_op::add) res[o] = (res_T)(a[ia] + b[ib]);
         else if (CONFIG_T::op == binary_op::sub) res[o] = (res_T)(a[ia] - b[ib]);
         else if (CONFIG_T::op == binary_op::mul) res[o] = (res_T)(a[ia] * b[ib]);
-        else res[o] = (res_T)(a[ia] / b[ib]);
+        else if (CONFIG_T::op == binary_op::div) res[o] = (res_T)(a[ia] / b[ib]);
+        else if (CONFIG_T::op == binary_op::min) res[o] = b[ib] < a[ia] ? (res_T)b[ib] : (res_T)a[ia];
+        else if (CONFIG_T::op == binary_op::max) res[o] = b[ib] > a[ia] ? (res_T)b[ib] : (res_T)a[ia];
+        else res[o] = (res_T)std::fmod(to_float(a[ia]), to_float(b[ib]));
+    }
+}
+
+// The contract of kiln::select (Where): binary_config's fields plus the condition's strides.
+struct select_config : binary_config {
+    static const unsigned n_c = 1;
+    static const unsigned c_s0 = 0, c_s1 = 0, c_s2 = 0, c_s3 = 0, c_s4 = 0, c_s5 = 0;  // cond's strides
+};
+
+// res = cond ? a : b, every operand broadcast to the output.
+template <class c_T, class a_T, class b_T, class res_T, typename CONFIG_T>
+void select(const c_T cond[CONFIG_T::n_c], const a_T a[CONFIG_T::n_a], const b_T b[CONFIG_T::n_b],
+            res_T res[CONFIG_T::n_out]) {
+    #pragma HLS INLINE off
+    #pragma HLS PIPELINE II = CONFIG_T::reuse_factor
+    for (unsigned o = 0; o < CONFIG_T::n_out; o++) {
+        const int ic = walk_offset<CONFIG_T>(o, CONFIG_T::c_s0, CONFIG_T::c_s1, CONFIG_T::c_s2, CONFIG_T::c_s3,
+                                             CONFIG_T::c_s4, CONFIG_T::c_s5);
+        const int ia = walk_offset<CONFIG_T>(o, CONFIG_T::a_s0, CONFIG_T::a_s1, CONFIG_T::a_s2, CONFIG_T::a_s3,
+                                             CONFIG_T::a_s4, CONFIG_T::a_s5);
+        const int ib = walk_offset<CONFIG_T>(o, CONFIG_T::b_s0, CONFIG_T::b_s1, CONFIG_T::b_s2, CONFIG_T::b_s3,
+                                             CONFIG_T::b_s4, CONFIG_T::b_s5);
+        res[o] = cond[ic] ? (res_T)a[ia] : (res_T)b[ib];
     }
 }
 

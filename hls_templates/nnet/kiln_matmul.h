@@ -14,6 +14,7 @@ struct matmul_config {
     static const unsigned m = 1, k = 1, n = 1;
     static const unsigned reuse_factor = 1;
     static const unsigned multiplier_limit = 1;
+    static const bool transpose_a = false, transpose_b = false;  // a stored [k][m] / b stored [n][k] (Einsum)
     static const unsigned d0 = 1, d1 = 1, d2 = 1, d3 = 1;  // output batch shape, leading 1s
     static const unsigned a_s0 = 0, a_s1 = 0, a_s2 = 0, a_s3 = 0, b_s0 = 0, b_s1 = 0, b_s2 = 0, b_s3 = 0;
     typedef float accum_t;
@@ -38,7 +39,11 @@ void matmul(const a_T a[CONFIG_T::n_a], const b_T b[CONFIG_T::n_b], res_T res[CO
             for (unsigned c = 0; c < CONFIG_T::n; c++) {
                 typename CONFIG_T::accum_t acc = 0;
             Inner:
-                for (unsigned i = 0; i < CONFIG_T::k; i++) acc += a[ao + r * CONFIG_T::k + i] * b[bo + i * CONFIG_T::n + c];
+                for (unsigned i = 0; i < CONFIG_T::k; i++) {
+                    const unsigned ia = CONFIG_T::transpose_a ? i * CONFIG_T::m + r : r * CONFIG_T::k + i;
+                    const unsigned ib = CONFIG_T::transpose_b ? c * CONFIG_T::k + i : i * CONFIG_T::n + c;
+                    acc += a[ao + ia] * b[bo + ib];
+                }
                 res[batch * mn + r * CONFIG_T::n + c] = (res_T)acc;
             }
         }
