@@ -44,7 +44,7 @@ _loaded = False
 # passes/weight_scale.py have always used
 WITHOUT_EMITTER = (
     (OpTraits(keeps_input_type=True, commutes_with_scale=True), ("GlobalMaxPool",)),
-    (OpTraits(keeps_input_type=True), ("ReduceMax", "ReduceMin", "DepthToSpace", "SpaceToDepth")),
+    (OpTraits(keeps_input_type=True), ("DepthToSpace", "SpaceToDepth")),
 )
 
 

@@ -126,6 +126,7 @@ class ReduceEmitter(LayerEmitter):
     ops = tuple(("", op) for op in REDUCE_OPS)
     header = "kiln_math.h"
     max_rank = MAX_RANK
+    keeps_input_type = frozenset({"ReduceMax", "ReduceMin"})  # they pick one of the input's values
 
     def check(self, node):
         shape = node.inputs[0].shape
