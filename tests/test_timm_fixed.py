@@ -7,10 +7,11 @@ float C-sim of the same export (itself within 1e-5 of ONNX Runtime, tests/test_t
 The classifier heads are sharpened (logit std 3, examples/timm_zoo.py ``build(sharpen=True)``)
 so argmax agreement measures accuracy, not ties between near-equal random logits.
 
-Measured (2-core machine): see MEASURED. With 16 bits and I fitted to each value's range, a
+Measured: see MEASURED. With 16 bits and I fitted to each value's range, a
 value carries 16 - I fractional bits (about 10-13 here); the rounding errors of 12-17 blocks of
 LayerNorm / GELU / softmax tables accumulate to a few percent of the logit scale. The bounds
-are twice the measured error and the measured agreement less one 64th-sized margin per miss.
+are twice the measured error and the measured agreement less 2 of the 64 inputs. DeiT and
+ConvNeXt take 5-15 minutes on 2 shared cores (64 fixed-point samples): marked slow; MobileViT ~1.
 """
 
 from __future__ import annotations
@@ -30,12 +31,14 @@ SIZE = 64
 MEASURED = {
     ("deit_tiny_patch16_224", "legacy"): (61 / 64, 4.48e-2),
     ("convnext_atto", "legacy"): (61 / 64, 2.86e-2),
+    ("mobilevit_xxs", "dynamo"): (62 / 64, 1.62e-2),
 }
 BOUNDS = {key: (agree - 2 / 64, 2 * err) for key, (agree, err) in MEASURED.items()}
+SLOW = {"deit_tiny_patch16_224", "convnext_atto"}
+CASES = [pytest.param(n, e, id=f"{n}-{e}", marks=[pytest.mark.slow] if n in SLOW else []) for n, e in MEASURED]
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("name, exporter", list(MEASURED), ids=[f"{n}-{e}" for n, e in MEASURED])
+@pytest.mark.parametrize("name, exporter", CASES)
 def test_calibrated_16_bit_agrees_with_float(tmp_path, name, exporter):
     path = export(name, tmp_path / f"{name}.onnx", size=SIZE, dynamo=exporter == "dynamo", sharpen=True)
     calibration, x = samples(SIZE, 32, seed=1), samples(SIZE, 64, seed=2)
