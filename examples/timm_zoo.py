@@ -5,7 +5,7 @@ seeded, put in eval mode and exported with ``torch.onnx.export``, either the leg
 TorchScript exporter (``dynamo=False``) or the dynamo exporter (``dynamo=True``).
 Input sizes are the smallest each architecture accepts near 64x64 (CI); bench/ uses 224.
 
-    python examples/timm_zoo.py -o build/timm_zoo [--size 64] [--dynamo] [names ...]
+    python examples/timm_zoo.py -o build/timm_zoo [--size 64] [--dynamo] [--sharpen] [names ...]
 """
 
 from __future__ import annotations
@@ -128,10 +128,11 @@ def main(argv=None) -> int:
     parser.add_argument("-o", "--output", default="build/timm_zoo")
     parser.add_argument("--size", type=int)
     parser.add_argument("--dynamo", action="store_true")
+    parser.add_argument("--sharpen", action="store_true", help="scale the head to logit std LOGIT_STD")
     args = parser.parse_args(argv)
     for name in args.names:
         suffix = "dynamo" if args.dynamo else "legacy"
-        path = export(name, Path(args.output) / f"{name}_{suffix}.onnx", args.size, args.dynamo)
+        path = export(name, Path(args.output) / f"{name}_{suffix}.onnx", args.size, args.dynamo, sharpen=args.sharpen)
         print(f"wrote {path}")
     return 0
 

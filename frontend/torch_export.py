@@ -43,7 +43,8 @@ def _batch_one(example_inputs, name: str):
             try:
                 x = torch.as_tensor(x)
             except (TypeError, ValueError, RuntimeError) as e:
-                raise KilnError(f"{name}: example_inputs[{i}] is not a tensor or array ({type(x).__name__}): {e}") from None
+                raise KilnError(f"{name}: example_inputs[{i}] is not a tensor or array "
+                                f"({type(x).__name__}): {e}") from None
         if x.dim() == 0 or x.shape[0] < 1:
             raise KilnError(f"{name}: example_inputs[{i}] needs a leading batch axis (shape {tuple(x.shape)})")
         out.append(x[:1])
