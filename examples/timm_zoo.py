@@ -5,7 +5,7 @@ seeded, put in eval mode and exported with ``torch.onnx.export``, either the leg
 TorchScript exporter (``dynamo=False``) or the dynamo exporter (``dynamo=True``).
 Input sizes are the smallest each architecture accepts near 64x64 (CI); bench/ uses 224.
 
-    python examples/timm_zoo.py -o build/timm_zoo [--size 64] [--dynamo] [names ...]
+    python examples/timm_zoo.py -o build/timm_zoo [--size 64] [--dynamo] [--sharpen] [names ...]
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 SEED = 20261201
+LOGIT_STD = 3.0  # sharpened heads: logits spread like a trained classifier's (see _sharpen_head)
 
 
 @dataclass(frozen=True)
@@ -42,8 +43,13 @@ ZOO = {
 }
 
 
-def build(name: str, size: int | None = None):
-    """The timm model with deterministic random weights, in eval mode, and its input size."""
+def build(name: str, size: int | None = None, sharpen: bool = False):
+    """The timm model with deterministic random weights, in eval mode, and its input size.
+
+    ``sharpen``: scale the classifier head (the last Linear, or a 1x1 Conv head) so the logits
+    have std LOGIT_STD over standard-normal images. A random-weight classifier gives
+    near-uniform logits whose top two differ by less than a fixed-point lsb for many inputs;
+    sharpened, argmax agreement between float and fixed point measures accuracy, not ties."""
     import timm
     import torch
 
@@ -56,7 +62,38 @@ def build(name: str, size: int | None = None):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = timm.create_model(name, pretrained=False, **kwargs)
-    return model.eval(), size
+    model.eval()
+    _randomize_zero_head(model)
+    if sharpen:
+        _sharpen_head(model, size)
+    return model, size
+
+
+def _randomize_zero_head(model) -> None:
+    """timm initialises some heads to zero (MLP-Mixer: weight 0, bias 0), which makes the
+    output 0 for every input; such a head gets timm's usual Linear init (normal, std 0.02),
+    seeded, so the output depends on the input."""
+    import torch
+
+    head = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
+    if not torch.any(head.weight != 0):
+        with torch.no_grad():
+            head.weight.normal_(0.0, 0.02, generator=torch.Generator().manual_seed(SEED))
+
+
+def _sharpen_head(model, size: int) -> None:
+    """Scale the last Linear (weight and bias) so the logits' std over 64 standard-normal
+    images (seed SEED + 1, distinct from ``samples``' seeds) is LOGIT_STD."""
+    import torch
+
+    head = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
+    x = torch.from_numpy(samples(size, 64, seed=SEED + 1))
+    with torch.no_grad():
+        logits = model(x)
+        scale = LOGIT_STD / float(logits.std())
+        head.weight.mul_(scale)
+        if head.bias is not None:
+            head.bias.mul_(scale)
 
 
 def samples(size: int, n: int = 8, seed: int = 0) -> np.ndarray:
@@ -64,11 +101,12 @@ def samples(size: int, n: int = 8, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal((n, 3, size, size)).astype(np.float32)
 
 
-def export(name: str, path, size: int | None = None, dynamo: bool = False, opset: int = 17) -> Path:
-    """Export ``name`` to ONNX at ``path`` (batch axis 1, static)."""
+def export(name: str, path, size: int | None = None, dynamo: bool = False, opset: int = 17,
+           sharpen: bool = False) -> Path:
+    """Export ``name`` to ONNX at ``path`` (batch axis 1, static); ``sharpen``: see ``build``."""
     import torch
 
-    model, size = build(name, size)
+    model, size = build(name, size, sharpen)
     x = torch.from_numpy(samples(size, 1))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -90,10 +128,11 @@ def main(argv=None) -> int:
     parser.add_argument("-o", "--output", default="build/timm_zoo")
     parser.add_argument("--size", type=int)
     parser.add_argument("--dynamo", action="store_true")
+    parser.add_argument("--sharpen", action="store_true", help="scale the head to logit std LOGIT_STD")
     args = parser.parse_args(argv)
     for name in args.names:
         suffix = "dynamo" if args.dynamo else "legacy"
-        path = export(name, Path(args.output) / f"{name}_{suffix}.onnx", args.size, args.dynamo)
+        path = export(name, Path(args.output) / f"{name}_{suffix}.onnx", args.size, args.dynamo, sharpen=args.sharpen)
         print(f"wrote {path}")
     return 0
 

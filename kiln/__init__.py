@@ -14,11 +14,14 @@ __version__ = "0.1.0"
 
 
 def compile(model, board: str = "vu13p", output_dir=None, precision=None, config=None, reuse_factor=None,
-            fuse: bool = True, budget=None, calibrate=None, bits=None, max_error=None, fit_check: bool = True):
+            fuse: bool = True, budget=None, calibrate=None, bits=None, max_error=None, fit_check: bool = True,
+            example_inputs=None):
     """Compile a model into an HLS project (an ``HLSProject``) or, for CPU boards, a TVM library.
 
     ``model``: an ONNX/QONNX file or ModelProto (quantizers become fixed-point types), or a
-    Keras/QKeras model (in memory, .h5, .keras). ``calibrate``: samples (.npy/.npz or arrays)
+    Keras/QKeras model (in memory, .h5, .keras), or a ``torch.nn.Module`` with
+    ``example_inputs=(x,)`` (exported by torch.onnx, dynamo first, legacy fallback; the exporter
+    used is said on stderr; frontend/torch_export.py). ``calibrate``: samples (.npy/.npz or arrays)
     from which every value's integer bits are chosen, with ``bits`` (default 16) in all, or
     ``max_error``: as many fractional bits as rounding to within it takes.
     The project holds the lowered IR as ``kiln_ir.onnx`` (open it in Netron).
@@ -26,7 +29,9 @@ def compile(model, board: str = "vu13p", output_dir=None, precision=None, config
     DSP, LUT, FF or BRAM is a KilnError; ``fit_check=False`` writes it anyway (warning on stderr).
     """
     from kiln.driver import compile_model
+    from kiln.frontend.torch_export import prepare_model
 
+    model = prepare_model(model, example_inputs)  # a torch.nn.Module -> its exported ModelProto
     return compile_model(model, board=board, output_dir=output_dir, precision=precision, config=config,
                          reuse_factor=reuse_factor, fuse=fuse, budget=budget, calibrate=calibrate, bits=bits,
                          max_error=max_error, fit_check=fit_check)

@@ -14,3 +14,6 @@ fi
 # tensorrt: Polygraphy + ONNX-GraphSurgeon for the TensorRT backend (TensorRT itself comes from NVIDIA).
 # qkeras: TensorFlow 2.21 + tf_keras + QKeras 0.9 for QKeras models (about 700 MB).
 .venv/bin/python -m pip install --quiet -e ".[test,tvm,qkeras,coreml,tensorrt]"
+# torch's CUDA wheel pulls in triton (a GPU kernel compiler Kiln never uses); importing it after
+# TensorFlow segfaults (QKeras and Brevitas tests share a pytest worker), so it is removed.
+.venv/bin/python -m pip uninstall --quiet -y triton >/dev/null 2>&1 || true

@@ -1,0 +1,57 @@
+"""Calibrated 16-bit fixed point on real architectures from timm (examples/timm_zoo.py, 64x64).
+
+``kiln.compile(model, calibrate=cal, bits=16, fit_check=False)``: every value gets
+``fixed<16, I>`` with I from the range ONNX Runtime observed on 32 calibration images
+(seed 1); the design is then C-simulated on 64 other images (seed 2) and compared with the
+float C-sim of the same export (itself within 1e-5 of ONNX Runtime, tests/test_timm_zoo.py).
+The classifier heads are sharpened (logit std 3, examples/timm_zoo.py ``build(sharpen=True)``)
+so argmax agreement measures accuracy, not ties between near-equal random logits.
+
+Measured: see MEASURED. With 16 bits and I fitted to each value's range, a
+value carries 16 - I fractional bits (about 10-13 here); the rounding errors of 12-17 blocks of
+LayerNorm / GELU / softmax tables accumulate to a few percent of the logit scale. The bounds
+are twice the measured error and the measured agreement less 2 of the 64 inputs. DeiT and
+ConvNeXt take 5-15 minutes on 2 shared cores (64 fixed-point samples): marked slow; MobileViT ~1.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+pytest.importorskip("timm")
+
+from examples.timm_zoo import export, samples  # noqa: E402
+from tests.helpers import argmax_agreement, relative_error  # noqa: E402
+
+import kiln  # noqa: E402
+
+SIZE = 64
+# (model, exporter): (argmax agreement with float, max |fixed - float| / max |float|), measured
+MEASURED = {
+    ("deit_tiny_patch16_224", "legacy"): (61 / 64, 4.48e-2),
+    ("convnext_atto", "legacy"): (61 / 64, 2.86e-2),
+    ("mobilevit_xxs", "dynamo"): (62 / 64, 1.62e-2),
+}
+BOUNDS = {key: (agree - 2 / 64, 2 * err) for key, (agree, err) in MEASURED.items()}
+SLOW = {"deit_tiny_patch16_224", "convnext_atto"}
+# DeiT and ConvNeXt need 5-13 minutes of fixed-point C-sim each on 2 cores: beyond CI's 20-minute budget for the
+# whole suite, so they run where KILN_LONG_TESTS=1 is set (skipped with this reason elsewhere).
+LONG = pytest.mark.skipif(not os.environ.get("KILN_LONG_TESTS"), reason="5-13 min of fixed-point C-sim on 2 cores; "
+                          "set KILN_LONG_TESTS=1 to run")
+CASES = [pytest.param(n, e, id=f"{n}-{e}", marks=[pytest.mark.slow, LONG] if n in SLOW else []) for n, e in MEASURED]
+
+
+@pytest.mark.parametrize("name, exporter", CASES)
+def test_calibrated_16_bit_agrees_with_float(tmp_path, name, exporter):
+    path = export(name, tmp_path / f"{name}.onnx", size=SIZE, dynamo=exporter == "dynamo", sharpen=True)
+    calibration, x = samples(SIZE, 32, seed=1), samples(SIZE, 64, seed=2)
+    reference = kiln.compile(path, output_dir=tmp_path / "float", precision="float").csim(x)
+    assert np.std(reference) > 2  # the sharpened head: logits spread (std ~3), not near-uniform
+    project = kiln.compile(path, output_dir=tmp_path / "fixed", calibrate=calibration, bits=16, fit_check=False)
+    got = project.csim(x)
+    min_agreement, max_error = BOUNDS[name, exporter]
+    assert argmax_agreement(got, reference) >= min_agreement
+    assert relative_error(got, reference) <= max_error
