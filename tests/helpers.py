@@ -73,3 +73,18 @@ def op_chain(op_types=("Relu",)) -> onnx.ModelProto:
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
+
+
+def header_text(name: str) -> str:
+    """The text of one of Kiln's nnet headers (hls_templates/nnet/NAME)."""
+    from importlib import resources
+
+    return (resources.files("kiln.hls_templates") / "nnet" / name).read_text()
+
+
+def header_enumerators(header: str, enum: str) -> list[str]:
+    """The enumerators of ``enum class ENUM { ... }`` in an nnet header, in order."""
+    import re
+
+    body = re.search(rf"enum class {enum} \{{([^}}]*)\}}", header_text(header)).group(1)
+    return [e.strip() for e in body.split(",") if e.strip()]

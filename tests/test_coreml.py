@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import importlib.util
 import sys
-from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
 
 if importlib.util.find_spec("coremltools") is None:
     pytest.skip("coremltools is not installed (pip install '.[coreml]')", allow_module_level=True)
@@ -68,19 +67,16 @@ def test_transformer_zoo(name, verified, tmp_path):
     assert {"LayerNormalization", "Softmax"} <= set(m["onnx_ops"])
 
 
-TIMM = ["convnext_atto", "mobilenetv3_small_050", "deit_tiny_patch16_224"]
+TIMM = ["convnext_atto", "mobilenetv3_small_050", "deit_tiny_patch16_224", "poolformer_s12", "levit_128s",
+        "mobilevit_xxs", "mixer_s16_224", "efficientformer_l1"]  # the whole timm zoo (examples/timm_zoo.py)
 
 
 @pytest.mark.parametrize("name", TIMM)
 def test_timm_zoo_compiles(name, tmp_path):
     pytest.importorskip("timm")
-    pre = Path(f"/tmp/tz/{name}_legacy.onnx")
-    if pre.is_file():
-        path = pre
-    else:
-        from examples.timm_zoo import export
+    from examples.timm_zoo import ZOO, export
 
-        path = export(name, tmp_path / f"{name}.onnx", size=64)
+    path = export(name, tmp_path / f"{name}.onnx", size=ZOO[name].size)
     art = compile_coreml(path, board="iphone-12", output_dir=tmp_path / "ios")
     m = _check(art, verified=False)  # a Conv stem: coremltools has no value inference for conv
     assert "Conv" in m["value_inference_check"]["unverified_ops"]
@@ -89,7 +85,7 @@ def test_timm_zoo_compiles(name, tmp_path):
 
 def _qdq_model(tmp_path):
     from examples.make_jet_mlp import export
-    from tests.test_quantized_models import _quantize_static
+    from examples.quantized_models import quantize_static_qdq as _quantize_static
 
     float_model = export(tmp_path / "jet_mlp.onnx")
     x = np.random.default_rng(0).standard_normal((64, 16)).astype(np.float32)
@@ -114,7 +110,7 @@ def test_qdq_weights_stay_integer(tmp_path):
 
 
 def test_qonnx_weights_stay_integer(tmp_path):
-    from tests.test_quantized_models import QONNX_CASES, _qonnx_mlp
+    from examples.quantized_models import QONNX_CASES, qonnx_mlp as _qonnx_mlp
 
     path = tmp_path / "qonnx.onnx"
     onnx.save(_qonnx_mlp(*QONNX_CASES["float_act_po2_weights"]), path)

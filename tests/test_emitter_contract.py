@@ -7,15 +7,7 @@ import pytest
 
 from kiln.backends.hls.call import Call
 from kiln.backends.hls.layers import REGISTRY, activation, eltwise, math, pad, quantize, resize
-
-
-def _header(name: str) -> str:
-    return (resources.files("kiln.hls_templates") / "nnet" / name).read_text()
-
-
-def _enumerators(header: str, enum: str) -> list[str]:
-    body = re.search(rf"enum class {enum} \{{([^}}]*)\}}", _header(header)).group(1)
-    return [e.strip() for e in body.split(",") if e.strip()]
+from tests.helpers import header_enumerators as _enumerators, header_text as _header
 
 
 @pytest.mark.parametrize("ops, header, enum", [(activation.OPS, "kiln_activation.h", "activation_op"),

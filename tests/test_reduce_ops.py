@@ -14,7 +14,7 @@ from onnx import numpy_helper as nh
 
 import kiln
 from kiln.backends.hls.layers import math as math_layers
-from tests.test_emitter_contract import _enumerators
+from tests.helpers import header_enumerators as _enumerators
 
 RNG = np.random.default_rng(3)
 X = (0.5 * RNG.standard_normal((4, 5, 6))).astype(np.float32)
