@@ -147,9 +147,7 @@ TIMM = ["deit_tiny_patch16_224", "poolformer_s12", "efficientformer_l1", "levit_
 def test_timm_zoo(name, tmp_path):
     from examples import timm_zoo
 
-    src = Path("/tmp/tz") / f"{name}_legacy.onnx"
-    if not src.is_file():
-        src = timm_zoo.export(name, tmp_path / f"{name}.onnx")
+    src = timm_zoo.export(name, tmp_path / f"{name}.onnx")
     x = timm_zoo.samples(timm_zoo.ZOO[name].size, n=4)
     fp32 = compile_tensorrt(src, "h200", tmp_path / "fp32")
     fp16 = compile_tensorrt(src, "h200", tmp_path / "fp16", "fp16")
