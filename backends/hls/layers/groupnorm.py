@@ -19,30 +19,13 @@ from kiln.backends.hls.call import Call
 from kiln.backends.hls.context import c_float
 from kiln.backends.hls.estimate import LayerCost, bits
 from kiln.backends.hls.layers.base import Layer, LayerEmitter, register
-from kiln.backends.hls.layers.layernorm import TABLE_SIZE, VAR_FRAC_BITS, internal_types
+from kiln.backends.hls.layers.layernorm import NORM_FIELDS, TABLE_SIZE, VAR_FRAC_BITS, internal_types
 from kiln.ir_utils import attr, const_array, static_shape
 
 CONFIG = """struct {{ id }}_config : kiln::groupnorm_config {
     static const unsigned n_outer = {{ outer }};
     static const unsigned n_group = {{ groups }}, n_chan = {{ chan }}, n_inner = {{ inner }};
-    static const unsigned reuse_factor = {{ rf }};
-    static const bool use_table = {{ 'true' if use_table else 'false' }};
-    static const unsigned table_size = {{ table_size }};
-    static const unsigned max_shift = {{ max_shift }};
-    static constexpr float inv_n = {{ inv_n }};
-    static constexpr float epsilon = {{ eps }};
-    typedef {{ t.sum }} sum_t;
-    typedef {{ t.inv_n }} inv_n_t;
-    typedef {{ t.mean }} mean_t;
-    typedef {{ t.diff }} diff_t;
-    typedef {{ t.sq_sum }} sq_sum_t;
-    typedef {{ t.var }} var_t;
-    typedef {{ t.rstd }} rstd_t;
-    typedef {{ t.norm }} norm_t;
-    typedef {{ scale_t }} scale_t;
-    typedef {{ bias_t }} bias_t;
-};
-"""
+""" + NORM_FIELDS
 
 
 def groups_of(node) -> int:

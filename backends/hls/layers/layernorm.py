@@ -20,10 +20,8 @@ from kiln.backends.hls.layers.base import Layer, LayerEmitter, register
 from kiln.ir_utils import attr, const_array, static_shape
 from kiln.precision import FixedType, FloatType, sum_type_for
 
-CONFIG = """struct {{ id }}_config : kiln::layernorm_config {
-    static const unsigned n_outer = {{ outer }};
-    static const unsigned n_norm = {{ n }};
-    static const unsigned reuse_factor = {{ rf }};
+# the fields every normalisation config shares (LayerNorm here, GroupNorm/InstanceNorm in groupnorm.py)
+NORM_FIELDS = """    static const unsigned reuse_factor = {{ rf }};
     static const bool use_table = {{ 'true' if use_table else 'false' }};
     static const unsigned table_size = {{ table_size }};
     static const unsigned max_shift = {{ max_shift }};
@@ -41,6 +39,10 @@ CONFIG = """struct {{ id }}_config : kiln::layernorm_config {
     typedef {{ bias_t }} bias_t;
 };
 """
+CONFIG = """struct {{ id }}_config : kiln::layernorm_config {
+    static const unsigned n_outer = {{ outer }};
+    static const unsigned n_norm = {{ n }};
+""" + NORM_FIELDS
 
 TABLE_SIZE = 1024
 VAR_FRAC_BITS = 18
