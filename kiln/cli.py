@@ -71,7 +71,7 @@ def cmd_compile(args) -> int:
     project = kiln.compile(args.model, board=args.board, output_dir=args.output, precision=args.precision,
                            config=args.config, reuse_factor=args.reuse, fuse=not args.no_fuse, budget=args.budget,
                            calibrate=args.calibrate, bits=args.bits, max_error=args.max_error,
-                           fit_check=not args.no_fit_check)
+                           fit_check=not args.no_fit_check, io=args.io)
     m = project.manifest
     print(f"wrote {project.path} ({m['board']}, {m['part']}, {m['clock_mhz']} MHz, precision {m['precision']}, "
           f"{m['n_weights']} weights)")
@@ -259,6 +259,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default 0.7); --reuse auto fits it, and a fixed-point design over it is an error")
     c.add_argument("--no-fit-check", action="store_true", help="write a design over --budget anyway (a warning "
                    "names what is over), e.g. to C-simulate its numerics")
+    c.add_argument("--io", choices=("parallel", "stream"), help="HLS architecture: 'parallel' (default: arrays, "
+                   "one PIPELINE) or 'stream' (layers joined by hls::stream FIFOs under DATAFLOW; layers without "
+                   "a streaming template are buffered, and named so)")
     c.add_argument("--no-fuse", action="store_true", help="compile LayerNorm/GELU patterns op by op (no fusion)")
     c.add_argument("--calibrate", metavar="SAMPLES", help=".npy (one model input) or .npz: profile every tensor "
                    "on these samples and choose each value's fixed-point type from its observed range")

@@ -6,6 +6,7 @@ A ``kiln.toml`` looks like::
     precision = "fixed<16,6>"     # default type of every value and weight
     reuse_factor = "auto"         # or an integer for every layer
     budget = 0.7                  # with "auto": fraction of the board's DSP/LUT to fit
+    io = "parallel"               # or "stream": layers joined by FIFOs under DATAFLOW
 
     [layers."/fc1/Gemm"]          # a node name from the model (after fusion: the fused layer
     precision = "fixed<18,8>"     # keeps the name of the Gemm/MatMul/Conv it came from)
@@ -25,7 +26,8 @@ from kiln.errors import KilnError
 from kiln.precision import Precision, parse_precision
 
 LAYER_KEYS = {"precision", "weight", "bias", "accum", "reuse_factor"}
-MODEL_KEYS = {"precision", "reuse_factor", "budget"}
+MODEL_KEYS = {"precision", "reuse_factor", "budget", "io"}
+IO_MODES = ("parallel", "stream")
 
 
 @dataclass
@@ -42,6 +44,7 @@ class Config:
     precision: Precision
     reuse_factor: int | str = "auto"  # "auto": chosen per layer to fit budget x the board
     budget: float = 0.7
+    io: str = "parallel"  # "stream": layers joined by FIFOs under DATAFLOW (backends/hls/stream_plan.py)
     layers: dict[str, LayerConfig] = field(default_factory=dict)
 
     def layer(self, name: str) -> LayerConfig:
@@ -60,7 +63,7 @@ def _reuse(value, where: str, allow_auto: bool = False) -> int | str:
 
 
 def make_config(precision: str | None = None, config: str | Path | dict | None = None,
-                reuse_factor: int | str | None = None, budget: float | None = None) -> Config:
+                reuse_factor: int | str | None = None, budget: float | None = None, io: str | None = None) -> Config:
     """Build the Config from a TOML file/dict; explicit ``precision``/``reuse_factor`` win."""
     data: dict = {}
     where = "config"
@@ -88,6 +91,9 @@ def make_config(precision: str | None = None, config: str | Path | dict | None =
     budget = budget if budget is not None else model.get("budget", 0.7)
     if not isinstance(budget, (int, float)) or isinstance(budget, bool) or not 0 < budget <= 1:
         raise KilnError(f"{where}: budget must be a fraction in (0, 1], got {budget!r}")
+    io = io if io is not None else model.get("io", "parallel")
+    if io not in IO_MODES:
+        raise KilnError(f"{where}: io must be one of {list(IO_MODES)}, got {io!r}")
     layers = {}
     for name, entry in data.get("layers", {}).items():
         here = f"{where} [layers.{name!r}]"
@@ -97,4 +103,4 @@ def make_config(precision: str | None = None, config: str | Path | dict | None =
         layers[name] = LayerConfig(
             **{k: parse_precision(v, f"{here} {k}") for k, v in entry.items() if k != "reuse_factor"},
             reuse_factor=_reuse(entry["reuse_factor"], here) if "reuse_factor" in entry else None)
-    return Config(precision=prec, reuse_factor=rf, budget=float(budget), layers=layers)
+    return Config(precision=prec, reuse_factor=rf, budget=float(budget), io=io, layers=layers)

@@ -65,14 +65,14 @@ def check_supported(model: ir.Model, source: str) -> None:
 
 
 def lower(model_src, precision=None, config=None, reuse_factor=None, fuse=True, budget=None, calibrate=None,
-          bits=None, max_error=None):
+          bits=None, max_error=None, io=None):
     """Frontend and passes: returns (LoadedModel, Config, Profile or None) with the IR ready for a backend.
 
     ``calibrate``: samples (.npy/.npz path or arrays) to profile every tensor on with ONNX
     Runtime; values then get ``fixed<bits, I>`` with I from the observed range (kiln/calibrate/),
     or with ``max_error`` instead of ``bits``, the fractional bits that round to within it.
     """
-    cfg = make_config(precision=precision, config=config, reuse_factor=reuse_factor, budget=budget)
+    cfg = make_config(precision=precision, config=config, reuse_factor=reuse_factor, budget=budget, io=io)
     if (bits is not None or max_error is not None) and calibrate is None:
         raise KilnError("--bits/--max-error set the calibrated types; give --calibrate samples too")
     if bits is not None and max_error is not None:
@@ -146,9 +146,13 @@ def fit_checker(cfg, board, fit_check: bool, reuse_from_cli: bool):
 
 
 def compile_model(model, board="vu13p", output_dir=None, precision=None, config=None, reuse_factor=None,
-                  fuse=True, budget=None, calibrate=None, bits=None, max_error=None, fit_check=True) -> HLSProject:
-    """``fit_check=False``: write a design over ``budget`` x the board anyway (warning on stderr)."""
+                  fuse=True, budget=None, calibrate=None, bits=None, max_error=None, fit_check=True,
+                  io=None) -> HLSProject:
+    """``fit_check=False``: write a design over ``budget`` x the board anyway (warning on stderr).
+    ``io``: "parallel" (default) or "stream" (the config's [model] io otherwise)."""
     target = get_board(board)
+    if io is not None and target.kind != "fpga":
+        raise KilnError(f"--io applies to FPGA boards (HLS backend); {board!r} is a {target.kind} board")
     if target.kind == "cpu":  # TVM backend: float32, none of the HLS options
         if precision not in (None, "float") or config is not None or reuse_factor is not None or calibrate is not None:
             raise KilnError(f"precision/config/reuse_factor/calibrate apply to FPGA boards; {board!r} is a CPU board and "
@@ -173,7 +177,7 @@ def compile_model(model, board="vu13p", output_dir=None, precision=None, config=
     if target.kind != "fpga":
         raise KilnError(f"board {board!r} is a {target.kind} target; the HLS backend needs an FPGA board")
     loaded, cfg, observed = lower(model, precision=precision, config=config, reuse_factor=reuse_factor, fuse=fuse,
-                                  budget=budget, calibrate=calibrate, bits=bits, max_error=max_error)
+                                  budget=budget, calibrate=calibrate, bits=bits, max_error=max_error, io=io)
     if output_dir is None:
         output_dir = Path(tempfile.mkdtemp(prefix="kiln-")) / "project"
     opset = loaded.model.opset_imports.get("", 13)
@@ -183,7 +187,7 @@ def compile_model(model, board="vu13p", output_dir=None, precision=None, config=
     ctx = EmitContext(default_precision=cfg.precision, opset=opset)
     name = Path(loaded.source).stem if loaded.source != "<ModelProto>" else (loaded.model.graph.name or "model")
     path = write_project(loaded.model, loaded.original, loaded.batch_axis, target, ctx, Path(output_dir), name,
-                         on_estimate=fit_checker(cfg, target, fit_check, reuse_factor is not None))
+                         on_estimate=fit_checker(cfg, target, fit_check, reuse_factor is not None), io=cfg.io)
     if observed is not None:
         from kiln.calibrate import PROFILE_FILE
 

@@ -33,6 +33,8 @@ from kiln.backends.hls.call import render_calls
 from kiln.backends.hls.context import EmitContext
 from kiln.backends.hls.estimate import LayerCost, ModelEstimate, estimate_layer
 from kiln.backends.hls.layers import emitter_for
+from kiln.backends.hls.stream_estimate import estimate_stream, type_widths
+from kiln.backends.hls.stream_render import render_top, stream_design, stream_manifest
 from kiln.backends.hls.toolchain import ap_types_dir
 from kiln.board import Board
 from kiln.fsutil import MANIFEST, staged_dir
@@ -61,8 +63,10 @@ class Port:
 
 def _templates() -> jinja2.Environment:
     root = resources.files("kiln.hls_templates") / "project"
-    return jinja2.Environment(loader=jinja2.FileSystemLoader(str(root)), undefined=jinja2.StrictUndefined,
-                              trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(root)), undefined=jinja2.StrictUndefined,
+                             trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+    env.filters["safe_comment"] = safe_comment
+    return env
 
 
 def _format_values(values: np.ndarray, is_float: bool) -> str:
@@ -138,15 +142,21 @@ def estimate_model(model: ir.Model, layers: list, board: Board) -> ModelEstimate
         cost = layer.cost if layer.cost is not None else LayerCost(
             reuse_factor=reuse_factor(node))
         rows.append(estimate_layer(names[id(node)], node.op_type, cost, producers))
+    return ModelEstimate(rows, board.clock_mhz, board_budget(board))
+
+
+def board_budget(board: Board) -> dict:
+    """The board's resources as the estimates count them (BRAM in BRAM18K)."""
     budget = {k: board.resources.get(k, 0) for k in ("dsp", "lut", "ff", "bram_36k")}
     budget["bram_18k"] = 2 * budget.pop("bram_36k")
-    return ModelEstimate(rows, board.clock_mhz, budget)
+    return budget
 
 
 def write_project(model: ir.Model, original: onnx.ModelProto, batch_axis: dict[str, bool], board: Board,
-                  ctx: EmitContext, output_dir: Path, model_name: str, on_estimate=None) -> Path:
+                  ctx: EmitContext, output_dir: Path, model_name: str, on_estimate=None, io: str = "parallel") -> Path:
     """``on_estimate(estimate, layers)``: the fit check, run before anything is written; it may
-    raise, and what it returns is stored in the estimate and the manifest ("fit")."""
+    raise, and what it returns is stored in the estimate and the manifest ("fit").
+    ``io``: "parallel" (arrays, one PIPELINE) or "stream" (FIFOs under DATAFLOW, stream_plan.py)."""
     graph = model.graph
     ports: list[Port] = []
     offset = 0
@@ -165,8 +175,10 @@ def write_project(model: ir.Model, original: onnx.ModelProto, batch_axis: dict[s
                           any_batch and len(shape) > 0 and shape[0] == 1))
         offset += size(value)
     layers = emit_layers(model, ctx)
+    plan = stream_design(model, layers, ctx) if io == "stream" else None
     checks = overflow_checks(layers)
-    estimate = estimate_model(model, layers, board)
+    estimate = estimate_model(model, layers, board) if plan is None else estimate_stream(
+        plan, board.clock_mhz, board_budget(board), type_widths(ctx.typedefs))
     if on_estimate is not None:
         estimate.fit = on_estimate(estimate, layers) or {}
     port_vars = {p.var for p in ports}
@@ -177,13 +189,15 @@ def write_project(model: ir.Model, original: onnx.ModelProto, batch_axis: dict[s
                 var = ctx.var(out)
                 if var not in port_vars:
                     intermediates.append({"var": var, "ctype": ctx.ctype(out), "size": size(out)})
-    headers = sorted({layer.header for layer in layers} | {"kiln_common.h"})
+    headers = sorted({layer.header for layer in layers} | {"kiln_common.h"} | ({"kiln_stream.h"} if plan else set()))
+    configs = [layer.config for layer in layers if layer.config] + (
+        [rc[1] for rc in plan.row_configs.values()] if plan else [])
     n_weights = sum(w.values.size for w in ctx.weights)
     env = _templates()
     common = {"version": kiln.__version__, "ports": ports, "inputs": [p for p in ports if p.is_input],
               "outputs": [p for p in ports if not p.is_input], "weights": [
                   {"name": w.name, "ctype": w.ctype, "size": w.values.size} for w in ctx.weights],
-              "model_name": safe_comment(model_name)}
+              "model_name": safe_comment(model_name), "stream_ports": plan.ports if plan else {}}
 
     output_dir = Path(output_dir)
     with staged_dir(output_dir) as tmp:
@@ -201,9 +215,14 @@ def write_project(model: ir.Model, original: onnx.ModelProto, batch_axis: dict[s
         (fw / "defines.h").write_text(env.get_template("defines.h.j2").render(
             typedefs=sorted(ctx.typedefs.items()), float_only=float_only, **common))
         (fw / "parameters.h").write_text(env.get_template("parameters.h.j2").render(
-            headers=headers, configs=[layer.config for layer in layers if layer.config], **common))
-        (fw / "kiln_top.cpp").write_text(env.get_template("kiln_top.cpp.j2").render(
-            intermediates=intermediates, layers=layers, n_checks=len(checks), **common))
+            headers=headers, configs=configs, **common))
+        if plan is None:
+            top = env.get_template("kiln_top.cpp.j2").render(intermediates=intermediates, layers=layers,
+                                                            n_checks=len(checks), **common)
+        else:
+            top = env.get_template("kiln_top_stream.cpp.j2").render(stream=render_top(plan, ctx.names),
+                                                                   n_checks=len(checks), **common)
+        (fw / "kiln_top.cpp").write_text(top)
         weight_tpl = env.get_template("weight.h.j2")
         for w in ctx.weights:
             is_float = w.precision.cpp() == "float"
@@ -231,7 +250,7 @@ def write_project(model: ir.Model, original: onnx.ModelProto, batch_axis: dict[s
         manifest = {
             "kiln_version": kiln.__version__, "backend": "hls", "model_name": model_name,
             "board": board.name, "part": board.part, "clock_mhz": board.clock_mhz,
-            "precision": str(ctx.default_precision), "n_weights": int(n_weights),
+            "precision": str(ctx.default_precision), "n_weights": int(n_weights), "io": io,
             "ops_per_sample": int(sum(l.cost.mults + l.cost.adds + l.cost.out_elems for l in layers if l.cost)),
             "trace": [{**t, "layer": layer.layer_name, "op": layer.op} for layer in layers for t in layer.traced],
             "overflow_checks": [{k: c[k] for k in ("index", "layer", "op", "value", "precision", "source")}
@@ -240,6 +259,8 @@ def write_project(model: ir.Model, original: onnx.ModelProto, batch_axis: dict[s
             "outputs": [_port_json(p) for p in ports if not p.is_input],
         }
         manifest["quantizers"] = _quantizers(model)
+        if plan is not None:
+            manifest["stream"] = stream_manifest(plan)
         if estimate.fit:
             manifest["fit"] = estimate.fit
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))

@@ -1,0 +1,206 @@
+"""Stream-mode (io_stream) estimates: per-process II and resources, FIFO depths, throughput.
+
+All figures are estimates, labelled as such wherever they are shown, built on the
+io_parallel relations of estimate.py (multipliers = multiplications / R, DSP48E2 27x18,
+narrow products in LUTs, accumulators, BRAM18K counting) applied to what each streaming
+template instantiates. The dataflow model is that of hls4ml's io_stream (Aarrestad et al.,
+"Fast convolutional neural networks on FPGAs with hls4ml", MLST 2 045015, 2021, section 3:
+line buffers, one pixel per cycle, layers as DATAFLOW processes) and of FINN's folding
+(Umuroglu et al., "FINN", FPGA 2017, section 4; Blott et al., "FINN-R", TRETS 11(3) 2018,
+section 4.2: a layer's cycles per frame = its work / (PE x SIMD), the pipeline's rate is
+that of its slowest layer):
+
+* II per frame (cycles between frames a process accepts):
+  Dense: rows x R_row (one row per read; the row's n_in x n_out products on
+  n_in x n_out / R_row multipliers, R_row = stream_plan.row_reuse).
+  Activation: packets (one packet of P elements per cycle, P multipliers/LUT paths).
+  Conv / pooling: max(input pixels, output pixels) x R (one pixel per read; the window's
+  products of all filters on weights / R multipliers); GlobalAveragePool: input pixels.
+  Buffered adapter: max(packets in, io_parallel II, packets out); clone: packets.
+* Throughput: frames/s = clock / max II (FINN-R eq. 1: the slowest stage sets the rate).
+* Latency (pipeline fill): the longest path of the processes' initial delays (cycles from a
+  frame's first packet in to its first packet out) plus the bottleneck's II: Dense R_row + 1 +
+  ceil(log2 n_in) + 1; Conv/pool the pixels before the first window is complete
+  ((K_eff_h - 1) x in_w + K_eff_w) x R (padding ignored: an upper bound) plus the product's adder tree;
+  a buffered adapter all its input packets plus the io_parallel latency; activations 1.
+* Line buffers: K_eff_h rows x in_w pixels x C channels, partitioned into K_eff_h x C banks
+  of in_w words; a bank of >= 64 words is BRAM18K (ceil(words x bits / 18432) each), a
+  shallower one LUTRAM (words x bits / 64 LUTs). Buffered adapters' whole-tensor arrays are
+  counted the same way (one bank per array).
+* FIFOs (Vitis HLS maps shallow FIFOs to SRL shift registers, UG1399 "STREAM"): depth <= 32:
+  ceil(depth / 32) x width LUTs (SRL32); deeper: ceil(width / 36) x ceil(depth / 512) BRAM18K.
+* FIFO depth (packets), from the rates of producer and consumer (t = cycles per packet):
+  a fork (one tensor, several reader layers) holds the whole tensor on each branch, since a
+  sibling branch may hold the frame back before the branches join; a producer that writes
+  in a burst (buffered adapter, clone: one packet per cycle) into a slower consumer gets
+  ceil(B x (1 - 1 / t_c)) + 1 (what accumulates during the burst, capped at the tensor);
+  otherwise 2 (a steady producer is throttled to the consumer's rate: more depth does not
+  raise the throughput).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import replace
+
+from kiln.backends.hls.estimate import BRAM18_BITS, LayerCost, LayerEstimate, ModelEstimate, estimate_layer
+from kiln.backends.hls.stream_plan import DENSE_TEMPLATES, StreamPlan
+from kiln.ir_utils import attr, const_array
+
+LUTRAM_MAX_WORDS = 64
+SRL_MAX_DEPTH = 32
+
+
+def memory_cost(words: int, width: int, banks: int = 1) -> tuple[int, int]:
+    """(BRAM18K, LUT) of ``banks`` memories of ``words`` x ``width`` bits."""
+    if words >= LUTRAM_MAX_WORDS:
+        return banks * math.ceil(words * width / BRAM18_BITS), 0
+    return 0, banks * math.ceil(words * width / 64)
+
+
+def fifo_cost(depth: int, width: int) -> tuple[int, int]:
+    """(BRAM18K, LUT) of one FIFO of ``depth`` packets of ``width`` bits."""
+    if depth <= SRL_MAX_DEPTH:
+        return 0, math.ceil(depth / 32) * width
+    return math.ceil(width / 36) * math.ceil(depth / 512), 0
+
+
+def _bits(stream, precision_bits: dict) -> int:
+    return precision_bits.get(stream.ctype, 32)
+
+
+class StreamEstimate(ModelEstimate):
+    """ModelEstimate of a dataflow: latency adds the bottleneck's II to the fill; the JSON
+    gains throughput, the FIFOs and the buffered layers."""
+
+    fifos: list = []
+    buffered: list = []
+
+    @property
+    def latency_cycles(self) -> int:
+        return super().latency_cycles + self.ii
+
+    def as_dict(self) -> dict:
+        d = super().as_dict()
+        d["io"] = "stream"
+        d["total"]["frames_per_s"] = self.clock_mhz * 1e6 / max(self.ii, 1)
+        d["fifos"] = self.fifos
+        d["buffered"] = self.buffered
+        return d
+
+
+def _window(proc) -> tuple[int, int, int, int]:
+    """(kernel rows, kernel cols, input width, pad_top) of a Conv/pool process's node."""
+    node = proc.node
+    kernel = list(const_array(node.inputs[1]).shape[2:]) if node.op_type == "Conv" else list(attr(node, "kernel_shape"))
+    kernel = [1] + kernel if len(kernel) == 1 else kernel
+    dil = list(attr(node, "dilations", [1] * len(kernel)))
+    dil = [1] + dil if len(dil) == 1 else dil
+    keff = [d * (k - 1) + 1 for d, k in zip(dil, kernel)]
+    in_w = node.inputs[0].shape[-1]
+    return keff[0], keff[1], int(in_w), 0
+
+
+def estimate_process(proc, plan: StreamPlan, bits_of: dict) -> LayerEstimate | None:
+    cost = proc.layer.cost if proc.layer is not None and proc.layer.cost is not None else LayerCost()
+    ins, outs = proc.inputs, proc.outputs
+    if proc.kind in ("clone", "drain"):
+        n = ins[0].n_packets
+        return LayerEstimate(proc.layer_name, "Clone", 1, n, 1, 0, 0, 0, 0, [ins[0].producer])
+    inputs = [s.producer for s in ins]
+    if proc.kind == "buffered":
+        par = estimate_layer(proc.layer_name, proc.op, cost, inputs)
+        n_in, n_out = sum(s.n_packets for s in ins), sum(s.n_packets for s in outs)
+        bram, lut = par.bram, par.lut
+        for s in ins + outs:
+            b, l = memory_cost(s.size, _bits(s, bits_of))
+            bram, lut = bram + b, lut + l
+        return replace(par, ii=max(n_in, par.ii, n_out), latency_cycles=n_in + par.latency_cycles, bram=bram, lut=lut)
+    src, dst = ins[0], outs[0]
+    if proc.template in DENSE_TEMPLATES.values():
+        rf = plan.row_configs[proc.layer_name][2]
+        n_in, n_out = src.packet, dst.packet
+        row = estimate_layer(proc.layer_name, proc.op, replace(cost, mults=n_in * n_out, reuse_factor=rf,
+                                                               out_elems=n_out), inputs)
+        return replace(row, ii=src.n_packets * rf)
+    if proc.template == "kiln::activation_stream":
+        share = src.packet / max(dst.size, 1)
+        row = estimate_layer(proc.layer_name, proc.op, replace(
+            cost, mults=math.ceil(cost.mults * share), adds=math.ceil(cost.adds * share), out_elems=src.packet,
+            reuse_factor=1), inputs)
+        return replace(row, ii=src.n_packets, latency_cycles=max(row.latency_cycles, 1))
+    r = max(1, cost.reuse_factor)
+    pixels_in, pixels_out, chans = src.n_packets, dst.n_packets, src.packet
+    if proc.template == "kiln::global_average_pool_stream":
+        row = estimate_layer(proc.layer_name, proc.op, replace(cost, adds=chans, out_elems=chans, reuse_factor=1),
+                             inputs)
+        return replace(row, ii=pixels_in, latency_cycles=pixels_in + row.latency_cycles)
+    keff_h, keff_w, in_w, _ = _window(proc)
+    per_pixel = replace(cost, mults=cost.mults // max(pixels_out, 1), adds=cost.adds // max(pixels_out, 1),
+                        out_elems=dst.packet, reuse_factor=r)
+    row = estimate_layer(proc.layer_name, proc.op, per_pixel, inputs)
+    b, l = memory_cost(in_w, _bits(src, bits_of), banks=keff_h * chans)
+    fill = max(0, (keff_h - 1) * in_w + keff_w) * r + row.latency_cycles
+    return replace(row, ii=max(pixels_in, pixels_out) * r, latency_cycles=fill, bram=row.bram + b, lut=row.lut + l,
+                   ff=row.ff + keff_h * keff_w * chans * _bits(src, bits_of))
+
+
+def fifo_depths(plan: StreamPlan, rows: dict) -> None:
+    """Set each FIFO's depth and the reason, from the rates of its producer and consumer."""
+    readers: dict[str, int] = {}
+    for proc in plan.processes:
+        if proc.kind == "clone":
+            readers[id(proc)] = sum(1 for s in proc.outputs if s.consumer != "output")
+    for proc in plan.processes:
+        for s in proc.outputs:
+            if s.port:
+                continue
+            consumer = rows.get(s.consumer)
+            t_c = consumer.ii / max(s.n_packets, 1) if consumer is not None else 1.0
+            if proc.kind == "clone" and readers[id(proc)] > 1:
+                s.depth = max(2, s.n_packets)
+                s.depth_reason = "fork: holds the whole tensor while a sibling branch holds the frame back"
+            elif proc.kind in ("clone", "buffered") and t_c > 1:
+                s.depth = max(2, min(s.n_packets, math.ceil(s.n_packets * (1 - 1 / t_c)) + 1))
+                s.depth_reason = (f"burst of {s.n_packets} packets at 1/cycle into a consumer taking "
+                                  f"{t_c:.3g} cycles/packet")
+            else:
+                s.depth = 2
+                t_p = rows[proc.layer_name].ii / max(s.n_packets, 1) if proc.layer_name in rows else 1.0
+                s.depth_reason = (f"steady producer ({t_p:.3g} cycles/packet) into consumer "
+                                  f"({t_c:.3g} cycles/packet)")
+
+
+def estimate_stream(plan: StreamPlan, clock_mhz: float, budget: dict, bits_of: dict) -> StreamEstimate:
+    rows = {}
+    for proc in plan.processes:
+        row = estimate_process(proc, plan, bits_of)
+        rows[proc.layer_name] = row
+    fifo_depths(plan, rows)
+    fifo_rows, bram, lut = [], 0, 0
+    for s in plan.streams:
+        if s.port:
+            continue
+        width = s.packet * _bits(s, bits_of)
+        b, l = fifo_cost(s.depth, width)
+        bram, lut = bram + b, lut + l
+        fifo_rows.append({"name": s.name, "value": s.value, "producer": s.producer, "consumer": s.consumer,
+                          "packets": s.n_packets, "packet": s.packet, "order": "pixel" if s.pixel else "flat",
+                          "width_bits": width, "depth": s.depth, "why": s.depth_reason, "bram": b, "lut": l})
+    layers = list(rows.values())
+    if fifo_rows:
+        layers.append(LayerEstimate("FIFOs", "FIFO", 1, 1, 0, 0, lut, 0, bram, []))
+    est = StreamEstimate(layers, clock_mhz, budget)
+    est.fifos = fifo_rows
+    est.buffered = [{"layer": p.layer_name, "op": p.op, "why": p.reason} for p in plan.buffered]
+    return est
+
+
+def type_widths(typedefs: dict) -> dict:
+    """typedef name -> bits (ap_fixed<W, ...> / ap_int<W>: W; float and int: 32)."""
+    widths = {}
+    for name, cpp in typedefs.items():
+        m = re.match(r"ap_u?(?:fixed|int)<\s*(\d+)", cpp)
+        widths[name] = int(m.group(1)) if m else 32
+    return widths

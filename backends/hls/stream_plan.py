@@ -1,0 +1,253 @@
+"""Stream mode (``--io stream``): the layer graph as a dataflow of processes joined by FIFOs.
+
+Takes the layers the emitters produced for io_parallel (writer.emit_layers) and decides, per
+layer, how it runs in the dataflow:
+
+* **native**: a streaming template of ``nnet/kiln_stream.h`` (Dense folded by its reuse
+  factor, one row per read; element-wise activations, one packet per cycle; Conv, MaxPool /
+  AveragePool with a line buffer, GlobalAveragePool with per-channel accumulators; one pixel
+  per read).
+* **buffered**: any other layer, or one whose input arrives in an order its template does not
+  read: an adapter reads the whole tensor into a local array, calls the io_parallel kernel
+  and writes its outputs to their streams. The compile output, the manifest and the report
+  name these layers as "buffered".
+
+Each tensor is one stream of packets (``kiln::packet<T, P>``) in *flat* order (row-major,
+P = the last axis) or *pixel* order (P = channels, pixels in raster order: what a line buffer
+reads). A tensor read by several layers goes through a clone process, one stream per reader.
+FIFO depths come from the producer/consumer rates (stream_estimate.fifo_depth).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import onnx_ir as ir
+
+from kiln.backends.hls.reuse import divisors
+from kiln.ir_utils import const_array, size, static_shape
+
+PIXEL_TEMPLATES = {"kiln::conv2d": "kiln::conv2d_stream", "kiln::pool2d": "kiln::pool2d_stream",
+                   "kiln::global_average_pool": "kiln::global_average_pool_stream"}
+DENSE_TEMPLATES = {"kiln::dense": "kiln::dense_stream", "kiln::dense_packed": "kiln::dense_packed_stream"}
+ELEMENTWISE_TEMPLATES = {"kiln::activation": "kiln::activation_stream"}
+OUTPUT = "output"   # the consumer of a graph output: the top's output port
+
+
+@dataclass
+class Stream:
+    """One FIFO: a tensor (or one reader's copy of it) from a producer to a consumer."""
+
+    name: str           # C identifier (the port's own name for top-level inputs/outputs)
+    var: str            # the value's variable (parallel mode's array)
+    value: str          # the model's name of the value (manifest only)
+    ctype: str          # element type
+    size: int           # elements per sample
+    packet: int         # elements per packet
+    pixel: bool         # pixel order (else flat)
+    producer: str       # layer name, "input" or "clone NAME"
+    consumer: str       # layer name, "output", "clone NAME" or "drain NAME"
+    port: bool = False  # a top-level argument
+    depth: int = 2
+    depth_reason: str = ""
+
+    @property
+    def n_packets(self) -> int:
+        return self.size // self.packet
+
+    @property
+    def ptype(self) -> str:
+        return f"kiln::packet<{self.ctype}, {self.packet}>"
+
+    @property
+    def stype(self) -> str:
+        return f"kiln::stream<{self.ptype} >"
+
+    def tensor_args(self) -> str:
+        """Template arguments of write_tensor/read_tensor/stream_values."""
+        return f"{self.ctype}, {self.size}, {self.packet}, {'true' if self.pixel else 'false'}"
+
+
+@dataclass
+class Process:
+    """One DATAFLOW process of the top function, in call order."""
+
+    kind: str                    # "native", "buffered", "clone", "drain"
+    layer_name: str              # the layer (clones: the value they copy)
+    op: str
+    inputs: list = field(default_factory=list)    # Streams read
+    outputs: list = field(default_factory=list)   # Streams written
+    layer: object = None         # the writer's Layer (native, buffered)
+    node: object = None          # its IR node
+    template: str = ""           # native: the streaming template
+    reason: str = ""             # buffered: why not native
+
+
+@dataclass
+class StreamPlan:
+    processes: list
+    streams: list                # every stream, ports included
+    ports: dict                  # value var -> its port Stream
+    row_configs: dict = field(default_factory=dict)  # layer name -> extra config struct (dense rows)
+
+    @property
+    def buffered(self) -> list[Process]:
+        return [p for p in self.processes if p.kind == "buffered"]
+
+
+def _runtime_inputs(node: ir.Node) -> list[ir.Value]:
+    seen, out = set(), []
+    for v in node.inputs:
+        if v is not None and const_array(v) is None and id(v) not in seen:
+            seen.add(id(v))
+            out.append(v)
+    return out
+
+
+def _used_outputs(node: ir.Node) -> list[ir.Value]:
+    return [v for v in node.outputs if v is not None and (v.uses() or v.is_graph_output())]
+
+
+def _can_pixel(value: ir.Value) -> bool:
+    shape = static_shape(value)
+    return len(shape) >= 3 and shape[0] == 1
+
+
+def _native_kind(layer, node: ir.Node) -> tuple[str, str]:
+    """("pixel" | "flat" | "any", streaming template) where the layer has a streaming
+    template, else ("", why not)."""
+    if len(layer.calls) != 1:
+        return "", "several kernel calls"
+    call = layer.calls[0]
+    ins, outs = _runtime_inputs(node), _used_outputs(node)
+    if len(ins) != 1 or len(outs) != 1:
+        return "", "not one input and one output tensor"
+    if call.batch != 1:
+        return "", "a fixed batch axis above 1"
+    if call.template in PIXEL_TEMPLATES:
+        if not (_can_pixel(ins[0]) and _can_pixel(outs[0])):
+            return "", "not a [1, C, ...] tensor"
+        return "pixel", PIXEL_TEMPLATES[call.template]
+    if call.template in DENSE_TEMPLATES:
+        return "flat", DENSE_TEMPLATES[call.template]
+    if call.template in ELEMENTWISE_TEMPLATES:
+        return "any", ELEMENTWISE_TEMPLATES[call.template]
+    return "", f"no streaming template for {call.template} yet"
+
+
+def plan_streams(model: ir.Model, layers: list, ctx, row_config) -> StreamPlan:
+    """``row_config(layer, n_in, n_out, rows)``: the per-row config struct of a streamed Dense
+    (stream_render.dense_row_config), returned as (struct name, C++ text)."""
+    nodes = list(model.graph)
+    kinds = {id(n): _native_kind(layer, n) for n, layer in zip(nodes, layers)}
+    consumers: dict[int, list] = {}
+    for node in nodes:
+        for v in _runtime_inputs(node):
+            consumers.setdefault(id(v), []).append(node)
+
+    prefers: dict[int, bool] = {}
+
+    def prefers_pixel(value: ir.Value) -> bool:
+        """A value whose order its producer may choose: pixel if a reader streams pixels."""
+        if id(value) not in prefers:
+            want = False
+            for user in consumers.get(id(value), []):
+                kind = kinds[id(user)][0]
+                outs = _used_outputs(user)
+                if kind == "pixel" or (kind == "any" and outs and prefers_pixel(outs[0])):
+                    want = True
+            prefers[id(value)] = want and _can_pixel(value)
+        return prefers[id(value)]
+
+    pixel: dict[int, bool] = {}
+    for value in model.graph.inputs:
+        pixel[id(value)] = prefers_pixel(value)
+    mode: dict[int, str] = {}
+    for node in nodes:
+        kind = kinds[id(node)][0]
+        ins, outs = _runtime_inputs(node), _used_outputs(node)
+        native = (kind == "any" and len(ins) == 1) or (kind == "pixel" and pixel[id(ins[0])]) or (
+            kind == "flat" and not pixel[id(ins[0])])
+        mode[id(node)] = "native" if native else "buffered"
+        for v in outs:
+            if native:
+                pixel[id(v)] = {"pixel": True, "flat": False, "any": pixel[id(ins[0])]}[kind]
+            else:
+                pixel[id(v)] = prefers_pixel(v)
+
+    names = {id(n): layer.layer_name for n, layer in zip(nodes, layers)}
+    plan = StreamPlan([], [], {})
+
+    def new_stream(value, name, producer, consumer, port=False) -> Stream:
+        shape = static_shape(value)
+        packet = shape[1] if pixel[id(value)] else (shape[-1] if shape else 1)
+        s = Stream(name, ctx.var(value), value.name or "", ctx.ctype(value), size(value), max(packet, 1),
+                   pixel[id(value)], producer, consumer, port)
+        plan.streams.append(s)
+        return s
+
+    # the stream each (reader, value) reads and each (producer, value) writes
+    reads: dict[tuple[int, int], Stream] = {}
+    writes: dict[int, Stream] = {}
+    out_ports = {id(v) for v in model.graph.outputs}
+
+    def connect(value, producer_name):
+        users = consumers.get(id(value), [])
+        readers = [names[id(u)] for u in users] + ([OUTPUT] if id(value) in out_ports else [])
+        is_input = producer_name == "input"
+        var = ctx.var(value)
+        if len(readers) == 1 and not (is_input and readers == [OUTPUT]):
+            s = new_stream(value, var if (is_input or readers == [OUTPUT]) else ctx.names.make(f"{var}_s"),
+                           producer_name, readers[0], port=is_input or readers == [OUTPUT])
+            if is_input or readers == [OUTPUT]:
+                plan.ports[var] = s
+            writes[id(value)] = s
+            for u in users:
+                reads[(id(u), id(value))] = s
+            return
+        # a fork (or a drain of an unread input): the producer writes one stream, a clone copies it
+        clone = f"{'clone' if readers else 'drain'} {value.name or var}"
+        src = new_stream(value, var if is_input else ctx.names.make(f"{var}_s"), producer_name, clone, port=is_input)
+        if is_input:
+            plan.ports[var] = src
+        writes[id(value)] = src
+        copies = []
+        for u in users:
+            s = new_stream(value, ctx.names.make(f"{var}_s"), clone, names[id(u)])
+            reads[(id(u), id(value))] = s
+            copies.append(s)
+        if id(value) in out_ports:
+            s = new_stream(value, var, clone, OUTPUT, port=True)
+            plan.ports[var] = s
+            copies.append(s)
+        clones.append(Process("clone" if copies else "drain", clone, "Clone", [src], copies))
+
+    clones: list[Process] = []
+    for value in model.graph.inputs:
+        connect(value, "input")
+    plan.processes.extend(clones)
+    for node, layer in zip(nodes, layers):
+        clones.clear()
+        ins, outs = _runtime_inputs(node), _used_outputs(node)
+        for v in outs:
+            connect(v, names[id(node)])
+        proc = Process(mode[id(node)], names[id(node)], node.op_type, [reads[(id(node), id(v))] for v in ins],
+                       [writes[id(v)] for v in outs], layer, node)
+        if proc.kind == "native":
+            proc.template = kinds[id(node)][1]
+            if proc.template in DENSE_TEMPLATES.values():
+                n_in, n_out = proc.inputs[0].packet, proc.outputs[0].packet
+                rows = proc.inputs[0].n_packets
+                plan.row_configs[proc.layer_name] = row_config(layer, n_in, n_out, rows)
+        else:
+            proc.reason = kinds[id(node)][1] or "its input arrives in an order its template does not read"
+        plan.processes.append(proc)
+        plan.processes.extend(clones)
+    return plan
+
+
+def row_reuse(reuse: int, n_in: int, n_out: int, rows: int) -> int:
+    """A streamed Dense's reuse factor per row: the layer's multipliers (rows * n_in * n_out / R)
+    shared over one row, lowered to a divisor of n_in * n_out."""
+    target = max(1, reuse // max(rows, 1))
+    return max(d for d in divisors(n_in * n_out) if d <= target)

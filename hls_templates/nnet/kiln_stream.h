@@ -1,0 +1,303 @@
+// Streaming (io_stream) layers: layers connected by FIFOs under #pragma HLS DATAFLOW.
+//
+// A tensor travels as packets (kiln::packet<T, P>), in one of two orders:
+//   flat   the ONNX row-major order, one packet = one row of the last axis (P = shape[-1])
+//   pixel  [N=1, C, spatial...] tensors: one packet = the C channels of one pixel, pixels in
+//          raster order (P = C), what a line-buffer convolution reads one per cycle
+// The arithmetic of every streaming layer is that of its io_parallel kernel, in the same
+// order, so stream and parallel C-simulations give bit-identical outputs.
+//
+// kiln::stream is hls::stream for synthesis; in the g++ C-simulation (KILN_CSIM) it wraps
+// hls::stream (the header from the hls4ml wheel) with a name, so a read from an empty stream
+// or a stream left non-empty at the end of the top function stops the run and names it.
+#ifndef KILN_STREAM_H_
+#define KILN_STREAM_H_
+
+#include "kiln_common.h"
+#include "kiln_activation.h"
+#include "kiln_dense.h"
+#include "hls_stream.h"
+#if defined(KILN_CSIM) && !defined(__SYNTHESIS__)
+#include <cstdio>
+#include <cstdlib>
+#endif
+
+namespace kiln {
+
+template <class T, unsigned N> struct packet {
+    T data[N];
+};
+
+#if defined(KILN_CSIM) && !defined(__SYNTHESIS__)
+// Exit codes of the C-simulation for stream errors (the Python side reports stderr).
+static const int STREAM_READ_EMPTY = 5, STREAM_NOT_DRAINED = 6;
+
+template <class T> class stream {
+  public:
+    explicit stream(const char *name = "unnamed") : name_(name) {}
+    T read() {
+        if (fifo_.empty()) {
+            std::fprintf(stderr, "kiln: stream '%s' read while empty: its consumer reads more packets than its "
+                         "producer writes (a rate bug; in hardware a deadlock)\n", name_);
+            std::exit(STREAM_READ_EMPTY);
+        }
+        return fifo_.read();
+    }
+    void write(const T &v) { fifo_.write(v); }
+    bool empty() { return fifo_.empty(); }
+    unsigned size() { return (unsigned)fifo_.size(); }
+    const char *name() const { return name_; }
+
+  private:
+    hls::stream<T> fifo_;
+    const char *name_;
+};
+
+// End of the top function: every FIFO must be empty again.
+template <class T> void check_drained(stream<T> &s) {
+    if (!s.empty()) {
+        std::fprintf(stderr, "kiln: stream '%s' left with %u packet(s) at the end of kiln_top: its producer writes "
+                     "more packets than its consumer reads (a rate bug)\n", s.name(), s.size());
+        std::exit(STREAM_NOT_DRAINED);
+    }
+}
+
+// `kiln csim --trace`: a stream's packets (the whole tensor, written by its producer before
+// its consumer runs in the sequential C-simulation) as doubles in ONNX order, not consumed.
+template <class T, unsigned N, unsigned P, bool PIXEL> void stream_values(stream<packet<T, P> > &s, double *values) {
+    const unsigned n = s.size();
+    for (unsigned k = 0; k < n; k++) {
+        packet<T, P> p = s.read();
+        for (unsigned j = 0; j < P; j++) values[PIXEL ? j * (N / P) + k : k * P + j] = as_double(p.data[j]);
+        s.write(p);
+    }
+}
+#else
+template <class T> using stream = hls::stream<T>;
+template <class T> void check_drained(stream<T> &) {}
+#endif
+
+// A whole tensor (array in ONNX order) -> packets in the stream's order, and back: the top's
+// ports in the testbench and AXI wrapper, and the buffered adapters of layers without a
+// streaming template.
+template <class T, unsigned N, unsigned P, bool PIXEL, class A> void write_tensor(const A *a, stream<packet<T, P> > &s) {
+WritePackets:
+    for (unsigned k = 0; k < N / P; k++) {
+        #pragma HLS PIPELINE
+        packet<T, P> p;
+        for (unsigned j = 0; j < P; j++) p.data[j] = (T)a[PIXEL ? j * (N / P) + k : k * P + j];
+        s.write(p);
+    }
+}
+
+template <class T, unsigned N, unsigned P, bool PIXEL, class A> void read_tensor(stream<packet<T, P> > &s, A *a) {
+ReadPackets:
+    for (unsigned k = 0; k < N / P; k++) {
+        #pragma HLS PIPELINE
+        packet<T, P> p = s.read();
+        for (unsigned j = 0; j < P; j++) a[PIXEL ? j * (N / P) + k : k * P + j] = (A)p.data[j];
+    }
+}
+
+// ---- element-wise activations: P elements per packet, one packet per cycle -------------
+template <class C, unsigned N> struct packet_config : C {
+    static const unsigned n_elem = N;
+    static const unsigned reuse_factor = 1;
+};
+
+template <class data_T, class res_T, typename CONFIG_T, unsigned P>
+void activation_stream(stream<packet<data_T, P> > &in, stream<packet<res_T, P> > &out) {
+    #pragma HLS INLINE off
+Packets:
+    for (unsigned k = 0; k < CONFIG_T::n_elem / P; k++) {
+        #pragma HLS PIPELINE
+        packet<data_T, P> x = in.read();
+        packet<res_T, P> y;
+        activation<data_T, res_T, packet_config<CONFIG_T, P> >(x.data, y.data);
+        out.write(y);
+    }
+}
+
+// ---- Dense: one row (n_in) per read, its multiplies folded by ROW_T::reuse_factor ------
+template <class data_T, class res_T, typename CONFIG_T, typename ROW_T>
+void dense_stream(stream<packet<data_T, CONFIG_T::n_in> > &in, stream<packet<res_T, CONFIG_T::n_out> > &out,
+                  const typename CONFIG_T::weight_t weights[CONFIG_T::n_in * CONFIG_T::n_out],
+                  const typename CONFIG_T::bias_t biases[CONFIG_T::n_out]) {
+    #pragma HLS INLINE off
+Rows:
+    for (unsigned r = 0; r < CONFIG_T::n_rows; r++) {
+        packet<data_T, CONFIG_T::n_in> x = in.read();
+        packet<res_T, CONFIG_T::n_out> y;
+        dense<data_T, res_T, ROW_T>(x.data, y.data, weights, biases);
+        out.write(y);
+    }
+}
+
+#ifndef KILN_FLOAT_ONLY
+template <class data_T, class res_T, typename CONFIG_T, typename ROW_T>
+void dense_packed_stream(stream<packet<data_T, CONFIG_T::n_in> > &in, stream<packet<res_T, CONFIG_T::n_out> > &out,
+                         const typename CONFIG_T::weight_t weights[CONFIG_T::n_in * CONFIG_T::n_out],
+                         const typename CONFIG_T::bias_t biases[CONFIG_T::n_out]) {
+    #pragma HLS INLINE off
+Rows:
+    for (unsigned r = 0; r < CONFIG_T::n_rows; r++) {
+        packet<data_T, CONFIG_T::n_in> x = in.read();
+        packet<res_T, CONFIG_T::n_out> y;
+        dense_packed<data_T, res_T, ROW_T>(x.data, y.data, weights, biases);
+        out.write(y);
+    }
+}
+#endif
+
+// ---- sliding windows: a line buffer of the last K_eff rows, one pixel per read ---------
+// Output (oh, ow) is computed as soon as the last input pixel its window needs has arrived
+// (its "trigger": the bottom-right window pixel clipped to the input), outputs in raster order.
+// Rows r-K_eff+1 .. r of the input are in the buffer when the trigger row r is being read.
+template <typename CONFIG_T> struct window_geometry {
+    static const unsigned keff_h = CONFIG_T::dil_h * (CONFIG_T::k_h - 1) + 1;
+    static const unsigned rows = keff_h < CONFIG_T::in_h ? keff_h : CONFIG_T::in_h;
+    static int clip(int v, int hi) { return v < 0 ? 0 : (v > hi ? hi : v); }
+    static bool triggered(unsigned oh, unsigned ow, unsigned r, unsigned c) {
+        const int tr = clip((int)(oh * CONFIG_T::stride_h + (keff_h - 1)) - (int)CONFIG_T::pad_top, CONFIG_T::in_h - 1);
+        const int tc = clip((int)(ow * CONFIG_T::stride_w + CONFIG_T::dil_w * (CONFIG_T::k_w - 1)) -
+                            (int)CONFIG_T::pad_left, CONFIG_T::in_w - 1);
+        return tr < (int)r || (tr == (int)r && tc <= (int)c);
+    }
+};
+
+// Conv: per output pixel, the KxK window of every channel is taken from the line buffer and
+// the n_filt sums are those of kiln::conv2d (same order: filter, channel, kernel row, col).
+template <class data_T, class res_T, typename CONFIG_T>
+void conv2d_stream(stream<packet<data_T, CONFIG_T::n_chan> > &in, stream<packet<res_T, CONFIG_T::n_filt> > &out,
+                   const typename CONFIG_T::weight_t weights[CONFIG_T::n_filt * (CONFIG_T::n_chan / CONFIG_T::groups) * CONFIG_T::k_h * CONFIG_T::k_w],
+                   const typename CONFIG_T::bias_t biases[CONFIG_T::n_filt]) {
+    #pragma HLS INLINE off
+    typedef window_geometry<CONFIG_T> G;
+    KILN_ACTIVATION data_T line[G::rows][CONFIG_T::in_w][CONFIG_T::n_chan];
+    #pragma HLS ARRAY_PARTITION variable = line complete dim = 1
+    #pragma HLS ARRAY_PARTITION variable = line complete dim = 3
+    data_T window[CONFIG_T::n_chan][CONFIG_T::k_h][CONFIG_T::k_w];
+    bool valid[CONFIG_T::k_h][CONFIG_T::k_w];
+    #pragma HLS ARRAY_PARTITION variable = window complete dim = 0
+    const unsigned cpg = CONFIG_T::n_chan / CONFIG_T::groups;
+    const unsigned fpg = CONFIG_T::n_filt / CONFIG_T::groups;
+    unsigned oh = 0, ow = 0;
+InRows:
+    for (unsigned r = 0; r < CONFIG_T::in_h; r++) {
+    InCols:
+        for (unsigned c = 0; c < CONFIG_T::in_w; c++) {
+            #pragma HLS PIPELINE II = CONFIG_T::reuse_factor
+            packet<data_T, CONFIG_T::n_chan> px = in.read();
+            for (unsigned ch = 0; ch < CONFIG_T::n_chan; ch++) line[r % G::rows][c][ch] = px.data[ch];
+            while (oh < CONFIG_T::out_h && G::triggered(oh, ow, r, c)) {
+                for (unsigned kh = 0; kh < CONFIG_T::k_h; kh++) {
+                    for (unsigned kw = 0; kw < CONFIG_T::k_w; kw++) {
+                        const int ih = (int)(oh * CONFIG_T::stride_h + kh * CONFIG_T::dil_h) - (int)CONFIG_T::pad_top;
+                        const int iw = (int)(ow * CONFIG_T::stride_w + kw * CONFIG_T::dil_w) - (int)CONFIG_T::pad_left;
+                        valid[kh][kw] = ih >= 0 && ih < (int)CONFIG_T::in_h && iw >= 0 && iw < (int)CONFIG_T::in_w;
+                        for (unsigned ch = 0; ch < CONFIG_T::n_chan; ch++)
+                            if (valid[kh][kw]) window[ch][kh][kw] = line[ih % G::rows][iw][ch];
+                    }
+                }
+                packet<res_T, CONFIG_T::n_filt> y;
+            Filters:
+                for (unsigned f = 0; f < CONFIG_T::n_filt; f++) {
+                    const unsigned g = f / fpg;
+                    typename CONFIG_T::accum_t acc = biases[f];
+                    for (unsigned ch = 0; ch < cpg; ch++)
+                        for (unsigned kh = 0; kh < CONFIG_T::k_h; kh++)
+                            for (unsigned kw = 0; kw < CONFIG_T::k_w; kw++)
+                                if (valid[kh][kw])
+                                    acc += window[g * cpg + ch][kh][kw] *
+                                           weights[((f * cpg + ch) * CONFIG_T::k_h + kh) * CONFIG_T::k_w + kw];
+                    y.data[f] = (res_T)acc;
+                }
+                out.write(y);
+                if (++ow == CONFIG_T::out_w) { ow = 0; oh++; }
+            }
+        }
+    }
+}
+
+// MaxPool / AveragePool with the same line buffer; per channel the window walk of kiln::pool2d.
+template <class data_T, class res_T, typename CONFIG_T>
+void pool2d_stream(stream<packet<data_T, CONFIG_T::n_chan> > &in, stream<packet<res_T, CONFIG_T::n_chan> > &out) {
+    #pragma HLS INLINE off
+    typedef window_geometry<CONFIG_T> G;
+    KILN_ACTIVATION data_T line[G::rows][CONFIG_T::in_w][CONFIG_T::n_chan];
+    #pragma HLS ARRAY_PARTITION variable = line complete dim = 1
+    #pragma HLS ARRAY_PARTITION variable = line complete dim = 3
+    unsigned oh = 0, ow = 0;
+InRows:
+    for (unsigned r = 0; r < CONFIG_T::in_h; r++) {
+    InCols:
+        for (unsigned c = 0; c < CONFIG_T::in_w; c++) {
+            #pragma HLS PIPELINE II = CONFIG_T::reuse_factor
+            packet<data_T, CONFIG_T::n_chan> px = in.read();
+            for (unsigned ch = 0; ch < CONFIG_T::n_chan; ch++) line[r % G::rows][c][ch] = px.data[ch];
+            while (oh < CONFIG_T::out_h && G::triggered(oh, ow, r, c)) {
+                const int h0 = (int)(oh * CONFIG_T::stride_h) - (int)CONFIG_T::pad_top;
+                const int w0 = (int)(ow * CONFIG_T::stride_w) - (int)CONFIG_T::pad_left;
+                packet<res_T, CONFIG_T::n_chan> y;
+            Channels:
+                for (unsigned ch = 0; ch < CONFIG_T::n_chan; ch++) {
+                    typename CONFIG_T::accum_t acc = 0;
+                    bool first = true;
+                    unsigned n_valid = 0;
+                    for (unsigned kh = 0; kh < CONFIG_T::k_h; kh++) {
+                        for (unsigned kw = 0; kw < CONFIG_T::k_w; kw++) {
+                            const int ih = h0 + (int)(kh * CONFIG_T::dil_h);
+                            const int iw = w0 + (int)(kw * CONFIG_T::dil_w);
+                            if (ih < 0 || ih >= (int)CONFIG_T::in_h || iw < 0 || iw >= (int)CONFIG_T::in_w) continue;
+                            data_T v = line[ih % G::rows][iw][ch];
+                            if (CONFIG_T::is_max) {
+                                if (first || v > acc) acc = v;
+                            } else {
+                                acc += v;
+                            }
+                            first = false;
+                            n_valid++;
+                        }
+                    }
+                    if (CONFIG_T::is_max) {
+                        y.data[ch] = (res_T)acc;
+                    } else {
+                        unsigned count = n_valid;
+                        if (CONFIG_T::count_include_pad) {
+                            int h1 = h0 + (int)CONFIG_T::k_h, w1 = w0 + (int)CONFIG_T::k_w;
+                            if (h1 > (int)(CONFIG_T::in_h + CONFIG_T::pad_bottom)) h1 = CONFIG_T::in_h + CONFIG_T::pad_bottom;
+                            if (w1 > (int)(CONFIG_T::in_w + CONFIG_T::pad_right)) w1 = CONFIG_T::in_w + CONFIG_T::pad_right;
+                            count = (unsigned)((h1 - h0) * (w1 - w0));
+                        }
+                        y.data[ch] = (res_T)(acc / (typename CONFIG_T::accum_t)(count ? count : 1));
+                    }
+                }
+                out.write(y);
+                if (++ow == CONFIG_T::out_w) { ow = 0; oh++; }
+            }
+        }
+    }
+}
+
+// GlobalAveragePool: one accumulator per channel, one pixel per read, one packet out.
+template <class data_T, class res_T, typename CONFIG_T>
+void global_average_pool_stream(stream<packet<data_T, CONFIG_T::n_chan> > &in, stream<packet<res_T, CONFIG_T::n_chan> > &out) {
+    #pragma HLS INLINE off
+    typename CONFIG_T::accum_t acc[CONFIG_T::n_chan];
+    #pragma HLS ARRAY_PARTITION variable = acc complete
+    for (unsigned ch = 0; ch < CONFIG_T::n_chan; ch++) acc[ch] = 0;
+Pixels:
+    for (unsigned i = 0; i < CONFIG_T::n_spatial; i++) {
+        #pragma HLS PIPELINE
+        packet<data_T, CONFIG_T::n_chan> px = in.read();
+        for (unsigned ch = 0; ch < CONFIG_T::n_chan; ch++) acc[ch] += px.data[ch];
+    }
+    packet<res_T, CONFIG_T::n_chan> y;
+    for (unsigned ch = 0; ch < CONFIG_T::n_chan; ch++)
+        y.data[ch] = (res_T)(acc[ch] * (typename CONFIG_T::scale_t)CONFIG_T::inv_count);
+    out.write(y);
+}
+
+} // namespace kiln
+
+#endif
