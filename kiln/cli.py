@@ -80,6 +80,11 @@ def cmd_compile(args) -> int:
 
     for line in summary_lines(load_estimate(project.path)):
         print(f"  {line}")
+    if m.get("io") == "stream":
+        from kiln.backends.hls.stream_render import stream_summary
+
+        for line in stream_summary(m["stream"], load_estimate(project.path)):
+            print(f"  {line}")
     return 0
 
 
@@ -131,6 +136,10 @@ def cmd_report(args) -> int:
     total = load_estimate(args.project)["total"]
     print(f"wrote {path} (estimates: latency {total['latency_cycles']} cycles = {total['latency_ns']:.0f} ns, "
           f"II {total['ii']}, DSP {total['dsp']}, LUT {total['lut']}, FF {total['ff']}, BRAM18K {total['bram']})")
+    estimate = load_estimate(args.project)
+    if estimate.get("io") == "stream":
+        print(f"io stream: {total['frames_per_s']:,.0f} frames/s; buffered layers: "
+              f"{', '.join(repr(b['layer']) for b in estimate['buffered']) or 'none'}")
     if args.data:
         from kiln.calibrate import PROFILE_FILE
 

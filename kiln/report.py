@@ -346,9 +346,12 @@ def write_report(project_dir, data=None, progress=None) -> Path:
     rows_profile = profile_rows(manifest, prof) if manifest is not None and prof is not None else []
     summary = (f"latency {total['latency_cycles']} cycles = {total['latency_ns']:.0f} ns at {total['clock_mhz']:g} MHz, "
                f"II {total['ii']} cycles")
+    if "frames_per_s" in total:
+        summary += f", io_stream: {total['frames_per_s']:,.0f} frames/s"
     page = _page_template().render(
         project_name=project_dir.name, summary=summary, budget=_budget_context(estimate, fraction),
         layer_cols=LAYER_COLUMNS, layers=layers, images=images, quantizers=_quantizer_rows(manifest),
+        stream=estimate if estimate.get("io") == "stream" else None,
         profile=_profile_context(project_dir, out, manifest, prof, rows_profile, problem))
     path = out / "report.html"
     path.write_text(page)

@@ -119,6 +119,8 @@ def _native_kind(layer, node: ir.Node) -> tuple[str, str]:
     if len(layer.calls) != 1:
         return "", "several kernel calls"
     call = layer.calls[0]
+    if call.template not in {**PIXEL_TEMPLATES, **DENSE_TEMPLATES, **ELEMENTWISE_TEMPLATES}:
+        return "", f"no streaming template for {call.template} yet"
     ins, outs = _runtime_inputs(node), _used_outputs(node)
     if len(ins) != 1 or len(outs) != 1:
         return "", "not one input and one output tensor"

@@ -146,3 +146,18 @@ def stream_manifest(plan: StreamPlan) -> dict:
             "buffered": [p.layer_name for p in plan.buffered],
             "ports": {s.value: {"packet": s.packet, "order": "pixel" if s.pixel else "flat"}
                       for s in plan.ports.values()}}
+
+
+def stream_summary(stream: dict, estimate: dict) -> list[str]:
+    """The compile output's lines about a stream design: streamed vs buffered layers, throughput."""
+    layers = stream["layers"]
+    buffered = [row for row in layers if row["mode"] == "buffered"]
+    lines = [f"io stream: {len(layers) - len(buffered)} layers streamed, {len(buffered)} buffered"]
+    for row in buffered:
+        lines.append(f"  buffered: {row['layer']!r} ({row['op']}): {row['why']}")
+    total = estimate.get("total", {})
+    if "frames_per_s" in total:
+        fifos = estimate.get("fifos", [])
+        lines.append(f"throughput {total['frames_per_s']:,.0f} frames/s (clock / II {total['ii']}), "
+                     f"{len(fifos)} FIFOs ({sum(f['depth'] for f in fifos):,} packets deep in all; estimates)")
+    return lines
