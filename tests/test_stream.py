@@ -173,3 +173,22 @@ def test_csim_names_a_stream_read_empty_or_left_full(tmp_path, case, code, needl
     run = subprocess.run([str(binary), case], capture_output=True, text=True)
     assert run.returncode == code
     assert f"kiln: stream 'layer3_to_layer4' {needle}" in run.stderr
+
+
+def test_stream_axi_wrapper_matches_stream_top(tmp_path):
+    """Zynq boards: the AXI wrapper feeds the stream top from its buffers (KILN_TB_AXI=1)."""
+    import os
+
+    model = export(tmp_path / "jet.onnx")
+    project = kiln.compile(str(model), board="pynq-z2", output_dir=tmp_path / "z", io="stream")
+    binary = project.build()
+    x = make_samples(32)
+    in_file, outs = tmp_path / "in.bin", []
+    x.astype("<f8").tofile(in_file)
+    for axi in ("0", "1"):
+        out_file = tmp_path / f"out{axi}.bin"
+        subprocess.run([str(binary), str(in_file), str(out_file), str(project.path / "weights")], check=True,
+                       env={**os.environ, "KILN_TB_AXI": axi}, capture_output=True)
+        outs.append(np.fromfile(out_file, "<f8").reshape(len(x), -1))
+    np.testing.assert_array_equal(outs[1], outs[0].astype(np.float32))
+    assert "kiln::write_tensor<" in (project.path / "firmware" / "kiln_axi.cpp").read_text()
