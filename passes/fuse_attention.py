@@ -1,11 +1,14 @@
 """Fuse multi-head attention subgraphs into one ``kiln.MultiHeadAttention`` layer.
 
-``kiln.MultiHeadAttention(x_q, x_kv, Wq, bq, Wk, bk, Wv, bv, Wo, bo; heads, key_dim,
+``kiln.MultiHeadAttention(x_q, x_kv, Wq, bq, Wk, bk, Wv, bv, Wo, bo[, bias]; heads, key_dim,
 value_dim, scale)`` computes, for each head h (columns ``h*key_dim ..`` of the
-projections), ``softmax(scale * (x_q Wq + bq)_h (x_kv Wk + bk)_h^T) (x_kv Wv + bv)_h``,
+projections), ``softmax(scale * (x_q Wq + bq)_h (x_kv Wk + bk)_h^T + bias[h]) (x_kv Wv + bv)_h``,
 concatenates the heads and projects with ``Wo``, ``bo``. x_q is [.., Tq, E_q] (any
 leading axes of size 1), x_kv [.., Tk, E_kv]; the output is [.., Tq, dim] (the shape of
-the value it replaces). Weights are [in, out] (kiln.Dense order).
+the value it replaces). Weights are [in, out] (kiln.Dense order). The optional ``bias``
+[heads, Tq, Tk] is a constant added to the scaled scores: any Add of a float constant
+between Q K^T and the Softmax (LeViT's attention_biases gathered by constant indices, a
+relative-position bias, a constant mask), folded with the scale factors met on the way.
 
 Both forms torch exports are recognised:
 
@@ -32,7 +35,7 @@ matched by their sequence, which varies with the exporter and opset: the pass pu
 array of element indices through them (passes/attention_trace.py: numpy, exactly as ONNX defines the
 ops) and requires the result to be exactly the head split ``Q[h, t, d] = q[t, off + h *
 key_dim + d]`` (likewise K^T, V, and the merge ``m[t, h * value_dim + d] = O[h, t, d]``).
-Anything else (a mask, non-constant weights, a softmax over another axis, heads mixed
+Anything else (a run-time mask, non-constant weights, a softmax over another axis, heads mixed
 across tokens, an intermediate used outside the pattern, a non-scalar or negative scale) leaves the
 graph as it is; the op-by-op graph compiles as exported.
 """
@@ -51,8 +54,9 @@ from kiln.passes.attention_trace import (LAYOUT_OPS, SCALE_OPS, back_to_dense, d
 
 
 def _core(softmax: ir.Node, opset: int):
-    """scale * MatMul(Q, K^T) -> Softmax (last axis) -> MatMul(P, V) with consistent [.., heads, T, d] shapes:
-    (nodes, scale, qk, av, (heads, tq, tk, key_dim, value_dim)), else None."""
+    """scale * MatMul(Q, K^T) (+ constant bias) -> Softmax (last axis) -> MatMul(P, V) with consistent
+    [.., heads, T, d] shapes: (nodes, scale, bias [heads, Tq, Tk] or None, qk, av, (heads, tq, tk, key_dim,
+    value_dim)), else None."""
     s_in, s_out = softmax.inputs[0], softmax.outputs[0]
     s_shape = shape_of(s_in)
     if s_shape is None or len(s_shape) < 2:
@@ -61,15 +65,25 @@ def _core(softmax: ir.Node, opset: int):
     axis = attr(softmax, "axis", -1 if (softmax.version or opset) >= 13 else 1)
     if (axis + rank if axis < 0 else axis) != rank - 1:
         return None  # softmax over the keys (last axis) only
-    # scores = scale * MatMul(Q, K^T): scalar Mul/Div between MatMul and Softmax
-    nodes, scale, value = [softmax], 1.0, s_in
+    # scores = scale * MatMul(Q, K^T) + bias: scalar Mul/Div and Adds of a constant between MatMul and Softmax.
+    # Walking back from the Softmax, the scores are scale * value + bias; an Add of B makes bias += scale * B.
+    nodes, scale, bias, value = [softmax], 1.0, None, s_in
     producer = value.producer()
-    while std_op(producer, SCALE_OPS):
-        data = data_input(producer)
-        factor = scalar_factor(producer, data) if data is not None else None
-        if factor is None:
+    while std_op(producer, SCALE_OPS | {"Add"}):
+        runtime = [v for v in producer.inputs if v is not None and const_array(v) is None]
+        data = runtime[0] if len(runtime) == 1 and len(producer.inputs) == 2 else None
+        if data is None:
             return None
-        scale *= factor
+        if producer.op_type == "Add":
+            term = _bias_term(producer, data, s_shape)
+            if term is None:
+                return None
+            bias = scale * term if bias is None else bias + scale * term
+        else:
+            factor = scalar_factor(producer, data)
+            if factor is None:
+                return None
+            scale *= factor
         nodes.append(producer)
         value = data
         producer = value.producer()
@@ -96,7 +110,23 @@ def _core(softmax: ir.Node, opset: int):
     if kt_shape[-2] != key_dim or v_shape[-2] != tk or s_shape[-2:] != (tq, tk) \
             or o_shape != (*batch, tq, value_dim):
         return None
-    return nodes, scale, qk, av, (heads, tq, tk, key_dim, value_dim)
+    if bias is not None:
+        bias = np.broadcast_to(bias, s_shape).reshape(heads, tq, tk)
+    return nodes, scale, bias, qk, av, (heads, tq, tk, key_dim, value_dim)
+
+
+def _bias_term(add: ir.Node, data: ir.Value, s_shape: tuple[int, ...]) -> np.ndarray | None:
+    """The constant float term an Add puts on the scores (broadcast to them, not widening them), else None."""
+    other = add.inputs[1] if add.inputs[0] is data else add.inputs[0]
+    c = const_array(other)
+    if c is None or not np.issubdtype(c.dtype, np.floating) or shape_of(add.outputs[0]) != s_shape \
+            or c.ndim > len(s_shape) or not np.all(np.isfinite(c)):
+        return None
+    try:
+        np.broadcast_to(c, s_shape)
+    except ValueError:
+        return None
+    return c.astype(np.float64)
 
 
 def _projection(operand: ir.Value, transposed: bool, heads: int, width: int, tokens: int):
@@ -205,7 +235,7 @@ class FuseAttentionPass(ir.passes.InPlacePass):
         core = _core(softmax, opset)
         if core is None:
             return None
-        nodes, scale, qk, av, dims = core
+        nodes, scale, bias, qk, av, dims = core
         heads, tq, tk, key_dim, value_dim = dims
         proj = {}
         for role, operand, transposed, width, tokens in (("q", qk.inputs[0], False, key_dim, tq),
@@ -238,7 +268,7 @@ class FuseAttentionPass(ir.passes.InPlacePass):
         x_q, x_kv = self._upstream(skipped[0]), self._upstream(skipped[1])
         return {"nodes": nodes, "out": out, "x_q": x_q, "x_kv": x_kv, "skipped": skipped, "proj": proj,
                 "wo": wo, "bo": bo.reshape(-1), "heads": heads, "key_dim": key_dim, "value_dim": value_dim,
-                "scale": scale, "name": self._name(av)}
+                "scale": scale, "bias": bias, "name": self._name(av)}
 
     @staticmethod
     def _upstream(x: ir.Value) -> ir.Value:
@@ -278,6 +308,8 @@ class FuseAttentionPass(ir.passes.InPlacePass):
             inputs.append(add_initializer(graph, f"{prefix}_b{role}", np.ascontiguousarray(b, dtype=np.float32)))
         inputs.append(add_initializer(graph, f"{prefix}_Wo", np.ascontiguousarray(m["wo"], dtype=np.float32)))
         inputs.append(add_initializer(graph, f"{prefix}_bo", np.ascontiguousarray(m["bo"], dtype=np.float32)))
+        if m["bias"] is not None:
+            inputs.append(add_initializer(graph, f"{prefix}_bias", np.ascontiguousarray(m["bias"], dtype=np.float32)))
         out = m["out"]
         fused = ir.Node(KILN_DOMAIN, "MultiHeadAttention", inputs, name=node_name,
                         attributes=[ir.AttrInt64("heads", m["heads"]), ir.AttrInt64("key_dim", m["key_dim"]),
