@@ -201,5 +201,27 @@ def head_split_offset(idx: np.ndarray, heads: int, tokens: int, width: int, row_
     return off if np.array_equal(idx, expected) else None
 
 
+def head_split_columns(idx: np.ndarray, heads: int, tokens: int, width: int, row_len: int,
+                       transposed: bool) -> np.ndarray | None:
+    """The projection columns [heads * width] if idx is a head split of a [tokens, row_len] projection, else None.
+
+    idx[h, t, d] (K^T: idx[h, d, t]) must equal t * row_len + col[h, d] for every token t: each head reads the
+    same columns of every row, in any order (timm's EfficientFormer/LeViT interleave q, k, v per head:
+    reshape(B, N, H, -1).split([kd, kd, vd])). The contiguous split of ``head_split_offset`` is the case
+    col[h, d] = off + h * width + d.
+    """
+    if idx.size != heads * tokens * width:
+        return None
+    idx = idx.reshape((heads, width, tokens) if transposed else (heads, tokens, width))
+    if transposed:
+        idx = idx.transpose(0, 2, 1)
+    cols = idx[:, :1, :]
+    if np.any(cols < 0) or np.any(cols >= row_len):
+        return None
+    if not np.array_equal(idx, cols + np.arange(tokens)[None, :, None] * row_len):
+        return None
+    return cols.reshape(-1)
+
+
 def flat_order_kept(idx: np.ndarray) -> bool:
     return np.array_equal(idx.reshape(-1), np.arange(idx.size))

@@ -33,8 +33,10 @@ data-movement ops between the projections and the two MatMuls (Reshape, Transpos
 Squeeze, Unsqueeze, Flatten, Identity, Gather/Slice/Split with constant indices) are not
 matched by their sequence, which varies with the exporter and opset: the pass pushes an
 array of element indices through them (passes/attention_trace.py: numpy, exactly as ONNX defines the
-ops) and requires the result to be exactly the head split ``Q[h, t, d] = q[t, off + h *
-key_dim + d]`` (likewise K^T, V, and the merge ``m[t, h * value_dim + d] = O[h, t, d]``).
+ops) and requires the result to be exactly the head split ``Q[h, t, d] = q[t, col[h, d]]``,
+the same columns for every token (``off + h * key_dim + d`` for a packed or separate projection;
+per-head interleaved q|k|v columns as timm's EfficientFormer and LeViT write them), likewise K^T
+and V, and the merge ``m[t, h * value_dim + d] = O[h, t, d]``.
 Anything else (a run-time mask, non-constant weights, a softmax over another axis, heads mixed
 across tokens, an intermediate used outside the pattern, a non-scalar or negative scale) leaves the
 graph as it is; the op-by-op graph compiles as exported.
@@ -49,7 +51,7 @@ import onnx_ir as ir
 
 from kiln.ir_utils import KILN_DOMAIN, add_initializer, attr, const_array
 from kiln.passes.attention_trace import (LAYOUT_OPS, SCALE_OPS, back_to_dense, data_input, flat_order_kept,
-                                         head_split_offset, is_dense, scalar_factor, shape_of, std_op,
+                                         head_split_columns, is_dense, scalar_factor, shape_of, std_op,
                                          trace_indices)
 
 
@@ -145,10 +147,10 @@ def _projection(operand: ir.Value, transposed: bool, heads: int, width: int, tok
     row_len = w.shape[1]
     if shape_of(dense.inputs[0]) is None or math.prod(shape_of(dense.inputs[0])) != tokens * w.shape[0]:
         return None
-    off = head_split_offset(idx, heads, tokens, width, row_len, transposed)
-    if off is None:
+    cols = head_split_columns(idx, heads, tokens, width, row_len, transposed)
+    if cols is None:
         return None
-    return dense, w[:, off:off + heads * width], b.reshape(-1)[off:off + heads * width], factor, path.nodes
+    return dense, w[:, cols], b.reshape(-1)[cols], factor, path.nodes
 
 
 def _merge_heads(merged: ir.Value, heads: int, tq: int, value_dim: int):

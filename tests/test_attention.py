@@ -63,7 +63,7 @@ class HandCross(nn.Module):
         v = self.v(mem).view(b, tk, self.h, self.vd).transpose(1, 2)
         s = (q * self.kd ** -0.5) @ k
         if self.variant == "mask":
-            s = s + (mem.mean(-1) > 0)[:, None, None, :] * -1e4
+            s = s + mem.mean(-1)[:, None, None, :]
         elif self.variant == "bias":
             s = s + torch.triu(torch.full((tq, tk), -1e4), 1) + self.score_bias
         p = s.softmax(-2 if self.variant == "axis" else -1)
