@@ -3,7 +3,8 @@
 ``kiln.MultiHeadAttention(x_q, x_kv, Wq, bq, Wk, bk, Wv, bv, Wo, bo[, bias]; heads, key_dim,
 value_dim, scale)`` computes, for each head h (columns ``h*key_dim ..`` of the
 projections), ``softmax(scale * (x_q Wq + bq)_h (x_kv Wk + bk)_h^T + bias[h]) (x_kv Wv + bv)_h``,
-concatenates the heads and projects with ``Wo``, ``bo``. x_q is [.., Tq, E_q] (any
+concatenates the heads and projects with ``Wo``, ``bo`` (both absent, empty inputs, when the
+merged heads feed anything but a Dense: the layer's output is then [.., Tq, heads*value_dim]). x_q is [.., Tq, E_q] (any
 leading axes of size 1), x_kv [.., Tk, E_kv]; the output is [.., Tq, dim] (the shape of
 the value it replaces). Weights are [in, out] (kiln.Dense order). The optional ``bias``
 [heads, Tq, Tk] is a constant added to the scaled scores: any Add of a float constant
@@ -148,39 +149,50 @@ def _projection(operand: ir.Value, transposed: bool, heads: int, width: int, tok
     if shape_of(dense.inputs[0]) is None or math.prod(shape_of(dense.inputs[0])) != tokens * w.shape[0]:
         return None
     cols = head_split_columns(idx, heads, tokens, width, row_len, transposed)
-    if cols is None:
+    affine = path.column_affine(row_len) if cols is not None else None
+    if affine is None:
         return None
-    return dense, w[:, cols], b.reshape(-1)[cols], factor, path.nodes
+    a, c = affine  # BatchNormalizations after the projection fold into its columns
+    w, b = w * a[None, :], b.reshape(-1) * a + c
+    return dense, w[:, cols], b[cols], factor, path.nodes
 
 
 def _merge_heads(merged: ir.Value, heads: int, tq: int, value_dim: int):
-    """O [.., H, Tq, dv] -> layout ops -> the out projection reading [Tq, H*dv]: (layout nodes, out Dense, Wo, bo)."""
+    """O [.., H, Tq, dv] -> layout ops -> the out projection reading [Tq, H*dv]: (layout nodes, out Dense, Wo, bo,
+    merged heads). When the merged heads feed something else (LeViT: Hardswish, then the projection), the layer
+    ends at the merge: out Dense, Wo and bo are None and the merged value is its output."""
     tail = []
     idx = np.arange(heads * tq * value_dim).reshape(shape_of(merged))
+    expected = (np.arange(heads)[None, :, None] * tq * value_dim + np.arange(tq)[:, None, None] * value_dim
+                + np.arange(value_dim)[None, None, :]).reshape(tq, heads * value_dim)
+    out_dense = None
     while True:
         users = merged.consumers()
         if merged.is_graph_output() or len(users) != 1:
-            return None
+            break
         user = users[0]
         if is_dense(user) and user.inputs[0] is merged:
             out_dense = user
             break
         if not std_op(user, LAYOUT_OPS) or user.inputs[0] is not merged or len(user.outputs) != 1 or \
                 any(v is not None and const_array(v) is None for v in user.inputs[1:]):
-            return None
-        idx = trace_indices(user, idx, user.outputs[0])
-        if idx is None:
-            return None
+            break
+        traced = trace_indices(user, idx, user.outputs[0])
+        if traced is None:
+            break
+        idx = traced
         tail.append(user)
         merged = user.outputs[0]
+    if idx.size != expected.size or not np.array_equal(idx.reshape(tq, heads * value_dim), expected):
+        return None
+    if out_dense is None:
+        if not tail or shape_of(merged)[-1] != heads * value_dim:
+            return None  # the heads merged into rows of H * dv
+        return tail, None, None, None, merged
     wo, bo = const_array(out_dense.inputs[1]), const_array(out_dense.inputs[2])
-    if wo is None or bo is None or wo.ndim != 2 or wo.shape[0] != heads * value_dim or idx.size != wo.shape[0] * tq:
+    if wo is None or bo is None or wo.ndim != 2 or wo.shape[0] != heads * value_dim:
         return None
-    expected = (np.arange(heads)[None, :, None] * tq * value_dim + np.arange(tq)[:, None, None] * value_dim
-                + np.arange(value_dim)[None, None, :]).reshape(tq, heads * value_dim)
-    if not np.array_equal(idx.reshape(tq, heads * value_dim), expected):
-        return None
-    return tail, out_dense, wo, bo
+    return tail, out_dense, wo, bo, merged
 
 
 def _trailing_layout(out: ir.Value, tq: int, dim: int) -> tuple[list[ir.Node], ir.Value]:
@@ -260,16 +272,19 @@ class FuseAttentionPass(ir.passes.InPlacePass):
         merged = _merge_heads(av.outputs[0], heads, tq, value_dim)
         if merged is None:
             return None
-        tail, out_dense, wo, bo = merged
-        nodes.extend([*tail, out_dense])
-        trailing, out = _trailing_layout(out_dense.outputs[0], tq, wo.shape[1])
-        nodes.extend(trailing)
+        tail, out_dense, wo, bo, heads_out = merged
+        nodes.extend(tail)
+        out = heads_out
+        if out_dense is not None:
+            nodes.append(out_dense)
+            trailing, out = _trailing_layout(out_dense.outputs[0], tq, wo.shape[1])
+            nodes.extend(trailing)
         if not _closed(nodes, out):
             return None
         skipped = [proj["q"][0].inputs[0], proj["k"][0].inputs[0]]
         x_q, x_kv = self._upstream(skipped[0]), self._upstream(skipped[1])
         return {"nodes": nodes, "out": out, "x_q": x_q, "x_kv": x_kv, "skipped": skipped, "proj": proj,
-                "wo": wo, "bo": bo.reshape(-1), "heads": heads, "key_dim": key_dim, "value_dim": value_dim,
+                "wo": wo, "bo": None if bo is None else bo.reshape(-1), "heads": heads, "key_dim": key_dim, "value_dim": value_dim,
                 "scale": scale, "bias": bias, "name": self._name(av)}
 
     @staticmethod
@@ -308,8 +323,11 @@ class FuseAttentionPass(ir.passes.InPlacePass):
             _, w, b = m["proj"][role]
             inputs.append(add_initializer(graph, f"{prefix}_W{role}", np.ascontiguousarray(w, dtype=np.float32)))
             inputs.append(add_initializer(graph, f"{prefix}_b{role}", np.ascontiguousarray(b, dtype=np.float32)))
-        inputs.append(add_initializer(graph, f"{prefix}_Wo", np.ascontiguousarray(m["wo"], dtype=np.float32)))
-        inputs.append(add_initializer(graph, f"{prefix}_bo", np.ascontiguousarray(m["bo"], dtype=np.float32)))
+        if m["wo"] is None:  # no out projection: the layer's output is the merged heads
+            inputs += [None, None]
+        else:
+            inputs.append(add_initializer(graph, f"{prefix}_Wo", np.ascontiguousarray(m["wo"], dtype=np.float32)))
+            inputs.append(add_initializer(graph, f"{prefix}_bo", np.ascontiguousarray(m["bo"], dtype=np.float32)))
         if m["bias"] is not None:
             inputs.append(add_initializer(graph, f"{prefix}_bias", np.ascontiguousarray(m["bias"], dtype=np.float32)))
         out = m["out"]

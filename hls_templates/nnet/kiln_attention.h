@@ -5,6 +5,7 @@
 //                           p = softmax(s)                          (kiln_softmax.h's tables)
 //                           O[i,h,:] = sum_j p[j] V[j,h,:]
 //   res = O Wo + bo                                                 (heads merged: O is [n_q][heads*value_dim])
+//   (multihead_attention_merged: no out projection, res = O)
 // Weights are [n_in][n_out] (kiln.Dense order); head h owns columns h*key_dim .. of Wq/Wk
 // (h*value_dim .. of Wv) and rows h*value_dim .. of Wo. CONFIG_T carries the sizes, the
 // internal types (derived by the emitter), a dense config per projection and the
@@ -78,28 +79,25 @@ Weighted:
     }
 }
 
-template <class q_in_T, class kv_in_T, class res_T, typename CONFIG_T>
-void multihead_attention_core(const q_in_T data_q[CONFIG_T::n_q * CONFIG_T::dim_q],
+// Q, K, V projections and every head's attention: o [n_q][heads*value_dim] (heads merged), bias or 0.
+template <class q_in_T, class kv_in_T, typename CONFIG_T>
+void attention_heads(const q_in_T data_q[CONFIG_T::n_q * CONFIG_T::dim_q],
                          const kv_in_T data_kv[CONFIG_T::n_kv * CONFIG_T::dim_kv],
-                         res_T res[CONFIG_T::n_q * CONFIG_T::dim_out],
+                         typename CONFIG_T::o_t o[CONFIG_T::n_q * CONFIG_T::heads * CONFIG_T::value_dim],
                          const typename CONFIG_T::q_proj::weight_t wq[CONFIG_T::q_proj::n_in * CONFIG_T::q_proj::n_out],
                          const typename CONFIG_T::q_proj::bias_t bq[CONFIG_T::q_proj::n_out],
                          const typename CONFIG_T::k_proj::weight_t wk[CONFIG_T::k_proj::n_in * CONFIG_T::k_proj::n_out],
                          const typename CONFIG_T::k_proj::bias_t bk[CONFIG_T::k_proj::n_out],
                          const typename CONFIG_T::v_proj::weight_t wv[CONFIG_T::v_proj::n_in * CONFIG_T::v_proj::n_out],
                          const typename CONFIG_T::v_proj::bias_t bv[CONFIG_T::v_proj::n_out],
-                         const typename CONFIG_T::out_proj::weight_t wo[CONFIG_T::out_proj::n_in * CONFIG_T::out_proj::n_out],
-                         const typename CONFIG_T::out_proj::bias_t bo[CONFIG_T::out_proj::n_out],
-                              const typename CONFIG_T::bias_t *bias) {
+                         const typename CONFIG_T::bias_t *bias) {
     #pragma HLS INLINE
     typename CONFIG_T::q_t q[CONFIG_T::n_q * CONFIG_T::heads * CONFIG_T::key_dim];
     typename CONFIG_T::k_t k[CONFIG_T::n_kv * CONFIG_T::heads * CONFIG_T::key_dim];
     typename CONFIG_T::v_t v[CONFIG_T::n_kv * CONFIG_T::heads * CONFIG_T::value_dim];
-    typename CONFIG_T::o_t o[CONFIG_T::n_q * CONFIG_T::heads * CONFIG_T::value_dim];
     #pragma HLS ARRAY_PARTITION variable = q complete
     #pragma HLS ARRAY_PARTITION variable = k complete
     #pragma HLS ARRAY_PARTITION variable = v complete
-    #pragma HLS ARRAY_PARTITION variable = o complete
 
     dense<q_in_T, typename CONFIG_T::q_t, typename CONFIG_T::q_proj>(data_q, q, wq, bq);
     dense<kv_in_T, typename CONFIG_T::k_t, typename CONFIG_T::k_proj>(data_kv, k, wk, bk);
@@ -109,7 +107,6 @@ Heads:
     Queries:
         for (unsigned i = 0; i < CONFIG_T::n_q; i++) attention_head_row<CONFIG_T>(q, k, v, o, bias, h, i);
     }
-    dense<typename CONFIG_T::o_t, res_T, typename CONFIG_T::out_proj>(o, res, wo, bo);
 }
 
 template <class q_in_T, class kv_in_T, class res_T, typename CONFIG_T>
@@ -127,7 +124,10 @@ void multihead_attention(const q_in_T data_q[CONFIG_T::n_q * CONFIG_T::dim_q],
     #pragma HLS INLINE off
     #pragma HLS PIPELINE II = CONFIG_T::reuse_factor
     #pragma HLS ALLOCATION operation instances = mul limit = CONFIG_T::multiplier_limit
-    multihead_attention_core<q_in_T, kv_in_T, res_T, CONFIG_T>(data_q, data_kv, res, wq, bq, wk, bk, wv, bv, wo, bo, 0);
+    typename CONFIG_T::o_t o[CONFIG_T::n_q * CONFIG_T::heads * CONFIG_T::value_dim];
+    #pragma HLS ARRAY_PARTITION variable = o complete
+    attention_heads<q_in_T, kv_in_T, CONFIG_T>(data_q, data_kv, o, wq, bq, wk, bk, wv, bv, 0);
+    dense<typename CONFIG_T::o_t, res_T, typename CONFIG_T::out_proj>(o, res, wo, bo);
 }
 
 // The same with a constant score bias [heads][n_q][n_kv] added to the scaled scores (CONFIG_T::has_bias).
@@ -147,7 +147,32 @@ void multihead_attention_biased(const q_in_T data_q[CONFIG_T::n_q * CONFIG_T::di
     #pragma HLS INLINE off
     #pragma HLS PIPELINE II = CONFIG_T::reuse_factor
     #pragma HLS ALLOCATION operation instances = mul limit = CONFIG_T::multiplier_limit
-    multihead_attention_core<q_in_T, kv_in_T, res_T, CONFIG_T>(data_q, data_kv, res, wq, bq, wk, bk, wv, bv, wo, bo, bias);
+    typename CONFIG_T::o_t o[CONFIG_T::n_q * CONFIG_T::heads * CONFIG_T::value_dim];
+    #pragma HLS ARRAY_PARTITION variable = o complete
+    attention_heads<q_in_T, kv_in_T, CONFIG_T>(data_q, data_kv, o, wq, bq, wk, bk, wv, bv, bias);
+    dense<typename CONFIG_T::o_t, res_T, typename CONFIG_T::out_proj>(o, res, wo, bo);
+}
+
+// Without an out projection (dim_out = heads*value_dim): res is the merged heads; bias as above, or 0.
+template <class q_in_T, class kv_in_T, class res_T, typename CONFIG_T>
+void multihead_attention_merged(const q_in_T data_q[CONFIG_T::n_q * CONFIG_T::dim_q],
+                         const kv_in_T data_kv[CONFIG_T::n_kv * CONFIG_T::dim_kv],
+                         res_T res[CONFIG_T::n_q * CONFIG_T::dim_out],
+                         const typename CONFIG_T::q_proj::weight_t wq[CONFIG_T::q_proj::n_in * CONFIG_T::q_proj::n_out],
+                         const typename CONFIG_T::q_proj::bias_t bq[CONFIG_T::q_proj::n_out],
+                         const typename CONFIG_T::k_proj::weight_t wk[CONFIG_T::k_proj::n_in * CONFIG_T::k_proj::n_out],
+                         const typename CONFIG_T::k_proj::bias_t bk[CONFIG_T::k_proj::n_out],
+                         const typename CONFIG_T::v_proj::weight_t wv[CONFIG_T::v_proj::n_in * CONFIG_T::v_proj::n_out],
+                         const typename CONFIG_T::v_proj::bias_t bv[CONFIG_T::v_proj::n_out],
+                         const typename CONFIG_T::bias_t *bias) {
+    #pragma HLS INLINE off
+    #pragma HLS PIPELINE II = CONFIG_T::reuse_factor
+    #pragma HLS ALLOCATION operation instances = mul limit = CONFIG_T::multiplier_limit
+    typename CONFIG_T::o_t o[CONFIG_T::n_q * CONFIG_T::heads * CONFIG_T::value_dim];
+    #pragma HLS ARRAY_PARTITION variable = o complete
+    attention_heads<q_in_T, kv_in_T, CONFIG_T>(data_q, data_kv, o, wq, bq, wk, bk, wv, bv, bias);
+Merge:
+    for (unsigned i = 0; i < CONFIG_T::n_q * CONFIG_T::dim_out; i++) res[i] = (res_T)o[i];
 }
 
 } // namespace kiln
