@@ -1,0 +1,195 @@
+"""Attention as timm writes it, through the lowering passes: how many blocks fuse, and each fused layer's output
+against ONNX Runtime on the original export.
+
+kiln.MultiHeadAttention is not runnable by ONNX Runtime, so each fused layer is evaluated with numpy as the
+op is defined (passes/fuse_attention.py: projections, scale, the optional score bias, softmax, the optional out
+projection) on the values ONNX Runtime computes for its inputs x_q and x_kv in the original model, and compared
+with the value ONNX Runtime computes for its output there (the fused layer keeps the names of the values it
+reads and replaces). Forms: timm's vision_transformer Attention (fused qkv Linear, reshape/permute/unbind, q *
+scale or F.scaled_dot_product_attention, both exporters); EfficientFormer (q|k|v interleaved per head, a
+gathered attention-bias table); LeViT (BatchNorm after the qkv Linear, Hardswish between the heads and the out
+projection, so the layer ends at the merged heads); PVTv2 spatial reduction (K/V from a strided-conv-reduced
+sequence, x_kv != x_q).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections import Counter
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+import pytest
+
+from kiln.frontend import load_model
+from kiln.passes import lowering_passes
+from kiln.ir_utils import attr, const_array
+from kiln.reference import ort_session
+
+torch = pytest.importorskip("torch")
+timm = pytest.importorskip("timm")
+
+
+class Wrap(torch.nn.Module):
+    """One timm attention module as a model of one input (PVT's also takes its feature map size)."""
+
+    def __init__(self, module, *extra):
+        super().__init__()
+        self.module, self.extra = module, extra
+
+    def forward(self, x):
+        return self.module(x, *self.extra)
+
+
+def export(module, shape, path, dynamo=False):
+    torch.manual_seed(0)
+    module.eval()
+    x = torch.zeros(1, *shape)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        if dynamo:
+            torch.onnx.export(module, (x,), dynamo=True, opset_version=18, input_names=["x"], output_names=["y"],
+                              verbose=False).save(str(path))
+        else:
+            torch.onnx.export(module, (x,), str(path), opset_version=17, input_names=["x"], output_names=["y"],
+                              dynamo=False)
+    return path
+
+
+def mha_numpy(node: ir.Node, x_q: np.ndarray, x_kv: np.ndarray) -> np.ndarray:
+    """kiln.MultiHeadAttention as passes/fuse_attention.py defines it, in float64."""
+    w = [None if v is None else const_array(v).astype(np.float64) for v in node.inputs[2:]]
+    wq, bq, wk, bk, wv, bv, wo, bo = w[:8]
+    bias = w[8] if len(w) > 8 else None
+    heads, kd, vd, scale = (attr(node, k) for k in ("heads", "key_dim", "value_dim", "scale"))
+    xq = x_q.reshape(-1, wq.shape[0]).astype(np.float64)
+    xkv = x_kv.reshape(-1, wk.shape[0]).astype(np.float64)
+    q, k, v = xq @ wq + bq, xkv @ wk + bk, xkv @ wv + bv
+    heads_out = []
+    for h in range(heads):
+        s = scale * q[:, h * kd:(h + 1) * kd] @ k[:, h * kd:(h + 1) * kd].T
+        if bias is not None:
+            s = s + np.broadcast_to(bias, (heads, len(q), len(k)))[h]
+        p = np.exp(s - s.max(-1, keepdims=True))
+        heads_out.append((p / p.sum(-1, keepdims=True)) @ v[:, h * vd:(h + 1) * vd])
+    merged = np.concatenate(heads_out, -1)
+    return merged if wo is None else merged @ wo + bo
+
+
+def lowered_and_checked(path, x: np.ndarray):
+    """Lower ``path``; every kiln.MultiHeadAttention checked against ONNX Runtime on the original (max error
+    relative to the output scale <= 1e-5). Returns (op counts, the fused nodes)."""
+    loaded = load_model(path)
+    lowering_passes()(loaded.model)
+    fused = [n for n in loaded.model.graph if n.op_type == "MultiHeadAttention"]
+    names = sorted({v.name for n in fused for v in (*n.inputs[:2], n.outputs[0])})
+    original = onnx.load(str(path))
+    session = ort_session(original, "reference", extra_outputs=names)
+    wanted = [o.name for o in session.get_outputs()]
+    values = dict(zip(wanted, session.run(None, {"x": x})))
+    for n in fused:
+        got = mha_numpy(n, values[n.inputs[0].name], values[n.inputs[1].name])
+        ref = values[n.outputs[0].name]
+        err = np.max(np.abs(got.reshape(ref.shape) - ref)) / np.max(np.abs(ref))
+        assert err <= 1e-5, (n.name, err)
+    return Counter(n.op_type for n in loaded.model.graph), fused
+
+
+def _vit_attention(fused_attn: bool):
+    from timm.models.vision_transformer import Attention
+
+    torch.manual_seed(0)
+    module = Attention(32, num_heads=4, qkv_bias=True)
+    module.fused_attn = fused_attn  # F.scaled_dot_product_attention, or q * scale, q @ k^T, softmax, @ v
+    return Wrap(module)
+
+
+X5 = np.random.default_rng(0).standard_normal((1, 5, 32)).astype(np.float32)
+
+
+@pytest.mark.parametrize("dynamo", [False, True], ids=["legacy", "dynamo"])
+@pytest.mark.parametrize("fused_attn", [True, False], ids=["sdpa", "explicit"])
+def test_timm_vit_attention_is_one_layer(tmp_path, dynamo, fused_attn):
+    path = export(_vit_attention(fused_attn), (5, 32), tmp_path / "m.onnx", dynamo)
+    ops, (mha,) = lowered_and_checked(path, X5)
+    assert dict(ops) == {"MultiHeadAttention": 1}
+    assert (attr(mha, "heads"), attr(mha, "key_dim"), attr(mha, "value_dim")) == (4, 8, 8)
+    assert attr(mha, "scale") == pytest.approx(8 ** -0.5)
+    assert len(mha.inputs) == 10  # no score bias
+
+
+@pytest.mark.parametrize("dynamo", [False, True], ids=["legacy", "dynamo"])
+def test_efficientformer_attention_with_bias_table(tmp_path, dynamo):
+    """q|k|v interleaved per head (reshape(B, N, H, -1).split), + attention_biases[:, idxs]: one layer, bias
+    [heads, N, N] as its 11th input, with the table's values."""
+    from timm.models.efficientformer import Attention
+
+    torch.manual_seed(0)
+    module = Attention(dim=24, key_dim=8, num_heads=3, attn_ratio=2, resolution=3)
+    with torch.no_grad():
+        module.attention_biases.normal_()
+    path = export(Wrap(module), (9, 24), tmp_path / "m.onnx", dynamo)
+    x = np.random.default_rng(1).standard_normal((1, 9, 24)).astype(np.float32)
+    ops, (mha,) = lowered_and_checked(path, x)
+    assert dict(ops) == {"MultiHeadAttention": 1}
+    assert (attr(mha, "heads"), attr(mha, "key_dim"), attr(mha, "value_dim")) == (3, 8, 16)
+    bias = const_array(mha.inputs[10])
+    expected = module.attention_biases[:, module.attention_bias_idxs].detach().numpy()
+    np.testing.assert_allclose(bias.reshape(expected.shape), expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize("dynamo", [False, True], ids=["legacy", "dynamo"])
+def test_levit_attention_ends_at_the_merged_heads(tmp_path, dynamo):
+    """LeViT: BatchNorm after the qkv Linear (folded into the projections), a bias table, and Hardswish before the
+    out projection: the layer has no Wo/bo and outputs the merged heads; Hardswish and the projection follow."""
+    from timm.models.levit import Attention
+
+    torch.manual_seed(0)
+    module = Attention(dim=16, key_dim=4, num_heads=2, attn_ratio=2, resolution=3, act_layer=torch.nn.Hardswish)
+    with torch.no_grad():
+        module.attention_biases.normal_()
+        for bn in module.modules():
+            if isinstance(bn, torch.nn.BatchNorm1d):
+                bn.running_mean.normal_(0, 0.5), bn.running_var.uniform_(0.5, 1.5), bn.weight.uniform_(0.5, 1.5)
+                bn.bias.normal_(0, 0.2)
+    path = export(Wrap(module), (9, 16), tmp_path / "m.onnx", dynamo)
+    x = np.random.default_rng(2).standard_normal((1, 9, 16)).astype(np.float32)
+    ops, (mha,) = lowered_and_checked(path, x)
+    assert ops["MultiHeadAttention"] == 1 and ops["Softmax"] == 0 and ops["MatMul"] == 0 and ops["HardSwish"] == 1
+    assert mha.inputs[8] is None and mha.inputs[9] is None and mha.inputs[10] is not None
+    assert mha.outputs[0].shape[-1] == 2 * 8  # heads * value_dim
+
+
+@pytest.mark.parametrize("dynamo", [False, True], ids=["legacy", "dynamo"])
+def test_pvt_spatial_reduction_attention(tmp_path, dynamo):
+    """PVTv2: q from x, k/v from Conv(stride 2) -> LayerNorm of x: x_kv is another value than x_q, Tk = Tq / 4."""
+    from timm.models.pvt_v2 import Attention
+
+    torch.manual_seed(0)
+    path = export(Wrap(Attention(16, num_heads=2, sr_ratio=2), [4, 4]), (16, 16), tmp_path / "m.onnx", dynamo)
+    x = np.random.default_rng(3).standard_normal((1, 16, 16)).astype(np.float32)
+    ops, (mha,) = lowered_and_checked(path, x)
+    assert ops["MultiHeadAttention"] == 1 and ops["Softmax"] == 0 and ops["MatMul"] == 0
+    assert mha.inputs[0] is not mha.inputs[1]
+    assert list(mha.inputs[1].shape)[-2:] == [4, 16]
+
+
+# zoo model -> attention blocks fused (both exporters); the README's timm table lists the ones left op by op
+ZOO_FUSED = {"deit_tiny_patch16_224": 12, "levit_128s": 11, "pvt_v2_b0": 8}
+
+
+@pytest.mark.parametrize("dynamo", [False, True], ids=["legacy", "dynamo"])
+@pytest.mark.parametrize("name", ZOO_FUSED)
+def test_zoo_models_fuse_every_attention_block(tmp_path, name, dynamo):
+    from examples.timm_zoo import ZOO, SEED, export as export_zoo, samples
+
+    if name in ZOO:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            path = export_zoo(name, tmp_path / "m.onnx", dynamo=dynamo)
+    else:  # pvt_v2_b0 (not in the C-sim zoo; it takes no img_size): seeded random weights, 64x64
+        torch.manual_seed(SEED)
+        path = export(timm.create_model(name, pretrained=False), (3, 64, 64), tmp_path / "m.onnx", dynamo)
+    ops, fused = lowered_and_checked(path, samples(64, 1))
+    assert len(fused) == ZOO_FUSED[name] and ops["Softmax"] == 0, ops
