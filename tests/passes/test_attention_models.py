@@ -30,31 +30,7 @@ from kiln.reference import ort_session
 torch = pytest.importorskip("torch")
 timm = pytest.importorskip("timm")
 
-
-class Wrap(torch.nn.Module):
-    """One timm attention module as a model of one input (PVT's also takes its feature map size)."""
-
-    def __init__(self, module, *extra):
-        super().__init__()
-        self.module, self.extra = module, extra
-
-    def forward(self, x):
-        return self.module(x, *self.extra)
-
-
-def export(module, shape, path, dynamo=False):
-    torch.manual_seed(0)
-    module.eval()
-    x = torch.zeros(1, *shape)
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        if dynamo:
-            torch.onnx.export(module, (x,), dynamo=True, opset_version=18, input_names=["x"], output_names=["y"],
-                              verbose=False).save(str(path))
-        else:
-            torch.onnx.export(module, (x,), str(path), opset_version=17, input_names=["x"], output_names=["y"],
-                              dynamo=False)
-    return path
+from tests.timm_attention import efficientformer, export, levit, pvt, vit_attention  # noqa: E402
 
 
 def mha_numpy(node: ir.Node, x_q: np.ndarray, x_kv: np.ndarray) -> np.ndarray:
@@ -96,22 +72,13 @@ def lowered_and_checked(path, x: np.ndarray):
     return Counter(n.op_type for n in loaded.model.graph), fused
 
 
-def _vit_attention(fused_attn: bool):
-    from timm.models.vision_transformer import Attention
-
-    torch.manual_seed(0)
-    module = Attention(32, num_heads=4, qkv_bias=True)
-    module.fused_attn = fused_attn  # F.scaled_dot_product_attention, or q * scale, q @ k^T, softmax, @ v
-    return Wrap(module)
-
-
 X5 = np.random.default_rng(0).standard_normal((1, 5, 32)).astype(np.float32)
 
 
 @pytest.mark.parametrize("dynamo", [False, True], ids=["legacy", "dynamo"])
 @pytest.mark.parametrize("fused_attn", [True, False], ids=["sdpa", "explicit"])
 def test_timm_vit_attention_is_one_layer(tmp_path, dynamo, fused_attn):
-    path = export(_vit_attention(fused_attn), (5, 32), tmp_path / "m.onnx", dynamo)
+    path = export(*vit_attention(fused_attn), tmp_path / "m.onnx", dynamo)
     ops, (mha,) = lowered_and_checked(path, X5)
     assert dict(ops) == {"MultiHeadAttention": 1}
     assert (attr(mha, "heads"), attr(mha, "key_dim"), attr(mha, "value_dim")) == (4, 8, 8)
@@ -123,13 +90,9 @@ def test_timm_vit_attention_is_one_layer(tmp_path, dynamo, fused_attn):
 def test_efficientformer_attention_with_bias_table(tmp_path, dynamo):
     """q|k|v interleaved per head (reshape(B, N, H, -1).split), + attention_biases[:, idxs]: one layer, bias
     [heads, N, N] as its 11th input, with the table's values."""
-    from timm.models.efficientformer import Attention
-
-    torch.manual_seed(0)
-    module = Attention(dim=24, key_dim=8, num_heads=3, attn_ratio=2, resolution=3)
-    with torch.no_grad():
-        module.attention_biases.normal_()
-    path = export(Wrap(module), (9, 24), tmp_path / "m.onnx", dynamo)
+    wrapped, shape = efficientformer()
+    module = wrapped.module
+    path = export(wrapped, shape, tmp_path / "m.onnx", dynamo)
     x = np.random.default_rng(1).standard_normal((1, 9, 24)).astype(np.float32)
     ops, (mha,) = lowered_and_checked(path, x)
     assert dict(ops) == {"MultiHeadAttention": 1}
@@ -143,17 +106,7 @@ def test_efficientformer_attention_with_bias_table(tmp_path, dynamo):
 def test_levit_attention_ends_at_the_merged_heads(tmp_path, dynamo):
     """LeViT: BatchNorm after the qkv Linear (folded into the projections), a bias table, and Hardswish before the
     out projection: the layer has no Wo/bo and outputs the merged heads; Hardswish and the projection follow."""
-    from timm.models.levit import Attention
-
-    torch.manual_seed(0)
-    module = Attention(dim=16, key_dim=4, num_heads=2, attn_ratio=2, resolution=3, act_layer=torch.nn.Hardswish)
-    with torch.no_grad():
-        module.attention_biases.normal_()
-        for bn in module.modules():
-            if isinstance(bn, torch.nn.BatchNorm1d):
-                bn.running_mean.normal_(0, 0.5), bn.running_var.uniform_(0.5, 1.5), bn.weight.uniform_(0.5, 1.5)
-                bn.bias.normal_(0, 0.2)
-    path = export(Wrap(module), (9, 16), tmp_path / "m.onnx", dynamo)
+    path = export(*levit(), tmp_path / "m.onnx", dynamo)
     x = np.random.default_rng(2).standard_normal((1, 9, 16)).astype(np.float32)
     ops, (mha,) = lowered_and_checked(path, x)
     assert ops["MultiHeadAttention"] == 1 and ops["Softmax"] == 0 and ops["MatMul"] == 0 and ops["HardSwish"] == 1
@@ -164,10 +117,7 @@ def test_levit_attention_ends_at_the_merged_heads(tmp_path, dynamo):
 @pytest.mark.parametrize("dynamo", [False, True], ids=["legacy", "dynamo"])
 def test_pvt_spatial_reduction_attention(tmp_path, dynamo):
     """PVTv2: q from x, k/v from Conv(stride 2) -> LayerNorm of x: x_kv is another value than x_q, Tk = Tq / 4."""
-    from timm.models.pvt_v2 import Attention
-
-    torch.manual_seed(0)
-    path = export(Wrap(Attention(16, num_heads=2, sr_ratio=2), [4, 4]), (16, 16), tmp_path / "m.onnx", dynamo)
+    path = export(*pvt(), tmp_path / "m.onnx", dynamo)
     x = np.random.default_rng(3).standard_normal((1, 16, 16)).astype(np.float32)
     ops, (mha,) = lowered_and_checked(path, x)
     assert ops["MultiHeadAttention"] == 1 and ops["Softmax"] == 0 and ops["MatMul"] == 0
@@ -175,7 +125,7 @@ def test_pvt_spatial_reduction_attention(tmp_path, dynamo):
     assert list(mha.inputs[1].shape)[-2:] == [4, 16]
 
 
-# zoo model -> attention blocks fused (both exporters); the README's timm table lists the ones left op by op
+# zoo model -> attention blocks fused, every one of them (both exporters)
 ZOO_FUSED = {"deit_tiny_patch16_224": 12, "levit_128s": 11, "pvt_v2_b0": 8}
 
 
