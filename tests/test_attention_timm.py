@@ -50,7 +50,7 @@ def test_fused_timm_attention_float_csim(tmp_path, name):
     x = np.random.default_rng(0).standard_normal((16, *shape)).astype(np.float32)
     got, ref = project.csim(x), project.reference(x)[0]
     assert np.std(ref, axis=0).min() > 0  # the output varies with the input
-    assert relative_error(got, ref) <= 1e-5
+    assert relative_error(got, ref) <= 1e-5  # measured 2.0e-7 to 3.6e-7
 
 
 @pytest.mark.parametrize("name", ["efficientformer_bias", "levit_bias_merged"])
@@ -58,6 +58,7 @@ def test_fused_biased_attention_fixed_point(tmp_path, name):
     """fixed<16,6> (lsb 2^-10 ~ 1e-3): the input, the weights, the score bias and the output are each rounded
     or truncated once, q/k/v are rounded to P and the scores keep 12 fractional bits, so a few lsb; bound:
     max abs error <= 8e-3 (8 lsb) and never worse than the op-by-op graph in the same precision by more than 1 lsb.
+    Measured (200 inputs): efficientformer 4.5e-3 max, 8.6e-4 mean (op by op 5.5e-3); levit 4.8e-3, 1.1e-3 (6.8e-3).
     """
     factory, dynamo, _ = CASES[name]
     module, shape = factory()
@@ -68,6 +69,5 @@ def test_fused_biased_attention_fixed_point(tmp_path, name):
         project = kiln.compile(path, output_dir=tmp_path / f"p{fuse}", precision="fixed<16,6>", fuse=fuse)
         assert len(_fused(project)) == (1 if fuse else 0)
         errors[fuse] = np.abs(project.csim(x) - project.reference(x)[0])
-    print(name, {k: (float(e.max()), float(e.mean())) for k, e in errors.items()})
     assert errors[True].max() <= 8e-3
     assert errors[True].max() <= errors[False].max() + 2 ** -10
