@@ -21,7 +21,7 @@ import kiln
 torch = pytest.importorskip("torch")
 pytest.importorskip("timm")
 
-from tests.timm_attention import efficientformer, export, levit, pvt, vit_attention  # noqa: E402
+from tests.timm_attention import efficientformer, export, levit, mobilevitv2, pvt, swin, vit_attention  # noqa: E402
 
 
 def _fused(project) -> list[onnx.NodeProto]:
@@ -71,3 +71,16 @@ def test_fused_biased_attention_fixed_point(tmp_path, name):
         errors[fuse] = np.abs(project.csim(x) - project.reference(x)[0])
     assert errors[True].max() <= 8e-3
     assert errors[True].max() <= errors[False].max() + 2 ** -10
+
+
+@pytest.mark.parametrize("name, factory, fused", [("swin", swin, 2), ("mobilevitv2_050", mobilevitv2, 0)])
+def test_partly_or_unfused_attention_agrees(tmp_path, name, factory, fused):
+    """Swin (2 of its 4 blocks fuse: the one-window stage) and MobileViTv2 (separable attention: a softmax over the
+    tokens of a one-channel score, no Q K^T, so nothing fuses): op by op where not fused, and the whole model
+    agrees with ONNX Runtime (measured 3.6e-7 and 8.3e-6)."""
+    model, shape = factory()
+    path = export(model, shape, tmp_path / "m.onnx")
+    project = kiln.compile(path, output_dir=tmp_path / "p", precision="float")
+    assert len(_fused(project)) == fused
+    x = np.random.default_rng(0).standard_normal((4, *shape)).astype(np.float32)
+    assert relative_error(project.csim(x), project.reference(x)[0]) <= 1e-5

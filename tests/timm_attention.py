@@ -78,3 +78,25 @@ def pvt():
 
     torch.manual_seed(0)
     return Wrap(Attention(16, num_heads=2, sr_ratio=2), [4, 4]), (16, 16)
+
+
+def swin():
+    """A small timm SwinTransformer on 32x32 images: patch 4 -> 8x8 tokens, window 4. Stage 0 has 4 windows (the
+    second block shifted, with its mask); stage 1 (4x4 tokens) is one window with its relative position bias."""
+    from timm.models.swin_transformer import SwinTransformer
+
+    torch.manual_seed(0)
+    model = SwinTransformer(img_size=32, patch_size=4, window_size=4, embed_dim=16, depths=(2, 2), num_heads=(2, 4),
+                            num_classes=10)
+    with torch.no_grad():
+        for table in (m.relative_position_bias_table for m in model.modules() if hasattr(m, "relative_position_bias_table")):
+            table.normal_()
+    return model, (3, 32, 32)
+
+
+def mobilevitv2():
+    """timm mobilevitv2_050 at 64x64: MobileViTv2's separable (linear) attention."""
+    import timm
+
+    torch.manual_seed(0)
+    return timm.create_model("mobilevitv2_050", pretrained=False), (3, 64, 64)

@@ -9,7 +9,7 @@ reads and replaces). Forms: timm's vision_transformer Attention (fused qkv Linea
 scale or F.scaled_dot_product_attention, both exporters); EfficientFormer (q|k|v interleaved per head, a
 gathered attention-bias table); LeViT (BatchNorm after the qkv Linear, Hardswish between the heads and the out
 projection, so the layer ends at the merged heads); PVTv2 spatial reduction (K/V from a strided-conv-reduced
-sequence, x_kv != x_q).
+sequence, x_kv != x_q); Swin's window attention where the stage is one window.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from kiln.reference import ort_session
 torch = pytest.importorskip("torch")
 timm = pytest.importorskip("timm")
 
-from tests.timm_attention import efficientformer, export, levit, pvt, vit_attention  # noqa: E402
+from tests.timm_attention import efficientformer, export, levit, pvt, swin, vit_attention  # noqa: E402
 
 
 def mha_numpy(node: ir.Node, x_q: np.ndarray, x_kv: np.ndarray) -> np.ndarray:
@@ -123,6 +123,17 @@ def test_pvt_spatial_reduction_attention(tmp_path, dynamo):
     assert ops["MultiHeadAttention"] == 1 and ops["Softmax"] == 0 and ops["MatMul"] == 0
     assert mha.inputs[0] is not mha.inputs[1]
     assert list(mha.inputs[1].shape)[-2:] == [4, 16]
+
+
+def test_swin_fuses_its_single_window_stage(tmp_path):
+    """Swin's window attention: the stage of one window (4x4 tokens, window 4) fuses with its relative position
+    bias as the score bias; the stage of 4 windows (windows in the batch axis, the shifted block's mask per
+    window) stays op by op: the layer attends within one sequence."""
+    path = export(*swin(), tmp_path / "m.onnx")
+    x = np.random.default_rng(4).standard_normal((1, 3, 32, 32)).astype(np.float32)
+    ops, fused = lowered_and_checked(path, x)
+    assert len(fused) == 2 and ops["Softmax"] == 2
+    assert all(len(n.inputs) == 11 and attr(n, "heads") == 4 for n in fused)
 
 
 # zoo model -> attention blocks fused, every one of them (both exporters)
