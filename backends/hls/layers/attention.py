@@ -171,7 +171,10 @@ class MultiHeadAttentionEmitter(LayerEmitter):
         x_q_prec, x_kv_prec, out_prec = ctx.precision(x_q), ctx.precision(x_kv), ctx.precision(out)
         accum_override = ctx.layer_precision(node, "accum")
         names, projs = {}, {"out_proj": ""}
-        bias_max = float(np.max(np.abs(score_bias))) if score_bias is not None else 0.0
+        bias_t, bias_name, bias_max = None, None, 0.0
+        if score_bias is not None:  # stored like a Dense bias; its range after rounding sizes the scores
+            bias_name, bias_t, bias_prec = ctx.weight(node, np.ascontiguousarray(score_bias), "sb", kind="bias")
+            bias_max = float(np.max(np.abs(bias_prec.quantize(score_bias.reshape(-1).astype(np.float64)))))
         types = internal_types(x_q_prec, out_prec, key_dim, n_kv, scale, bias_max)
         for role, w, b, x_prec, rows_ in (("q", wq, bq, x_q_prec, n_q), ("k", wk, bk, x_kv_prec, n_kv),
                                           ("v", wv, bv, x_kv_prec, n_kv), ("out", wo, bo, types["o"], n_q)):
@@ -188,9 +191,6 @@ class MultiHeadAttentionEmitter(LayerEmitter):
                                                accum_t=ctx.typedef(f"{lid}_{role}_accum_t", accum),
                                                weight_t=w_t, bias_t=b_t)
         typedefs = {k: ctx.typedef(f"{lid}_{k}_t", p) for k, p in types.items()}
-        bias_t, bias_name = None, None
-        if score_bias is not None:
-            bias_name, bias_t, _ = ctx.weight(node, np.ascontiguousarray(score_bias), "sb", kind="bias")
         core_mults = heads * n_q * n_kv * (key_dim + value_dim)  # Q K^T and P V
         config = ctx.render(CONFIG, id=lid, n_q=n_q, n_kv=n_kv, dim_q=dim_q, dim_kv=dim_kv, dim_out=dim_out,
                             heads=heads, key_dim=key_dim, value_dim=value_dim, rf=rf,
