@@ -32,8 +32,12 @@ def attention(variant=None):
                 helper.make_node("Transpose", [f"{r}_h"], [f"{r}_t"], perm=perm)]
     scores = "s"
     nodes = [*proj("q", [0, 2, 1, 3]), *proj("k", [0, 2, 3, 1]), *proj("v", [0, 2, 1, 3]),
-             helper.make_node("MatMul", ["q_t", "k_t"], ["qk"], name="/attn/MatMul"),
-             helper.make_node("Div", ["qk", "sqrt_d"], ["s"], name="/attn/Div")]
+             helper.make_node("MatMul", ["q_t", "k_t"], ["qk"], name="/attn/MatMul")]
+    if variant == "bias_then_scale":  # (QK^T + B) / sqrt(D): the bias is scaled too
+        nodes += [helper.make_node("Add", ["mask", "qk"], ["qkb"]),
+                  helper.make_node("Div", ["qkb", "sqrt_d"], ["s"], name="/attn/Div")]
+    else:
+        nodes.append(helper.make_node("Div", ["qk", "sqrt_d"], ["s"], name="/attn/Div"))
     if variant in ("mask", "bias"):  # a run-time mask (a graph input) / a constant bias on the scores
         nodes.append(helper.make_node("Add", ["s", "mask"], ["sm"]))
         scores = "sm"
@@ -45,7 +49,7 @@ def attention(variant=None):
               helper.make_node("Add", ["o_mm", "bo"], ["y"], name="/attn/out/Add")]
     inits = [const(k, v) for k, v in P.items()] + [
         const("heads_shape", np.array([1, T, H, D], np.int64)), const("merged_shape", np.array([1, T, E], np.int64)),
-        const("sqrt_d", np.sqrt(D))] + ([const("mask", BIAS)] if variant == "bias" else [])
+        const("sqrt_d", np.sqrt(D))] + ([const("mask", BIAS)] if variant in ("bias", "bias_then_scale") else [])
     outputs = {"y": (1, T, E), **({"p": (1, H, T, T)} if variant == "probs" else {})}
     inputs = {"x": (1, T, E), **({"mask": (T, T)} if variant == "mask" else {})}
     return model(nodes, inputs, outputs, inits, opset=17)
@@ -91,10 +95,12 @@ def test_not_plain_attention_is_left_op_by_op(variant):
     assert ops(m).count("Softmax") == 1 and ops(m).count("MatMul") == 2 and "kiln.MultiHeadAttention" not in ops(m)
 
 
-def test_constant_score_bias_becomes_the_bias_input():
-    """softmax(QK^T / sqrt(D) + B) with B constant [H, T, T] (a causal mask plus a per-head bias): one layer whose
-    11th input is B (broadcast to [heads, Tq, Tk]), and it computes what ONNX Runtime does on the original."""
-    m = attention("bias")
+@pytest.mark.parametrize("variant, bias_factor", [("bias", 1.0), ("bias_then_scale", 0.5)])
+def test_constant_score_bias_becomes_the_bias_input(variant, bias_factor):
+    """softmax(QK^T / sqrt(D) + B) with B constant [H, T, T] (a causal mask plus a per-head bias), or
+    softmax((B + QK^T) / sqrt(D)): one layer whose 11th input is B (times the scale met after it: 1/2), and it
+    computes what ONNX Runtime does on the original."""
+    m = attention(variant)
     ref = run(m, {"x": X})[0]
     FuseDensePass()(m)
     assert FuseAttentionPass()(m).modified
@@ -103,7 +109,7 @@ def test_constant_score_bias_becomes_the_bias_input():
     assert len(mha.inputs) == 11 and mha.inputs[10].name == "/attn_bias"
     bias = const_of(mha.inputs[10])
     assert bias.shape == (H, T, T)
-    np.testing.assert_allclose(bias, BIAS.astype(np.float32))
+    np.testing.assert_allclose(bias, bias_factor * BIAS.astype(np.float32))
     weights = dict(zip(["Wq", "bq", "Wk", "bk", "Wv", "bv", "Wo", "bo"], (const_of(v) for v in mha.inputs[2:10])))
     got = _mha(X.astype(np.float64), weights, **attrs(mha), bias=bias.astype(np.float64))
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
