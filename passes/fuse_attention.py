@@ -51,7 +51,7 @@ import numpy as np
 import onnx_ir as ir
 
 from kiln.ir_utils import KILN_DOMAIN, add_initializer, attr, const_array
-from kiln.passes.attention_trace import (LAYOUT_OPS, SCALE_OPS, back_to_dense, data_input, flat_order_kept,
+from kiln.passes.attention_trace import (LAYOUT_OPS, SCALE_OPS, back_to_dense, flat_order_kept,
                                          head_split_columns, is_dense, scalar_factor, shape_of, std_op,
                                          trace_indices)
 
