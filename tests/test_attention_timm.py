@@ -8,7 +8,6 @@ within a stated bound.
 
 from __future__ import annotations
 
-
 import numpy as np
 import onnx
 import pytest
