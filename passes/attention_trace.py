@@ -66,7 +66,7 @@ def trace_indices(node: ir.Node, idx: np.ndarray, out: ir.Value) -> np.ndarray |
         return None
     op = node.op_type
     try:
-        if op in SCALE_OPS:
+        if op in SCALE_OPS or op == "BatchNormalization":
             result = idx
         elif op in ("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity"):
             result = idx.reshape(shape) if idx.size == math.prod(shape) else None
@@ -158,17 +158,50 @@ class LayoutPath:
             value = out
         return idx, scale
 
+    def column_affine(self, row_len: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """(a, c) per column of the source's rows such that the BatchNormalizations on the path compute
+        x * a + c (ones/zeros without any), else None: each must read the projection's columns as its
+        channels ([N, C] after a flat-order Flatten, as timm's LeViT LinearNorm writes it) and come before
+        every scalar factor (those are applied to the whole path)."""
+        shape = shape_of(self.source)
+        a, c = np.ones(row_len), np.zeros(row_len)
+        if shape is None:
+            return None
+        idx, scaled = np.arange(math.prod(shape)).reshape(shape), False
+        for node, out in self.steps:
+            if std_op(node, SCALE_OPS):
+                scaled = True
+            elif std_op(node, {"BatchNormalization"}):
+                params = [const_array(v) for v in node.inputs[1:5]]
+                if scaled or idx.ndim != 2 or idx.shape[1] != row_len or len(params) != 4 or \
+                        any(p is None or p.shape != (row_len,) for p in params) or \
+                        not np.array_equal(idx % row_len, np.broadcast_to(np.arange(row_len), idx.shape)):
+                    return None
+                gamma, beta, mean, var = (p.astype(np.float64) for p in params)
+                k = gamma / np.sqrt(var + float(attr(node, "epsilon", 1e-5)))
+                a, c = a * k, c * k + beta - mean * k
+            idx = trace_indices(node, idx, out)
+            if idx is None:
+                return None
+        return a, c
+
 
 def back_to_dense(value: ir.Value) -> tuple[ir.Node, LayoutPath] | None:
-    """Walk producers from ``value`` through layout/scale nodes to a kiln.Dense output."""
+    """Walk producers from ``value`` through layout/scale nodes (and BatchNormalizations, see
+    ``LayoutPath.column_affine``) to a kiln.Dense output."""
     steps, current = [], value
     while True:
         producer = current.producer()
         if is_dense(producer):
             return producer, LayoutPath(current, list(reversed(steps)))
-        if not std_op(producer, LAYOUT_OPS | SCALE_OPS):
+        if not std_op(producer, LAYOUT_OPS | SCALE_OPS | {"BatchNormalization"}):
             return None
-        if std_op(producer, SCALE_OPS):
+        if std_op(producer, {"BatchNormalization"}):  # inference form, constant parameters (LayoutPath.column_affine)
+            data = producer.inputs[0]
+            if len(producer.outputs) != 1 or len(producer.inputs) != 5 or \
+                    any(const_array(v) is None for v in producer.inputs[1:]):
+                return None
+        elif std_op(producer, SCALE_OPS):
             data = data_input(producer)
             if data is None or scalar_factor(producer, data) is None:
                 return None
@@ -199,6 +232,28 @@ def head_split_offset(idx: np.ndarray, heads: int, tokens: int, width: int, row_
     else:
         expected = t[None, :, None] * row_len + off + h * width + d[None, None, :]
     return off if np.array_equal(idx, expected) else None
+
+
+def head_split_columns(idx: np.ndarray, heads: int, tokens: int, width: int, row_len: int,
+                       transposed: bool) -> np.ndarray | None:
+    """The projection columns [heads * width] if idx is a head split of a [tokens, row_len] projection, else None.
+
+    idx[h, t, d] (K^T: idx[h, d, t]) must equal t * row_len + col[h, d] for every token t: each head reads the
+    same columns of every row, in any order (timm's EfficientFormer/LeViT interleave q, k, v per head:
+    reshape(B, N, H, -1).split([kd, kd, vd])). The contiguous split of ``head_split_offset`` is the case
+    col[h, d] = off + h * width + d.
+    """
+    if idx.size != heads * tokens * width:
+        return None
+    idx = idx.reshape((heads, width, tokens) if transposed else (heads, tokens, width))
+    if transposed:
+        idx = idx.transpose(0, 2, 1)
+    cols = idx[:, :1, :]
+    if np.any(cols < 0) or np.any(cols >= row_len):
+        return None
+    if not np.array_equal(idx, cols + np.arange(tokens)[None, :, None] * row_len):
+        return None
+    return cols.reshape(-1)
 
 
 def flat_order_kept(idx: np.ndarray) -> bool:

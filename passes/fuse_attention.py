@@ -1,11 +1,15 @@
 """Fuse multi-head attention subgraphs into one ``kiln.MultiHeadAttention`` layer.
 
-``kiln.MultiHeadAttention(x_q, x_kv, Wq, bq, Wk, bk, Wv, bv, Wo, bo; heads, key_dim,
+``kiln.MultiHeadAttention(x_q, x_kv, Wq, bq, Wk, bk, Wv, bv, Wo, bo[, bias]; heads, key_dim,
 value_dim, scale)`` computes, for each head h (columns ``h*key_dim ..`` of the
-projections), ``softmax(scale * (x_q Wq + bq)_h (x_kv Wk + bk)_h^T) (x_kv Wv + bv)_h``,
-concatenates the heads and projects with ``Wo``, ``bo``. x_q is [.., Tq, E_q] (any
+projections), ``softmax(scale * (x_q Wq + bq)_h (x_kv Wk + bk)_h^T + bias[h]) (x_kv Wv + bv)_h``,
+concatenates the heads and projects with ``Wo``, ``bo`` (both absent, empty inputs, when the
+merged heads feed anything but a Dense: the layer's output is then [.., Tq, heads*value_dim]). x_q is [.., Tq, E_q] (any
 leading axes of size 1), x_kv [.., Tk, E_kv]; the output is [.., Tq, dim] (the shape of
-the value it replaces). Weights are [in, out] (kiln.Dense order).
+the value it replaces). Weights are [in, out] (kiln.Dense order). The optional ``bias``
+[heads, Tq, Tk] is a constant added to the scaled scores: any Add of a float constant
+between Q K^T and the Softmax (LeViT's attention_biases gathered by constant indices, a
+relative-position bias, a constant mask), folded with the scale factors met on the way.
 
 Both forms torch exports are recognised:
 
@@ -30,9 +34,11 @@ data-movement ops between the projections and the two MatMuls (Reshape, Transpos
 Squeeze, Unsqueeze, Flatten, Identity, Gather/Slice/Split with constant indices) are not
 matched by their sequence, which varies with the exporter and opset: the pass pushes an
 array of element indices through them (passes/attention_trace.py: numpy, exactly as ONNX defines the
-ops) and requires the result to be exactly the head split ``Q[h, t, d] = q[t, off + h *
-key_dim + d]`` (likewise K^T, V, and the merge ``m[t, h * value_dim + d] = O[h, t, d]``).
-Anything else (a mask, non-constant weights, a softmax over another axis, heads mixed
+ops) and requires the result to be exactly the head split ``Q[h, t, d] = q[t, col[h, d]]``,
+the same columns for every token (``off + h * key_dim + d`` for a packed or separate projection;
+per-head interleaved q|k|v columns as timm's EfficientFormer and LeViT write them), likewise K^T
+and V, and the merge ``m[t, h * value_dim + d] = O[h, t, d]``.
+Anything else (a run-time mask, non-constant weights, a softmax over another axis, heads mixed
 across tokens, an intermediate used outside the pattern, a non-scalar or negative scale) leaves the
 graph as it is; the op-by-op graph compiles as exported.
 """
@@ -45,14 +51,15 @@ import numpy as np
 import onnx_ir as ir
 
 from kiln.ir_utils import KILN_DOMAIN, add_initializer, attr, const_array
-from kiln.passes.attention_trace import (LAYOUT_OPS, SCALE_OPS, back_to_dense, data_input, flat_order_kept,
-                                         head_split_offset, is_dense, scalar_factor, shape_of, std_op,
+from kiln.passes.attention_trace import (LAYOUT_OPS, SCALE_OPS, back_to_dense, flat_order_kept,
+                                         head_split_columns, is_dense, scalar_factor, shape_of, std_op,
                                          trace_indices)
 
 
 def _core(softmax: ir.Node, opset: int):
-    """scale * MatMul(Q, K^T) -> Softmax (last axis) -> MatMul(P, V) with consistent [.., heads, T, d] shapes:
-    (nodes, scale, qk, av, (heads, tq, tk, key_dim, value_dim)), else None."""
+    """scale * MatMul(Q, K^T) (+ constant bias) -> Softmax (last axis) -> MatMul(P, V) with consistent
+    [.., heads, T, d] shapes: (nodes, scale, bias [heads, Tq, Tk] or None, qk, av, (heads, tq, tk, key_dim,
+    value_dim)), else None."""
     s_in, s_out = softmax.inputs[0], softmax.outputs[0]
     s_shape = shape_of(s_in)
     if s_shape is None or len(s_shape) < 2:
@@ -61,15 +68,25 @@ def _core(softmax: ir.Node, opset: int):
     axis = attr(softmax, "axis", -1 if (softmax.version or opset) >= 13 else 1)
     if (axis + rank if axis < 0 else axis) != rank - 1:
         return None  # softmax over the keys (last axis) only
-    # scores = scale * MatMul(Q, K^T): scalar Mul/Div between MatMul and Softmax
-    nodes, scale, value = [softmax], 1.0, s_in
+    # scores = scale * MatMul(Q, K^T) + bias: scalar Mul/Div and Adds of a constant between MatMul and Softmax.
+    # Walking back from the Softmax, the scores are scale * value + bias; an Add of B makes bias += scale * B.
+    nodes, scale, bias, value = [softmax], 1.0, None, s_in
     producer = value.producer()
-    while std_op(producer, SCALE_OPS):
-        data = data_input(producer)
-        factor = scalar_factor(producer, data) if data is not None else None
-        if factor is None:
+    while std_op(producer, SCALE_OPS | {"Add"}):
+        runtime = [v for v in producer.inputs if v is not None and const_array(v) is None]
+        data = runtime[0] if len(runtime) == 1 and len(producer.inputs) == 2 else None
+        if data is None:
             return None
-        scale *= factor
+        if producer.op_type == "Add":
+            term = _bias_term(producer, data, s_shape)
+            if term is None:
+                return None
+            bias = scale * term if bias is None else bias + scale * term
+        else:
+            factor = scalar_factor(producer, data)
+            if factor is None:
+                return None
+            scale *= factor
         nodes.append(producer)
         value = data
         producer = value.producer()
@@ -96,7 +113,23 @@ def _core(softmax: ir.Node, opset: int):
     if kt_shape[-2] != key_dim or v_shape[-2] != tk or s_shape[-2:] != (tq, tk) \
             or o_shape != (*batch, tq, value_dim):
         return None
-    return nodes, scale, qk, av, (heads, tq, tk, key_dim, value_dim)
+    if bias is not None:
+        bias = np.broadcast_to(bias, s_shape).reshape(heads, tq, tk)
+    return nodes, scale, bias, qk, av, (heads, tq, tk, key_dim, value_dim)
+
+
+def _bias_term(add: ir.Node, data: ir.Value, s_shape: tuple[int, ...]) -> np.ndarray | None:
+    """The constant float term an Add puts on the scores (broadcast to them, not widening them), else None."""
+    other = add.inputs[1] if add.inputs[0] is data else add.inputs[0]
+    c = const_array(other)
+    if c is None or not np.issubdtype(c.dtype, np.floating) or shape_of(add.outputs[0]) != s_shape \
+            or c.ndim > len(s_shape) or not np.all(np.isfinite(c)):
+        return None
+    try:
+        np.broadcast_to(c, s_shape)
+    except ValueError:
+        return None
+    return c.astype(np.float64)
 
 
 def _projection(operand: ir.Value, transposed: bool, heads: int, width: int, tokens: int):
@@ -115,40 +148,51 @@ def _projection(operand: ir.Value, transposed: bool, heads: int, width: int, tok
     row_len = w.shape[1]
     if shape_of(dense.inputs[0]) is None or math.prod(shape_of(dense.inputs[0])) != tokens * w.shape[0]:
         return None
-    off = head_split_offset(idx, heads, tokens, width, row_len, transposed)
-    if off is None:
+    cols = head_split_columns(idx, heads, tokens, width, row_len, transposed)
+    affine = path.column_affine(row_len) if cols is not None else None
+    if affine is None:
         return None
-    return dense, w[:, off:off + heads * width], b.reshape(-1)[off:off + heads * width], factor, path.nodes
+    a, c = affine  # BatchNormalizations after the projection fold into its columns
+    w, b = w * a[None, :], b.reshape(-1) * a + c
+    return dense, w[:, cols], b[cols], factor, path.nodes
 
 
 def _merge_heads(merged: ir.Value, heads: int, tq: int, value_dim: int):
-    """O [.., H, Tq, dv] -> layout ops -> the out projection reading [Tq, H*dv]: (layout nodes, out Dense, Wo, bo)."""
+    """O [.., H, Tq, dv] -> layout ops -> the out projection reading [Tq, H*dv]: (layout nodes, out Dense, Wo, bo,
+    merged heads). When the merged heads feed something else (LeViT: Hardswish, then the projection), the layer
+    ends at the merge: out Dense, Wo and bo are None and the merged value is its output."""
     tail = []
     idx = np.arange(heads * tq * value_dim).reshape(shape_of(merged))
+    expected = (np.arange(heads)[None, :, None] * tq * value_dim + np.arange(tq)[:, None, None] * value_dim
+                + np.arange(value_dim)[None, None, :]).reshape(tq, heads * value_dim)
+    out_dense = None
     while True:
         users = merged.consumers()
         if merged.is_graph_output() or len(users) != 1:
-            return None
+            break
         user = users[0]
         if is_dense(user) and user.inputs[0] is merged:
             out_dense = user
             break
         if not std_op(user, LAYOUT_OPS) or user.inputs[0] is not merged or len(user.outputs) != 1 or \
                 any(v is not None and const_array(v) is None for v in user.inputs[1:]):
-            return None
-        idx = trace_indices(user, idx, user.outputs[0])
-        if idx is None:
-            return None
+            break
+        traced = trace_indices(user, idx, user.outputs[0])
+        if traced is None:
+            break
+        idx = traced
         tail.append(user)
         merged = user.outputs[0]
+    if idx.size != expected.size or not np.array_equal(idx.reshape(tq, heads * value_dim), expected):
+        return None
+    if out_dense is None:
+        if not tail or shape_of(merged)[-1] != heads * value_dim:
+            return None  # the heads merged into rows of H * dv
+        return tail, None, None, None, merged
     wo, bo = const_array(out_dense.inputs[1]), const_array(out_dense.inputs[2])
-    if wo is None or bo is None or wo.ndim != 2 or wo.shape[0] != heads * value_dim or idx.size != wo.shape[0] * tq:
+    if wo is None or bo is None or wo.ndim != 2 or wo.shape[0] != heads * value_dim:
         return None
-    expected = (np.arange(heads)[None, :, None] * tq * value_dim + np.arange(tq)[:, None, None] * value_dim
-                + np.arange(value_dim)[None, None, :]).reshape(tq, heads * value_dim)
-    if not np.array_equal(idx.reshape(tq, heads * value_dim), expected):
-        return None
-    return tail, out_dense, wo, bo
+    return tail, out_dense, wo, bo, merged
 
 
 def _trailing_layout(out: ir.Value, tq: int, dim: int) -> tuple[list[ir.Node], ir.Value]:
@@ -205,7 +249,7 @@ class FuseAttentionPass(ir.passes.InPlacePass):
         core = _core(softmax, opset)
         if core is None:
             return None
-        nodes, scale, qk, av, dims = core
+        nodes, scale, bias, qk, av, dims = core
         heads, tq, tk, key_dim, value_dim = dims
         proj = {}
         for role, operand, transposed, width, tokens in (("q", qk.inputs[0], False, key_dim, tq),
@@ -228,17 +272,20 @@ class FuseAttentionPass(ir.passes.InPlacePass):
         merged = _merge_heads(av.outputs[0], heads, tq, value_dim)
         if merged is None:
             return None
-        tail, out_dense, wo, bo = merged
-        nodes.extend([*tail, out_dense])
-        trailing, out = _trailing_layout(out_dense.outputs[0], tq, wo.shape[1])
-        nodes.extend(trailing)
+        tail, out_dense, wo, bo, heads_out = merged
+        nodes.extend(tail)
+        out = heads_out
+        if out_dense is not None:
+            nodes.append(out_dense)
+            trailing, out = _trailing_layout(out_dense.outputs[0], tq, wo.shape[1])
+            nodes.extend(trailing)
         if not _closed(nodes, out):
             return None
         skipped = [proj["q"][0].inputs[0], proj["k"][0].inputs[0]]
         x_q, x_kv = self._upstream(skipped[0]), self._upstream(skipped[1])
         return {"nodes": nodes, "out": out, "x_q": x_q, "x_kv": x_kv, "skipped": skipped, "proj": proj,
-                "wo": wo, "bo": bo.reshape(-1), "heads": heads, "key_dim": key_dim, "value_dim": value_dim,
-                "scale": scale, "name": self._name(av)}
+                "wo": wo, "bo": None if bo is None else bo.reshape(-1), "heads": heads, "key_dim": key_dim, "value_dim": value_dim,
+                "scale": scale, "bias": bias, "name": self._name(av)}
 
     @staticmethod
     def _upstream(x: ir.Value) -> ir.Value:
@@ -276,8 +323,13 @@ class FuseAttentionPass(ir.passes.InPlacePass):
             _, w, b = m["proj"][role]
             inputs.append(add_initializer(graph, f"{prefix}_W{role}", np.ascontiguousarray(w, dtype=np.float32)))
             inputs.append(add_initializer(graph, f"{prefix}_b{role}", np.ascontiguousarray(b, dtype=np.float32)))
-        inputs.append(add_initializer(graph, f"{prefix}_Wo", np.ascontiguousarray(m["wo"], dtype=np.float32)))
-        inputs.append(add_initializer(graph, f"{prefix}_bo", np.ascontiguousarray(m["bo"], dtype=np.float32)))
+        if m["wo"] is None:  # no out projection: the layer's output is the merged heads
+            inputs += [None, None]
+        else:
+            inputs.append(add_initializer(graph, f"{prefix}_Wo", np.ascontiguousarray(m["wo"], dtype=np.float32)))
+            inputs.append(add_initializer(graph, f"{prefix}_bo", np.ascontiguousarray(m["bo"], dtype=np.float32)))
+        if m["bias"] is not None:
+            inputs.append(add_initializer(graph, f"{prefix}_bias", np.ascontiguousarray(m["bias"], dtype=np.float32)))
         out = m["out"]
         fused = ir.Node(KILN_DOMAIN, "MultiHeadAttention", inputs, name=node_name,
                         attributes=[ir.AttrInt64("heads", m["heads"]), ir.AttrInt64("key_dim", m["key_dim"]),

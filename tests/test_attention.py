@@ -43,8 +43,9 @@ class TorchMHA(nn.Module):
 class HandCross(nn.Module):
     """Hand-written cross-attention: value_dim != key_dim, K^T by one permute, scale as Mul on Q.
 
-    ``variant`` breaks the pattern: "mask" adds a constant mask to the scores, "axis" takes
-    the softmax over the queries, "probs" also returns the probabilities.
+    ``variant`` breaks the pattern: "mask" adds a run-time mask (from the input) to the scores, "axis"
+    takes the softmax over the queries, "probs" also returns the probabilities. "bias" adds a constant
+    per-head bias and causal mask, which fuses (the layer's score bias input).
     """
 
     def __init__(self, dq=8, dkv=5, heads=3, key_dim=4, value_dim=6, out=7, variant=None):
@@ -52,6 +53,7 @@ class HandCross(nn.Module):
         self.h, self.kd, self.vd, self.variant = heads, key_dim, value_dim, variant
         self.q, self.k = nn.Linear(dq, heads * key_dim), nn.Linear(dkv, heads * key_dim)
         self.v, self.o = nn.Linear(dkv, heads * value_dim), nn.Linear(heads * value_dim, out)
+        self.score_bias = nn.Parameter(torch.randn(heads, 6, 9))  # the bias variant's [heads, Tq, Tk] (6 x 9 tokens)
 
     def forward(self, x, mem):
         b, tq, _ = x.shape
@@ -61,7 +63,9 @@ class HandCross(nn.Module):
         v = self.v(mem).view(b, tk, self.h, self.vd).transpose(1, 2)
         s = (q * self.kd ** -0.5) @ k
         if self.variant == "mask":
-            s = s + torch.triu(torch.full((tq, tk), -1e4), 1)
+            s = s + mem.mean(-1)[:, None, None, :]
+        elif self.variant == "bias":
+            s = s + torch.triu(torch.full((tq, tk), -1e4), 1) + self.score_bias
         p = s.softmax(-2 if self.variant == "axis" else -1)
         out = self.o((p @ v).transpose(1, 2).reshape(b, tq, self.h * self.vd))
         return (out, p) if self.variant == "probs" else out
@@ -95,6 +99,8 @@ FORMS = {
                                {"heads": 2, "key_dim": 8}),
     "hand_cross_opset13": (lambda: HandCross(), [(6, 8), (9, 5)], 13,
                            {"heads": 3, "key_dim": 4, "value_dim": 6, "scale": 0.5}),
+    "hand_cross_const_bias": (lambda: HandCross(variant="bias"), [(6, 8), (9, 5)], 17,
+                              {"heads": 3, "key_dim": 4, "value_dim": 6, "scale": 0.5}),
     "packed_unbind_opset13": (lambda: PackedQKV(style="unbind"), [(5, 12)], 13, {"heads": 3, "key_dim": 4}),
     "packed_chunk_opset17": (lambda: PackedQKV(style="chunk"), [(5, 12)], 17, {"heads": 3, "key_dim": 4}),
 }

@@ -1,9 +1,11 @@
 // Multi-head attention (kiln.MultiHeadAttention), one sample per call:
 //   Q = x_q Wq + bq, K = x_kv Wk + bk, V = x_kv Wv + bv          (kiln::dense, [T][heads*dim])
 //   per head h and query i: s[j] = scale * Q[i,h,:] . K[j,h,:]     (j over the n_kv keys)
+//                                  (+ bias[h][i][j]: multihead_attention_biased, has_bias)
 //                           p = softmax(s)                          (kiln_softmax.h's tables)
 //                           O[i,h,:] = sum_j p[j] V[j,h,:]
 //   res = O Wo + bo                                                 (heads merged: O is [n_q][heads*value_dim])
+//   (multihead_attention_merged: no out projection, res = O)
 // Weights are [n_in][n_out] (kiln.Dense order); head h owns columns h*key_dim .. of Wq/Wk
 // (h*value_dim .. of Wv) and rows h*value_dim .. of Wo. CONFIG_T carries the sizes, the
 // internal types (derived by the emitter), a dense config per projection and the
@@ -29,6 +31,8 @@ struct multihead_attention_config {
     static const unsigned multiplier_limit = 1;
     static const bool use_table = false;
     static constexpr float scale = 1.0f;
+    static const bool has_bias = false;
+    typedef float bias_t;
     typedef float q_t;
     typedef float k_t;
     typedef float v_t;
@@ -46,7 +50,7 @@ void attention_head_row(const typename CONFIG_T::q_t q[CONFIG_T::n_q * CONFIG_T:
                         const typename CONFIG_T::k_t k[CONFIG_T::n_kv * CONFIG_T::heads * CONFIG_T::key_dim],
                         const typename CONFIG_T::v_t v[CONFIG_T::n_kv * CONFIG_T::heads * CONFIG_T::value_dim],
                         typename CONFIG_T::o_t o[CONFIG_T::n_q * CONFIG_T::heads * CONFIG_T::value_dim],
-                        unsigned h, unsigned i) {
+                        const typename CONFIG_T::bias_t *bias, unsigned h, unsigned i) {
     #pragma HLS INLINE
     typedef typename CONFIG_T::softmax_config sm_config;
     const unsigned hk = CONFIG_T::heads * CONFIG_T::key_dim, hv = CONFIG_T::heads * CONFIG_T::value_dim;
@@ -61,7 +65,9 @@ Scores:
     Dot:
         for (unsigned d = 0; d < CONFIG_T::key_dim; d++)
             acc += q[i * hk + h * CONFIG_T::key_dim + d] * k[j * hk + h * CONFIG_T::key_dim + d];
-        s[j] = (typename CONFIG_T::score_t)(acc * scale);
+        typename CONFIG_T::score_t sj = (typename CONFIG_T::score_t)(acc * scale);
+        if (CONFIG_T::has_bias) sj += (typename CONFIG_T::score_t)bias[(h * CONFIG_T::n_q + i) * CONFIG_T::n_kv + j];
+        s[j] = sj;
     }
     softmax_row<typename CONFIG_T::score_t, typename CONFIG_T::prob_t, sm_config>(s, 1, p, 1);
 Weighted:
@@ -70,6 +76,36 @@ Weighted:
     Keys:
         for (unsigned j = 0; j < CONFIG_T::n_kv; j++) acc += p[j] * v[j * hv + h * CONFIG_T::value_dim + d];
         o[i * hv + h * CONFIG_T::value_dim + d] = (typename CONFIG_T::o_t)acc;
+    }
+}
+
+// Q, K, V projections and every head's attention: o [n_q][heads*value_dim] (heads merged), bias or 0.
+template <class q_in_T, class kv_in_T, typename CONFIG_T>
+void attention_heads(const q_in_T data_q[CONFIG_T::n_q * CONFIG_T::dim_q],
+                         const kv_in_T data_kv[CONFIG_T::n_kv * CONFIG_T::dim_kv],
+                         typename CONFIG_T::o_t o[CONFIG_T::n_q * CONFIG_T::heads * CONFIG_T::value_dim],
+                         const typename CONFIG_T::q_proj::weight_t wq[CONFIG_T::q_proj::n_in * CONFIG_T::q_proj::n_out],
+                         const typename CONFIG_T::q_proj::bias_t bq[CONFIG_T::q_proj::n_out],
+                         const typename CONFIG_T::k_proj::weight_t wk[CONFIG_T::k_proj::n_in * CONFIG_T::k_proj::n_out],
+                         const typename CONFIG_T::k_proj::bias_t bk[CONFIG_T::k_proj::n_out],
+                         const typename CONFIG_T::v_proj::weight_t wv[CONFIG_T::v_proj::n_in * CONFIG_T::v_proj::n_out],
+                         const typename CONFIG_T::v_proj::bias_t bv[CONFIG_T::v_proj::n_out],
+                         const typename CONFIG_T::bias_t *bias) {
+    #pragma HLS INLINE
+    typename CONFIG_T::q_t q[CONFIG_T::n_q * CONFIG_T::heads * CONFIG_T::key_dim];
+    typename CONFIG_T::k_t k[CONFIG_T::n_kv * CONFIG_T::heads * CONFIG_T::key_dim];
+    typename CONFIG_T::v_t v[CONFIG_T::n_kv * CONFIG_T::heads * CONFIG_T::value_dim];
+    #pragma HLS ARRAY_PARTITION variable = q complete
+    #pragma HLS ARRAY_PARTITION variable = k complete
+    #pragma HLS ARRAY_PARTITION variable = v complete
+
+    dense<q_in_T, typename CONFIG_T::q_t, typename CONFIG_T::q_proj>(data_q, q, wq, bq);
+    dense<kv_in_T, typename CONFIG_T::k_t, typename CONFIG_T::k_proj>(data_kv, k, wk, bk);
+    dense<kv_in_T, typename CONFIG_T::v_t, typename CONFIG_T::v_proj>(data_kv, v, wv, bv);
+Heads:
+    for (unsigned h = 0; h < CONFIG_T::heads; h++) {
+    Queries:
+        for (unsigned i = 0; i < CONFIG_T::n_q; i++) attention_head_row<CONFIG_T>(q, k, v, o, bias, h, i);
     }
 }
 
@@ -88,24 +124,55 @@ void multihead_attention(const q_in_T data_q[CONFIG_T::n_q * CONFIG_T::dim_q],
     #pragma HLS INLINE off
     #pragma HLS PIPELINE II = CONFIG_T::reuse_factor
     #pragma HLS ALLOCATION operation instances = mul limit = CONFIG_T::multiplier_limit
-    typename CONFIG_T::q_t q[CONFIG_T::n_q * CONFIG_T::heads * CONFIG_T::key_dim];
-    typename CONFIG_T::k_t k[CONFIG_T::n_kv * CONFIG_T::heads * CONFIG_T::key_dim];
-    typename CONFIG_T::v_t v[CONFIG_T::n_kv * CONFIG_T::heads * CONFIG_T::value_dim];
     typename CONFIG_T::o_t o[CONFIG_T::n_q * CONFIG_T::heads * CONFIG_T::value_dim];
-    #pragma HLS ARRAY_PARTITION variable = q complete
-    #pragma HLS ARRAY_PARTITION variable = k complete
-    #pragma HLS ARRAY_PARTITION variable = v complete
     #pragma HLS ARRAY_PARTITION variable = o complete
-
-    dense<q_in_T, typename CONFIG_T::q_t, typename CONFIG_T::q_proj>(data_q, q, wq, bq);
-    dense<kv_in_T, typename CONFIG_T::k_t, typename CONFIG_T::k_proj>(data_kv, k, wk, bk);
-    dense<kv_in_T, typename CONFIG_T::v_t, typename CONFIG_T::v_proj>(data_kv, v, wv, bv);
-Heads:
-    for (unsigned h = 0; h < CONFIG_T::heads; h++) {
-    Queries:
-        for (unsigned i = 0; i < CONFIG_T::n_q; i++) attention_head_row<CONFIG_T>(q, k, v, o, h, i);
-    }
+    attention_heads<q_in_T, kv_in_T, CONFIG_T>(data_q, data_kv, o, wq, bq, wk, bk, wv, bv, 0);
     dense<typename CONFIG_T::o_t, res_T, typename CONFIG_T::out_proj>(o, res, wo, bo);
+}
+
+// The same with a constant score bias [heads][n_q][n_kv] added to the scaled scores (CONFIG_T::has_bias).
+template <class q_in_T, class kv_in_T, class res_T, typename CONFIG_T>
+void multihead_attention_biased(const q_in_T data_q[CONFIG_T::n_q * CONFIG_T::dim_q],
+                         const kv_in_T data_kv[CONFIG_T::n_kv * CONFIG_T::dim_kv],
+                         res_T res[CONFIG_T::n_q * CONFIG_T::dim_out],
+                         const typename CONFIG_T::q_proj::weight_t wq[CONFIG_T::q_proj::n_in * CONFIG_T::q_proj::n_out],
+                         const typename CONFIG_T::q_proj::bias_t bq[CONFIG_T::q_proj::n_out],
+                         const typename CONFIG_T::k_proj::weight_t wk[CONFIG_T::k_proj::n_in * CONFIG_T::k_proj::n_out],
+                         const typename CONFIG_T::k_proj::bias_t bk[CONFIG_T::k_proj::n_out],
+                         const typename CONFIG_T::v_proj::weight_t wv[CONFIG_T::v_proj::n_in * CONFIG_T::v_proj::n_out],
+                         const typename CONFIG_T::v_proj::bias_t bv[CONFIG_T::v_proj::n_out],
+                         const typename CONFIG_T::out_proj::weight_t wo[CONFIG_T::out_proj::n_in * CONFIG_T::out_proj::n_out],
+                         const typename CONFIG_T::out_proj::bias_t bo[CONFIG_T::out_proj::n_out],
+                         const typename CONFIG_T::bias_t bias[CONFIG_T::heads * CONFIG_T::n_q * CONFIG_T::n_kv]) {
+    #pragma HLS INLINE off
+    #pragma HLS PIPELINE II = CONFIG_T::reuse_factor
+    #pragma HLS ALLOCATION operation instances = mul limit = CONFIG_T::multiplier_limit
+    typename CONFIG_T::o_t o[CONFIG_T::n_q * CONFIG_T::heads * CONFIG_T::value_dim];
+    #pragma HLS ARRAY_PARTITION variable = o complete
+    attention_heads<q_in_T, kv_in_T, CONFIG_T>(data_q, data_kv, o, wq, bq, wk, bk, wv, bv, bias);
+    dense<typename CONFIG_T::o_t, res_T, typename CONFIG_T::out_proj>(o, res, wo, bo);
+}
+
+// Without an out projection (dim_out = heads*value_dim): res is the merged heads; bias as above, or 0.
+template <class q_in_T, class kv_in_T, class res_T, typename CONFIG_T>
+void multihead_attention_merged(const q_in_T data_q[CONFIG_T::n_q * CONFIG_T::dim_q],
+                         const kv_in_T data_kv[CONFIG_T::n_kv * CONFIG_T::dim_kv],
+                         res_T res[CONFIG_T::n_q * CONFIG_T::dim_out],
+                         const typename CONFIG_T::q_proj::weight_t wq[CONFIG_T::q_proj::n_in * CONFIG_T::q_proj::n_out],
+                         const typename CONFIG_T::q_proj::bias_t bq[CONFIG_T::q_proj::n_out],
+                         const typename CONFIG_T::k_proj::weight_t wk[CONFIG_T::k_proj::n_in * CONFIG_T::k_proj::n_out],
+                         const typename CONFIG_T::k_proj::bias_t bk[CONFIG_T::k_proj::n_out],
+                         const typename CONFIG_T::v_proj::weight_t wv[CONFIG_T::v_proj::n_in * CONFIG_T::v_proj::n_out],
+                         const typename CONFIG_T::v_proj::bias_t bv[CONFIG_T::v_proj::n_out],
+                         const typename CONFIG_T::bias_t *bias) {
+    #pragma HLS INLINE off
+    #pragma HLS PIPELINE II = CONFIG_T::reuse_factor
+    #pragma HLS ALLOCATION operation instances = mul limit = CONFIG_T::multiplier_limit
+    typename CONFIG_T::o_t o[CONFIG_T::n_q * CONFIG_T::heads * CONFIG_T::value_dim];
+    #pragma HLS ARRAY_PARTITION variable = o complete
+    attention_heads<q_in_T, kv_in_T, CONFIG_T>(data_q, data_kv, o, wq, bq, wk, bk, wv, bv, bias);
+Merge:
+    for (unsigned i = 0; i < CONFIG_T::n_q * CONFIG_T::dim_out; i++) res[i] = (res_T)o[i];
 }
 
 } // namespace kiln

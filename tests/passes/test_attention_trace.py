@@ -6,7 +6,7 @@ import numpy as np
 from onnx import helper
 
 from kiln.ir_utils import KILN_DOMAIN
-from kiln.passes.attention_trace import LayoutPath, back_to_dense, head_split_offset, scalar_factor
+from kiln.passes.attention_trace import LayoutPath, back_to_dense, head_split_columns, head_split_offset, scalar_factor
 from tests.passes.graphs import const, model, node, run
 
 SHAPE = (1, 6, 12)
@@ -50,6 +50,20 @@ def test_head_split_offset():
     assert head_split_offset(idx, heads, tokens, width, row, transposed=False) == 6
     assert head_split_offset(idx.transpose(0, 2, 1), heads, tokens, width, row, transposed=True) == 6
     assert head_split_offset(idx[::-1].copy(), heads, tokens, width, row, transposed=False) is None
+
+
+def test_head_split_columns_any_per_head_columns():
+    """EfficientFormer/LeViT: reshape(N, H, kd + kd + vd) then split: head h's q columns are h * 20 + (0..3)."""
+    tokens, heads, kd, vd, row = 5, 2, 4, 12, 40  # [5, 40] = 2 heads x (q 4 | k 4 | v 12)
+    cols = (np.arange(heads)[:, None] * (2 * kd + vd) + np.arange(kd)[None, :])
+    idx = np.arange(tokens)[None, :, None] * row + cols[:, None, :]
+    np.testing.assert_array_equal(head_split_columns(idx, heads, tokens, kd, row, transposed=False), cols.reshape(-1))
+    np.testing.assert_array_equal(head_split_columns(idx.transpose(0, 2, 1), heads, tokens, kd, row, transposed=True),
+                                  cols.reshape(-1))
+    mixed = idx.copy()
+    mixed[0, 1, 0] += 1  # token 1 of head 0 reads another column than token 0: not a head split
+    assert head_split_columns(mixed, heads, tokens, kd, row, transposed=False) is None
+    assert head_split_columns(idx + tokens * row, heads, tokens, kd, row, transposed=False) is None  # out of range
 
 
 def test_back_to_dense_stops_at_other_producers():

@@ -1,7 +1,9 @@
 """kiln.MultiHeadAttention (from passes/fuse_attention.py) -> kiln::multihead_attention (kiln_attention.h).
 
 Inputs ``x_q [.., Tq, E_q], x_kv [.., Tk, E_kv], Wq, bq, Wk, bk, Wv, bv, Wo, bo`` (weights
-[in, out], constants); attributes ``heads, key_dim, value_dim, scale``; output [.., Tq, dim].
+[in, out], constants; Wo and bo empty when the layer has no out projection:
+kiln::multihead_attention_merged writes the merged heads) and an optional constant score bias broadcastable to [heads, Tq, Tk]
+(added to the scaled scores before the softmax; kiln::multihead_attention_biased); attributes ``heads, key_dim, value_dim, scale``; output [.., Tq, dim].
 The four projections are kiln::dense calls (one nested config each); per head and query
 the template computes the scaled scores, a softmax over the keys with kiln_softmax.h's
 exp and reciprocal tables, and the probability-weighted sum of the values.
@@ -15,7 +17,8 @@ Fixed-point types (derived here; model precision P = fixed<W,I> on x and the out
 * score accumulator: ``accumulator_for(q, k, key_dim)``; the scale is an unsigned
   18-significant-bit constant; scaled scores keep the accumulator's integer bits less
   the scale's exponent (no overflow possible) and max(F, 12) fractional bits (the exp
-  tables resolve 1/2048);
+  tables resolve 1/2048); with a score bias (stored like a Dense bias), one integer bit more
+  than the wider of the scaled scores and the bias;
 * exp / reciprocal tables and their sum: the same types as the Softmax layer;
 * probabilities: ufixed<18,1> (they lie in [0, 1]);
 * weighted values: ``accumulator_for(prob, v, Tk)``, stored with one more integer bit and
@@ -35,6 +38,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 
 from kiln.backends.hls.context import c_float
 from kiln.backends.hls.estimate import LayerCost, bits
@@ -55,13 +59,15 @@ CONFIG = """struct {{ id }}_config : kiln::multihead_attention_config {
     static const unsigned multiplier_limit = {{ mult_limit }};
     static const bool use_table = {{ 'true' if use_table else 'false' }};
     static constexpr float scale = {{ scale }};
+    static const bool has_bias = {{ 'true' if has_bias else 'false' }};
     typedef {{ t.q }} q_t;
     typedef {{ t.k }} k_t;
     typedef {{ t.v }} v_t;
     typedef {{ t.score_accum }} score_accum_t;
     typedef {{ t.scale }} scale_t;
     typedef {{ t.score }} score_t;
-    typedef {{ t.prob }} prob_t;
+{% if has_bias %}    typedef {{ bias_t }} bias_t;
+{% endif %}    typedef {{ t.prob }} prob_t;
     typedef {{ t.o_accum }} o_accum_t;
     typedef {{ t.o }} o_t;
 {{ q_proj }}{{ k_proj }}{{ v_proj }}{{ out_proj }}    struct softmax_config : kiln::softmax_table_config {
@@ -83,8 +89,9 @@ def _rounded(p):
     return p if isinstance(p, FloatType) else FixedType(p.width, p.integer, p.signed, "RND", p.overflow)
 
 
-def internal_types(x_prec, out_prec, key_dim: int, n_kv: int, scale: float) -> dict:
-    """The intermediate types of the attention core (projection accumulators are separate)."""
+def internal_types(x_prec, out_prec, key_dim: int, n_kv: int, scale: float, bias_max: float = 0.0) -> dict:
+    """The intermediate types of the attention core (projection accumulators are separate); ``bias_max``:
+    max |bias| of the additive score bias (its integer bits widen the scores)."""
     if isinstance(out_prec, FloatType) or isinstance(x_prec, FloatType):
         f = FloatType()
         return {k: f for k in ("q", "k", "v", "score_accum", "scale", "score", "prob", "o_accum", "o", "exp",
@@ -94,6 +101,8 @@ def internal_types(x_prec, out_prec, key_dim: int, n_kv: int, scale: float) -> d
     exponent = math.floor(math.log2(scale)) + 1  # scale < 2^exponent
     scale_t = FixedType(18 + max(0, -exponent), max(0, exponent), signed=False, rounding="RND")
     score_int = max(2, score_accum.integer + exponent)
+    if bias_max > 0:  # scaled scores + bias: one more bit than the wider of the two
+        score_int = max(score_int, math.floor(math.log2(bias_max)) + 2) + 1
     score_frac = max(q.frac, SCORE_FRAC_BITS)
     o_accum = accumulator_for(PROB_TYPE, v, n_kv)
     return {
@@ -110,10 +119,11 @@ class MultiHeadAttentionEmitter(LayerEmitter):
     header = "kiln_attention.h"
 
     def check(self, node):
-        if len(node.inputs) != 10 or any(v is None for v in node.inputs):
-            return "expects x_q, x_kv and the eight projection weights/biases"
-        if any(const_array(v) is None for v in node.inputs[2:]):
-            return "projection weights and biases must be constants"
+        if len(node.inputs) not in (10, 11) or any(v is None for v in node.inputs[:8]) or \
+                (node.inputs[8] is None) != (node.inputs[9] is None) or (len(node.inputs) > 10 and node.inputs[10] is None):
+            return "expects x_q, x_kv, the q/k/v weights/biases, Wo and bo (or neither) and an optional score bias"
+        if any(const_array(v) is None for v in node.inputs[2:] if v is not None):
+            return "projection weights, biases and the score bias must be constants"
         scale = attr(node, "scale")
         if scale is not None and not (0 < scale < float("inf")):
             return "the score scale must be a positive number"
@@ -121,17 +131,26 @@ class MultiHeadAttentionEmitter(LayerEmitter):
 
     def emit(self, node, ctx) -> Layer:
         x_q, x_kv = node.inputs[:2]
-        wq, bq, wk, bk, wv, bv, wo, bo = (const_array(v) for v in node.inputs[2:])
+        wq, bq, wk, bk, wv, bv, wo, bo = (const_array(v) for v in node.inputs[2:10])  # wo, bo None: no out projection
+        score_bias = const_array(node.inputs[10]) if len(node.inputs) > 10 else None
         out = node.outputs[0]
         heads, key_dim = attr(node, "heads"), attr(node, "key_dim")
         value_dim = attr(node, "value_dim", key_dim)
         scale = float(attr(node, "scale", 1.0 / math.sqrt(key_dim)))
-        dim_q, dim_kv, dim_out = wq.shape[0], wk.shape[0], wo.shape[1]
         hk, hv = heads * key_dim, heads * value_dim
+        dim_q, dim_kv, dim_out = wq.shape[0], wk.shape[0], hv if wo is None else wo.shape[1]
         n_q, n_kv = size(x_q) // dim_q, size(x_kv) // dim_kv
-        if (wq.shape[1], wk.shape[1], wv.shape, wo.shape[0], size(out)) != (hk, hk, (dim_kv, hv), hv, n_q * dim_out):
+        if (wq.shape[1], wk.shape[1], wv.shape, hv if wo is None else wo.shape[0], size(out)) != \
+                (hk, hk, (dim_kv, hv), hv, n_q * dim_out):
             raise KilnError(f"layer {node.name!r} (MultiHeadAttention): weight shapes do not match heads={heads}, "
                             f"key_dim={key_dim}, value_dim={value_dim}")
+        if score_bias is not None:
+            try:
+                score_bias = np.broadcast_to(score_bias, (heads, n_q, n_kv))
+            except ValueError:
+                raise KilnError(f"layer {node.name!r} (MultiHeadAttention): score bias of shape "
+                                f"{list(score_bias.shape)} does not broadcast to [heads, Tq, Tk] = "
+                                f"{[heads, n_q, n_kv]}") from None
         lid = ctx.layer_id(node)
         # The body is pipelined with II = R. R must divide each projection's multiplications
         # (rows x weights: each multiplier is shared by R of them, across rows once R exceeds
@@ -139,6 +158,8 @@ class MultiHeadAttentionEmitter(LayerEmitter):
         # per-layer one is an error); the weightless core takes ceil(n / R) multipliers.
         sizes = {"q": dim_q * hk, "k": dim_kv * hk, "v": dim_kv * hv, "out": hv * dim_out}  # weights per projection
         rows = {"q": n_q, "k": n_kv, "v": n_kv, "out": n_q}
+        if wo is None:
+            del sizes["out"], rows["out"]
         divisible = math.gcd(*(rows[k] * v for k, v in sizes.items()))
         try:
             rf = ctx.reuse(node, divisible)
@@ -149,10 +170,16 @@ class MultiHeadAttentionEmitter(LayerEmitter):
                             f"{[d for d in range(1, divisible + 1) if divisible % d == 0]}") from None
         x_q_prec, x_kv_prec, out_prec = ctx.precision(x_q), ctx.precision(x_kv), ctx.precision(out)
         accum_override = ctx.layer_precision(node, "accum")
-        names, projs = {}, {}
-        types = internal_types(x_q_prec, out_prec, key_dim, n_kv, scale)
+        names, projs = {}, {"out_proj": ""}
+        bias_t, bias_name, bias_max = None, None, 0.0
+        if score_bias is not None:  # stored like a Dense bias; its range after rounding sizes the scores
+            bias_name, bias_t, bias_prec = ctx.weight(node, np.ascontiguousarray(score_bias), "sb", kind="bias")
+            bias_max = float(np.max(np.abs(bias_prec.quantize(score_bias.reshape(-1).astype(np.float64)))))
+        types = internal_types(x_q_prec, out_prec, key_dim, n_kv, scale, bias_max)
         for role, w, b, x_prec, rows_ in (("q", wq, bq, x_q_prec, n_q), ("k", wk, bk, x_kv_prec, n_kv),
                                           ("v", wv, bv, x_kv_prec, n_kv), ("out", wo, bo, types["o"], n_q)):
+            if w is None:
+                continue
             w_name, w_t, w_prec = ctx.weight(node, w, f"w{role[0]}", kind="weight")
             b_name, b_t, _ = ctx.weight(node, b, f"b{role[0]}", kind="bias")
             names[role] = (w_name, b_name)
@@ -168,21 +195,27 @@ class MultiHeadAttentionEmitter(LayerEmitter):
         config = ctx.render(CONFIG, id=lid, n_q=n_q, n_kv=n_kv, dim_q=dim_q, dim_kv=dim_kv, dim_out=dim_out,
                             heads=heads, key_dim=key_dim, value_dim=value_dim, rf=rf,
                             mult_limit=math.ceil(core_mults / rf), use_table=not ctx.float_mode,
-                            scale=c_float(scale), t=typedefs, tables=softmax.table_fields("    "), max_shift=math.ceil(math.log2(n_kv + 1)) + 1,
+                            scale=c_float(scale), has_bias=score_bias is not None, bias_t=bias_t, t=typedefs, tables=softmax.table_fields("    "), max_shift=math.ceil(math.log2(n_kv + 1)) + 1,
                             **projs)
         weights = tuple(name for pair in names.values() for name in pair)
-        call = Call("kiln::multihead_attention", (ctx.ctype(x_q), ctx.ctype(x_kv), ctx.ctype(out), f"{lid}_config"),
+        if wo is None:
+            function, weights = "kiln::multihead_attention_merged", (*weights, bias_name or "0")
+        elif bias_name:
+            function, weights = "kiln::multihead_attention_biased", (*weights, bias_name)
+        else:
+            function = "kiln::multihead_attention"
+        call = Call(function, (ctx.ctype(x_q), ctx.ctype(x_kv), ctx.ctype(out), f"{lid}_config"),
                     (ctx.var(x_q), ctx.var(x_kv), ctx.var(out), *weights))
         # Estimate inputs: the four projections, Q K^T and P V, and per score a scale product,
         # an exp (two table values multiplied) and a normalisation. The stages run one after
         # the other, so all their adder trees add to the latency; the q/k/v/merged buffers
         # are registered like the output (io_parallel).
         scores = heads * n_q * n_kv
-        stages = [max(dim_q, dim_kv), key_dim, n_kv, n_kv, hv]  # projections, QK^T, softmax, PV, out
+        stages = [max(dim_q, dim_kv), key_dim, n_kv, n_kv] + ([hv] if wo is not None else [])  # proj, QK^T, sm, PV, out
         depth = [math.ceil(math.log2(max(f, 1))) for f in stages]
         w_bits = bits(w_prec)
-        n_weights = sum(a.size for a in (wq, bq, wk, bk, wv, bv, wo, bo))
-        proj_mults = n_q * (sizes["q"] + sizes["out"]) + n_kv * (sizes["k"] + sizes["v"])
+        n_weights = sum(a.size for a in (wq, bq, wk, bk, wv, bv, wo, bo, score_bias) if a is not None)
+        proj_mults = n_q * (sizes["q"] + sizes.get("out", 0)) + n_kv * (sizes["k"] + sizes["v"])
         cost = LayerCost(mults=proj_mults + core_mults + 3 * scores, fan_in=max(stages),
                          a_bits=max(bits(x_q_prec), bits(types["q"])), b_bits=max(w_bits, bits(types["prob"])),
                          acc_bits=max(bits(types["score_accum"]), bits(types["o_accum"])),

@@ -1,0 +1,84 @@
+"""timm's attention forms, fused into kiln.MultiHeadAttention, through the HLS backend: C-sim against ONNX Runtime.
+
+The graph-level checks (fused counts, each fused layer against ONNX Runtime) are in
+tests/passes/test_attention_models.py; the exports are made the same way (small instances, random weights).
+Float: 1e-5 relative to the output scale. Fixed point: the score-bias and merged-heads paths in fixed<16,6>
+within a stated bound.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+
+from tests.helpers import relative_error
+
+import kiln
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("timm")
+
+from tests.timm_attention import efficientformer, export, levit, mobilevitv2, pvt, swin, vit_attention  # noqa: E402
+
+
+def _fused(project) -> list[onnx.NodeProto]:
+    return [n for n in onnx.load(project.path / "kiln_ir.onnx").graph.node if n.op_type == "MultiHeadAttention"]
+
+
+CASES = {
+    "vit_sdpa_legacy": (lambda: vit_attention(True), False, 10),
+    "vit_sdpa_dynamo": (lambda: vit_attention(True), True, 10),
+    "vit_explicit_legacy": (lambda: vit_attention(False), False, 10),
+    "vit_explicit_dynamo": (lambda: vit_attention(False), True, 10),
+    "efficientformer_bias": (efficientformer, False, 11),      # + score bias
+    "levit_bias_merged": (levit, True, 11),                     # + score bias, no out projection
+    "pvt_spatial_reduction": (pvt, False, 10),                  # x_kv from the reduced sequence
+}
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_fused_timm_attention_float_csim(tmp_path, name):
+    factory, dynamo, n_inputs = CASES[name]
+    module, shape = factory()
+    path = export(module, shape, tmp_path / "m.onnx", dynamo)
+    project = kiln.compile(path, output_dir=tmp_path / "p", precision="float")
+    (mha,) = _fused(project)
+    assert len(mha.input) == n_inputs
+    x = np.random.default_rng(0).standard_normal((16, *shape)).astype(np.float32)
+    got, ref = project.csim(x), project.reference(x)[0]
+    assert np.std(ref, axis=0).min() > 0  # the output varies with the input
+    assert relative_error(got, ref) <= 1e-5  # measured 2.0e-7 to 3.6e-7
+
+
+@pytest.mark.parametrize("name", ["efficientformer_bias", "levit_bias_merged"])
+def test_fused_biased_attention_fixed_point(tmp_path, name):
+    """fixed<16,6> (lsb 2^-10 ~ 1e-3): the input, the weights, the score bias and the output are each rounded
+    or truncated once, q/k/v are rounded to P and the scores keep 12 fractional bits, so a few lsb; bound:
+    max abs error <= 8e-3 (8 lsb) and never worse than the op-by-op graph in the same precision by more than 1 lsb.
+    Measured (200 inputs): efficientformer 4.5e-3 max, 8.6e-4 mean (op by op 5.5e-3); levit 4.8e-3, 1.1e-3 (6.8e-3).
+    """
+    factory, dynamo, _ = CASES[name]
+    module, shape = factory()
+    path = export(module, shape, tmp_path / "m.onnx", dynamo)
+    x = np.random.default_rng(1).standard_normal((200, *shape)).astype(np.float32)
+    errors = {}
+    for fuse in (True, False):
+        project = kiln.compile(path, output_dir=tmp_path / f"p{fuse}", precision="fixed<16,6>", fuse=fuse)
+        assert len(_fused(project)) == (1 if fuse else 0)
+        errors[fuse] = np.abs(project.csim(x) - project.reference(x)[0])
+    assert errors[True].max() <= 8e-3
+    assert errors[True].max() <= errors[False].max() + 2 ** -10
+
+
+@pytest.mark.parametrize("name, factory, fused", [("swin", swin, 2), ("mobilevitv2_050", mobilevitv2, 0)])
+def test_partly_or_unfused_attention_agrees(tmp_path, name, factory, fused):
+    """Swin (2 of its 4 blocks fuse: the one-window stage) and MobileViTv2 (separable attention: a softmax over the
+    tokens of a one-channel score, no Q K^T, so nothing fuses): op by op where not fused, and the whole model
+    agrees with ONNX Runtime (measured 3.6e-7 and 8.3e-6)."""
+    model, shape = factory()
+    path = export(model, shape, tmp_path / "m.onnx")
+    project = kiln.compile(path, output_dir=tmp_path / "p", precision="float")
+    assert len(_fused(project)) == fused
+    x = np.random.default_rng(0).standard_normal((4, *shape)).astype(np.float32)
+    assert relative_error(project.csim(x), project.reference(x)[0]) <= 1e-5
