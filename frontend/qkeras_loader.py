@@ -74,8 +74,10 @@ import onnx
 from onnx import TensorProto, helper
 
 from kiln.errors import KilnError
+from kiln.frontend.keras3_archive import is_keras3_archive, load_keras3_archive
 from kiln.frontend.qkeras_graph import QONNX_DOMAIN, GraphBuilder, Value
-from kiln.frontend.qkeras_quantizers import activation_quant, is_quantizer, quantizer_classes, weight_quant
+from kiln.frontend.qkeras_quantizers import (activation_quant, is_po2, is_quantizer, po2_weights, quantizer_classes,
+                                             weight_quant)
 
 MIN_OPSET = 13  # Softmax with a single axis; Quant needs nothing newer
 KERAS_SUFFIXES = (".h5", ".hdf5", ".keras")
@@ -131,6 +133,8 @@ def _load_keras_model(model_or_path):
     custom_objects: dict = {}
     qkeras.utils._add_supported_quantized_objects(custom_objects)  # what qkeras.utils.load_qmodel uses
     custom_objects.update(_keras_v3_fixes())
+    if path.suffix.lower() == ".keras" and is_keras3_archive(path):
+        return load_keras3_archive(path, custom_objects)  # Keras 3's config and weight layout, translated
     try:
         return tf_keras.models.load_model(str(path), custom_objects=custom_objects, compile=False)
     except Exception as exc:  # h5py/Keras raise many types for a bad file
@@ -332,7 +336,11 @@ class _Converter:
         """The weight ``layer.<attr>`` as an initializer (ONNX layout), behind a Quant if quantized."""
         w = np.asarray(getattr(layer, attr).numpy(), np.float32)
         q = self._weight_quantizer(layer, attr)
-        params = weight_quant(q, w, f"{_where(layer)} {attr}_quantizer") if q is not None else None
+        where = f"{_where(layer)} {attr}_quantizer"
+        if q is not None and is_po2(q):
+            w, params = po2_weights(q, w, where)  # QKeras's powers of two, on a grid that holds them
+        else:
+            params = weight_quant(q, w, where) if q is not None else None
         if perm is not None:
             w = w.transpose(perm)
             if params is not None and params.scale.ndim == len(perm):

@@ -101,6 +101,9 @@ def _relu_params(q, where: str) -> QuantParams:
 def activation_quant(q, where: str) -> QuantParams:
     """Quant parameters for a quantizer applied to an activation tensor (fixed scale only)."""
     quantized_bits, _ = quantizer_classes()
+    if is_po2(q):
+        raise KilnError(f"{where}: {q} on an activation rounds to powers of two, which no QONNX Quant node "
+                        "computes; quantized_po2 is supported on weights and biases only")
     if type(q) is quantized_bits and isinstance(q.alpha, str):
         raise KilnError(f"{where}: {q} has alpha={q.alpha!r}, a scale computed from each input batch; "
                         "only alpha=None/1 can be converted on activations")
@@ -114,7 +117,42 @@ def _fixed_params(q, where: str) -> QuantParams:
     if type(q) is quantized_bits:
         return _bits_params(q, where)
     raise KilnError(f"{where}: quantizer {q} ({type(q).__name__}) is not supported; "
-                    "supported: quantized_bits, quantized_relu")
+                    "supported: quantized_bits, quantized_relu, quantized_po2 (weights)")
+
+
+def is_po2(q) -> bool:
+    from qkeras.quantizers import quantized_po2
+
+    return type(q) is quantized_po2
+
+
+def po2_weights(q, w: np.ndarray, where: str) -> tuple[np.ndarray, QuantParams]:
+    """quantized_po2 on a weight tensor: QKeras's own values ``q(w)`` (each ``+-2**e``, ``e``
+    between the quantizer's exponent bounds) and the uniform grid that holds them exactly.
+
+    The powers of two are not a uniform grid, so no Quant node computes ``quantized_po2``;
+    but its *results* are: every ``+-2**e`` with ``e_min <= e <= e_max`` is an integer
+    multiple of ``2**e_min`` below ``2**(e_max + 1)``, i.e. a ``Quant(scale=2**e_min,
+    bitwidth=e_max - e_min + 2, signed)`` of itself.  The converter stores ``q(w)`` and that
+    Quant (which changes nothing), so the weights keep an exact fixed-point type.
+    """
+    import tensorflow as tf
+
+    _check_common(q, where)
+    if getattr(q, "log2_rounding", "rnd") not in ("rnd", "floor"):
+        raise KilnError(f"{where}: {q} has log2_rounding={q.log2_rounding!r}; supported: rnd, floor")
+    values = np.asarray(q(tf.constant(w, tf.float32)), np.float32)
+    magnitudes = np.abs(values[values != 0])
+    if magnitudes.size == 0:
+        return values, QuantParams(scale=_po2(0), bits=2, signed=True, narrow=False)
+    exponents = np.log2(magnitudes)
+    if not np.array_equal(exponents, np.round(exponents)):
+        raise KilnError(f"{where}: {q} gave values that are not powers of two; not supported")
+    e_min, e_max = int(exponents.min()), int(exponents.max())
+    params = QuantParams(scale=_po2(e_min), bits=e_max - e_min + 2, signed=True, narrow=False)
+    if not np.array_equal(params.apply(values), values):  # cannot happen for powers of two; stated, not assumed
+        raise KilnError(f"{where}: {q} values do not fit the grid 2**{e_min} with {params.bits} bits")
+    return values, params
 
 
 def weight_quant(q, w: np.ndarray, where: str) -> QuantParams:
@@ -122,6 +160,7 @@ def weight_quant(q, w: np.ndarray, where: str) -> QuantParams:
 
     The result is checked against QKeras itself (``q(w)``) and must match bit for bit.
     Its scale is a scalar or has the rank of ``w`` (per output channel).
+    (``quantized_po2`` has no Quant form on the raw weights: see ``po2_weights``.)
     """
     import tensorflow as tf
 

@@ -173,11 +173,21 @@ def extract_quantizers(proto: onnx.ModelProto, source: str) -> tuple[onnx.ModelP
     for vi in list(graph.input) + list(graph.value_info):
         elem_type.setdefault(vi.name, vi.type.tensor_type.elem_type)
 
+    absorbed: set[int] = set()  # Transpose nodes folded into the quantized constant they read
+    outputs = {o.name for o in graph.output}
+
     def fold(node, values: np.ndarray, specs: list[QuantSpec]):
-        values = values.astype(np.float32)
+        values, name = values.astype(np.float32), node.output[0]
+        users = consumers.get(name, [])
+        if len(users) == 1 and users[0].op_type == "Transpose" and name not in outputs:
+            # Brevitas/PyTorch exports Quant(W) -> Transpose -> MatMul: transpose the quantized values here,
+            # or the constant folder makes a new, untyped initializer and the weights fall back to the default type
+            perm = _attr(users[0], "perm", None)
+            values, name = values.transpose(perm if perm is not None else None), users[0].output[0]
+            absorbed.add(id(users[0]))
         precision, note = weight_type(values.astype(np.float64), specs)
-        new_inits.append(numpy_helper.from_array(values, node.output[0]))
-        info.weights[node.output[0]] = WeightQuant(precision, note, node.name, specs)
+        new_inits.append(numpy_helper.from_array(np.ascontiguousarray(values), name))
+        info.weights[name] = WeightQuant(precision, note, node.name, specs)
 
     def mark(node, x_name: str, spec: QuantSpec):
         new_nodes.append(helper.make_node(MARKER_OP, [x_name], [node.output[0]],
@@ -185,7 +195,7 @@ def extract_quantizers(proto: onnx.ModelProto, source: str) -> tuple[onnx.ModelP
         info.activations[node.output[0]] = ActivationQuant(spec, node.name)
 
     for node in graph.node:
-        if node.op_type == "DequantizeLinear" and node.output[0] in paired:
+        if (node.op_type == "DequantizeLinear" and node.output[0] in paired) or id(node) in absorbed:
             continue
         if is_qonnx(node, "Quant") or is_qonnx(node, "BipolarQuant"):
             scale, zero_point, kw = _qonnx_params(node, consts)

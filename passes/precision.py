@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 
 import numpy as np
 import onnx_ir as ir
@@ -85,6 +86,30 @@ def infer_exact(node: ir.Node, types: list, weight_type) -> Precision | None:
     return None
 
 
+def _quantizers_reached(value: ir.Value):
+    """The quantizer specs that read ``value``, directly or through ops that only pass its values
+    on (Relu, max pooling, reshapes: ``keeps_input_type``, which commute with a monotone rounding);
+    None when any path reaches something else (then its conversion is not the model's rounding)."""
+    specs: set = set()
+    frontier, seen = [value], set()
+    while frontier:
+        v = frontier.pop()
+        users = v.consumers()
+        if not users or v.is_graph_output():
+            return None
+        for u in users:
+            if is_quantize(u) and u.inputs[0] is v:
+                specs.add(quant_spec(u))
+            elif (is_standard(u) and traits(u.op_type).keeps_input_type and u.inputs[0] is v
+                  and all(const_array(i) is not None for i in u.inputs[1:] if i is not None) and len(u.outputs) == 1):
+                if id(u) not in seen:
+                    seen.add(id(u))
+                    frontier.append(u.outputs[0])
+            else:
+                return None
+    return specs
+
+
 class AssignPrecisionPass(ir.passes.InPlacePass):
     """Types for every value: config > quantizer > exact inference > calibration > default."""
 
@@ -100,12 +125,13 @@ class AssignPrecisionPass(ir.passes.InPlacePass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         graph = model.graph
         names = {node.name for node in graph}
-        unknown = sorted(set(self.config.layers) - names)
+        unknown = sorted(set(self.config.layers) - names - {v.name for v in graph.inputs})
         if unknown:
             raise KilnError(f"config names layer(s) not in the model: {unknown}; "
                             f"layers are: {sorted(n for n in names if n)}")
         float_mode = isinstance(self.config.precision, FloatType)
         quantized = self.quantized or any(is_quantize(n) for n in graph)
+        self.quantized_model, self.notes = quantized, []
         for value in graph.inputs:
             self._set(value, *self._input_type(value, float_mode))
         for node in graph:
@@ -120,21 +146,30 @@ class AssignPrecisionPass(ir.passes.InPlacePass):
                 self._derive_bias_type(node)
             for out in node.outputs:
                 self._set(out, *self._output_type(node, out, layer, float_mode, quantized))
+        for note in self.notes:
+            print(note, file=sys.stderr)
         return ir.passes.PassResult(model, True)
 
     # --- choices ----------------------------------------------------------------------------
     def _input_type(self, value: ir.Value, float_mode: bool) -> tuple[Precision, str]:
-        users = value.consumers()
-        if not float_mode and users and all(is_quantize(u) for u in users):
-            specs = {quant_spec(u) for u in users}
-            if len(specs) == 1:
+        chosen = self.config.layers.get(value.name)
+        if chosen is not None and chosen.precision is not None:  # [layers."<input name>"] precision
+            return chosen.precision, "config"
+        if not float_mode:
+            specs = _quantizers_reached(value)
+            if specs is not None and len(specs) == 1:
                 spec = specs.pop()
                 t = spec.fixed_type()
                 if spec.exact:
                     return t, "quant"
                 # the multiply form re-rounds: give it the input at 27 bits (one DSP48 port), saturating
                 return FixedType(QUANT_INPUT_BITS, t.integer + 2, rounding="RND_CONV", overflow="SAT"), "quant"
-        return self._calibrated_or_default(value, float_mode)
+        chosen = self._calibrated_or_default(value, float_mode)
+        if chosen[1] == "default" and not float_mode and self.quantized_model:
+            self.notes.append(f"kiln: note: input {value.name!r} is not quantized by the model; it is read as "
+                              f"{chosen[0]} (the model precision); choose its type with [layers.\"{value.name}\"] "
+                              "precision in the config")
+        return chosen
 
     def _output_type(self, node, out, layer, float_mode, quantized) -> tuple[Precision, str]:
         if layer.precision is not None:

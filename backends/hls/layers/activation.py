@@ -1,9 +1,14 @@
-"""Relu, LeakyRelu, Sigmoid, Tanh, Clip, HardSigmoid, HardSwish -> kiln::activation (kiln_activation.h).
+"""Relu, LeakyRelu, Sigmoid, Tanh, Clip, HardSigmoid, HardSwish, Selu, Elu, ThresholdedRelu,
+Softplus, Softsign -> kiln::activation (kiln_activation.h).
 
 Sigmoid/Tanh use exact <cmath> in float mode and a 1024-entry table over [-8, 8) in
 fixed point. Clip bounds come from inputs (opset >= 11) or attributes (older opsets).
 HardSigmoid (alpha, beta attributes, default 0.2 and 0.5) and HardSwish (alpha = 1/6,
 beta = 1/2) compute alpha * x + beta in param_t (18 fractional bits) and clamp it to [0, 1].
+Selu (alpha, gamma; ONNX defaults 1.6732632, 1.0507010), Elu (alpha, default 1), Softplus
+and Softsign are evaluated in float in both modes and converted to the output type (within
+one output LSB of the exact value in fixed point); ThresholdedRelu (alpha, default 1) compares
+in param_t.
 """
 
 from __future__ import annotations
@@ -19,9 +24,14 @@ from kiln.precision import FixedType
 
 # ONNX op -> the kernel's name in kiln_activation.h's `enum class activation_op`
 OPS = {"Relu": "relu", "LeakyRelu": "leaky_relu", "Sigmoid": "sigmoid", "Tanh": "tanh", "Clip": "clip",
-       "HardSigmoid": "hard_sigmoid", "HardSwish": "hard_swish"}
+       "HardSigmoid": "hard_sigmoid", "HardSwish": "hard_swish", "Selu": "selu", "Elu": "elu",
+       "ThresholdedRelu": "thresholded_relu", "Softplus": "softplus", "Softsign": "softsign"}
 # (alpha, beta) defaults: LeakyRelu's slope; ONNX's HardSigmoid defaults; HardSwish's fixed constants
-SLOPES = {"HardSigmoid": (0.2, 0.5), "HardSwish": (1.0 / 6.0, 0.5)}
+SLOPES = {"HardSigmoid": (0.2, 0.5), "HardSwish": (1.0 / 6.0, 0.5), "Elu": (1.0, None), "ThresholdedRelu": (1.0, None),
+          "Selu": (1.67326319217681884765625, None)}
+SELU_GAMMA = 1.05070102214813232421875  # ONNX's default
+# multiplies per element (a DSP48 each at these widths): a constant slope, or the exp of Elu/Selu
+MULTS = {"LeakyRelu": 1, "HardSigmoid": 1, "HardSwish": 2, "Selu": 2, "Elu": 1, "Softsign": 1}
 
 CONFIG = """struct {{ id }}_config : kiln::activation_config {
     static const unsigned n_elem = {{ n }};
@@ -34,6 +44,9 @@ CONFIG = """struct {{ id }}_config : kiln::activation_config {
     static constexpr float alpha = {{ alpha }};
 {% if beta is not none %}
     static constexpr float beta = {{ beta }};
+{% endif %}
+{% if gamma is not none %}
+    static constexpr float gamma = {{ gamma }};
 {% endif %}
     static constexpr float clip_min = {{ clip_min }};
     static constexpr float clip_max = {{ clip_max }};
@@ -78,6 +91,7 @@ class ActivationEmitter(LayerEmitter):
             alpha = float(attr(node, "alpha", alpha))
         if node.op_type == "HardSigmoid":
             beta = float(attr(node, "beta", beta))
+        gamma = float(attr(node, "gamma", SELU_GAMMA)) if node.op_type == "Selu" else None
         if isinstance(in_prec, FixedType):
             lo, hi = max(lo, in_prec.min_value), min(hi, in_prec.max_value)
             param = FixedType(18 + in_prec.integer, max(in_prec.integer, 2), rounding="RND", overflow="SAT")
@@ -86,12 +100,13 @@ class ActivationEmitter(LayerEmitter):
             param_t = "float"
         config = ctx.render(CONFIG, id=lid, n=size(x), op=OPS[node.op_type], rf=ctx.reuse(node),
                             use_table=not ctx.float_mode, alpha=c_float(alpha),
-                            beta=None if beta is None else c_float(beta), clip_min=c_float(lo),
+                            beta=None if beta is None else c_float(beta),
+                            gamma=None if gamma is None else c_float(gamma), clip_min=c_float(lo),
                             clip_max=c_float(hi), param_t=param_t, table_t=ctx.ctype(out))
         call = Call("kiln::activation", (ctx.ctype(x), ctx.ctype(out), f"{lid}_config"), (ctx.var(x), ctx.var(out)))
         tabled = node.op_type in ("Sigmoid", "Tanh") and not ctx.float_mode
         cost = LayerCost(out_elems=size(out), out_bits=bits(ctx.precision(out)), extra_latency=1 if tabled else 0,
                          table_entries=1024 if tabled else 0, is_float=ctx.float_mode,
-                         mults=size(out) * {"LeakyRelu": 1, "HardSigmoid": 1, "HardSwish": 2}.get(node.op_type, 0), a_bits=bits(in_prec), b_bits=18,
+                         mults=size(out) * MULTS.get(node.op_type, 0), a_bits=bits(in_prec), b_bits=18,
                          acc_bits=bits(ctx.precision(out)), reuse_factor=ctx.reuse(node))
         return Layer(config, call, self.header, cost)
