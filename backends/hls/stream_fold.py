@@ -28,7 +28,7 @@ from kiln.backends.hls.context import EmitContext
 from kiln.backends.hls.fit import RESOURCES, board_limits
 from kiln.backends.hls.reuse import divisors
 from kiln.backends.hls.stream_estimate import estimate_process, estimate_stream, type_widths
-from kiln.backends.hls.stream_plan import DENSE_TEMPLATES, row_reuse
+from kiln.backends.hls.stream_plan import DENSE_TEMPLATES, PACKET_TEMPLATES, row_reuse
 from kiln.backends.hls.stream_render import stream_design
 from kiln.board import Board
 from kiln.errors import KilnError
@@ -104,7 +104,7 @@ def _fold(model, cfg, board: Board, opset: int, target_fps: float | None, fixed:
     for proc in plan.processes:
         foldable = (proc.kind in ("native", "buffered") and proc.layer is not None and proc.layer.cost is not None
                     and proc.layer.cost.divisible and proc.layer_name not in fixed
-                    and proc.template not in ("kiln::activation_stream", "kiln::global_average_pool_stream",
+                    and proc.template not in (*PACKET_TEMPLATES, "kiln::global_average_pool_stream",
                                               "kiln::pool2d_stream"))
         if foldable:
             options[proc.layer_name] = _options(proc, plan, bits_of, limits)
