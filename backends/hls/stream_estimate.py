@@ -145,8 +145,10 @@ def estimate_process(proc, plan: StreamPlan, bits_of: dict) -> LayerEstimate | N
     row = estimate_layer(proc.layer_name, proc.op, per_pixel, inputs)
     b, l = memory_cost(in_w, _bits(src, bits_of), banks=keff_h * chans)
     fill = max(0, (keff_h - 1) * in_w + keff_w) * r + row.latency_cycles
+    # conv2d_stream copies the window into registers; pool2d_stream reads the line buffer directly
+    window_ff = keff_h * keff_w * chans * _bits(src, bits_of) if proc.template == "kiln::conv2d_stream" else 0
     return replace(row, ii=max(pixels_in, pixels_out) * r, latency_cycles=fill, bram=row.bram + b, lut=row.lut + l,
-                   ff=row.ff + keff_h * keff_w * chans * _bits(src, bits_of))
+                   ff=row.ff + window_ff)
 
 
 def fifo_depths(plan: StreamPlan, rows: dict) -> None:

@@ -5,8 +5,9 @@ In a dataflow the frame rate is set by the slowest process (FINN-R, Blott et al.
 rate is that of its slowest layer), so folding is chosen against one target II ``T`` (cycles
 per frame) for every process at once, as FINN's ``SetFolding`` transformation does:
 
-* each foldable process (a layer whose reuse factor the templates accept: Dense, Conv and the
-  buffered layers with multiplications) takes, among its valid reuse factors whose stream II
+* each foldable process (a layer whose reuse factor the templates accept: Dense, Conv, the
+  streamed pools (R = the II per input pixel, the window's adds shared R ways) and the buffered
+  layers with multiplications) takes, among its valid reuse factors whose stream II
   (stream_estimate.estimate_process) is <= T, the one of least resources (the sum of each
   resource's share of the budget); a process that cannot fold keeps its II;
 * ``--target-fps F``: T = floor(clock / F). A process whose II exceeds T at its fastest factor
@@ -33,6 +34,8 @@ from kiln.backends.hls.stream_render import stream_design
 from kiln.board import Board
 from kiln.errors import KilnError
 
+POOL_STREAM = "kiln::pool2d_stream"   # any R: its PIPELINE II (the pool emitters take any factor)
+
 
 @dataclass
 class Option:
@@ -57,6 +60,8 @@ def _candidates(proc) -> list[int]:
     if proc.template in DENSE_TEMPLATES.values():
         src, dst = proc.inputs[0], proc.outputs[0]
         return [src.n_packets * d for d in divisors(src.packet * dst.packet)]
+    if proc.template == POOL_STREAM:  # the window's adds of one output pixel, II = R per input pixel
+        return divisors(max(1, cost.adds // max(proc.outputs[0].n_packets, 1)))
     return divisors(cost.divisible)
 
 
@@ -102,10 +107,10 @@ def _fold(model, cfg, board: Board, opset: int, target_fps: float | None, fixed:
     steady: dict[str, int] = {}          # II of the processes that do not fold
     procs = {}
     for proc in plan.processes:
-        foldable = (proc.kind in ("native", "buffered") and proc.layer is not None and proc.layer.cost is not None
-                    and proc.layer.cost.divisible and proc.layer_name not in fixed
-                    and proc.template not in (*PACKET_TEMPLATES, "kiln::global_average_pool_stream",
-                                              "kiln::pool2d_stream"))
+        cost = proc.layer.cost if proc.layer is not None else None
+        foldable = (proc.kind in ("native", "buffered") and cost is not None and proc.layer_name not in fixed
+                    and (cost.divisible or proc.template == POOL_STREAM)
+                    and proc.template not in (*PACKET_TEMPLATES, "kiln::global_average_pool_stream"))
         if foldable:
             options[proc.layer_name] = _options(proc, plan, bits_of, limits)
             procs[proc.layer_name] = proc
