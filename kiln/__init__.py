@@ -15,7 +15,7 @@ __version__ = "0.1.0"
 
 def compile(model, board: str = "vu13p", output_dir=None, precision=None, config=None, reuse_factor=None,
             fuse: bool = True, budget=None, calibrate=None, bits=None, max_error=None, fit_check: bool = True,
-            example_inputs=None, io=None):
+            example_inputs=None, io=None, target_fps=None):
     """Compile a model into an HLS project (an ``HLSProject``) or, for CPU boards, a TVM library.
 
     ``model``: an ONNX/QONNX file or ModelProto (quantizers become fixed-point types), or a
@@ -28,7 +28,9 @@ def compile(model, board: str = "vu13p", output_dir=None, precision=None, config
     A fixed-point design whose estimate exceeds ``budget`` (default 0.7) x any of the board's
     DSP, LUT, FF or BRAM is a KilnError; ``fit_check=False`` writes it anyway (warning on stderr).
     ``io="stream"``: layers joined by hls::stream FIFOs under DATAFLOW (default "parallel", or
-    the config's ``[model] io``).
+    the config's ``[model] io``). ``target_fps`` (stream designs): fold every layer so that its II
+    is <= clock / target_fps at the least resources (an error names the layer that cannot);
+    without it a stream design gets the fastest folding that fits ``budget``.
     """
     from kiln.driver import compile_model
     from kiln.frontend.torch_export import prepare_model
@@ -36,7 +38,7 @@ def compile(model, board: str = "vu13p", output_dir=None, precision=None, config
     model = prepare_model(model, example_inputs)  # a torch.nn.Module -> its exported ModelProto
     return compile_model(model, board=board, output_dir=output_dir, precision=precision, config=config,
                          reuse_factor=reuse_factor, fuse=fuse, budget=budget, calibrate=calibrate, bits=bits,
-                         max_error=max_error, fit_check=fit_check, io=io)
+                         max_error=max_error, fit_check=fit_check, io=io, target_fps=target_fps)
 
 
 def open_project(path):

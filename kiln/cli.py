@@ -71,7 +71,8 @@ def cmd_compile(args) -> int:
     project = kiln.compile(args.model, board=args.board, output_dir=args.output, precision=args.precision,
                            config=args.config, reuse_factor=args.reuse, fuse=not args.no_fuse, budget=args.budget,
                            calibrate=args.calibrate, bits=args.bits, max_error=args.max_error,
-                           fit_check=not args.no_fit_check, io=args.io)
+                           fit_check=not args.no_fit_check, io=args.io,
+                           target_fps=args.target_fps)
     m = project.manifest
     print(f"wrote {project.path} ({m['board']}, {m['part']}, {m['clock_mhz']} MHz, precision {m['precision']}, "
           f"{m['n_weights']} weights)")
@@ -271,6 +272,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--io", choices=("parallel", "stream"), help="HLS architecture: 'parallel' (default: arrays, "
                    "one PIPELINE) or 'stream' (layers joined by hls::stream FIFOs under DATAFLOW; layers without "
                    "a streaming template are buffered, and named so)")
+    c.add_argument("--target-fps", type=float, metavar="F", help="with --io stream: fold each layer so that the "
+                   "pipeline accepts F frames/s (every layer's II <= clock / F) at the least resources; without it "
+                   "--io stream takes the fastest folding that fits --budget")
     c.add_argument("--no-fuse", action="store_true", help="compile LayerNorm/GELU patterns op by op (no fusion)")
     c.add_argument("--calibrate", metavar="SAMPLES", help=".npy (one model input) or .npz: profile every tensor "
                    "on these samples and choose each value's fixed-point type from its observed range")

@@ -112,14 +112,27 @@ def apply_auto_reuse(model: ir.Model, cfg, board, opset: int) -> None:
             set_reuse_factor(node, chosen[layer_name(node, i)])
 
 
-def fit_checker(cfg, board, fit_check: bool, reuse_from_cli: bool):
+def apply_stream_folding(model: ir.Model, cfg, board, opset: int, target_fps) -> None:
+    """Stream designs: each layer's reuse factor from the stream cost model (stream_fold.py)."""
+    from kiln.backends.hls.stream_fold import fold_stream
+
+    nodes = list(model.graph)
+    chosen = fold_stream(model, cfg, board, opset, target_fps)
+    for i, node in enumerate(nodes):
+        if layer_name(node, i) in chosen:
+            set_reuse_factor(node, chosen[layer_name(node, i)])
+
+
+def fit_checker(cfg, board, fit_check: bool, reuse_from_cli: bool, stream_model=None):
     """The writer's ``on_estimate``: every resource against ``cfg.budget`` x the board, whatever
     chose the reuse factors. Over budget: KilnError, or with ``fit_check=False`` a warning on
     stderr. Float designs (functional checks, not sized for a board) are not checked; a note
-    says so when they would not fit."""
+    says so when they would not fit. ``stream_model``: (model, opset) of a stream design, whose
+    advice then asks the stream folding (not io_parallel's --reuse auto) what would fit."""
     fixed = {name for name, layer in cfg.layers.items() if layer.reuse_factor is not None}
     if cfg.reuse_factor == "auto":
-        mode, how = "auto", "with the reuse factors --reuse auto chose"
+        mode, how = "auto", "with the reuse factors --reuse auto chose" + (
+            " (stream folding)" if stream_model is not None else "")
     else:
         mode = "model" if reuse_from_cli else "config"
         how = f"at --reuse {cfg.reuse_factor}" if reuse_from_cli else f"at [model] reuse_factor = {cfg.reuse_factor}"
@@ -127,8 +140,14 @@ def fit_checker(cfg, board, fit_check: bool, reuse_from_cli: bool):
         how += " and the config's per-layer reuse_factor"
 
     def on_estimate(estimate, layers):
-        costs = {row.name: layer.cost for row, layer in zip(estimate.layers, layers) if layer.cost is not None}
-        result = check_fit(estimate.layers, costs, board, cfg.budget, how, mode, fixed, cfg.reuse_factor)
+        costs = {layer.layer_name: layer.cost for layer in layers if layer.cost is not None}
+        auto_fits = None
+        if stream_model is not None:
+            from kiln.backends.hls.stream_fold import stream_auto_fits
+
+            def auto_fits(keep):
+                return stream_auto_fits(stream_model[0], cfg, board, stream_model[1], keep)
+        result = check_fit(estimate.layers, costs, board, cfg.budget, how, mode, fixed, cfg.reuse_factor, auto_fits)
         is_float = isinstance(cfg.precision, FloatType)
         if result.over and is_float:
             print(f"kiln: note: float precision designs are for functional checks and not sized for a board, so "
@@ -147,10 +166,13 @@ def fit_checker(cfg, board, fit_check: bool, reuse_from_cli: bool):
 
 def compile_model(model, board="vu13p", output_dir=None, precision=None, config=None, reuse_factor=None,
                   fuse=True, budget=None, calibrate=None, bits=None, max_error=None, fit_check=True,
-                  io=None) -> HLSProject:
+                  io=None, target_fps=None) -> HLSProject:
     """``fit_check=False``: write a design over ``budget`` x the board anyway (warning on stderr).
-    ``io``: "parallel" (default) or "stream" (the config's [model] io otherwise)."""
+    ``io``: "parallel" (default) or "stream" (the config's [model] io otherwise). ``target_fps``:
+    stream designs' frame rate to fold for (stream_fold.py)."""
     target = get_board(board)
+    if target_fps is not None and target.kind != "fpga":
+        raise KilnError(f"--target-fps applies to FPGA boards with --io stream; {board!r} is a {target.kind} board")
     if io is not None and target.kind != "fpga":
         raise KilnError(f"--io applies to FPGA boards (HLS backend); {board!r} is a {target.kind} board")
     if target.kind == "cpu":  # TVM backend: float32, none of the HLS options
@@ -181,13 +203,23 @@ def compile_model(model, board="vu13p", output_dir=None, precision=None, config=
     if output_dir is None:
         output_dir = Path(tempfile.mkdtemp(prefix="kiln-")) / "project"
     opset = loaded.model.opset_imports.get("", 13)
-    if cfg.reuse_factor == "auto" and not isinstance(cfg.precision, FloatType):
+    if target_fps is not None and cfg.io != "stream":
+        raise KilnError("--target-fps folds a stream design: add --io stream (or [model] io = \"stream\")")
+    if target_fps is not None and cfg.reuse_factor != "auto":
+        raise KilnError(f"--target-fps chooses every layer's reuse factor; drop the model-wide reuse factor "
+                        f"{cfg.reuse_factor} (per-layer [layers.NAME] reuse_factor values are kept)")
+    stream = cfg.io == "stream"
+    if target_fps is not None or (cfg.reuse_factor == "auto" and not isinstance(cfg.precision, FloatType)):
         # float designs are for exact functional checks, not sized for a board: R stays 1
-        apply_auto_reuse(loaded.model, cfg, target, opset)
+        if stream:
+            apply_stream_folding(loaded.model, cfg, target, opset, target_fps)
+        else:
+            apply_auto_reuse(loaded.model, cfg, target, opset)
     ctx = EmitContext(default_precision=cfg.precision, opset=opset)
     name = Path(loaded.source).stem if loaded.source != "<ModelProto>" else (loaded.model.graph.name or "model")
     path = write_project(loaded.model, loaded.original, loaded.batch_axis, target, ctx, Path(output_dir), name,
-                         on_estimate=fit_checker(cfg, target, fit_check, reuse_factor is not None), io=cfg.io)
+                         on_estimate=fit_checker(cfg, target, fit_check, reuse_factor is not None,
+                                                 (loaded.model, opset) if stream else None), io=cfg.io)
     if observed is not None:
         from kiln.calibrate import PROFILE_FILE
 

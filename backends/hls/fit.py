@@ -70,10 +70,11 @@ class FitResult:
 
 
 def check_fit(layers: list, costs: dict, board: Board, budget: float, how: str, mode: str,
-              fixed: set[str] = frozenset(), model_reuse=None) -> FitResult:
+              fixed: set[str] = frozenset(), model_reuse=None, auto_fits=None) -> FitResult:
     """``layers``: LayerEstimate rows; ``costs``: name -> LayerCost (for the valid reuse factors);
     ``mode``: "auto", "model" (one --reuse R) or "config" (the config's [model] reuse_factor);
-    ``fixed``: layers whose reuse factor the config sets."""
+    ``fixed``: layers whose reuse factor the config sets; ``auto_fits(fixed)``: would the automatic
+    choice keeping those layers' factors fit (default: the io_parallel ``--reuse auto``)."""
     limits = board_limits(board, budget)
     totals = {r: sum(getattr(layer, r) for layer in layers) for r in RESOURCES}
     over = []
@@ -84,7 +85,10 @@ def check_fit(layers: list, costs: dict, board: Board, budget: float, how: str, 
                              [(l.name, l.op, l.reuse, getattr(l, r)) for l in top]))
     result = FitResult(board, budget, how, totals, limits, over)
     if over:
-        result.advice = _advice(over, layers, costs, board, budget, mode, fixed, model_reuse)
+        if auto_fits is None:
+            def auto_fits(keep):
+                return _auto_fits(layers, costs, board, budget, keep)
+        result.advice = _advice(over, layers, board, budget, mode, fixed, model_reuse, auto_fits)
     return result
 
 
@@ -100,15 +104,15 @@ def _auto_fits(layers: list, costs: dict, board: Board, budget: float, fixed: se
     return all(not limits[r] or sum(getattr(row, r) for row in rows) <= limits[r] for r in RESOURCES)
 
 
-def _advice(over: list[Over], layers: list, costs: dict, board: Board, budget: float, mode: str,
-            fixed: set[str], model_reuse) -> list[str]:
+def _advice(over: list[Over], layers: list, board: Board, budget: float, mode: str,
+            fixed: set[str], model_reuse, auto_fits) -> list[str]:
     """Only flags and config keys that exist, and (checked on the estimates) help this design."""
     tips = []
-    if mode in ("model", "config") and _auto_fits(layers, costs, board, budget, fixed):
+    if mode in ("model", "config") and auto_fits(fixed):
         where = f"--reuse {model_reuse}" if mode == "model" else "the config's [model] reuse_factor"
         tips.append(f"drop {where}: --reuse auto (the default) finds per-layer reuse factors that fit")
     dominating = sorted({name for o in over for name, *_ in o.top if name in fixed})
-    if dominating and _auto_fits(layers, costs, board, budget, fixed - set(dominating)):
+    if dominating and auto_fits(fixed - set(dominating)):
         keys = ", ".join(f'[layers."{n}"] reuse_factor' for n in dominating)
         tips.append(f"raise (or remove, for --reuse auto to choose) {keys} in the --config file")
     ff = [o for o in over if o.resource == "ff"]

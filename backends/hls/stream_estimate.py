@@ -13,7 +13,9 @@ that of its slowest layer):
 * II per frame (cycles between frames a process accepts):
   Dense: rows x R_row (one row per read; the row's n_in x n_out products on
   n_in x n_out / R_row multipliers, R_row = stream_plan.row_reuse).
-  Activation: packets (one packet of P elements per cycle, P multipliers/LUT paths).
+  Activation, element-wise binary op of two streams, per-channel binary op (squeeze-excite)
+  and packet-preserving copy (Flatten of a 1x1 map): output packets (one packet of P
+  elements per cycle, P multipliers/LUT paths).
   Conv / pooling: max(input pixels, output pixels) x R (one pixel per read; the window's
   products of all filters on weights / R multipliers); GlobalAveragePool: input pixels.
   Buffered adapter: max(packets in, io_parallel II, packets out); clone: packets.
@@ -45,7 +47,7 @@ import re
 from dataclasses import replace
 
 from kiln.backends.hls.estimate import BRAM18_BITS, LayerCost, LayerEstimate, ModelEstimate, estimate_layer
-from kiln.backends.hls.stream_plan import DENSE_TEMPLATES, StreamPlan
+from kiln.backends.hls.stream_plan import DENSE_TEMPLATES, PACKET_TEMPLATES, StreamPlan
 from kiln.ir_utils import attr, const_array
 
 LUTRAM_MAX_WORDS = 64
@@ -124,12 +126,13 @@ def estimate_process(proc, plan: StreamPlan, bits_of: dict) -> LayerEstimate | N
         row = estimate_layer(proc.layer_name, proc.op, replace(cost, mults=n_in * n_out, reuse_factor=rf,
                                                                out_elems=n_out), inputs)
         return replace(row, ii=src.n_packets * rf)
-    if proc.template == "kiln::activation_stream":
-        share = src.packet / max(dst.size, 1)
+    if proc.template in PACKET_TEMPLATES:
+        share = dst.packet / max(dst.size, 1)
         row = estimate_layer(proc.layer_name, proc.op, replace(
-            cost, mults=math.ceil(cost.mults * share), adds=math.ceil(cost.adds * share), out_elems=src.packet,
+            cost, mults=math.ceil(cost.mults * share), adds=math.ceil(cost.adds * share), out_elems=dst.packet,
             reuse_factor=1), inputs)
-        return replace(row, ii=src.n_packets, latency_cycles=max(row.latency_cycles, 1))
+        # a per-channel operand (squeeze-excite) is one packet read before the pixels: no extra cycles
+        return replace(row, ii=dst.n_packets, latency_cycles=max(row.latency_cycles, 1))
     r = max(1, cost.reuse_factor)
     pixels_in, pixels_out, chans = src.n_packets, dst.n_packets, src.packet
     if proc.template == "kiln::global_average_pool_stream":
@@ -142,8 +145,10 @@ def estimate_process(proc, plan: StreamPlan, bits_of: dict) -> LayerEstimate | N
     row = estimate_layer(proc.layer_name, proc.op, per_pixel, inputs)
     b, l = memory_cost(in_w, _bits(src, bits_of), banks=keff_h * chans)
     fill = max(0, (keff_h - 1) * in_w + keff_w) * r + row.latency_cycles
+    # conv2d_stream copies the window into registers; pool2d_stream reads the line buffer directly
+    window_ff = keff_h * keff_w * chans * _bits(src, bits_of) if proc.template == "kiln::conv2d_stream" else 0
     return replace(row, ii=max(pixels_in, pixels_out) * r, latency_cycles=fill, bram=row.bram + b, lut=row.lut + l,
-                   ff=row.ff + keff_h * keff_w * chans * _bits(src, bits_of))
+                   ff=row.ff + window_ff)
 
 
 def fifo_depths(plan: StreamPlan, rows: dict) -> None:

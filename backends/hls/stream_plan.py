@@ -31,6 +31,9 @@ PIXEL_TEMPLATES = {"kiln::conv2d": "kiln::conv2d_stream", "kiln::pool2d": "kiln:
                    "kiln::global_average_pool": "kiln::global_average_pool_stream"}
 DENSE_TEMPLATES = {"kiln::dense": "kiln::dense_stream", "kiln::dense_packed": "kiln::dense_packed_stream"}
 ELEMENTWISE_TEMPLATES = {"kiln::activation": "kiln::activation_stream"}
+BINARY_STREAM, CHANNEL_STREAM, COPY_STREAM = "kiln::binary_stream", "kiln::channel_binary_stream", "kiln::copy_stream"
+PACKET_TEMPLATES = ("kiln::activation_stream", BINARY_STREAM, CHANNEL_STREAM, COPY_STREAM)  # one packet per cycle
+STREAMED_BINARY_OPS = {"Add", "Sub", "Mul", "Min", "Max"}
 OUTPUT = "output"   # the consumer of a graph output: the top's output port
 
 
@@ -113,12 +116,39 @@ def _can_pixel(value: ir.Value) -> bool:
     return len(shape) >= 3 and shape[0] == 1
 
 
+def _per_channel(value: ir.Value, out: ir.Value) -> bool:
+    """[1, C, 1, ...] against a [1, C, H, ...] output: one value per channel."""
+    vs, os_ = static_shape(value), static_shape(out)
+    return (len(vs) == len(os_) >= 3 and vs[:2] == os_[:2] and all(d == 1 for d in vs[2:])
+            and any(d != 1 for d in os_[2:]))
+
+
+def _binary_kind(node: ir.Node) -> tuple[str, str]:
+    """Add/Sub/Mul/Min/Max of two tensors: "same" (equal shapes: one packet of each per cycle)
+    or "channel" (one operand per channel, squeeze-excite's scale)."""
+    ins, outs = _runtime_inputs(node), _used_outputs(node)
+    if node.op_type not in STREAMED_BINARY_OPS or len(node.inputs) != 2 or len(ins) != 2 or len(outs) != 1:
+        return "", "a binary op with a constant operand, the same tensor twice, or not Add/Sub/Mul/Min/Max"
+    a, b = ins
+    out = outs[0]
+    if static_shape(a) == static_shape(b) == static_shape(out):
+        return "same", BINARY_STREAM
+    if _can_pixel(out) and (_per_channel(a, out) and static_shape(b) == static_shape(out)
+                            or _per_channel(b, out) and static_shape(a) == static_shape(out)):
+        return "channel", CHANNEL_STREAM
+    return "", "a broadcast other than one value per channel of a [1, C, ...] tensor"
+
+
 def _native_kind(layer, node: ir.Node) -> tuple[str, str]:
-    """("pixel" | "flat" | "any", streaming template) where the layer has a streaming
-    template, else ("", why not)."""
+    """("pixel" | "flat" | "any" | "same" | "channel" | "copy", streaming template) where the
+    layer has a streaming template, else ("", why not)."""
     if len(layer.calls) != 1:
         return "", "several kernel calls"
     call = layer.calls[0]
+    if call.template == "kiln::binary" and call.batch == 1:
+        return _binary_kind(node)
+    if call.template == "kiln::copy" and call.batch == 1 and len(_runtime_inputs(node)) == 1:
+        return "copy", COPY_STREAM
     if call.template not in {**PIXEL_TEMPLATES, **DENSE_TEMPLATES, **ELEMENTWISE_TEMPLATES}:
         return "", f"no streaming template for {call.template} yet"
     ins, outs = _runtime_inputs(node), _used_outputs(node)
@@ -156,7 +186,7 @@ def plan_streams(model: ir.Model, layers: list, ctx, row_config) -> StreamPlan:
             for user in consumers.get(id(value), []):
                 kind = kinds[id(user)][0]
                 outs = _used_outputs(user)
-                if kind == "pixel" or (kind == "any" and outs and prefers_pixel(outs[0])):
+                if kind in ("pixel", "channel") or (kind in ("any", "same") and outs and prefers_pixel(outs[0])):
                     want = True
             prefers[id(value)] = want and _can_pixel(value)
         return prefers[id(value)]
@@ -169,11 +199,15 @@ def plan_streams(model: ir.Model, layers: list, ctx, row_config) -> StreamPlan:
         kind = kinds[id(node)][0]
         ins, outs = _runtime_inputs(node), _used_outputs(node)
         native = (kind == "any" and len(ins) == 1) or (kind == "pixel" and pixel[id(ins[0])]) or (
-            kind == "flat" and not pixel[id(ins[0])])
+            kind == "flat" and not pixel[id(ins[0])]) or (
+            kind == "same" and pixel[id(ins[0])] == pixel[id(ins[1])]) or (
+            kind == "channel" and pixel[id(ins[0])] and pixel[id(ins[1])]) or (
+            kind == "copy" and _same_packets(ins[0], pixel[id(ins[0])], outs[0]))
         mode[id(node)] = "native" if native else "buffered"
         for v in outs:
             if native:
-                pixel[id(v)] = {"pixel": True, "flat": False, "any": pixel[id(ins[0])]}[kind]
+                pixel[id(v)] = {"pixel": True, "flat": False, "any": pixel[id(ins[0])], "same": pixel[id(ins[0])],
+                                "channel": True, "copy": False}[kind]
             else:
                 pixel[id(v)] = prefers_pixel(v)
 
@@ -246,6 +280,17 @@ def plan_streams(model: ir.Model, layers: list, ctx, row_config) -> StreamPlan:
         plan.processes.append(proc)
         plan.processes.extend(clones)
     return plan
+
+
+def _same_packets(value: ir.Value, is_pixel: bool, out: ir.Value) -> bool:
+    """A copy streams packet for packet when its input, in its order, is the ONNX order (flat, or
+    a single pixel) cut into packets of the output's last axis (its flat order). A Flatten of a
+    map of several pixels would need a transposing buffer (or the next Dense's weights permuted
+    to pixel order, as hls4ml does): buffered here."""
+    shape, out_shape = static_shape(value), static_shape(out)
+    in_packet = shape[1] if is_pixel else (shape[-1] if shape else 1)
+    one_pixel = is_pixel and size(value) == in_packet
+    return (not is_pixel or one_pixel) and bool(out_shape) and out_shape[-1] == in_packet
 
 
 def row_reuse(reuse: int, n_in: int, n_out: int, rows: int) -> int:

@@ -10,7 +10,8 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 
-from kiln.backends.hls.stream_plan import DENSE_TEMPLATES, StreamPlan, row_reuse
+from kiln.backends.hls.stream_plan import (BINARY_STREAM, CHANNEL_STREAM, COPY_STREAM, DENSE_TEMPLATES, StreamPlan,
+                                           row_reuse)
 from kiln.names import safe_comment
 
 ROW_CONFIG = """struct {name} : {base} {{
@@ -40,8 +41,15 @@ def _native_call(proc, plan: StreamPlan) -> str:
     type_args = call.type_args
     if proc.template in DENSE_TEMPLATES.values():
         type_args = type_args + (plan.row_configs[proc.layer_name][0],)
-    elif proc.template == "kiln::activation_stream":
+    elif proc.template in ("kiln::activation_stream", BINARY_STREAM):
         type_args = type_args + (str(src.packet),)
+    elif proc.template == CHANNEL_STREAM:
+        per_channel_a = proc.inputs[0].n_packets == 1 and proc.inputs[1].n_packets > 1
+        type_args = type_args + (str(src.packet), "true" if per_channel_a else "false")
+    elif proc.template == COPY_STREAM:
+        type_args = type_args + (str(src.packet),)
+    if proc.template in (BINARY_STREAM, CHANNEL_STREAM):
+        args = (proc.inputs[0].name, proc.inputs[1].name, dst.name)
     return replace(call, template=proc.template, type_args=type_args, args=args).render()
 
 

@@ -16,6 +16,7 @@
 #include "kiln_common.h"
 #include "kiln_activation.h"
 #include "kiln_dense.h"
+#include "kiln_eltwise.h"
 #include "hls_stream.h"
 #if defined(KILN_CSIM) && !defined(__SYNTHESIS__)
 #include <cstdio>
@@ -114,6 +115,67 @@ Packets:
         packet<data_T, P> x = in.read();
         packet<res_T, P> y;
         activation<data_T, res_T, packet_config<CONFIG_T, P> >(x.data, y.data);
+        out.write(y);
+    }
+}
+
+// ---- element-wise binary ops on two streams of the same shape and order ----------------
+// (Add of a residual, Mul, Sub, Min, Max): one packet of each per cycle, the arithmetic of
+// kiln::binary on P contiguous elements.
+template <class C, unsigned P> struct binary_packet_config : C {
+    static const unsigned n_a = P, n_b = P, n_out = P;
+    static const unsigned reuse_factor = 1;
+    static const unsigned d0 = 1, d1 = 1, d2 = 1, d3 = 1, d4 = 1, d5 = P;
+    static const unsigned a_s0 = 0, a_s1 = 0, a_s2 = 0, a_s3 = 0, a_s4 = 0, a_s5 = 1;
+    static const unsigned b_s0 = 0, b_s1 = 0, b_s2 = 0, b_s3 = 0, b_s4 = 0, b_s5 = 1;
+};
+
+template <class a_T, class b_T, class res_T, typename CONFIG_T, unsigned P>
+void binary_stream(stream<packet<a_T, P> > &a, stream<packet<b_T, P> > &b, stream<packet<res_T, P> > &out) {
+    #pragma HLS INLINE off
+Packets:
+    for (unsigned k = 0; k < CONFIG_T::n_out / P; k++) {
+        #pragma HLS PIPELINE
+        packet<a_T, P> x = a.read();
+        packet<b_T, P> y = b.read();
+        packet<res_T, P> z;
+        binary<a_T, b_T, res_T, binary_packet_config<CONFIG_T, P> >(x.data, y.data, z.data);
+        out.write(z);
+    }
+}
+
+// ---- a [1, C, ...] pixel stream times (or plus...) a per-channel [1, C, 1, 1] tensor -------
+// (squeeze-excite's channel scale). The per-channel operand (one packet of C) is read first
+// and held in registers; then one pixel per cycle. The pixel operand's FIFO must hold the
+// whole tensor while the per-channel one is computed from it (a fork: stream_estimate sizes
+// it so). BCAST_A: the per-channel operand is the op's first input (a), else its second (b).
+template <class a_T, class b_T, class res_T, typename CONFIG_T, unsigned C, bool BCAST_A>
+void channel_binary_stream(stream<packet<a_T, C> > &a, stream<packet<b_T, C> > &b, stream<packet<res_T, C> > &out) {
+    #pragma HLS INLINE off
+    packet<a_T, C> ca;
+    packet<b_T, C> cb;
+    if (BCAST_A) ca = a.read(); else cb = b.read();
+Pixels:
+    for (unsigned k = 0; k < CONFIG_T::n_out / C; k++) {
+        #pragma HLS PIPELINE
+        if (BCAST_A) cb = b.read(); else ca = a.read();
+        packet<res_T, C> z;
+        binary<a_T, b_T, res_T, binary_packet_config<CONFIG_T, C> >(ca.data, cb.data, z.data);
+        out.write(z);
+    }
+}
+
+// ---- a copy whose packets are the same on both sides (Flatten of a 1x1 pixel map, Reshape
+// keeping the last axis): one packet per cycle, with the type conversion of kiln::copy.
+template <class data_T, class res_T, unsigned N, unsigned P>
+void copy_stream(stream<packet<data_T, P> > &in, stream<packet<res_T, P> > &out) {
+    #pragma HLS INLINE off
+Packets:
+    for (unsigned k = 0; k < N / P; k++) {
+        #pragma HLS PIPELINE
+        packet<data_T, P> x = in.read();
+        packet<res_T, P> y;
+        for (unsigned j = 0; j < P; j++) y.data[j] = (res_T)x.data[j];
         out.write(y);
     }
 }

@@ -1,0 +1,167 @@
+"""Folding of a stream (io_stream) design for a board: per-layer reuse factors from the stream cost model.
+
+In a dataflow the frame rate is set by the slowest process (FINN-R, Blott et al., TRETS 11(3)
+2018, section 4.2: cycles per frame of a layer = its work / its parallelism; the pipeline's
+rate is that of its slowest layer), so folding is chosen against one target II ``T`` (cycles
+per frame) for every process at once, as FINN's ``SetFolding`` transformation does:
+
+* each foldable process (a layer whose reuse factor the templates accept: Dense, Conv, the
+  streamed pools (R = the II per input pixel, the window's adds shared R ways) and the buffered
+  layers with multiplications) takes, among its valid reuse factors whose stream II
+  (stream_estimate.estimate_process) is <= T, the one of least resources (the sum of each
+  resource's share of the budget); a process that cannot fold keeps its II;
+* ``--target-fps F``: T = floor(clock / F). A process whose II exceeds T at its fastest factor
+  (or at the factor the config fixes) is an error naming it: the bottleneck cannot meet F.
+* without a rate: the smallest T (of the IIs the processes can take) at which the whole
+  design, FIFOs included, fits ``budget`` x the board; the fastest design that fits. When
+  none fits, the largest factors are kept and the fit check reports what is over.
+
+Reuse factors chosen here are those of the io_parallel emitters (a streamed Dense's factor is
+rows x its per-row factor, stream_plan.row_reuse), so the rendered design is the one estimated.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from kiln.backends.hls.context import EmitContext
+from kiln.backends.hls.fit import RESOURCES, board_limits
+from kiln.backends.hls.reuse import divisors
+from kiln.backends.hls.stream_estimate import estimate_process, estimate_stream, type_widths
+from kiln.backends.hls.stream_plan import DENSE_TEMPLATES, PACKET_TEMPLATES, row_reuse
+from kiln.backends.hls.stream_render import stream_design
+from kiln.board import Board
+from kiln.errors import KilnError
+
+POOL_STREAM = "kiln::pool2d_stream"   # any R: its PIPELINE II (the pool emitters take any factor)
+
+
+@dataclass
+class Option:
+    reuse: int
+    ii: int
+    usage: dict
+    score: float       # sum of the resources' shares of the budget
+
+
+def _set_reuse(proc, plan, r: int) -> None:
+    proc.layer.cost.reuse_factor = r
+    if proc.template in DENSE_TEMPLATES.values():
+        src, dst = proc.inputs[0], proc.outputs[0]
+        name, text, _ = plan.row_configs[proc.layer_name]
+        rf = row_reuse(r, src.packet, dst.packet, src.n_packets)
+        plan.row_configs[proc.layer_name] = (name, text, rf)
+
+
+def _candidates(proc) -> list[int]:
+    """Valid reuse factors of a process's layer (ascending)."""
+    cost = proc.layer.cost
+    if proc.template in DENSE_TEMPLATES.values():
+        src, dst = proc.inputs[0], proc.outputs[0]
+        return [src.n_packets * d for d in divisors(src.packet * dst.packet)]
+    if proc.template == POOL_STREAM:  # the window's adds of one output pixel, II = R per input pixel
+        return divisors(max(1, cost.adds // max(proc.outputs[0].n_packets, 1)))
+    return divisors(cost.divisible)
+
+
+def _options(proc, plan, bits_of: dict, limits: dict) -> list[Option]:
+    opts = []
+    for r in _candidates(proc):
+        _set_reuse(proc, plan, r)
+        row = estimate_process(proc, plan, bits_of)
+        usage = {k: getattr(row, k) for k in RESOURCES}
+        opts.append(Option(r, row.ii, usage, sum(usage[k] / limits[k] for k in RESOURCES if limits[k])))
+    return opts
+
+
+def _pick(opts: list[Option], target: int) -> Option | None:
+    """The option of least resources with II <= target (None: even the fastest is slower)."""
+    fitting = [o for o in opts if o.ii <= target]
+    return min(fitting, key=lambda o: (o.score, o.ii)) if fitting else None
+
+
+def fold_stream(model, cfg, board: Board, opset: int, target_fps: float | None = None) -> dict[str, int]:
+    """layer name -> reuse factor for the stream design of ``model`` (see the module docstring).
+    Layers whose reuse factor the config sets keep it."""
+    return _fold(model, cfg, board, opset, target_fps)[0]
+
+
+def stream_auto_fits(model, cfg, board: Board, opset: int, fixed: set[str]) -> bool:
+    """Would the stream folding (keeping the ``fixed`` layers' factors) fit the budget?"""
+    return _fold(model, cfg, board, opset, None, fixed)[1]
+
+
+def _fold(model, cfg, board: Board, opset: int, target_fps: float | None, fixed: set[str] | None = None):
+    """(layer name -> reuse factor, whether the design then fits)."""
+    ctx = EmitContext(default_precision=cfg.precision, opset=opset)
+    from kiln.backends.hls.writer import board_budget, emit_layers
+
+    layers = emit_layers(model, ctx)
+    plan = stream_design(model, layers, ctx)
+    bits_of = type_widths(ctx.typedefs)
+    limits = board_limits(board, cfg.budget)
+    if fixed is None:
+        fixed = {name for name, layer in cfg.layers.items() if layer.reuse_factor is not None}
+    options: dict[str, list[Option]] = {}
+    steady: dict[str, int] = {}          # II of the processes that do not fold
+    procs = {}
+    for proc in plan.processes:
+        cost = proc.layer.cost if proc.layer is not None else None
+        foldable = (proc.kind in ("native", "buffered") and cost is not None and proc.layer_name not in fixed
+                    and (cost.divisible or proc.template == POOL_STREAM)
+                    and proc.template not in (*PACKET_TEMPLATES, "kiln::global_average_pool_stream"))
+        if foldable:
+            options[proc.layer_name] = _options(proc, plan, bits_of, limits)
+            procs[proc.layer_name] = proc
+        else:
+            steady[proc.layer_name] = estimate_process(proc, plan, bits_of).ii
+    slowest_fixed = max(steady.values(), default=1)
+
+    def apply(target: int) -> dict[str, int]:
+        chosen = {}
+        for name, opts in options.items():
+            pick = _pick(opts, target) or opts[0]
+            chosen[name] = pick.reuse
+            _set_reuse(procs[name], plan, pick.reuse)
+        return chosen
+
+    def fits() -> bool:
+        est = estimate_stream(plan, board.clock_mhz, board_budget(board), bits_of)
+        return all(not limits[k] or est.total(k) <= limits[k] for k in RESOURCES)
+
+    if target_fps is not None:
+        if target_fps <= 0:
+            raise KilnError(f"--target-fps must be positive, got {target_fps:g}")
+        target = math.floor(board.clock_mhz * 1e6 / target_fps)
+        slow = [(opts[0].ii, name, procs[name].op, f"R={opts[0].reuse}, its fastest") for name, opts in options.items()
+                if opts[0].ii > target]
+        slow += [(ii, name, _op(plan, name), "does not fold" if name not in fixed else "reuse_factor set by the config")
+                 for name, ii in steady.items() if ii > target]
+        if slow:
+            slow.sort(reverse=True)
+            listed = "; ".join(f"{name!r} ({op}): II {ii:,} cycles ({how}) = "
+                               f"{board.clock_mhz * 1e6 / ii:,.0f} frames/s" for ii, name, op, how in slow[:3])
+            raise KilnError(f"--target-fps {target_fps:g} needs every layer's II <= {target:,} cycles per frame "
+                            f"({board.clock_mhz:g} MHz / {target_fps:g}) on {board.name}; the bottleneck cannot: "
+                            f"{listed}. Lower --target-fps, or see `kiln report` for the layers' IIs")
+        chosen = apply(target)
+        return chosen, fits()
+    levels = sorted({o.ii for opts in options.values() for o in opts} | {slowest_fixed})
+    levels = [t for t in levels if t >= slowest_fixed]
+    lo, hi = 0, len(levels) - 1
+    chosen = apply(levels[hi])
+    if not fits():
+        return chosen, False
+    while lo < hi:            # the smallest level that fits (resources fall as the level rises)
+        mid = (lo + hi) // 2
+        apply(levels[mid])
+        if fits():
+            hi = mid
+        else:
+            lo = mid + 1
+    return apply(levels[lo]), True
+
+
+def _op(plan, name: str) -> str:
+    return next((p.op for p in plan.processes if p.layer_name == name), "?")
