@@ -1,5 +1,7 @@
 // Binary element-wise ops with ONNX (numpy) broadcasting: Add, Sub, Mul, Div, Min, Max,
-// Mod (fmod=1: C's fmod, the sign of the dividend, evaluated in float), and Where (select).
+// Mod (fmod=1: C's fmod, the sign of the dividend, evaluated in float); the comparisons Equal,
+// Less, Greater, LessOrEqual, GreaterOrEqual and the logic ops And, Or, Xor (bool results,
+// compared exactly in the operands' own types); and Where (select).
 // The output is walked as a 6-D index (shape d0..d5, padded with leading 1s); each operand
 // has its own strides (0 along broadcast axes), so one template covers every broadcast.
 #ifndef KILN_ELTWISE_H_
@@ -10,7 +12,8 @@
 namespace kiln {
 
 // The kernel of a kiln::binary layer; the emitter (eltwise.py) writes `kiln::binary_op::<name>`.
-enum class binary_op { add, sub, mul, div, min, max, mod };
+enum class binary_op { add, sub, mul, div, min, max, mod, equal, less, greater, less_equal, greater_equal,
+                       logical_and, logical_or, logical_xor };
 
 // The contract of kiln::binary: generated configs inherit this and override every field.
 struct binary_config {
@@ -37,7 +40,15 @@ void binary(const a_T a[CONFIG_T::n_a], const b_T b[CONFIG_T::n_b], res_T res[CO
         else if (CONFIG_T::op == binary_op::div) res[o] = (res_T)(a[ia] / b[ib]);
         else if (CONFIG_T::op == binary_op::min) res[o] = b[ib] < a[ia] ? (res_T)b[ib] : (res_T)a[ia];
         else if (CONFIG_T::op == binary_op::max) res[o] = b[ib] > a[ia] ? (res_T)b[ib] : (res_T)a[ia];
-        else res[o] = (res_T)std::fmod(to_float(a[ia]), to_float(b[ib]));
+        else if (CONFIG_T::op == binary_op::mod) res[o] = (res_T)std::fmod(to_float(a[ia]), to_float(b[ib]));
+        else if (CONFIG_T::op == binary_op::equal) res[o] = (res_T)(a[ia] == b[ib]);
+        else if (CONFIG_T::op == binary_op::less) res[o] = (res_T)(a[ia] < b[ib]);
+        else if (CONFIG_T::op == binary_op::greater) res[o] = (res_T)(a[ia] > b[ib]);
+        else if (CONFIG_T::op == binary_op::less_equal) res[o] = (res_T)(a[ia] <= b[ib]);
+        else if (CONFIG_T::op == binary_op::greater_equal) res[o] = (res_T)(a[ia] >= b[ib]);
+        else if (CONFIG_T::op == binary_op::logical_and) res[o] = (res_T)(a[ia] != 0 && b[ib] != 0);
+        else if (CONFIG_T::op == binary_op::logical_or) res[o] = (res_T)(a[ia] != 0 || b[ib] != 0);
+        else res[o] = (res_T)((a[ia] != 0) != (b[ib] != 0));
     }
 }
 
