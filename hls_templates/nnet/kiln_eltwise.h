@@ -25,15 +25,24 @@ struct binary_config {
     static const unsigned b_s0 = 0, b_s1 = 0, b_s2 = 0, b_s3 = 0, b_s4 = 0, b_s5 = 0;  // b's strides over it
 };
 
+// The broadcast walk of kiln::binary and kiln::select: output position o -> the offsets of
+// operands a and b (their strides over the 6-D output shape, 0 along broadcast axes).
+template <typename CONFIG_T>
+inline void operand_offsets(unsigned o, int &ia, int &ib) {
+    #pragma HLS INLINE
+    ia = walk_offset<CONFIG_T>(o, CONFIG_T::a_s0, CONFIG_T::a_s1, CONFIG_T::a_s2, CONFIG_T::a_s3, CONFIG_T::a_s4,
+                               CONFIG_T::a_s5);
+    ib = walk_offset<CONFIG_T>(o, CONFIG_T::b_s0, CONFIG_T::b_s1, CONFIG_T::b_s2, CONFIG_T::b_s3, CONFIG_T::b_s4,
+                               CONFIG_T::b_s5);
+}
+
 template <class a_T, class b_T, class res_T, typename CONFIG_T>
 void binary(const a_T a[CONFIG_T::n_a], const b_T b[CONFIG_T::n_b], res_T res[CONFIG_T::n_out]) {
     #pragma HLS INLINE off
     #pragma HLS PIPELINE II = CONFIG_T::reuse_factor
     for (unsigned o = 0; o < CONFIG_T::n_out; o++) {
-        const int ia = walk_offset<CONFIG_T>(o, CONFIG_T::a_s0, CONFIG_T::a_s1, CONFIG_T::a_s2, CONFIG_T::a_s3,
-                                             CONFIG_T::a_s4, CONFIG_T::a_s5);
-        const int ib = walk_offset<CONFIG_T>(o, CONFIG_T::b_s0, CONFIG_T::b_s1, CONFIG_T::b_s2, CONFIG_T::b_s3,
-                                             CONFIG_T::b_s4, CONFIG_T::b_s5);
+        int ia, ib;
+        operand_offsets<CONFIG_T>(o, ia, ib);
         if (CONFIG_T::op == binary_op::add) res[o] = (res_T)(a[ia] + b[ib]);
         else if (CONFIG_T::op == binary_op::sub) res[o] = (res_T)(a[ia] - b[ib]);
         else if (CONFIG_T::op == binary_op::mul) res[o] = (res_T)(a[ia] * b[ib]);
@@ -67,10 +76,8 @@ void select(const c_T cond[CONFIG_T::n_c], const a_T a[CONFIG_T::n_a], const b_T
     for (unsigned o = 0; o < CONFIG_T::n_out; o++) {
         const int ic = walk_offset<CONFIG_T>(o, CONFIG_T::c_s0, CONFIG_T::c_s1, CONFIG_T::c_s2, CONFIG_T::c_s3,
                                              CONFIG_T::c_s4, CONFIG_T::c_s5);
-        const int ia = walk_offset<CONFIG_T>(o, CONFIG_T::a_s0, CONFIG_T::a_s1, CONFIG_T::a_s2, CONFIG_T::a_s3,
-                                             CONFIG_T::a_s4, CONFIG_T::a_s5);
-        const int ib = walk_offset<CONFIG_T>(o, CONFIG_T::b_s0, CONFIG_T::b_s1, CONFIG_T::b_s2, CONFIG_T::b_s3,
-                                             CONFIG_T::b_s4, CONFIG_T::b_s5);
+        int ia, ib;
+        operand_offsets<CONFIG_T>(o, ia, ib);
         res[o] = cond[ic] ? (res_T)a[ia] : (res_T)b[ib];
     }
 }
