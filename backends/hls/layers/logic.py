@@ -29,6 +29,9 @@ COMPARE_OPS = {"Equal": "equal", "Less": "less", "Greater": "greater", "LessOrEq
 LOGIC_OPS = {"And": "logical_and", "Or": "logical_or", "Xor": "logical_xor"}
 BINARY_OPS = {**COMPARE_OPS, **LOGIC_OPS}
 
+# the node -> the kernel's name in kiln_logic.h's `enum class logic_op` (cast_kind chooses)
+UNARY_KINDS = {"Not": "logical_not", "Cast to bool": "to_bool", "Cast float to int": "truncate", "Cast": "convert"}
+
 UNARY_CONFIG = """struct {{ id }}_config : kiln::unary_logic_config {
     static const unsigned n_elem = {{ n }};
     static const kiln::logic_op op = kiln::logic_op::{{ op }};
@@ -94,13 +97,13 @@ class CompareLogicEmitter(LayerEmitter):
 def cast_kind(node) -> str:
     """The kiln::logic_op of a Not or Cast node."""
     if node.op_type == "Not":
-        return "logical_not"
+        return UNARY_KINDS["Not"]
     src, dst = node.inputs[0].dtype, node.outputs[0].dtype
     if dst == ir.DataType.BOOL:
-        return "to_bool"
+        return UNARY_KINDS["Cast to bool"]
     if dst in CAST_INT and src is not None and src.is_floating_point():
-        return "truncate"
-    return "convert"
+        return UNARY_KINDS["Cast float to int"]
+    return UNARY_KINDS["Cast"]
 
 
 @register
