@@ -19,6 +19,7 @@ from onnx_ir.passes.common import LiftConstantsToInitializersPass, RemoveUnusedN
 
 from kiln.errors import KilnError
 from kiln.frontend.quantizers import QuantInfo, extract_quantizers, mark_activation_quantizers, reference_model
+from kiln.frontend.shape_fill import infer_shapes
 from kiln.frontend.validate import (check_axes, check_inferred_sizes, check_quantizer_params, check_value_sizes,
                                     tensor_byte_limit, validate_proto)
 from kiln.reference import ort_session
@@ -150,7 +151,7 @@ def _load(original: onnx.ModelProto, source: str, quantizers: bool) -> LoadedMod
     _drop_initializer_inputs(proto)
     batch_axis = _pin_batch_axis(proto, source)
     try:
-        proto = onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True, data_prop=True)
+        proto = infer_shapes(proto)  # ONNX's, plus the GroupNormalization outputs it misses
     except (onnx.shape_inference.InferenceError, onnx.onnx_cpp2py_export.checker.ValidationError) as exc:
         raise KilnError(f"{source}: shape inference failed: {str(exc).strip().splitlines()[0]}") from None
     check_inferred_sizes(proto, source)

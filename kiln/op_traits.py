@@ -19,7 +19,7 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 
-STANDARD_DOMAINS = ("", "ai.onnx")
+from kiln.annotations import STANDARD_DOMAINS
 
 
 @dataclass(frozen=True)

@@ -106,7 +106,21 @@ class IntType:
         return np.round(np.asarray(values, dtype=np.float64))
 
 
-Precision = FloatType | FixedType | IntType
+@dataclass(frozen=True)
+class BoolType:
+    """A C++ ``bool``: masks and the results of comparisons and logic ops (0 or 1)."""
+
+    def cpp(self) -> str:
+        return "bool"
+
+    def __str__(self) -> str:
+        return "bool"
+
+    def quantize(self, values: np.ndarray) -> np.ndarray:
+        return (np.asarray(values) != 0).astype(np.float64)
+
+
+Precision = FloatType | FixedType | IntType | BoolType
 
 _FIXED_RE = re.compile(r"^(ap_)?(u?)fixed\s*<\s*(\d+)\s*,\s*(-?\d+)\s*(?:,\s*(\w+)\s*)?(?:,\s*(\w+)\s*)?>$", re.I)
 
@@ -120,6 +134,8 @@ def parse_precision(text: str, where: str = "precision") -> Precision:
         return FloatType()
     if s.lower() == "int":
         return IntType()
+    if s.lower() == "bool":
+        return BoolType()
     m = _FIXED_RE.match(s)
     if not m:
         raise KilnError(f"{where}: cannot parse precision {s!r}; expected 'float' or 'fixed<W,I>' "

@@ -38,7 +38,7 @@ from kiln.config import Config
 from kiln.errors import KilnError
 from kiln.ir_utils import attr, const_array
 from kiln.op_traits import traits
-from kiln.precision import (FixedType, FloatType, IntType, Precision, accumulator_with_bias, parse_precision,
+from kiln.precision import (BoolType, FixedType, FloatType, IntType, Precision, accumulator_with_bias, parse_precision,
                             union_type)
 from kiln.quant import fitting_type
 
@@ -239,4 +239,6 @@ class AssignPrecisionPass(ir.passes.InPlacePass):
     def _set(value: ir.Value, precision, source: str) -> None:
         if value.dtype is not None and value.dtype.is_integer():
             precision, source = IntType(), "int"  # ids and indices stay integers whatever the model precision
+        elif value.dtype == ir.DataType.BOOL:
+            precision, source = BoolType(), "bool"  # masks and comparison results stay 0/1
         set_precision(value, precision, source)

@@ -65,13 +65,16 @@ def test_fixed_point_within_the_bound_of_its_bit_widths(tmp_path):
     assert rows and all(r["count"] == 0 for r in rows), rows
 
 
-def test_where_with_a_runtime_condition_is_refused(tmp_path):
+def test_where_with_a_runtime_condition_matches_onnxruntime(tmp_path):
+    """Where on a mask computed at run time (Less): refused before bool tensors were layer
+    ports (issue 12); now a bool tensor feeds kiln::select (tests/test_logic_ops.py has more)."""
     graph = h.make_graph([h.make_node("Less", ["x", "z"], ["m"]), h.make_node("Where", ["m", "x", "z"], ["y"])],
                          "g", [h.make_tensor_value_info(n, T.FLOAT, ["N", 6]) for n in ("x", "z")],
                          [h.make_tensor_value_info("y", T.FLOAT, ["N", 6])])
     model = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)], ir_version=10)
-    with pytest.raises(kiln.KilnError, match=r"Where \(the condition must be a constant"):
-        kiln.compile(model, output_dir=tmp_path / "p", precision="float")
+    project = kiln.compile(model, output_dir=tmp_path / "p", precision="float")
+    x, z = X.reshape(-1, 6), Z.reshape(-1, 6)
+    np.testing.assert_allclose(project.csim([x, z]), np.minimum(x, z), rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("precision,tol", [("float", 1e-5), ("fixed<18,8>", 2.0 ** -7)])

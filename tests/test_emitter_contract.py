@@ -6,12 +6,13 @@ from importlib import resources
 import pytest
 
 from kiln.backends.hls.call import Call
-from kiln.backends.hls.layers import REGISTRY, activation, eltwise, math, pad, quantize, resize
+from kiln.backends.hls.layers import REGISTRY, activation, eltwise, logic, math, pad, quantize, resize
 from tests.helpers import header_enumerators as _enumerators, header_text as _header
 
 
 @pytest.mark.parametrize("ops, header, enum", [(activation.OPS, "kiln_activation.h", "activation_op"),
-                                               (eltwise.OPS, "kiln_eltwise.h", "binary_op"),
+                                               ({**eltwise.OPS, **logic.BINARY_OPS}, "kiln_eltwise.h", "binary_op"),
+                                               (logic.UNARY_KINDS, "kiln_logic.h", "logic_op"),
                                                (math.MATH_OPS, "kiln_math.h", "math_op"),
                                                (quantize.ROUNDING_MODES, "kiln_quantize.h", "rounding_mode"),
                                                (pad.MODES, "kiln_pad.h", "pad_mode"),

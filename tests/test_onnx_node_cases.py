@@ -11,10 +11,11 @@ Weights become constants. ONNX node tests feed every operand, weights included, 
 graph input; Kiln needs constants for weight-like operands (Conv W/B, Gemm B/C, MatMul B,
 BatchNormalization scale/bias/mean/var, Clip min/max, Reshape shape, Squeeze/Unsqueeze
 axes, Dropout ratio/training_mode). So the harness turns every graph input except the
-data input(s) into an initializer holding that case's own input array. The data inputs,
+data input(s) into an initializer holding that case's own input array (an input no node
+reads is dropped). The data inputs,
 which stay runtime inputs of the compiled design, are:
 
-* Add, Sub, Mul, Div, Concat, Min, Max: all inputs;
+* Add, Sub, Mul, Div, Concat, Min, Max, the comparisons and And/Or/Xor: all inputs;
 * Where: the two branches (the condition becomes a constant);
 * every other operator: the first input only.
 
@@ -47,7 +48,8 @@ from kiln.backends.hls.layers import REGISTRY
 # into a registered layer before emission (Gemm -> kiln.Dense, passes/dense.py).
 LOWERED_BY_PASSES = frozenset({"Gemm"})
 SUPPORTED_OPS = frozenset(op for domain, op in REGISTRY if domain == "") | LOWERED_BY_PASSES
-ALL_INPUTS_AT_RUNTIME = frozenset({"Add", "Sub", "Mul", "Div", "Concat", "Min", "Max"})
+ALL_INPUTS_AT_RUNTIME = frozenset({"Add", "Sub", "Mul", "Div", "Concat", "Min", "Max", "Equal", "Less", "Greater",
+                                   "LessOrEqual", "GreaterOrEqual", "And", "Or", "Xor"})
 # operators whose data inputs are not the first: Where's condition is a constant, its branches tensors
 DATA_INPUTS = {"Where": slice(1, 3)}
 RTOL, ATOL = 1e-5, 1e-6
@@ -71,6 +73,59 @@ _ALIGN_FRACTIONAL = ("Resize align_corners with scales giving a fractional outpu
 _BOOL = "bool tensors: layers compute in float or fixed point"
 _ORT = ("ONNX Runtime 1.31 cannot load the case (IR version 14 / opset 28, or no kernel for the type); "
         "kiln.compile checks every model with it")
+CAST_CASES_IR14 = (  # Cast cases of onnx 1.23.2 in IR version 14 (opset 25): ONNX Runtime 1.31 refuses them
+    'cast_BFLOAT16_to_FLOAT', 'cast_DOUBLE_to_FLOAT', 'cast_DOUBLE_to_FLOAT16', 'cast_FLOAT16_to_DOUBLE',
+    'cast_FLOAT16_to_FLOAT', 'cast_FLOAT16_to_FLOAT4E2M1', 'cast_FLOAT16_to_FLOAT8E4M3FN',
+    'cast_FLOAT16_to_FLOAT8E4M3FNUZ', 'cast_FLOAT16_to_FLOAT8E5M2', 'cast_FLOAT16_to_FLOAT8E5M2FNUZ',
+    'cast_FLOAT16_to_INT2', 'cast_FLOAT16_to_INT4', 'cast_FLOAT16_to_UINT2', 'cast_FLOAT16_to_UINT4',
+    'cast_FLOAT4E2M1_to_FLOAT', 'cast_FLOAT4E2M1_to_FLOAT16', 'cast_FLOAT8E4M3FNUZ_to_FLOAT',
+    'cast_FLOAT8E4M3FNUZ_to_FLOAT16', 'cast_FLOAT8E4M3FN_to_FLOAT', 'cast_FLOAT8E4M3FN_to_FLOAT16',
+    'cast_FLOAT8E5M2FNUZ_to_FLOAT', 'cast_FLOAT8E5M2FNUZ_to_FLOAT16', 'cast_FLOAT8E5M2_to_FLOAT',
+    'cast_FLOAT8E5M2_to_FLOAT16', 'cast_FLOAT_to_BFLOAT16', 'cast_FLOAT_to_DOUBLE', 'cast_FLOAT_to_FLOAT16',
+    'cast_FLOAT_to_FLOAT4E2M1', 'cast_FLOAT_to_FLOAT8E4M3FN', 'cast_FLOAT_to_FLOAT8E4M3FNUZ',
+    'cast_FLOAT_to_FLOAT8E5M2', 'cast_FLOAT_to_FLOAT8E5M2FNUZ', 'cast_FLOAT_to_INT2', 'cast_FLOAT_to_INT4',
+    'cast_FLOAT_to_UINT2', 'cast_FLOAT_to_UINT4', 'cast_INT2_to_FLOAT', 'cast_INT2_to_FLOAT16', 'cast_INT2_to_INT8',
+    'cast_INT4_to_FLOAT', 'cast_INT4_to_FLOAT16', 'cast_INT4_to_INT8', 'cast_UINT2_to_FLOAT',
+    'cast_UINT2_to_FLOAT16', 'cast_UINT2_to_UINT8', 'cast_UINT4_to_FLOAT', 'cast_UINT4_to_FLOAT16',
+    'cast_UINT4_to_UINT8', 'cast_e8m0_FLOAT16_to_FLOAT8E8M0', 'cast_e8m0_FLOAT8E8M0_to_FLOAT',
+    'cast_e8m0_FLOAT8E8M0_to_FLOAT16', 'cast_e8m0_FLOAT_to_FLOAT8E8M0', 'cast_no_saturate_FLOAT16_to_FLOAT8E4M3FN',
+    'cast_no_saturate_FLOAT16_to_FLOAT8E4M3FNUZ', 'cast_no_saturate_FLOAT16_to_FLOAT8E5M2',
+    'cast_no_saturate_FLOAT16_to_FLOAT8E5M2FNUZ', 'cast_no_saturate_FLOAT_to_FLOAT8E4M3FN',
+    'cast_no_saturate_FLOAT_to_FLOAT8E4M3FNUZ', 'cast_no_saturate_FLOAT_to_FLOAT8E5M2',
+    'cast_no_saturate_FLOAT_to_FLOAT8E5M2FNUZ',
+)
+CAST_CASES_NARROW_TYPES = (  # CastLike expanded cases (IR 13) from or to float16/bfloat16/float8/4- and 2-bit types
+    'castlike_BFLOAT16_to_FLOAT_expanded', 'castlike_DOUBLE_to_FLOAT16_expanded',
+    'castlike_FLOAT16_to_DOUBLE_expanded', 
+    'castlike_FLOAT16_to_FLOAT8E4M3FNUZ_expanded', 'castlike_FLOAT16_to_FLOAT8E4M3FN_expanded',
+    'castlike_FLOAT16_to_FLOAT8E5M2FNUZ_expanded', 'castlike_FLOAT16_to_FLOAT8E5M2_expanded',
+    'castlike_FLOAT16_to_FLOAT_expanded', 'castlike_FLOAT16_to_INT2_expanded', 'castlike_FLOAT16_to_INT4_expanded',
+    'castlike_FLOAT16_to_UINT2_expanded', 'castlike_FLOAT16_to_UINT4_expanded',
+    
+    'castlike_FLOAT8E4M3FNUZ_to_FLOAT16_expanded', 'castlike_FLOAT8E4M3FNUZ_to_FLOAT_expanded',
+    'castlike_FLOAT8E4M3FN_to_FLOAT16_expanded', 'castlike_FLOAT8E4M3FN_to_FLOAT_expanded',
+    'castlike_FLOAT8E5M2FNUZ_to_FLOAT16_expanded', 'castlike_FLOAT8E5M2FNUZ_to_FLOAT_expanded',
+    'castlike_FLOAT8E5M2_to_FLOAT16_expanded', 'castlike_FLOAT8E5M2_to_FLOAT_expanded',
+    'castlike_FLOAT_to_BFLOAT16_expanded', 'castlike_FLOAT_to_FLOAT16_expanded',
+    'castlike_FLOAT_to_FLOAT8E4M3FNUZ_expanded',
+    'castlike_FLOAT_to_FLOAT8E4M3FN_expanded', 'castlike_FLOAT_to_FLOAT8E5M2FNUZ_expanded',
+    'castlike_FLOAT_to_FLOAT8E5M2_expanded', 'castlike_FLOAT_to_INT2_expanded', 'castlike_FLOAT_to_INT4_expanded',
+    'castlike_FLOAT_to_UINT2_expanded', 'castlike_FLOAT_to_UINT4_expanded', 'castlike_INT2_to_FLOAT16_expanded',
+    'castlike_INT2_to_FLOAT_expanded', 'castlike_INT2_to_INT8_expanded', 'castlike_INT4_to_FLOAT16_expanded',
+    'castlike_INT4_to_FLOAT_expanded', 'castlike_INT4_to_INT8_expanded', 'castlike_UINT2_to_FLOAT16_expanded',
+    'castlike_UINT2_to_FLOAT_expanded', 'castlike_UINT2_to_UINT8_expanded', 'castlike_UINT4_to_FLOAT16_expanded',
+    'castlike_UINT4_to_FLOAT_expanded', 'castlike_UINT4_to_UINT8_expanded',
+    'castlike_no_saturate_FLOAT16_to_FLOAT8E4M3FNUZ_expanded',
+    'castlike_no_saturate_FLOAT16_to_FLOAT8E4M3FN_expanded',
+    'castlike_no_saturate_FLOAT16_to_FLOAT8E5M2FNUZ_expanded',
+    'castlike_no_saturate_FLOAT16_to_FLOAT8E5M2_expanded', 'castlike_no_saturate_FLOAT_to_FLOAT8E4M3FNUZ_expanded',
+    'castlike_no_saturate_FLOAT_to_FLOAT8E4M3FN_expanded', 'castlike_no_saturate_FLOAT_to_FLOAT8E5M2FNUZ_expanded',
+    'castlike_no_saturate_FLOAT_to_FLOAT8E5M2_expanded',
+)
+_UINT_WIDE = "uint32/uint64 operands: integers are held as C++ int (values above 2**31 - 1 would wrap)"
+_STRING = "string tensors"
+_CAST_NARROW = ("Cast from or to float16/bfloat16/float8/float4/int4/int2 types: a C++ float or int does not round "
+                "or wrap as they do")
 EXPECTED_UNSUPPORTED: dict[str, str] = {
     "test_add_int8": _INT, "test_add_int16": _INT, "test_add_uint8": _INT, "test_add_uint16": _INT,
     "test_add_uint32": _INT, "test_add_uint64": _INT,
@@ -150,6 +205,14 @@ EXPECTED_UNSUPPORTED: dict[str, str] = {
     "test_pow_types_float32_uint32": _ORT, "test_pow_types_float32_uint64": _ORT,
     "test_pow_types_int32_float32": _POW_TENSOR, "test_pow_types_int32_int32": _POW_TENSOR,
     "test_pow_types_int64_float32": _POW_TENSOR, "test_pow_types_int64_int64": _POW_TENSOR,
+    **{f"test_{c}": _ORT for c in CAST_CASES_IR14},
+    **{f"test_{c}": _CAST_NARROW for c in CAST_CASES_NARROW_TYPES},
+    **{f"test_castlike_{c}_expanded": _ORT for c in ("FLOAT16_to_FLOAT4E2M1", "FLOAT4E2M1_to_FLOAT16",
+                                                     "FLOAT4E2M1_to_FLOAT", "FLOAT_to_FLOAT4E2M1")},
+    **{f"test_{op}_{t}{x}": _UINT_WIDE for op in ("equal", "less", "greater", "less_equal", "greater_equal")
+       for t in ("uint32", "uint64") for x in (("", "_expanded") if "_" in op else ("",))},
+    "test_equal_string": _STRING, "test_equal_string_broadcast": _STRING,
+    "test_clip_default_int8_min_expanded": _INT, "test_clip_default_int8_max_expanded": _INT,
 }
 # What the KilnError must say for each reason (so a case is refused for the listed reason).
 # The frontend folds an inference Dropout's mask (all true) to a constant graph output.
@@ -164,6 +227,8 @@ REFUSAL_MESSAGE = {
     _ALIGN_FRACTIONAL: r"align_corners with a scale whose output length",
     _BOOL: r"bool tensors are not supported",
     _ORT: r"ONNX Runtime cannot load the model",
+    _UINT_WIDE: r"uint(32|64) operands are not supported", _STRING: r"string tensors are not supported",
+    _CAST_NARROW: r"Cast supports float32/float64, bool and integer types",
 }
 
 # Cases whose expected output onnx publishes as hand-written approximate numbers: compared
@@ -198,6 +263,11 @@ def runtime_input_names(model: onnx.ModelProto) -> list[str]:
     return [n for n in graph_inputs if n in set(names)]
 
 
+def as_array(x):
+    """A case's input or expected output as a numpy array (some cases store TensorProtos)."""
+    return numpy_helper.to_array(x) if isinstance(x, onnx.TensorProto) else x
+
+
 def with_constant_weights(model: onnx.ModelProto, inputs: list) -> tuple[onnx.ModelProto, list]:
     """The case's model with non-data inputs as initializers; returns (model, runtime arrays)."""
     keep = runtime_input_names(model)
@@ -207,7 +277,10 @@ def with_constant_weights(model: onnx.ModelProto, inputs: list) -> tuple[onnx.Mo
     runtime = []
     all_inputs = list(graph.input)
     del graph.input[:]
+    read = {name for node in graph.node for name in node.input}
     for value_info, array in zip(all_inputs, inputs):
+        if value_info.name not in read:
+            continue  # an input no node reads (CastLike's `like` in an expanded case): dropped
         if value_info.name in keep:
             graph.input.append(value_info)
             runtime.append(array)
@@ -224,7 +297,8 @@ def _case_names() -> list[str]:
 def test_onnx_node_case(name, tmp_path):
     case = node_cases()[name]
     for k, (inputs, expected) in enumerate(case.data_sets):
-        model, runtime = with_constant_weights(case.model, list(inputs))
+        expected = [as_array(y) for y in expected]
+        model, runtime = with_constant_weights(case.model, [as_array(x) for x in inputs])
         out_dir = tmp_path / f"prj{k}"
         if name in EXPECTED_UNSUPPORTED:
             with pytest.raises(kiln.KilnError, match=REFUSAL_MESSAGE[EXPECTED_UNSUPPORTED[name]]):

@@ -211,7 +211,7 @@ def write_project(model: ir.Model, original: onnx.ModelProto, batch_axis: dict[s
         (fw / "kiln_top.h").write_text(env.get_template("kiln_top.h.j2").render(**common))
         # designs without fixed-point types (float mode) leave out the ap_types headers:
         # parsing them is most of a small C-sim build's g++ time
-        float_only = all(cpp in ("float", "int") for cpp in ctx.typedefs.values())
+        float_only = all(cpp in ("float", "int", "bool") for cpp in ctx.typedefs.values())
         (fw / "defines.h").write_text(env.get_template("defines.h.j2").render(
             typedefs=sorted(ctx.typedefs.items()), float_only=float_only, **common))
         (fw / "parameters.h").write_text(env.get_template("parameters.h.j2").render(

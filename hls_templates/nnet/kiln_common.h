@@ -44,6 +44,7 @@ template <int W, int I, ap_q_mode Q, ap_o_mode O, int N> ap_ufixed<W, I, Q, O, N
 inline double as_double(float x) { return (double)x; }
 inline double as_double(double x) { return x; }
 inline double as_double(int x) { return (double)x; }
+inline double as_double(bool x) { return x ? 1.0 : 0.0; }
 #ifndef KILN_FLOAT_ONLY
 template <int W, int I, ap_q_mode Q, ap_o_mode O, int N> double as_double(const ap_fixed<W, I, Q, O, N> &x) { return x.to_double(); }
 template <int W, int I, ap_q_mode Q, ap_o_mode O, int N> double as_double(const ap_ufixed<W, I, Q, O, N> &x) { return x.to_double(); }

@@ -19,6 +19,19 @@ struct dense_config {
     typedef float bias_t;
 };
 
+// One output of one row: biases[o] + sum_i data[r][i] * w[i][o], accumulated in accum_t in
+// input order (dense, and the odd last output of dense_packed).
+template <class data_T, typename CONFIG_T>
+typename CONFIG_T::accum_t dense_output(const data_T data[CONFIG_T::n_rows * CONFIG_T::n_in],
+                                        const typename CONFIG_T::weight_t weights[CONFIG_T::n_in * CONFIG_T::n_out],
+                                        const typename CONFIG_T::bias_t biases[CONFIG_T::n_out], unsigned r, unsigned o) {
+    #pragma HLS INLINE
+    typename CONFIG_T::accum_t acc = biases[o];
+Inputs:
+    for (unsigned i = 0; i < CONFIG_T::n_in; i++) acc += data[r * CONFIG_T::n_in + i] * weights[i * CONFIG_T::n_out + o];
+    return acc;
+}
+
 template <class data_T, class res_T, typename CONFIG_T>
 void dense(const data_T data[CONFIG_T::n_rows * CONFIG_T::n_in], res_T res[CONFIG_T::n_rows * CONFIG_T::n_out],
            const typename CONFIG_T::weight_t weights[CONFIG_T::n_in * CONFIG_T::n_out],
@@ -31,14 +44,8 @@ void dense(const data_T data[CONFIG_T::n_rows * CONFIG_T::n_in], res_T res[CONFI
 Rows:
     for (unsigned r = 0; r < CONFIG_T::n_rows; r++) {
     Outputs:
-        for (unsigned o = 0; o < CONFIG_T::n_out; o++) {
-            typename CONFIG_T::accum_t acc = biases[o];
-        Inputs:
-            for (unsigned i = 0; i < CONFIG_T::n_in; i++) {
-                acc += data[r * CONFIG_T::n_in + i] * weights[i * CONFIG_T::n_out + o];
-            }
-            res[r * CONFIG_T::n_out + o] = (res_T)acc;
-        }
+        for (unsigned o = 0; o < CONFIG_T::n_out; o++)
+            res[r * CONFIG_T::n_out + o] = (res_T)dense_output<data_T, CONFIG_T>(data, weights, biases, r, o);
     }
 }
 
@@ -79,10 +86,7 @@ Rows:
         }
         if (CONFIG_T::n_out % 2) {  // the last output of an odd count: one plain product each
             const unsigned o = CONFIG_T::n_out - 1;
-            typename CONFIG_T::accum_t acc = biases[o];
-            for (unsigned i = 0; i < CONFIG_T::n_in; i++)
-                acc += data[r * CONFIG_T::n_in + i] * weights[i * CONFIG_T::n_out + o];
-            res[r * CONFIG_T::n_out + o] = (res_T)acc;
+            res[r * CONFIG_T::n_out + o] = (res_T)dense_output<data_T, CONFIG_T>(data, weights, biases, r, o);
         }
     }
 }

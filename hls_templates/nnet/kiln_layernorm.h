@@ -64,6 +64,26 @@ Reduce:
     return e > 0 ? shift_right(r, e) : shift_left(r, -e);
 }
 
+// The statistics of one row of n values (a LayerNorm row, a GroupNorm group): its mean
+// (written to `mean`) and 1 / sqrt(var + epsilon), in the config's sum/mean/diff/var types.
+template <class data_T, typename CONFIG_T>
+typename CONFIG_T::rstd_t row_rstd(const data_T *row, unsigned n, typename CONFIG_T::mean_t &mean) {
+    #pragma HLS INLINE
+    typename CONFIG_T::sum_t sum = 0;
+Sum:
+    for (unsigned i = 0; i < n; i++) sum += row[i];
+    mean = sum * (typename CONFIG_T::inv_n_t)CONFIG_T::inv_n;
+    typename CONFIG_T::sq_sum_t sq = 0;
+Variance:
+    for (unsigned i = 0; i < n; i++) {
+        typename CONFIG_T::diff_t d = row[i] - mean;
+        sq += d * d;
+    }
+    typename CONFIG_T::var_t var = sq * (typename CONFIG_T::inv_n_t)CONFIG_T::inv_n;
+    var += (typename CONFIG_T::var_t)CONFIG_T::epsilon;
+    return layernorm_rsqrt<CONFIG_T>(var);
+}
+
 template <class data_T, class res_T, typename CONFIG_T>
 void layernorm(const data_T data[CONFIG_T::n_outer * CONFIG_T::n_norm], res_T res[CONFIG_T::n_outer * CONFIG_T::n_norm],
                const typename CONFIG_T::scale_t scale[CONFIG_T::n_norm], const typename CONFIG_T::bias_t bias[CONFIG_T::n_norm]) {
@@ -74,19 +94,8 @@ void layernorm(const data_T data[CONFIG_T::n_outer * CONFIG_T::n_norm], res_T re
 Rows:
     for (unsigned o = 0; o < CONFIG_T::n_outer; o++) {
         const unsigned base = o * CONFIG_T::n_norm;
-        typename CONFIG_T::sum_t sum = 0;
-    Sum:
-        for (unsigned i = 0; i < CONFIG_T::n_norm; i++) sum += data[base + i];
-        typename CONFIG_T::mean_t mean = sum * (typename CONFIG_T::inv_n_t)CONFIG_T::inv_n;
-        typename CONFIG_T::sq_sum_t sq = 0;
-    Variance:
-        for (unsigned i = 0; i < CONFIG_T::n_norm; i++) {
-            typename CONFIG_T::diff_t d = data[base + i] - mean;
-            sq += d * d;
-        }
-        typename CONFIG_T::var_t var = sq * (typename CONFIG_T::inv_n_t)CONFIG_T::inv_n;
-        var += (typename CONFIG_T::var_t)CONFIG_T::epsilon;
-        typename CONFIG_T::rstd_t rstd = layernorm_rsqrt<CONFIG_T>(var);
+        typename CONFIG_T::mean_t mean;
+        const typename CONFIG_T::rstd_t rstd = row_rstd<data_T, CONFIG_T>(data + base, CONFIG_T::n_norm, mean);
     Normalize:
         for (unsigned i = 0; i < CONFIG_T::n_norm; i++) {
             typename CONFIG_T::diff_t d = data[base + i] - mean;
@@ -98,7 +107,7 @@ Rows:
 
 // GroupNormalization (InstanceNormalization: one channel per group): data viewed as
 // [n_outer][n_group][n_chan][n_inner]; mean and variance over each group's n_chan * n_inner
-// values (the layernorm types and rsqrt), then channel c = g * n_chan + j scaled by scale[c]
+// values (row_rstd: the layernorm types and rsqrt), then channel c = g * n_chan + j scaled by scale[c]
 // and shifted by bias[c].
 template <class data_T, class res_T, typename CONFIG_T>
 void groupnorm(const data_T data[CONFIG_T::n_outer * CONFIG_T::n_group * CONFIG_T::n_chan * CONFIG_T::n_inner],
@@ -111,19 +120,8 @@ void groupnorm(const data_T data[CONFIG_T::n_outer * CONFIG_T::n_group * CONFIG_
 Groups:
     for (unsigned r = 0; r < CONFIG_T::n_outer * CONFIG_T::n_group; r++) {
         const unsigned base = r * n, c0 = (r % CONFIG_T::n_group) * CONFIG_T::n_chan;
-        typename CONFIG_T::sum_t sum = 0;
-    Sum:
-        for (unsigned i = 0; i < n; i++) sum += data[base + i];
-        typename CONFIG_T::mean_t mean = sum * (typename CONFIG_T::inv_n_t)CONFIG_T::inv_n;
-        typename CONFIG_T::sq_sum_t sq = 0;
-    Variance:
-        for (unsigned i = 0; i < n; i++) {
-            typename CONFIG_T::diff_t d = data[base + i] - mean;
-            sq += d * d;
-        }
-        typename CONFIG_T::var_t var = sq * (typename CONFIG_T::inv_n_t)CONFIG_T::inv_n;
-        var += (typename CONFIG_T::var_t)CONFIG_T::epsilon;
-        typename CONFIG_T::rstd_t rstd = layernorm_rsqrt<CONFIG_T>(var);
+        typename CONFIG_T::mean_t mean;
+        const typename CONFIG_T::rstd_t rstd = row_rstd<data_T, CONFIG_T>(data + base, n, mean);
     Normalize:
         for (unsigned i = 0; i < n; i++) {
             const unsigned c = c0 + i / CONFIG_T::n_inner;

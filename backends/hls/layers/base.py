@@ -58,6 +58,7 @@ class LayerEmitter:
     ops: tuple[tuple[str, str], ...] = ()
     header: str = ""
     integer_tensors: bool = False
+    bool_tensors: bool = False
     keeps_input_type: bool | frozenset[str] = False
     commutes_with_scale: bool | frozenset[str] = False
     max_rank: int | None = None
@@ -70,19 +71,20 @@ class LayerEmitter:
                         commutes_with_scale=holds(self.commutes_with_scale), max_rank=self.max_rank)
 
     def check(self, node: ir.Node) -> str | None:
-        return tensor_problem(node, self.integer_tensors)
+        return tensor_problem(node, self.integer_tensors, self.bool_tensors or self.integer_tensors)
 
     def emit(self, node: ir.Node, ctx) -> Layer:  # pragma: no cover - interface
         raise NotImplementedError
 
 
-def tensor_problem(node: ir.Node, integer_tensors: bool = False) -> str | None:
+def tensor_problem(node: ir.Node, integer_tensors: bool = False, bool_tensors: bool = False) -> str | None:
     """Why the node's run-time tensors cannot be layer ports, or None.
 
     Layers compute in float or fixed point, so run-time inputs and produced outputs must
     be floating point: integer arithmetic would need integer semantics (wrap-around,
     truncating division) that the templates do not implement. Layers that only move data
-    (``integer_tensors``) also pass integers through. Bool tensors are never supported.
+    (``integer_tensors``) also pass integers and bools through; comparisons, logic ops,
+    Cast and Where (``bool_tensors``) read or produce bool tensors (C++ ``bool``).
     Every tensor must hold at least one element. Constant inputs (shapes, axes, weights)
     are read at compile time and may have any type.
     """
@@ -90,7 +92,9 @@ def tensor_problem(node: ir.Node, integer_tensors: bool = False) -> str | None:
     produced = [v for v in node.outputs if v is not None and (v.uses() or v.is_graph_output())]
     for value in runtime + produced:
         dtype = value.dtype
-        if dtype is not None and not (dtype.is_floating_point() or (integer_tensors and dtype.is_integer())):
+        allowed = (dtype is None or dtype.is_floating_point() or (integer_tensors and dtype.is_integer())
+                   or (bool_tensors and dtype == ir.DataType.BOOL))
+        if not allowed:
             return f"{dtype.name.lower()} tensors are not supported; Kiln computes in float or fixed point"
         if value.shape is not None and any(d == 0 for d in value.shape):
             return "empty tensors (a dimension of size 0) are not supported"

@@ -1,6 +1,7 @@
 """Add, Sub, Mul, Div, Mod (fmod=1) with broadcasting -> kiln::binary (kiln_eltwise.h);
 Min, Max (variadic: a chain of kiln::binary calls accumulating into the output, each
-reading the running result in place); Where -> kiln::select.
+reading the running result in place); Where -> kiln::select. The comparisons and logic ops
+that also run as kiln::binary are in logic.py.
 
 Operands may be tensors or constants (written as weights). Shapes are right-aligned as
 in numpy; each operand gets strides over the 6-D padded output shape, 0 where it is
@@ -11,6 +12,7 @@ reciprocal (no divider in hardware).
 from __future__ import annotations
 
 import numpy as np
+import onnx_ir as ir
 
 from kiln.backends.hls.estimate import LayerCost, bits
 from kiln.backends.hls.call import Call
@@ -59,10 +61,11 @@ def pad_dims(shape: tuple[int, ...]) -> list[int]:
     return [1] * (MAX_RANK - len(shape)) + list(shape)
 
 
-def _rank_problem(node):
+def rank_problem(node, max_rank: int) -> str | None:
+    """Why a tensor of ``node`` exceeds the emitter's ``max_rank`` trait, or None."""
     shapes = [v.shape for v in (*node.inputs, node.outputs[0]) if v is not None]
-    if any(s is not None and len(s) > MAX_RANK for s in shapes):
-        return f"rank above {MAX_RANK}"
+    if any(s is not None and len(s) > max_rank for s in shapes):
+        return f"rank above {max_rank}"
     return None
 
 
@@ -83,10 +86,7 @@ class BinaryEmitter(LayerEmitter):
     def check(self, node):
         if node.op_type == "Mod" and not attr(node, "fmod", 0):
             return "fmod=0 (the integer modulo) is not supported; floating-point Mod needs fmod=1"
-        shapes = [v.shape for v in (*node.inputs, node.outputs[0])]
-        if any(s is not None and len(s) > self.max_rank for s in shapes):
-            return f"rank above {self.max_rank}"
-        return super().check(node)
+        return rank_problem(node, self.max_rank) or super().check(node)
 
     def emit(self, node, ctx) -> Layer:
         a, b = node.inputs
@@ -118,9 +118,10 @@ class MinMaxEmitter(LayerEmitter):
 
     ops = (("", "Min"), ("", "Max"))
     header = "kiln_eltwise.h"
+    max_rank = MAX_RANK
 
     def check(self, node):
-        return _rank_problem(node) or super().check(node)
+        return rank_problem(node, self.max_rank) or super().check(node)
 
     def emit(self, node, ctx) -> Layer:
         out = node.outputs[0]
@@ -146,22 +147,29 @@ class MinMaxEmitter(LayerEmitter):
 
 @register
 class WhereEmitter(LayerEmitter):
-    """Where(cond, a, b) with a constant condition (bool tensors are never layer ports)."""
+    """Where(cond, a, b): a constant condition (written as an int weight) or a bool tensor
+    computed at run time (a comparison's mask)."""
 
     ops = (("", "Where"),)
     header = "kiln_eltwise.h"
+    bool_tensors = True
+    max_rank = MAX_RANK
 
     def check(self, node):
-        if const_array(node.inputs[0]) is None:
-            return "the condition must be a constant (bool tensors are not supported at run time)"
-        return _rank_problem(node) or super().check(node)
+        c = node.inputs[0]
+        if const_array(c) is None and c.dtype is not None and c.dtype != ir.DataType.BOOL:
+            return f"the condition must be bool, not {c.dtype.name.lower()}"
+        return rank_problem(node, self.max_rank) or super().check(node)
 
     def emit(self, node, ctx) -> Layer:
         c, a, b = node.inputs
         out = node.outputs[0]
         lid = ctx.layer_id(node)
         out_shape = static_shape(out)
-        c_name, c_t, _ = ctx.weight(node, const_array(c).astype(np.int64), "cond", precision=IntType())
+        if const_array(c) is not None:
+            c_name, c_t, _ = ctx.weight(node, const_array(c).astype(np.int64), "cond", precision=IntType())
+        else:
+            c_name, c_t = ctx.var(c), ctx.ctype(c)
         a_name, a_t, a_prec = ctx.operand(node, a, "in1")
         b_name, b_t, b_prec = ctx.operand(node, b, "in2")
         config = ctx.render(SELECT_CONFIG, id=lid, n_a=size(a), n_b=size(b), n_out=size(out),
