@@ -18,11 +18,12 @@ from google.protobuf.message import DecodeError
 from onnx_ir.passes.common import LiftConstantsToInitializersPass, RemoveUnusedNodesPass
 
 from kiln.errors import KilnError
+from kiln.frontend.fixed_batch import relax_fixed_batch
 from kiln.frontend.qonnx_compat import normalise as normalise_qonnx
 from kiln.frontend.quantizers import QuantInfo, extract_quantizers, mark_activation_quantizers, reference_model
-from kiln.frontend.validate import (check_axes, check_inferred_sizes, check_quantizer_params, check_value_sizes,
+from kiln.frontend.validate import (check_axes, check_inferred_sizes, check_norm_params, check_quantizer_params, check_value_sizes,
                                     tensor_byte_limit, validate_proto)
-from kiln.reference import ort_session
+from kiln.reference import ort_session, ort_smoke_run
 from kiln.names import name_layers
 
 
@@ -183,8 +184,9 @@ def _load(original: onnx.ModelProto, source: str, quantizers: bool) -> LoadedMod
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else "invalid model"
         raise KilnError(f"{source}: ONNX checker rejected the model: {first}") from None
     check_quantizer_params(original, source)
+    original = relax_fixed_batch(original, source)
     reference = reference_model(original)
-    ort_session(reference, f"{source}: ONNX Runtime cannot load the model", optimize=False)
+    session = ort_session(reference, f"{source}: ONNX Runtime cannot load the model", optimize=False)
     proto, quant = extract_quantizers(original, source) if quantizers else (reference, QuantInfo())
     if proto is original:
         proto = onnx.ModelProto()
@@ -207,6 +209,8 @@ def _load(original: onnx.ModelProto, source: str, quantizers: bool) -> LoadedMod
                                         output_size_limit=fold_limit, should_fold=lambda node: True)
     check_value_sizes(model, source)
     check_axes(model, source)
+    check_norm_params(model, source)
+    ort_smoke_run(session, f"{source}: ONNX Runtime refuses to run the model")  # what the checks above miss
     if quant:
         mark_activation_quantizers(model, quant, source)
     LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0)(model)
