@@ -96,6 +96,23 @@ def kiln_row(model, mode: str, x, calib, workdir: Path):
     return project.csim(x)
 
 
+def _cap_ir_version() -> None:
+    """qonnx executes single nodes in ONNX Runtime through models made by ``onnx.helper.make_model``,
+    which stamps onnx 1.23's IR version 14; ONNX Runtime 1.31 reads up to 13. Default it to 10."""
+    import onnx.helper
+
+    make = onnx.helper.make_model
+    if getattr(make, "_kiln_capped", False):
+        return
+
+    def make_model(graph, **kwargs):
+        kwargs.setdefault("ir_version", 10)
+        return make(graph, **kwargs)
+
+    make_model._kiln_capped = True
+    onnx.helper.make_model = make_model
+
+
 def hls4ml_onnx(path: Path, workdir: Path, legacy: bool):
     import hls4ml
     from qonnx.core.modelwrapper import ModelWrapper
@@ -103,6 +120,7 @@ def hls4ml_onnx(path: Path, workdir: Path, legacy: bool):
     from qonnx.transformation.gemm_to_matmul import GemmToMatMul
     from qonnx.util.cleanup import cleanup_model
 
+    _cap_ir_version()
     model = cleanup_model(ModelWrapper(str(path)))
     model = model.transform(ConvertToChannelsLastAndClean())
     model = model.transform(GemmToMatMul())
