@@ -20,13 +20,14 @@ what qonnx's own ``ModelWrapper`` and custom-op registry do when they meet them:
   which casts. The QONNX spec types them float32, as ONNX Runtime needs for the reference
   expansion, so constant integer parameters become float32 initializers.
 * **Old opsets.** QONNX's reference semantics (frontend/quantizers.py) need opsets 11 and 12
-  (Clip with min/max inputs, GreaterOrEqual): older FINN/Brevitas exports (opset 9) are upgraded with
+  (Clip with min/max inputs, GreaterOrEqual): quantized models below opset 13 (FINN/Brevitas
+  exports at opset 9) are upgraded to 13 with
   ``onnx.version_converter`` with their custom nodes set aside during the conversion.
   Likewise opset < 7 models (PyTorch 0.3 era: Gemm-6 with ``broadcast``, which ONNX
   Runtime no longer implements) are upgraded to opset 7.
 
-Other custom ops (Trunc, MultiThreshold, ...) keep their node and domain; ONNX Runtime's
-refusal to run them becomes the KilnError that names them.
+Other QONNX/FINN ops (Trunc, MultiThreshold, XnorPopcountMatMul, ...) have no ONNX Runtime
+kernel to check them against and no Kiln layer: they are one KilnError listing every such node.
 """
 
 from __future__ import annotations
@@ -163,9 +164,20 @@ def _standard_opset(proto: onnx.ModelProto) -> int | None:
     return min(versions) if versions else None
 
 
+def _refuse_other_qonnx_ops(proto: onnx.ModelProto, source: str) -> None:
+    other: dict[str, list[str]] = {}
+    for node in proto.graph.node:
+        if DOMAIN_ALIASES.get(node.domain, node.domain) == QONNX_DOMAIN and node.op_type not in ("Quant", "BipolarQuant"):
+            other.setdefault(node.op_type, []).append(node.name)
+    if other:
+        listed = "; ".join(f"{op}: {', '.join(repr(n) for n in names)}" for op, names in sorted(other.items()))
+        raise KilnError(f"{source}: QONNX/FINN op(s) Kiln does not support (only Quant and BipolarQuant): {listed}")
+
+
 def normalise(proto: onnx.ModelProto, source: str) -> onnx.ModelProto:
     """The model with the conventions of the module docstring applied (``proto`` itself when
     none applies; otherwise a copy)."""
+    _refuse_other_qonnx_ops(proto, source)
     domains = {n.domain for n in proto.graph.node}
     opset = _standard_opset(proto)
     has_quant = any(n.op_type in ("Quant", "BipolarQuant") and DOMAIN_ALIASES.get(n.domain, n.domain) == QONNX_DOMAIN

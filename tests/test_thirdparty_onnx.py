@@ -192,3 +192,17 @@ def test_tvm_matches_onnxruntime(name, tmp_path):
     x = _samples(artifact)
     rows = artifact.compare(x)
     assert all(r.relative_error <= 1e-5 for r in rows), rows
+
+
+def test_other_qonnx_ops_are_refused_by_name(tmp_path):
+    """Trunc (QONNX) without an opset import for its domain: one error naming op and node."""
+    consts = [numpy_helper.from_array(np.array(v, np.float32), k) for k, v in
+              {"s": 0.5, "z": 0.0, "ib": 8.0, "ob": 4.0}.items()]
+    node = helper.make_node("Trunc", ["x", "s", "z", "ib", "ob"], ["y"], domain="qonnx.custom_op.general",
+                            name="trunc0", rounding_mode="FLOOR")
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], consts)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=10),
+              tmp_path / "trunc.onnx")
+    assert_clean_error(run_kiln("compile", tmp_path / "trunc.onnx", "-o", tmp_path / "p"), "trunc.onnx",
+                       "Kiln does not support", "Trunc: 'trunc0'")
