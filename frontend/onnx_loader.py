@@ -80,9 +80,9 @@ def _is_static(v: onnx.ValueInfoProto) -> bool:
 def _drop_stale_shapes(proto: onnx.ModelProto) -> None:
     """Shape inference, not the exporter's annotations, decides shapes: value_info entries that
     are not fully static (Brevitas writes symbolic dims such as ``Quant_output_0_dim_0`` where
-    inference gives a number) are dropped, and a graph output's symbolic dims after the batch
-    axis become unknown, so ONNX's shape inference fills in what it computes instead of merging
-    into the less specific declaration. Static entries stay; one that conflicts is refused by
+    inference gives a number) are dropped, and a graph output's symbolic dims (its batch axis
+    too: the inputs' pinned batch of 1 decides it) become unknown, so shape inference fills in
+    what it computes instead of merging into the less specific declaration. Static entries stay; one that conflicts is refused by
     strict shape inference and the model is inferred again without any value_info."""
     keep = [v for v in proto.graph.value_info if _is_static(v)]
     if len(keep) != len(proto.graph.value_info):
