@@ -119,8 +119,14 @@ def ort_smoke_run(session: ort.InferenceSession, what: str) -> None:
     KilnError starting with ``what`` here, not later in ``kiln csim``."""
     feed = {}
     for inp in session.get_inputs():
+        element = inp.type[len("tensor("):-1] if inp.type.startswith("tensor(") else None
+        element = {"float": "float32", "double": "float64", "bool": "bool"}.get(element, element)
+        try:
+            dtype = np.dtype(element)
+        except TypeError:
+            return  # a string, bfloat16 or non-tensor input: nothing to feed it here
         shape = [d if isinstance(d, int) and d >= 0 else 1 for d in inp.shape]
-        feed[inp.name] = np.zeros(shape, dtype=numpy_type(inp.type))
+        feed[inp.name] = np.zeros(shape, dtype=dtype)
     _run_session(session, None, feed, what)
 
 
