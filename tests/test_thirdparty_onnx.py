@@ -83,20 +83,28 @@ def test_fixed_batch_axis_becomes_the_batch(capfd):
     assert loaded.original.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "N"
 
 
-def _fixed_batch_model(mix_rows: bool) -> onnx.ModelProto:
-    """(4, 3) -> Relu -> (4, 3); ``mix_rows``: Softmax over axis 0, so a row depends on the others."""
-    node = helper.make_node("Softmax", ["x"], ["y"], axis=0) if mix_rows else helper.make_node("Relu", ["x"], ["y"])
-    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 3])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 3])])
+def _fixed_batch_model(op: str, rows: int = 2048) -> onnx.ModelProto:
+    """(rows, 3) -> op -> (rows, 3): Relu is row by row; a CumSum along axis 0 (each row a running
+    sum of the rows before it, which agrees on the first rows) and a Softmax over it are not."""
+    axis = numpy_helper.from_array(np.array(0, np.int64), "axis")
+    node = {"Relu": helper.make_node("Relu", ["x"], ["y"]), "Softmax": helper.make_node("Softmax", ["x"], ["y"], axis=0),
+            "CumSum": helper.make_node("CumSum", ["x", "axis"], ["y"])}[op]
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [rows, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [rows, 3])],
+                              [axis] if op == "CumSum" else [])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
 
 
-def test_fixed_leading_axis_stays_when_rows_depend_on_each_other(capfd):
-    kept = load_model(_fixed_batch_model(mix_rows=True))
+@pytest.mark.parametrize("op,rows", [("Softmax", 2048), ("CumSum", 2048), ("Relu", 4)])
+def test_fixed_leading_axis_stays_unless_it_is_a_batch(op, rows, capfd):
+    kept = load_model(_fixed_batch_model(op, rows))
     assert "kiln: info:" not in capfd.readouterr().err
-    assert list(kept.model.graph.inputs[0].shape) == [4, 3] and kept.batch_axis == {"x": False}
-    relaxed = load_model(_fixed_batch_model(mix_rows=False))
-    assert "fixed leading axis of 4" in capfd.readouterr().err
+    assert list(kept.model.graph.inputs[0].shape) == [rows, 3] and kept.batch_axis == {"x": False}
+
+
+def test_fixed_leading_axis_of_independent_rows_becomes_the_batch(capfd):
+    relaxed = load_model(_fixed_batch_model("Relu"))
+    assert "fixed leading axis of 2048" in capfd.readouterr().err
     assert list(relaxed.model.graph.inputs[0].shape) == [1, 3] and relaxed.batch_axis == {"x": True}
 
 
