@@ -18,11 +18,14 @@ from google.protobuf.message import DecodeError
 from onnx_ir.passes.common import LiftConstantsToInitializersPass, RemoveUnusedNodesPass
 
 from kiln.errors import KilnError
+from kiln.frontend.fixed_batch import relax_fixed_batch
+from kiln.frontend.qonnx_compat import normalise as normalise_qonnx
 from kiln.frontend.quantizers import QuantInfo, extract_quantizers, mark_activation_quantizers, reference_model
 from kiln.frontend.shape_fill import infer_shapes
-from kiln.frontend.validate import (check_axes, check_inferred_sizes, check_quantizer_params, check_value_sizes,
+from kiln.frontend.validate import (check_axes, check_inferred_sizes, check_norm_params, check_quantizer_params,
+                                    check_value_sizes,
                                     tensor_byte_limit, validate_proto)
-from kiln.reference import ort_session
+from kiln.reference import ort_session, ort_smoke_run
 from kiln.names import name_layers
 
 
@@ -69,6 +72,47 @@ def _drop_initializer_inputs(proto: onnx.ModelProto) -> None:
     if len(inputs) != len(proto.graph.input):
         del proto.graph.input[:]
         proto.graph.input.extend(inputs)
+
+
+def _is_static(v: onnx.ValueInfoProto) -> bool:
+    tt = v.type.tensor_type if v.type.HasField("tensor_type") else None
+    return tt is not None and tt.HasField("shape") and all(d.HasField("dim_value") for d in tt.shape.dim)
+
+
+def _drop_stale_shapes(proto: onnx.ModelProto) -> None:
+    """Shape inference, not the exporter's annotations, decides shapes: value_info entries that
+    are not fully static (Brevitas writes symbolic dims such as ``Quant_output_0_dim_0`` where
+    inference gives a number) are dropped, and a graph output's symbolic dims (its batch axis
+    too: the inputs' pinned batch of 1 decides it) become unknown, so shape inference fills in
+    what it computes instead of merging into the less specific declaration. Static entries stay; one that conflicts is refused by
+    strict shape inference and the model is inferred again without any value_info."""
+    keep = [v for v in proto.graph.value_info if _is_static(v)]
+    if len(keep) != len(proto.graph.value_info):
+        del proto.graph.value_info[:]
+        proto.graph.value_info.extend(keep)
+    for out in proto.graph.output:
+        if out.type.HasField("tensor_type") and out.type.tensor_type.HasField("shape"):
+            for d in out.type.tensor_type.shape.dim:
+                if d.HasField("dim_param"):
+                    d.Clear()
+
+
+def _infer_shapes(proto: onnx.ModelProto, source: str) -> onnx.ModelProto:
+    """ONNX shape inference (strict; plus the GroupNormalization outputs it misses, frontend/shape_fill.py);
+    a static value_info that conflicts with it is dropped, not trusted."""
+    errors = (onnx.shape_inference.InferenceError, onnx.onnx_cpp2py_export.checker.ValidationError)
+    try:
+        return infer_shapes(proto)
+    except errors as exc:
+        if not proto.graph.value_info:
+            raise KilnError(f"{source}: shape inference failed: {str(exc).strip().splitlines()[0]}") from None
+    bare = onnx.ModelProto()
+    bare.CopyFrom(proto)
+    del bare.graph.value_info[:]
+    try:
+        return infer_shapes(bare)
+    except errors as exc:
+        raise KilnError(f"{source}: shape inference failed: {str(exc).strip().splitlines()[0]}") from None
 
 
 def _pin_batch_axis(proto: onnx.ModelProto, source: str) -> dict[str, bool]:
@@ -136,24 +180,24 @@ def load_onnx(src, quantizers: bool = True) -> LoadedModel:
 
 
 def _load(original: onnx.ModelProto, source: str, quantizers: bool) -> LoadedModel:
+    original = normalise_qonnx(original, source)
     try:
         onnx.checker.check_model(original)
     except onnx.checker.ValidationError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else "invalid model"
         raise KilnError(f"{source}: ONNX checker rejected the model: {first}") from None
     check_quantizer_params(original, source)
+    original = relax_fixed_batch(original, source)
     reference = reference_model(original)
-    ort_session(reference, f"{source}: ONNX Runtime cannot load the model", optimize=False)
+    session = ort_session(reference, f"{source}: ONNX Runtime cannot load the model", optimize=False)
     proto, quant = extract_quantizers(original, source) if quantizers else (reference, QuantInfo())
     if proto is original:
         proto = onnx.ModelProto()
         proto.CopyFrom(original)
     _drop_initializer_inputs(proto)
     batch_axis = _pin_batch_axis(proto, source)
-    try:
-        proto = infer_shapes(proto)  # ONNX's, plus the GroupNormalization outputs it misses
-    except (onnx.shape_inference.InferenceError, onnx.onnx_cpp2py_export.checker.ValidationError) as exc:
-        raise KilnError(f"{source}: shape inference failed: {str(exc).strip().splitlines()[0]}") from None
+    _drop_stale_shapes(proto)
+    proto = _infer_shapes(proto, source)
     check_inferred_sizes(proto, source)
     model = ir.serde.deserialize_model(proto)
     # onnx_shape_inference: re-infer each node as its inputs become constant. ONNX's own
@@ -168,6 +212,8 @@ def _load(original: onnx.ModelProto, source: str, quantizers: bool) -> LoadedMod
                                         output_size_limit=fold_limit, should_fold=lambda node: True)
     check_value_sizes(model, source)
     check_axes(model, source)
+    check_norm_params(model, source)
+    ort_smoke_run(session, f"{source}: ONNX Runtime refuses to run the model")  # what the checks above miss
     if quant:
         mark_activation_quantizers(model, quant, source)
     LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0)(model)

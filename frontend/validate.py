@@ -297,6 +297,36 @@ def check_axes(model, source: str) -> None:
                             f"rank-{rank} input {x.name!r} (allowed {-rank}..{top})")
 
 
+NORM_PARAMS = {"BatchNormalization": ("scale", "B", "input_mean", "input_var"), "InstanceNormalization": ("scale", "B"),
+               "GroupNormalization": ("scale", "bias")}
+
+
+def check_norm_params(model, source: str) -> None:
+    """The per-channel parameters of BatchNormalization / InstanceNormalization (and
+    GroupNormalization's, per channel or per group) are 1-D with one value per channel of
+    axis 1 of the input. ONNX shape inference does not check this; ONNX Runtime refuses it
+    only when it runs, and a backend that broadcasts would compute wrong numbers silently."""
+    for node in model.graph:
+        if not is_op(node, *NORM_PARAMS) or not node.inputs or node.inputs[0] is None:
+            continue
+        x = node.inputs[0]
+        if x.shape is None or len(x.shape) < 2 or not isinstance(x.shape[1], int):
+            continue
+        channels = x.shape[1]
+        allowed = {channels}
+        if node.op_type == "GroupNormalization" and "num_groups" in node.attributes:
+            allowed.add(node.attributes["num_groups"].value)
+        for name, value in zip(NORM_PARAMS[node.op_type], node.inputs[1:]):
+            if value is None or value.shape is None:
+                continue
+            dims = list(value.shape)
+            if len(dims) != 1 or dims[0] not in allowed:
+                raise KilnError(f"{source}: {node.op_type} node {node.name!r}: its {name} {value.name!r} has shape "
+                                f"{dims}, but its input {x.name!r} of shape {list(x.shape)} has {channels} channel(s) "
+                                "on axis 1: the parameters must hold one value per channel (is the model exported "
+                                "with the channel axis where ONNX expects it?)")
+
+
 QONNX_QUANT_DOMAINS = ("qonnx.custom_op.general", "finn.custom_op.general", "onnx.brevitas")
 
 

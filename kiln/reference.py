@@ -62,7 +62,7 @@ def ort_session(model, what: str, extra_outputs=(), optimize: bool = True) -> or
                 existing.add(name)
         model = proto
     options = ort.SessionOptions()
-    options.log_severity_level = 3
+    options.log_severity_level = 4  # ORT's own log lines would repeat the KilnError
     if not optimize:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else str(model)
@@ -111,6 +111,21 @@ def run_onnxruntime_intermediates(model_path: Path, input_specs: list[dict], arr
         for name, value in zip(wanted, values):
             collected[name].append(np.asarray(value, dtype=np.float64).reshape(-1))
     return {n: np.stack(v) for n, v in collected.items()}
+
+
+def ort_smoke_run(session: ort.InferenceSession, what: str) -> None:
+    """Run ``session`` once on zeros (symbolic dims as 1): a model that ONNX Runtime loads but
+    refuses to run (a BatchNormalization whose scale does not match its channels) is a
+    KilnError starting with ``what`` here, not later in ``kiln csim``. Only models whose inputs
+    are all floating point: zeros are not valid data for every integer input (a divisor)."""
+    feed = {}
+    floats = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16}
+    for inp in session.get_inputs():
+        if inp.type not in floats:
+            return
+        shape = [d if isinstance(d, int) and d >= 0 else 1 for d in inp.shape]
+        feed[inp.name] = np.zeros(shape, dtype=floats[inp.type])
+    _run_session(session, None, feed, what)
 
 
 def _run_session(session: ort.InferenceSession, names, feed: dict, what: str) -> list:

@@ -7,6 +7,7 @@ from onnx_ir.passes.common import RemoveUnusedNodesPass, TopologicalSortPass
 
 from kiln.passes.batchnorm import FoldBatchNormPass
 from kiln.passes.cleanup import RemoveNoOpsPass
+from kiln.passes.decompose_elu import DecomposeEluPass
 from kiln.passes.dense import FuseDensePass
 from kiln.passes.fuse_attention import FuseAttentionPass
 from kiln.passes.fuse_gelu import FuseGeluPass
@@ -26,6 +27,7 @@ def lowering_passes(fuse: bool = True) -> ir.passes.PassManager:
     after_dense = [FuseAttentionPass()] if fuse else []
     return ir.passes.PassManager([
         RemoveNoOpsPass(),
+        DecomposeEluPass(),
         *fusions,
         FuseDensePass(),
         *after_dense,
@@ -43,5 +45,5 @@ def coreml_passes() -> ir.passes.PassManager:
                                   TopologicalSortPass()])
 
 
-__all__ = ["lowering_passes", "coreml_passes", "FoldActivationScalePass", "FoldBatchNormPass", "FoldWeightScalePass", "FuseAttentionPass", "FuseDensePass", "FuseGeluPass",
+__all__ = ["lowering_passes", "coreml_passes", "DecomposeEluPass", "FoldActivationScalePass", "FoldBatchNormPass", "FoldWeightScalePass", "FuseAttentionPass", "FuseDensePass", "FuseGeluPass",
            "FuseLayerNormPass", "RemoveNoOpsPass"]

@@ -20,7 +20,7 @@ def _mlp():
 
 def test_pass_order():
     names = [type(p).__name__ for p in lowering_passes().passes]
-    assert names == ["RemoveNoOpsPass", "FuseLayerNormPass", "FuseGeluPass", "FuseDensePass", "FuseAttentionPass",
+    assert names == ["RemoveNoOpsPass", "DecomposeEluPass", "FuseLayerNormPass", "FuseGeluPass", "FuseDensePass", "FuseAttentionPass",
                      "FoldBatchNormPass", "FoldWeightScalePass", "FoldActivationScalePass", "RemoveUnusedNodesPass",
                      "TopologicalSortPass"]
     unfused = [type(p) for p in lowering_passes(fuse=False).passes]
