@@ -2,7 +2,9 @@
 
 TVM 0.27's default CPU pipeline legalizes each op to a naive loop nest (one thread, scalar
 code), and the pip wheel has no BLAS/DNNL; ``tvm.s_tir.dlight.cpu`` offers only GEMV and
-Reduction rules. This pass runs after legalize + fuse (the default pipeline's legalize
+Reduction rules (its GEMV rule wants the reduction innermost, [S, R] x [R], where Kiln's
+matmuls are [R, S]; and on mobilenetv3's 288->1024 head it took 145 s to compile against
+0.6 s here, so it is not used). This pass runs after legalize + fuse (the default pipeline's legalize
 passes) and gives each PrimFunc a schedule built with ``tvm.s_tir.Schedule``:
 
 * ``tile``: the kernel's main multiply-accumulate block (matmul, dense, batch matmul,
@@ -145,6 +147,28 @@ def _pick(extent: int, candidates) -> int:
     return 1
 
 
+def _rows_contiguous(stmt, spatial) -> bool:
+    """Does every access that uses the last two spatial axes index its last two dims with them
+    exactly, over dims of the same extents (so that fusing the two axes stays contiguous)?"""
+    y, x = spatial[-2], spatial[-1]
+    for region in list(stmt.reads) + list(stmt.writes):
+        used = set()
+        for rg in region.region:
+            used |= _vars_in(rg.min)
+        if x.var not in used and y.var not in used:
+            continue
+        if len(region.region) < 2:
+            return False
+        last, prev = region.region[-1].min, region.region[-2].min
+        if not (last.same_as(x.var) and prev.same_as(y.var)):
+            return False
+        buf = getattr(region, "buffer", None) or region.source
+        shape = [_int(d) for d in getattr(buf, "shape", [])]
+        if len(shape) < 2 or shape[-1] != _int(x.dom.extent) or shape[-2] != _int(y.dom.extent):
+            return False
+    return True
+
+
 def _vector_tile(extent: int, lanes: int, cap: int) -> int:
     """Width of the vectorized output tile: the largest divisor of ``extent`` up to ``cap``
     that is a whole number of vectors (or of half vectors); a short axis whole; else 1."""
@@ -179,6 +203,13 @@ def _tile_main(sch, block, realize, lanes: int, cores: int) -> None:
             row = idx
             break
     vext = _int(vec_iv.dom.extent)
+    if contiguous and n_sp >= 2 and vext < 2 * lanes and row != n_sp - 2 and _rows_contiguous(stmt, spatial):
+        # 1x1 stride-1 conv, elementwise-shaped reads: the last two output axes are one run
+        sp_loops = sp_loops[:-2] + [sch.fuse(sp_loops[-2], sp_loops[-1])]
+        vext *= _int(spatial[-2].dom.extent)
+        n_sp -= 1
+        if row is not None and row > n_sp - 1:
+            row = None
     row_ext = _int(spatial[row].dom.extent) if row is not None else 1
     ni = _vector_tile(vext, lanes, 2 * lanes if row_ext > 1 else 4 * lanes) if contiguous else 1
     mi = 1
@@ -283,28 +314,10 @@ def _inline_producers(sch, blocks, main) -> list:
     return kept
 
 
-def _dlight_gemv(func, target):
-    """dlight's CPU GEMV rule (matrix x vector with the reduction innermost), where it applies."""
-    if target is None:
-        return None
-    try:
-        from tvm.s_tir.dlight.cpu import GEMV
-
-        sch = GEMV().apply(func, target, False)
-        sch = sch[0] if isinstance(sch, list) else sch
-        return sch.mod["main"] if sch is not None else None
-    except Exception as exc:  # a dlight rule that raises: ours instead
-        log.debug("dlight GEMV failed: %s", str(exc).strip().splitlines()[-1:])
-        return None
-
-
-def schedule_func(func, lanes: int, cores: int, target=None):
+def schedule_func(func, lanes: int, cores: int):
     """(scheduled PrimFunc, rule name) for one kernel; rule ``default`` leaves it as it was."""
     from tvm.s_tir import Schedule
 
-    gemv = _dlight_gemv(func, target)
-    if gemv is not None:
-        return gemv, "gemv"
     for rule in ("tile", "plain"):
         try:
             sch = Schedule(func)
@@ -335,15 +348,14 @@ def schedule_module(mod, target: dict):
 
     lanes = vector_lanes(target)
     cores = int(target.get("num-cores") or 1)
-    tvm_target = tvm.target.Target(target)
-    counts = {"gemv": 0, "tile": 0, "plain": 0, "default": 0}
+    counts = {"tile": 0, "plain": 0, "default": 0}
     updates, rules = {}, {}
     for gv, func in mod.functions_items():
         if not isinstance(func, tirx.PrimFunc):
             continue
         if func.attrs is not None and "tirx.is_scheduled" in func.attrs:
             continue
-        new, rule = schedule_func(func, lanes, cores, tvm_target)
+        new, rule = schedule_func(func, lanes, cores)
         counts[rule] += 1
         rules[gv.name_hint] = rule
         if rule != "default":
