@@ -370,6 +370,18 @@ def schedule_module(mod, target: dict):
     return mod, counts
 
 
+def legalize(mod, target: dict):
+    """The default CPU pipeline's library dispatch, legalize and fuse passes: the kernels that
+    ``schedule_module`` schedules."""
+    import tvm
+    from tvm.relax.backend.cpu_generic import pipeline as cpu
+
+    tvm_target = tvm.target.Target(target)
+    with tvm_target:
+        return tvm.transform.Sequential(cpu.library_dispatch_passes(tvm_target)
+                                        + cpu.legalize_passes(tvm_target))(mod)
+
+
 def scheduled_pipeline(target: dict, counts: dict | None = None):
     """The default CPU Relax pipeline with ``schedule_module`` after legalize + fuse.
     ``counts`` (a dict) receives the rule counts."""
@@ -381,8 +393,7 @@ def scheduled_pipeline(target: dict, counts: dict | None = None):
     @tvm.transform.module_pass(opt_level=0)
     def _pipeline(mod, _ctx):
         with tvm_target:
-            mod = tvm.transform.Sequential(cpu.library_dispatch_passes(tvm_target)
-                                           + cpu.legalize_passes(tvm_target))(mod)
+            mod = legalize(mod, target)
             mod, found = schedule_module(mod, target)
             if counts is not None:
                 from kiln.backends.tvm.kernels import kernel_table
