@@ -127,3 +127,18 @@ def test_a_rule_that_raises_falls_back_per_kernel(models, monkeypatch, tmp_path)
     x = np.random.default_rng(2).standard_normal((1, 32, 64)).astype(np.float32)
     (result,) = art.compare(x)
     assert result.max_abs_error <= 1e-5 * max(1.0, result.scale)
+
+
+def test_bench_json_lists_the_kernels_by_share(models, tmp_path):
+    from tests.helpers import run_kiln
+
+    out = tmp_path / "conv"
+    assert run_kiln("compile", models["conv"], "--board", "x86-host", "-o", out).returncode == 0
+    result = run_kiln("bench", out, "--repeat", "5", "--warmup", "1", "--kernels", "3", "--json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["tvm_over_onnxruntime"] > 0 and {e["engine"] for e in data["engines"]} >= {"tvm", "onnxruntime"}
+    kernels = data["kernels"]
+    assert 1 <= len(kernels) <= 3 and all(k["ms"] > 0 and k["calls"] >= 1 for k in kernels)
+    assert [k["ms"] for k in kernels] == sorted((k["ms"] for k in kernels), reverse=True)
+    assert any("conv2d" in k["kernel"] and k["rule"] == "tile" for k in kernels)

@@ -169,6 +169,19 @@ def _rows_contiguous(stmt, spatial) -> bool:
     return True
 
 
+def _strided(regions, var) -> bool:
+    """Does any access index its buffer with ``var`` at a coefficient other than 1?"""
+    from tvm.sym.pattern import detect_linear_equation
+
+    for region in regions:
+        for rg in region.region:
+            if var in _vars_in(rg.min):
+                coef = detect_linear_equation(rg.min, [var])
+                if len(coef) != 2 or _int(coef[0]) != 1:
+                    return True
+    return False
+
+
 def _vector_tile(extent: int, lanes: int, cap: int) -> int:
     """Width of the vectorized output tile: the largest divisor of ``extent`` up to ``cap``
     that is a whole number of vectors (or of half vectors); a short axis whole; else 1."""
@@ -211,7 +224,10 @@ def _tile_main(sch, block, realize, lanes: int, cores: int) -> None:
         if row is not None and row > n_sp - 1:
             row = None
     row_ext = _int(spatial[row].dom.extent) if row is not None else 1
-    ni = _vector_tile(vext, lanes, 2 * lanes if row_ext > 1 else 4 * lanes) if contiguous else 1
+    cap = 2 * lanes if row_ext > 1 else 4 * lanes
+    if _strided(vec_operands, vec_iv.var):
+        cap = lanes  # stride-2 conv: each vector is a gather; more than one per step spills
+    ni = _vector_tile(vext, lanes, cap) if contiguous else 1
     mi = 1
     if row is not None:
         mi = _pick(row_ext, (MAX_ROW_TILE if ni <= lanes else 4, 4, 2))
