@@ -189,7 +189,9 @@ def _vector_tile(extent: int, lanes: int, cap: int) -> int:
         best = max((d for d in range(step, min(cap, extent) + 1, step) if extent % d == 0), default=0)
         if best:
             return best
-    return extent if extent <= 2 * lanes and extent >= 2 else 1
+    if 2 <= extent <= 2 * lanes:
+        return extent
+    return lanes if extent > 2 * lanes else 1  # a tail: the last tile is predicated
 
 
 def _tile_main(sch, block, realize, lanes: int, cores: int) -> None:
@@ -231,6 +233,8 @@ def _tile_main(sch, block, realize, lanes: int, cores: int) -> None:
     mi = 1
     if row is not None:
         mi = _pick(row_ext, (MAX_ROW_TILE if ni <= lanes else 4, 4, 2))
+        if mi == 1 and row_ext >= 16:
+            mi = 4  # a tail row tile (prime token counts: 197)
     outer, inner = [], []
     for idx, loop in enumerate(sp_loops):
         if idx == n_sp - 1 and ni > 1:
