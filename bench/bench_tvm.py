@@ -4,6 +4,11 @@
 Not a test. Run from the repo root::
 
     .venv/bin/python bench/bench_tvm.py [--models a,b] [--repeat 300] [--trials-per-kernel 16] [--no-tune]
+    .venv/bin/python bench/bench_tvm.py --timm [--size 224] --baseline --no-tune --repeat 20
+
+``--timm``: the timm zoo (examples/timm_zoo.py) at ``--size`` (224). ``--baseline``: also
+compile each model without Kiln's rule-based schedules (TVM's default loop nests), the
+"before" column. The "untuned" build has the schedules (backends/tvm/schedules.py).
 
 For each model: compile for x86-host untuned, and (unless --no-tune) tuned with MetaSchedule
 within ``trials-per-kernel x kernels`` trials; then, in the same process and on the same
@@ -61,7 +66,11 @@ def encoder64(path: Path) -> Path:
     return export_torch(Block().eval(), torch.randn(2, 16, 64), path)
 
 
-def export(name: str, d: Path) -> Path:
+def export(name: str, d: Path, size: int = 224) -> Path:
+    from examples.timm_zoo import ZOO as TIMM, export as export_timm
+
+    if name in TIMM:
+        return export_timm(name, d / f"{name}_{size}.onnx", size=size)
     if name == "jet_mlp":
         from examples.make_jet_mlp import export as export_jet_mlp
 
@@ -96,7 +105,14 @@ def main() -> int:
     parser.add_argument("--trials-per-kernel", type=int, default=16)
     parser.add_argument("--no-tune", action="store_true")
     parser.add_argument("--keep", help="write the artifacts here instead of a temp dir")
+    parser.add_argument("--timm", action="store_true", help="the timm zoo (examples/timm_zoo.py) instead")
+    parser.add_argument("--size", type=int, default=224, help="timm input size (default 224)")
+    parser.add_argument("--baseline", action="store_true", help="also time TVM's default schedules")
     args = parser.parse_args()
+    if args.timm:
+        from examples.timm_zoo import ZOO as TIMM
+
+        args.models = ",".join(TIMM)
 
     import tvm
 
@@ -116,12 +132,16 @@ def main() -> int:
           f"batch 1, {args.repeat} runs after warm-up; times in us (median)")
     rows = []
     for name in args.models.split(","):
-        model = export(name, work)
+        model = export(name, work, args.size)
         row = {"model": name}
+        if args.baseline:
+            base = compile_tvm(model, board="x86-host", output_dir=work / f"{name}-default", schedules=False)
+            row["ratio_default"] = base.bench(repeat=args.repeat).ratio
         t0 = time.perf_counter()
         art = compile_tvm(model, board="x86-host", output_dir=work / f"{name}-untuned")
         row["compile_s"] = time.perf_counter() - t0
         rep = art.bench(repeat=args.repeat)
+        row["schedules"] = art.manifest.get("schedules") or {}
         row.update(untuned=rep.tvm_wall.median, untuned_dev=rep.tvm.median, ort=rep.onnxruntime.median,
                    ratio_untuned=rep.ratio, err=max(r.relative_error for r in rep.comparison))
         if not args.no_tune:
@@ -138,15 +158,19 @@ def main() -> int:
         rows.append(row)
         print(_line(row), flush=True)
     print()
-    print("| model | TVM untuned | TVM tuned | ORT | ratio untuned | ratio tuned | tuning (trials, s) | rel. error |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| model | TVM untuned | TVM tuned | ORT | ratio default | ratio untuned | ratio tuned | tuning (trials, s) "
+          "| kernels tile/plain/default | rel. error |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         tuned = "-" if "tuned" not in r else f"{fmt(r['tuned'])} (dev {fmt(r['tuned_dev'])})"
         ratio_t = "-" if "ratio_tuned" not in r else f"{r['ratio_tuned']:.2f}x (ORT {fmt(r['ort_t'])})"
         tuning = "-" if "tune_s" not in r else f"{r['measured']}/{r['trials']} over {r['kernels']} kernels, {r['tune_s']:.0f}"
         err = f"{r['err']:.1e}" + ("" if "err_t" not in r else f" / {r['err_t']:.1e}")
+        base = f"{r['ratio_default']:.2f}x" if "ratio_default" in r else "-"
+        k = r["schedules"]
+        kern = f"{k.get('tile', 0)}/{k.get('plain', 0)}/{k.get('default', 0)}" if k else "-"
         print(f"| {r['model']} | {fmt(r['untuned'])} (dev {fmt(r['untuned_dev'])}) | {tuned} | {fmt(r['ort'])} | "
-              f"{r['ratio_untuned']:.2f}x | {ratio_t} | {tuning} | {err} |")
+              f"{base} | {r['ratio_untuned']:.2f}x | {ratio_t} | {tuning} | {kern} | {err} |")
     print(f"\nartifacts in {work}")
     return 0
 

@@ -229,7 +229,8 @@ class TVMArtifact(CompiledModel):
             # First, and its session gone before TVM starts: on a machine with few cores the
             # worker threads of one runtime, still spinning, slow the other one down.
             say(f"timing ONNX Runtime ({repeat} runs, wall clock)")
-            ort_timing = _time_onnxruntime(model, self.inputs, sample, repeat, warmup)
+            ort_timing = _time_onnxruntime(model, self.inputs, sample, repeat, warmup,
+                                           threads=self.target.get("num-cores"))
             time.sleep(0.2)
         rt = self.load(remote)
         rt.set_sample(sample)
@@ -270,11 +271,15 @@ def _wall_clock(fn, repeat: int, warmup: int) -> list[float]:
     return times
 
 
-def _time_onnxruntime(model: Path, specs: list[dict], sample: list[np.ndarray], repeat: int, warmup: int) -> Timing:
+def _time_onnxruntime(model: Path, specs: list[dict], sample: list[np.ndarray], repeat: int, warmup: int,
+                      threads: int | None = None) -> Timing:
+    """ONNX Runtime on the same sample; ``threads``: intra-op threads (the board's cores)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = int(threads)
     try:
         session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
     except Exception as exc:

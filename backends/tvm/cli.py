@@ -49,6 +49,9 @@ def add_parsers(sub) -> None:
     b.add_argument("--warmup", type=int, default=10, help="untimed runs first (default 10)")
     b.add_argument("--input", action="append", help="time this input (first sample) instead of random data")
     b.add_argument("--no-ort", action="store_true", help="do not time ONNX Runtime")
+    b.add_argument("--kernels", type=int, nargs="?", const=10, default=None, metavar="N",
+                   help="also time each fused kernel alone and list the N (default 10) with the largest "
+                        "share of the time (here only)")
     b.add_argument("--json", action="store_true", help=JSON_HELP)
     _add_remote_options(b)
     b.set_defaults(func=cmd_bench)
@@ -183,6 +186,35 @@ def bench_json(art, report) -> dict:
             "outputs": comparison_json(report.comparison)}
 
 
+def _kernel_rows(art, top: int, remote) -> list[dict]:
+    import json
+
+    from kiln.backends.tvm.kernels import KERNELS_FILE, time_kernels
+    from kiln.backends.tvm.target import runs_here
+
+    if top < 1:
+        raise KilnError("--kernels takes a number of kernels >= 1")
+    if remote is not None or not runs_here(art.target):
+        raise KilnError("--kernels times the kernels on this machine; the artifact is for "
+                        f"{art.target['mtriple']} (bench it over RPC without --kernels)")
+    table_file = art.path / KERNELS_FILE
+    if not table_file.is_file():
+        raise KilnError(f"{art.path} has no {KERNELS_FILE} (compiled before Kiln recorded kernels); compile again")
+    return time_kernels(str(art.library), json.loads(table_file.read_text()), top=top)
+
+
+def kernel_table(rows: list[dict], title: str):
+    from rich.table import Table
+
+    table = Table(title=title)
+    for col in ("kernel", "schedule", "calls", "per call", "total", "share"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["kernel"], r["rule"], str(r["calls"]), _fmt_time(r["ms_per_call"] / 1e3),
+                      _fmt_time(r["ms"] / 1e3), f"{100 * r['share']:.1f} %")
+    return table
+
+
 def cmd_bench(args) -> int:
     from kiln.backends.tvm.artifact import TVMArtifact
     from kiln.checks import print_json
@@ -199,8 +231,12 @@ def cmd_bench(args) -> int:
     with progress("benchmarking ...") as step:
         report = art.bench(repeat=args.repeat, warmup=args.warmup, inputs=inputs, remote=remote,
                            onnxruntime=not args.no_ort, progress=step.update)
+    kernels = _kernel_rows(art, args.kernels, remote) if args.kernels is not None else None
     if args.json:
-        print_json(bench_json(art, report))
+        out = bench_json(art, report)
+        if kernels is not None:
+            out["kernels"] = kernels
+        print_json(out)
         return 0
     _console().print(bench_table(report, f"Latency of {art.manifest['model_name']} on {report.where} "
                                          f"(batch 1, {report.repeat} runs after {report.warmup} warm-up)"))
@@ -208,6 +244,9 @@ def cmd_bench(args) -> int:
         verdict = "TVM slower" if report.ratio > 1 else "TVM faster"
         print(f"TVM / ONNX Runtime median latency: {report.ratio:.2f}x ({verdict}; both timed as Python calls "
               f"with a wall clock); TVM device timer / ONNX Runtime: {report.ratio_device_timer:.2f}x")
+    if kernels is not None:
+        _console().print(kernel_table(kernels, f"Top {len(kernels)} kernels of {art.manifest['model_name']} "
+                                               "(each timed alone, time_evaluator)"))
     for r in report.comparison:
         print(f"output {r.name!r} fetched from {report.where} vs ONNX Runtime: max abs error {r.max_abs_error:.3e}, "
               f"relative {r.relative_error:.3e}")

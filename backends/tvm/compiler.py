@@ -106,12 +106,13 @@ def _choose_format(board: Board, target: dict, lib_format: str) -> tuple[str, st
 
 
 def compile_tvm(model, board="x86-host", output_dir=None, tune: int | None = None, tracker=None, key=None,
-                lib_format: str = "auto", progress=None):
+                lib_format: str = "auto", progress=None, schedules: bool = True):
     """Compile an ONNX file or ModelProto for a CPU board; returns a ``TVMArtifact``.
 
     ``tune``: MetaSchedule trial budget (None/0: untuned). Tuning a board that is not this
     machine measures on the device through ``tracker=(host, port)`` and ``key``.
-    ``progress(done, total)`` reports tuning progress.
+    ``progress(done, total)`` reports tuning progress. ``schedules``: give every kernel not
+    tuned a rule-based schedule (backends/tvm/schedules.py); False: TVM's default loop nests.
     """
     from kiln.backends.tvm.artifact import TVMArtifact
 
@@ -155,11 +156,12 @@ def compile_tvm(model, board="x86-host", output_dir=None, tune: int | None = Non
 
             mod, tuning = run_tuning(mod, target, tune, tmp / "tuning", tracker=tracker, key=key,
                                      runs_here=runs_here(target), progress=progress)
-        try:
-            executable = tvm.compile(mod, target=tvm.target.Target(target))
-        except Exception as exc:  # TVMError from legalization / codegen
-            raise KilnError(f"{loaded.source}: TVM could not compile the model for {board.name}: "
-                            f"{short_error(exc)}") from None
+        executable, schedule_counts = _build(tvm, mod, target, schedules, f"{loaded.source}", board.name)
+        if schedule_counts is not None:
+            from kiln.backends.tvm.kernels import KERNELS_FILE
+
+            (tmp / KERNELS_FILE).write_text(json.dumps(schedule_counts.pop("table", []), indent=1))
+            schedule_counts.pop("rules", None)
         lib = tmp / f"model.{fmt}"
         try:
             if fmt == "tar":
@@ -177,11 +179,30 @@ def compile_tvm(model, board="x86-host", output_dir=None, tune: int | None = Non
             "library": {"file": lib.name, "format": fmt, "arch": triple_arch(target["mtriple"]),
                         "linked_with": Path(cc).name if cc else None,
                         "elf_machine": ELF_MACHINE.get(triple_arch(target["mtriple"]))},
-            "tuning": tuning, "compile_seconds": round(time.perf_counter() - started, 3),
+            "tuning": tuning, "schedules": schedule_counts, "compile_seconds": round(time.perf_counter() - started, 3),
             "inputs": inputs, "outputs": outputs,
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
     return TVMArtifact.open(output_dir)
+
+
+def _build(tvm, mod, target: dict, schedules: bool, source: str, board: str):
+    """tvm.compile with the rule-based schedules; if that build fails, the default pipeline
+    (a schedule must never cost the user a library). Returns (executable, rule counts or None)."""
+    from kiln.backends.tvm.schedules import log as schedule_log, scheduled_pipeline
+
+    tvm_target = tvm.target.Target(target)
+    if schedules:
+        counts: dict = {}
+        try:
+            return tvm.compile(mod, target=tvm_target, relax_pipeline=scheduled_pipeline(target, counts)), counts
+        except Exception as exc:  # a schedule that lowering or codegen rejects
+            schedule_log.warning("scheduled build failed (%s); building with TVM's default schedules",
+                                 short_error(exc))
+    try:
+        return tvm.compile(mod, target=tvm_target), None
+    except Exception as exc:  # TVMError from legalization / codegen
+        raise KilnError(f"{source}: TVM could not compile the model for {board}: {short_error(exc)}") from None
 
 
 def _linker(cc: str):

@@ -1,0 +1,426 @@
+"""Rule-based TIR schedules for every kernel of a Relax module, applied without any search.
+
+TVM 0.27's default CPU pipeline legalizes each op to a naive loop nest (one thread, scalar
+code), and the pip wheel has no BLAS/DNNL; ``tvm.s_tir.dlight.cpu`` offers only GEMV and
+Reduction rules (its GEMV rule wants the reduction innermost, [S, R] x [R], where Kiln's
+matmuls are [R, S]; and on mobilenetv3's 288->1024 head it took 145 s to compile against
+0.6 s here, so it is not used). This pass runs after legalize + fuse (the default pipeline's legalize
+passes) and gives each PrimFunc a schedule built with ``tvm.s_tir.Schedule``:
+
+* ``tile``: the kernel's main multiply-accumulate block (matmul, dense, batch matmul,
+  conv2d incl. depthwise/grouped: a reduction block reading two or more buffers) gets a
+  register tile: the innermost output axis split by the board's vector width (AVX2: 8
+  floats, AVX-512: 16, NEON: 4) and vectorized, a second output axis that the vectorized
+  operand does not depend on (matmul rows, conv output channels) split by up to 8 and
+  unrolled, the accumulator in a ``local`` cache (``cache_write``) written back under the
+  tile loop with the fused epilogue (bias, activation, residual: ``reverse_compute_inline``
+  into the write-back), ``decompose_reduction`` for the init, and the outer spatial loops
+  fused and parallel.
+* ``plain``: every other block (elementwise, injective, pooling, softmax/layernorm
+  reductions): elementwise producers of non-main blocks inlined, outer spatial loops fused
+  and parallel (when the block is big enough to pay for a parallel launch), the innermost
+  contiguous spatial loop vectorized.
+
+A rule that raises for a kernel is skipped (logged at debug level): the kernel falls back to
+the plain rule alone, then to TVM's default code. The counts are returned for the manifest.
+"""
+
+from __future__ import annotations
+
+import logging
+
+log = logging.getLogger("kiln.tvm.schedules")
+
+PARALLEL_MIN_WORK = 4096   # loop-nest iterations below which a parallel launch costs more than it saves
+MAX_ROW_TILE = 8
+
+
+def vector_lanes(target: dict) -> int:
+    """float32 lanes of the board's SIMD unit: NEON 4, AVX2 8, AVX-512 16 (x86 from LLVM's CPU features)."""
+    arch = target.get("mtriple", "").split("-", 1)[0]
+    if arch in ("aarch64", "arm"):
+        return 4
+    if arch != "x86_64":
+        return 4
+    try:
+        import tvm
+        from tvm.target import codegen
+
+        tgt = tvm.target.Target(target)
+        if codegen.llvm_cpu_has_features("avx512f", tgt):
+            return 16
+        if codegen.llvm_cpu_has_features("avx2", tgt):
+            return 8
+    except Exception:  # feature query unavailable: AVX2 is the x86-64 baseline Kiln assumes
+        return 8
+    return 4
+
+
+def _int(expr) -> int | None:
+    value = getattr(expr, "value", None)
+    return int(value) if isinstance(value, int) else None
+
+
+def _vars_in(expr) -> set:
+    from tvm.tirx.analysis import undefined_vars
+
+    return set(undefined_vars(expr))
+
+
+def _realizes(func) -> dict:
+    """Block name -> its SBlockRealize (for the iter var bindings)."""
+    out = {}
+    stack = [func.body]
+    while stack:
+        node = stack.pop()
+        if node is None:
+            continue
+        if hasattr(node, "iter_values") and hasattr(node, "block"):
+            out[node.block.name_hint] = node
+            stack.append(node.block.body)
+            if node.block.init is not None:
+                stack.append(node.block.init)
+        elif hasattr(node, "seq"):
+            stack.extend(node.seq)
+        else:
+            for attr in ("body", "then_case", "else_case"):
+                child = getattr(node, attr, None)
+                if child is not None and not isinstance(child, (int, float)):
+                    stack.append(child)
+    return out
+
+
+def _canonical(sch, block, realize):
+    """(loops, spatial iter vars, reduce iter vars) when each loop binds one iter var in order,
+    spatial before reduce; else None."""
+    loops = sch.get_loops(block)
+    ivs = list(realize.block.iter_vars)
+    if len(loops) != len(ivs) or not ivs:
+        return None
+    seen_reduce = False
+    for loop, iv, value in zip(loops, ivs, realize.iter_values):
+        if not value.same_as(sch.get(loop).loop_var) or _int(iv.dom.extent) is None:
+            return None
+        if iv.iter_type == 2:
+            seen_reduce = True
+        elif iv.iter_type == 0:
+            if seen_reduce:
+                return None
+        else:
+            return None
+    return loops, [iv for iv in ivs if iv.iter_type == 0], [iv for iv in ivs if iv.iter_type == 2]
+
+
+def _bname(region) -> str:
+    """Name of the buffer a read/write region (TensorRegion in 0.27, BufferRegion before) is of."""
+    buf = getattr(region, "buffer", None)
+    if buf is None:
+        buf = region.source
+    return str(getattr(buf, "name", buf))
+
+
+def _volume(block) -> int:
+    total = 1
+    for iv in block.iter_vars:
+        total *= _int(iv.dom.extent) or 1
+    return total
+
+
+def _main_block(sch, blocks, realizes):
+    """The multiply-accumulate block: a reduction reading two buffers besides its output, the largest."""
+    best, best_volume = None, 0
+    for b in blocks:
+        stmt = sch.get(b)
+        if not any(iv.iter_type == 2 for iv in stmt.iter_vars):
+            continue
+        written = {_bname(w) for w in stmt.writes}
+        inputs = {_bname(r) for r in stmt.reads} - written
+        if len(inputs) >= 2 and _volume(stmt) > best_volume and stmt.name_hint in realizes:
+            best, best_volume = b, _volume(stmt)
+    return best
+
+
+def _pick(extent: int, candidates) -> int:
+    for c in candidates:
+        if c <= extent and extent % c == 0:
+            return c
+    return 1
+
+
+def _rows_contiguous(stmt, spatial) -> bool:
+    """Does every access that uses the last two spatial axes index its last two dims with them
+    exactly, over dims of the same extents (so that fusing the two axes stays contiguous)?"""
+    y, x = spatial[-2], spatial[-1]
+    for region in list(stmt.reads) + list(stmt.writes):
+        used = set()
+        for rg in region.region:
+            used |= _vars_in(rg.min)
+        if x.var not in used and y.var not in used:
+            continue
+        if len(region.region) < 2:
+            return False
+        last, prev = region.region[-1].min, region.region[-2].min
+        if not (last.same_as(x.var) and prev.same_as(y.var)):
+            return False
+        buf = getattr(region, "buffer", None) or region.source
+        shape = [_int(d) for d in getattr(buf, "shape", [])]
+        if len(shape) < 2 or shape[-1] != _int(x.dom.extent) or shape[-2] != _int(y.dom.extent):
+            return False
+    return True
+
+
+def _strided(regions, var) -> bool:
+    """Does any access index its buffer with ``var`` at a coefficient other than 1?"""
+    from tvm.sym.pattern import detect_linear_equation
+
+    for region in regions:
+        for rg in region.region:
+            if var in _vars_in(rg.min):
+                coef = detect_linear_equation(rg.min, [var])
+                if len(coef) != 2 or _int(coef[0]) != 1:
+                    return True
+    return False
+
+
+def _vector_tile(extent: int, lanes: int, cap: int) -> int:
+    """Width of the vectorized output tile: the largest divisor of ``extent`` up to ``cap``
+    that is a whole number of vectors (or of half vectors); a short axis whole; else 1."""
+    for step in (lanes, lanes // 2):
+        best = max((d for d in range(step, min(cap, extent) + 1, step) if extent % d == 0), default=0)
+        if best:
+            return best
+    if 2 <= extent <= 2 * lanes:
+        return extent
+    return lanes if extent > 2 * lanes else 1  # a tail: the last tile is predicated
+
+
+def _tile_main(sch, block, realize, lanes: int, cores: int) -> None:
+    """Register-tile, vectorize, parallelize the main block; inline its elementwise epilogue."""
+    canon = _canonical(sch, block, realize)
+    if canon is None:
+        raise ValueError("main block's loops do not bind its iter vars one to one")
+    loops, spatial, reduce = canon
+    if not spatial or not reduce:
+        raise ValueError("main block has no spatial or no reduction axis")
+    stmt = sch.get(block)
+    n_sp = len(spatial)
+    sp_loops, red_loops = list(loops[:n_sp]), list(loops[n_sp:])
+    vec_iv = spatial[-1]
+    out_last = stmt.writes[0].region[-1].min
+    contiguous = vec_iv.var in _vars_in(out_last) and len(_vars_in(out_last)) == 1
+    # operands indexed by the vector axis: the row tile goes on an axis none of them depends on
+    inputs = [r for r in stmt.reads if _bname(r) not in {_bname(w) for w in stmt.writes}]
+    vec_operands = [r for r in inputs if any(vec_iv.var in _vars_in(rg.min) for rg in r.region)]
+    row = None
+    for idx in range(n_sp - 2, -1, -1):
+        iv = spatial[idx]
+        if _int(iv.dom.extent) > 1 and not any(iv.var in _vars_in(rg.min) for r in vec_operands for rg in r.region):
+            row = idx
+            break
+    vext = _int(vec_iv.dom.extent)
+    if contiguous and n_sp >= 2 and vext < 2 * lanes and row != n_sp - 2 and _rows_contiguous(stmt, spatial):
+        # 1x1 stride-1 conv, elementwise-shaped reads: the last two output axes are one run
+        sp_loops = sp_loops[:-2] + [sch.fuse(sp_loops[-2], sp_loops[-1])]
+        vext *= _int(spatial[-2].dom.extent)
+        n_sp -= 1
+        if row is not None and row > n_sp - 1:
+            row = None
+    row_ext = _int(spatial[row].dom.extent) if row is not None else 1
+    cap = 2 * lanes if row_ext > 1 else 4 * lanes
+    if _strided(vec_operands, vec_iv.var):
+        cap = lanes  # stride-2 conv: each vector is a gather; more than one per step spills
+    ni = _vector_tile(vext, lanes, cap) if contiguous else 1
+    mi = 1
+    if row is not None:
+        mi = _pick(row_ext, (MAX_ROW_TILE if ni <= lanes else 4, 4, 2))
+        if mi == 1 and row_ext >= 16:
+            mi = 4  # a tail row tile (prime token counts: 197)
+    outer, inner = [], []
+    for idx, loop in enumerate(sp_loops):
+        if idx == n_sp - 1 and ni > 1:
+            o, i = sch.split(loop, [None, ni])
+            outer.append(o)
+            inner.append(i)
+        elif idx == row and mi > 1:
+            o, i = sch.split(loop, [None, mi])
+            outer.append(o)
+            inner.insert(0, i)
+        else:
+            outer.append(loop)
+    sch.reorder(*outer, *red_loops, *inner)
+    writeback = sch.cache_write(block, 0, "local")
+    _inline_epilogue(sch, writeback)
+    sch.reverse_compute_at(writeback, outer[-1], preserve_unit_loops=True)
+    if ni > 1:
+        sch.vectorize(inner[-1])
+        wl = sch.get_loops(writeback)
+        if len(wl) > len(outer):
+            sch.vectorize(wl[-1])
+    if mi > 1:
+        sch.unroll(inner[0])
+    if cores > 1 and _volume(stmt) >= PARALLEL_MIN_WORK:
+        fused = sch.fuse(*outer) if len(outer) > 1 else outer[0]
+        sch.parallel(fused)
+    # last: an update block without its init is neither complete nor a reduction, which
+    # vectorize/parallel refuse (MetaSchedule's postprocessors keep the same order)
+    init = sch.decompose_reduction(block, red_loops[0])
+    if ni > 1:
+        il = sch.get_loops(init)
+        if len(il) > len(outer):
+            sch.vectorize(il[-1])
+
+
+def _inline_epilogue(sch, writeback) -> None:
+    """Fold the elementwise consumers of the write-back (bias, activation, residual) into it."""
+    while True:
+        consumers = sch.get_consumers(writeback)
+        if len(consumers) != 1:
+            return
+        try:
+            sch.reverse_compute_inline(consumers[0])
+        except Exception:
+            return
+
+
+def _schedule_plain(sch, block, realize, lanes: int, cores: int) -> None:
+    """Parallel outer spatial loops and a vectorized innermost contiguous loop."""
+    stmt = sch.get(block)
+    loops = sch.get_loops(block)
+    if not loops:
+        return
+    ivs = list(stmt.iter_vars)
+    values = list(realize.iter_values) if realize is not None else []
+    simple = len(loops) == len(ivs) == len(values) and all(
+        v.same_as(sch.get(lp).loop_var) for lp, v in zip(loops, values))
+    if not simple:
+        return
+    lead = 0
+    while lead < len(ivs) and ivs[lead].iter_type == 0:
+        lead += 1
+    spatial_loops = list(loops[:lead])
+    if not spatial_loops:
+        return
+    whole = lead == len(ivs)
+    if whole and stmt.writes:
+        last = stmt.writes[0].region[-1].min if len(stmt.writes[0].region) else None
+        ext = _int(ivs[lead - 1].dom.extent)
+        if last is not None and ivs[lead - 1].var in _vars_in(last) and ext >= lanes and ext % lanes == 0:
+            o, i = sch.split(spatial_loops[-1], [None, lanes])
+            sch.vectorize(i)
+            spatial_loops[-1] = o
+    if cores > 1 and _volume(stmt) >= PARALLEL_MIN_WORK:
+        fused = sch.fuse(*spatial_loops) if len(spatial_loops) > 1 else spatial_loops[0]
+        if _int(sch.get(fused).extent) and _int(sch.get(fused).extent) > 1:
+            sch.parallel(fused)
+
+
+def _inline_producers(sch, blocks, main) -> list:
+    """Inline elementwise/injective producers whose consumers are not the main block."""
+    kept = []
+    for b in blocks:
+        if main is not None and sch.get(b).name_hint == sch.get(main).name_hint:
+            kept.append(b)
+            continue
+        stmt = sch.get(b)
+        consumers = sch.get_consumers(b)
+        feeds_main = main is not None and any(sch.get(c).name_hint == sch.get(main).name_hint for c in consumers)
+        if consumers and not feeds_main and all(iv.iter_type == 0 for iv in stmt.iter_vars):
+            try:
+                sch.compute_inline(b)
+                continue
+            except Exception:
+                pass
+        kept.append(b)
+    return kept
+
+
+def schedule_func(func, lanes: int, cores: int):
+    """(scheduled PrimFunc, rule name) for one kernel; rule ``default`` leaves it as it was."""
+    from tvm.s_tir import Schedule
+
+    for rule in ("tile", "plain"):
+        try:
+            sch = Schedule(func)
+            blocks = sch.get_child_blocks(sch.get_sblock("root"))
+            realizes = _realizes(func)
+            main = _main_block(sch, blocks, realizes) if rule == "tile" else None
+            if rule == "tile" and main is None:
+                continue
+            main_name = sch.get(main).name_hint if main is not None else None
+            rest = [sch.get(b).name_hint for b in _inline_producers(sch, blocks, main)]
+            if main is not None:
+                _tile_main(sch, main, realizes[main_name], lanes, cores)
+            alive = {sch.get(b).name_hint for b in sch.get_child_blocks(sch.get_sblock("root"))}
+            for name in rest:
+                if name != main_name and name in alive:
+                    _schedule_plain(sch, sch.get_sblock(name), realizes.get(name), lanes, cores)
+            return sch.mod["main"], rule
+        except Exception as exc:  # TVMError or a rule's own ValueError: try the next rule
+            log.debug("schedule rule %s failed for %s: %s", rule, func.attrs.get("global_symbol", "?")
+                      if func.attrs else "?", str(exc).strip().splitlines()[-1:] or exc)
+    return func, "default"
+
+
+def schedule_module(mod, target: dict):
+    """Schedule every unscheduled PrimFunc of ``mod``; returns (module, counts by rule)."""
+    import tvm
+    from tvm import tirx
+
+    lanes = vector_lanes(target)
+    cores = int(target.get("num-cores") or 1)
+    counts = {"tile": 0, "plain": 0, "default": 0}
+    updates, rules = {}, {}
+    for gv, func in mod.functions_items():
+        if not isinstance(func, tirx.PrimFunc):
+            continue
+        if func.attrs is not None and "tirx.is_scheduled" in func.attrs:
+            continue
+        new, rule = schedule_func(func, lanes, cores)
+        counts[rule] += 1
+        rules[gv.name_hint] = rule
+        if rule != "default":
+            updates[gv] = new.with_attr("tirx.is_scheduled", True)
+        else:
+            log.info("kernel %s: no schedule rule applied, TVM's default code", gv.name_hint)
+    for gv, func in updates.items():
+        mod[gv] = func
+    counts["kernels"] = sum(counts.values())
+    counts["vector_lanes"], counts["cores"] = lanes, cores
+    counts["rules"] = rules
+    return mod, counts
+
+
+def legalize(mod, target: dict):
+    """The default CPU pipeline's library dispatch, legalize and fuse passes: the kernels that
+    ``schedule_module`` schedules."""
+    import tvm
+    from tvm.relax.backend.cpu_generic import pipeline as cpu
+
+    tvm_target = tvm.target.Target(target)
+    with tvm_target:
+        return tvm.transform.Sequential(cpu.library_dispatch_passes(tvm_target)
+                                        + cpu.legalize_passes(tvm_target))(mod)
+
+
+def scheduled_pipeline(target: dict, counts: dict | None = None):
+    """The default CPU Relax pipeline with ``schedule_module`` after legalize + fuse.
+    ``counts`` (a dict) receives the rule counts."""
+    import tvm
+    from tvm.relax.backend.cpu_generic import pipeline as cpu
+
+    tvm_target = tvm.target.Target(target)
+
+    @tvm.transform.module_pass(opt_level=0)
+    def _pipeline(mod, _ctx):
+        with tvm_target:
+            mod = legalize(mod, target)
+            mod, found = schedule_module(mod, target)
+            if counts is not None:
+                from kiln.backends.tvm.kernels import kernel_table
+
+                counts.update(found)
+                counts["table"] = kernel_table(mod, found.pop("rules"))
+            return tvm.transform.Sequential(cpu.dataflow_lower_passes(tvm_target)
+                                            + cpu.finalize_passes(tvm_target))(mod)
+
+    return _pipeline
