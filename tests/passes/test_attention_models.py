@@ -156,7 +156,7 @@ def test_swin_fuses_every_window_attention(tmp_path, dynamo):
 
 
 # zoo model -> attention blocks fused, every one of them (both exporters)
-ZOO_FUSED = {"deit_tiny_patch16_224": 12, "levit_128s": 11, "pvt_v2_b0": 8}
+ZOO_FUSED = {"deit_tiny_patch16_224": 12, "levit_128s": 11, "pvt_v2_b0": 8, "mobilevit_xxs": 9}
 
 
 @pytest.mark.parametrize("dynamo", [False, True], ids=["legacy", "dynamo"])
