@@ -9,7 +9,16 @@ leading axes of size 1), x_kv [.., Tk, E_kv]; the output is [.., Tq, dim] (the s
 the value it replaces). Weights are [in, out] (kiln.Dense order). The optional ``bias``
 [heads, Tq, Tk] is a constant added to the scaled scores: any Add of a float constant
 between Q K^T and the Softmax (LeViT's attention_biases gathered by constant indices, a
-relative-position bias, a constant mask), folded with the scale factors met on the way.
+relative-position bias, a constant mask), folded with the scale factors met on the way
+(through Reshapes too: Swin views the scores per window to add its mask).
+
+``sequences`` S (attribute, only when > 1): S independent sequences of Tq (Tk) rows, side by side in
+x_q (x_kv) and the output, attended separately with the same weights: Swin's windows after its window
+partition, MobileViT-v1's pixel positions of a patch. The head split is then
+``Q[s, h, t, d] = q[s * Tq + t, col[h, d]]`` (sequence-major leading axes, ``split_sequences``); the
+bias is [heads, Tq, Tk] when every sequence has the same, else [S, heads, Tq, Tk] (the shifted
+windows' masks plus the per-head relative position bias, one constant). Window partition/reverse and
+the shift (Slice + Concat) stay outside the layer.
 
 Both forms torch exports are recognised:
 

@@ -4,6 +4,9 @@ Inputs ``x_q [.., Tq, E_q], x_kv [.., Tk, E_kv], Wq, bq, Wk, bk, Wv, bv, Wo, bo`
 [in, out], constants; Wo and bo empty when the layer has no out projection:
 kiln::multihead_attention_merged writes the merged heads) and an optional constant score bias broadcastable to [heads, Tq, Tk]
 (added to the scaled scores before the softmax; kiln::multihead_attention_biased); attributes ``heads, key_dim, value_dim, scale``; output [.., Tq, dim].
+With ``sequences`` S > 1 the inputs hold S sequences of Tq (Tk) rows: kiln::multihead_attention_sequences
+(or _merged_sequences) runs the same kernel once per sequence (the same weights, reuse factor, types and
+multipliers; latency S times one sequence's), the score bias [heads, Tq, Tk] shared or [S, heads, Tq, Tk].
 The four projections are kiln::dense calls (one nested config each); per head and query
 the template computes the scaled scores, a softmax over the keys with kiln_softmax.h's
 exp and reciprocal tables, and the probability-weighted sum of the values.
