@@ -19,7 +19,8 @@ import kiln
 torch = pytest.importorskip("torch")
 pytest.importorskip("timm")
 
-from tests.timm_attention import efficientformer, export, levit, mobilevitv2, pvt, swin, vit_attention  # noqa: E402
+from tests.timm_attention import (efficientformer, export, levit, mobilevitv2, pvt, swin, vit_attention,  # noqa: E402
+                                  windowed_merged)
 
 
 def _fused(project) -> list[onnx.NodeProto]:
@@ -34,6 +35,7 @@ CASES = {
     "efficientformer_bias": (efficientformer, False, 11),      # + score bias
     "levit_bias_merged": (levit, True, 11),                     # + score bias, no out projection
     "pvt_spatial_reduction": (pvt, False, 10),                  # x_kv from the reduced sequence
+    "windows_bias_merged": (windowed_merged, False, 11),        # 3 sequences, a bias per sequence, no out projection
 }
 
 
@@ -51,12 +53,13 @@ def test_fused_timm_attention_float_csim(tmp_path, name):
     assert relative_error(got, ref) <= 1e-5  # measured 2.0e-7 to 3.6e-7
 
 
-@pytest.mark.parametrize("name", ["efficientformer_bias", "levit_bias_merged"])
+@pytest.mark.parametrize("name", ["efficientformer_bias", "levit_bias_merged", "windows_bias_merged"])
 def test_fused_biased_attention_fixed_point(tmp_path, name):
     """fixed<16,6> (lsb 2^-10 ~ 1e-3): the input, the weights, the score bias and the output are each rounded
     or truncated once, q/k/v are rounded to P and the scores keep 12 fractional bits, so a few lsb; bound:
     max abs error <= 8e-3 (8 lsb) and never worse than the op-by-op graph in the same precision by more than 1 lsb.
-    Measured (200 inputs): efficientformer 4.5e-3 max, 8.6e-4 mean (op by op 5.5e-3); levit 4.8e-3, 1.1e-3 (6.8e-3).
+    Measured (200 inputs): efficientformer 4.5e-3 max, 8.6e-4 mean (op by op 5.5e-3); levit 4.8e-3, 1.1e-3 (6.8e-3); windows_bias_merged
+    2.4e-3, 5.9e-4 (2.3e-3). Float (16 inputs): windows_bias_merged 1.9e-7.
     """
     factory, dynamo, _ = CASES[name]
     module, shape = factory()

@@ -30,7 +30,7 @@ from kiln.reference import ort_session
 torch = pytest.importorskip("torch")
 timm = pytest.importorskip("timm")
 
-from tests.timm_attention import efficientformer, export, levit, pvt, swin, vit_attention  # noqa: E402
+from tests.timm_attention import efficientformer, export, levit, pvt, swin, vit_attention, windowed_merged  # noqa: E402
 
 
 def mha_numpy(node: ir.Node, x_q: np.ndarray, x_kv: np.ndarray) -> np.ndarray:
@@ -153,6 +153,19 @@ def test_swin_fuses_every_window_attention(tmp_path, dynamo):
         expected = (block.attn._get_rel_pos_bias() + block.attn_mask[:, None]).numpy()
     np.testing.assert_allclose(biases[1], expected, rtol=1e-6, atol=1e-6)
     assert np.ptp(biases[1], axis=0).max() == pytest.approx(100.0)  # the windows' masks differ
+
+
+@pytest.mark.parametrize("dynamo", [False, True], ids=["legacy", "dynamo"])
+def test_windows_with_per_window_bias_and_no_out_projection(tmp_path, dynamo):
+    """3 windows in the batch axis, a bias per window and head, Hardswish before the out projection: one layer with
+    sequences=3, the bias [3, heads, T, T] as the module holds it, no Wo/bo."""
+    module, shape = windowed_merged()
+    path = export(module, shape, tmp_path / "m.onnx", dynamo)
+    x = np.random.default_rng(5).standard_normal((1, *shape)).astype(np.float32)
+    ops, (mha,) = lowered_and_checked(path, x)
+    assert ops["Softmax"] == 0 and ops["MatMul"] == 0 and ops["HardSwish"] == 1
+    assert attr(mha, "sequences") == 3 and mha.inputs[8] is None and mha.inputs[9] is None
+    np.testing.assert_allclose(const_array(mha.inputs[10]), module.bias.detach().numpy(), rtol=1e-6)
 
 
 # zoo model -> attention blocks fused, every one of them (both exporters)
