@@ -235,25 +235,41 @@ def head_split_offset(idx: np.ndarray, heads: int, tokens: int, width: int, row_
 
 
 def head_split_columns(idx: np.ndarray, heads: int, tokens: int, width: int, row_len: int,
-                       transposed: bool) -> np.ndarray | None:
-    """The projection columns [heads * width] if idx is a head split of a [tokens, row_len] projection, else None.
+                       transposed: bool, sequences: int = 1) -> np.ndarray | None:
+    """The projection columns [heads * width] if idx is a head split of a [sequences * tokens, row_len]
+    projection, else None.
 
-    idx[h, t, d] (K^T: idx[h, d, t]) must equal t * row_len + col[h, d] for every token t: each head reads the
-    same columns of every row, in any order (timm's EfficientFormer/LeViT interleave q, k, v per head:
-    reshape(B, N, H, -1).split([kd, kd, vd])). The contiguous split of ``head_split_offset`` is the case
-    col[h, d] = off + h * width + d.
+    idx[s, h, t, d] (K^T: idx[s, h, d, t]) must equal (s * tokens + t) * row_len + col[h, d] for every sequence s
+    and token t: each head reads the same columns of every row, in any order (timm's EfficientFormer/LeViT
+    interleave q, k, v per head: reshape(B, N, H, -1).split([kd, kd, vd])). The contiguous split of
+    ``head_split_offset`` is the case col[h, d] = off + h * width + d. With sequences > 1 the leading axes hold
+    S independent sequences of ``tokens`` rows each, sequence-major (Swin's windows, MobileViT's patch pixels
+    side by side in the batch axis): Q[s, h, t, d] = q[s * T + t, col[h, d]].
     """
-    if idx.size != heads * tokens * width:
+    if idx.size != sequences * heads * tokens * width:
         return None
-    idx = idx.reshape((heads, width, tokens) if transposed else (heads, tokens, width))
+    idx = idx.reshape((sequences, heads, width, tokens) if transposed else (sequences, heads, tokens, width))
     if transposed:
-        idx = idx.transpose(0, 2, 1)
-    cols = idx[:, :1, :]
+        idx = idx.transpose(0, 1, 3, 2)
+    cols = idx[:1, :, :1, :]
     if np.any(cols < 0) or np.any(cols >= row_len):
         return None
-    if not np.array_equal(idx, cols + np.arange(tokens)[None, :, None] * row_len):
+    rows = np.arange(sequences)[:, None, None, None] * tokens + np.arange(tokens)[None, None, :, None]
+    if not np.array_equal(idx, cols + rows * row_len):
         return None
     return cols.reshape(-1)
+
+
+def split_sequences(idx: np.ndarray, groups: int, tokens: int, width: int, row_len: int,
+                    transposed: bool) -> tuple[int, np.ndarray] | None:
+    """(sequences S, columns) for the first S dividing ``groups`` (the product of the leading axes) for which idx
+    is the head split of S sequences of ``groups // S`` heads (``head_split_columns``), else None. S = 1 (one
+    sequence, every leading axis a head) is tried first."""
+    for sequences in (s for s in range(1, groups + 1) if groups % s == 0):
+        cols = head_split_columns(idx, groups // sequences, tokens, width, row_len, transposed, sequences)
+        if cols is not None:
+            return sequences, cols
+    return None
 
 
 def flat_order_kept(idx: np.ndarray) -> bool:

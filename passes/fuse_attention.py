@@ -9,7 +9,16 @@ leading axes of size 1), x_kv [.., Tk, E_kv]; the output is [.., Tq, dim] (the s
 the value it replaces). Weights are [in, out] (kiln.Dense order). The optional ``bias``
 [heads, Tq, Tk] is a constant added to the scaled scores: any Add of a float constant
 between Q K^T and the Softmax (LeViT's attention_biases gathered by constant indices, a
-relative-position bias, a constant mask), folded with the scale factors met on the way.
+relative-position bias, a constant mask), folded with the scale factors met on the way
+(through Reshapes too: Swin views the scores per window to add its mask).
+
+``sequences`` S (attribute, only when > 1): S independent sequences of Tq (Tk) rows, side by side in
+x_q (x_kv) and the output, attended separately with the same weights: Swin's windows after its window
+partition, MobileViT-v1's pixel positions of a patch. The head split is then
+``Q[s, h, t, d] = q[s * Tq + t, col[h, d]]`` (sequence-major leading axes, ``split_sequences``); the
+bias is [heads, Tq, Tk] when every sequence has the same, else [S, heads, Tq, Tk] (the shifted
+windows' masks plus the per-head relative position bias, one constant). Window partition/reverse and
+the shift (Slice + Concat) stay outside the layer.
 
 Both forms torch exports are recognised:
 
@@ -52,7 +61,7 @@ import onnx_ir as ir
 
 from kiln.ir_utils import KILN_DOMAIN, add_initializer, attr, const_array
 from kiln.passes.attention_trace import (LAYOUT_OPS, SCALE_OPS, back_to_dense, flat_order_kept,
-                                         head_split_columns, is_dense, scalar_factor, shape_of, std_op,
+                                         is_dense, scalar_factor, shape_of, split_sequences, std_op,
                                          trace_indices)
 
 
@@ -70,17 +79,32 @@ def _core(softmax: ir.Node, opset: int):
         return None  # softmax over the keys (last axis) only
     # scores = scale * MatMul(Q, K^T) + bias: scalar Mul/Div and Adds of a constant between MatMul and Softmax.
     # Walking back from the Softmax, the scores are scale * value + bias; an Add of B makes bias += scale * B.
-    nodes, scale, bias, value = [softmax], 1.0, None, s_in
+    # A Reshape on the way (Swin's per-window mask: view to [B, nW, heads, T, T], add, view back) reshapes the
+    # bias gathered so far to its input's shape; the scores must be back in the Softmax's shape at the MatMul.
+    nodes, scale, bias, value, shape = [softmax], 1.0, None, s_in, s_shape
     producer = value.producer()
-    while std_op(producer, SCALE_OPS | {"Add"}):
+    while std_op(producer, SCALE_OPS | {"Add", "Reshape"}):
+        if producer.op_type == "Reshape":
+            data = producer.inputs[0]
+            new_shape = shape_of(data)
+            if data is None or const_array(data) is not None or const_array(producer.inputs[1]) is None or \
+                    new_shape is None or math.prod(new_shape) != math.prod(shape):
+                return None
+            bias = None if bias is None else np.broadcast_to(bias, shape).reshape(new_shape)
+            nodes.append(producer)
+            value, shape = data, new_shape
+            producer = value.producer()
+            continue
         runtime = [v for v in producer.inputs if v is not None and const_array(v) is None]
         data = runtime[0] if len(runtime) == 1 and len(producer.inputs) == 2 else None
         if data is None:
             return None
         if producer.op_type == "Add":
-            term = _bias_term(producer, data, s_shape)
+            term = _bias_term(producer, data, shape)
             if term is None:
                 return None
+            if shape != s_shape:
+                term = np.broadcast_to(term, shape)
             bias = scale * term if bias is None else bias + scale * term
         else:
             factor = scalar_factor(producer, data)
@@ -91,7 +115,7 @@ def _core(softmax: ir.Node, opset: int):
         value = data
         producer = value.producer()
     qk = producer
-    if not std_op(qk, {"MatMul"}):
+    if not std_op(qk, {"MatMul"}) or shape != s_shape:
         return None
     nodes.append(qk)
     # P @ V
@@ -107,7 +131,7 @@ def _core(softmax: ir.Node, opset: int):
     batch = q_shape[:-2]
     if kt_shape[:-2] != batch or v_shape[:-2] != batch or s_shape[:-2] != batch:
         return None
-    heads = math.prod(batch)
+    heads = math.prod(batch)  # heads times sequences (split by _match from the projections' head split)
     tq, key_dim = q_shape[-2:]
     tk, value_dim = kt_shape[-1], v_shape[-1]
     if kt_shape[-2] != key_dim or v_shape[-2] != tk or s_shape[-2:] != (tq, tk) \
@@ -132,9 +156,9 @@ def _bias_term(add: ir.Node, data: ir.Value, s_shape: tuple[int, ...]) -> np.nda
     return c.astype(np.float64)
 
 
-def _projection(operand: ir.Value, transposed: bool, heads: int, width: int, tokens: int):
-    """Q, K^T or V back to the kiln.Dense it is a head split of: (dense, W columns, b columns, scalar factor on
-    the path, path nodes), else None."""
+def _projection(operand: ir.Value, transposed: bool, groups: int, width: int, tokens: int):
+    """Q, K^T or V back to the kiln.Dense it is a head split of (``groups`` = sequences x heads leading slices of
+    ``tokens`` rows): (dense, W columns, b columns, scalar factor on the path, path nodes, sequences), else None."""
     found = back_to_dense(operand)
     if found is None:
         return None
@@ -146,25 +170,29 @@ def _projection(operand: ir.Value, transposed: bool, heads: int, width: int, tok
         return None
     idx, factor = traced
     row_len = w.shape[1]
-    if shape_of(dense.inputs[0]) is None or math.prod(shape_of(dense.inputs[0])) != tokens * w.shape[0]:
+    split = split_sequences(idx, groups, tokens, width, row_len, transposed)
+    if split is None or shape_of(dense.inputs[0]) is None or \
+            math.prod(shape_of(dense.inputs[0])) != split[0] * tokens * w.shape[0]:
         return None
-    cols = head_split_columns(idx, heads, tokens, width, row_len, transposed)
-    affine = path.column_affine(row_len) if cols is not None else None
+    sequences, cols = split
+    affine = path.column_affine(row_len)
     if affine is None:
         return None
     a, c = affine  # BatchNormalizations after the projection fold into its columns
     w, b = w * a[None, :], b.reshape(-1) * a + c
-    return dense, w[:, cols], b[cols], factor, path.nodes
+    return dense, w[:, cols], b[cols], factor, path.nodes, sequences
 
 
-def _merge_heads(merged: ir.Value, heads: int, tq: int, value_dim: int):
-    """O [.., H, Tq, dv] -> layout ops -> the out projection reading [Tq, H*dv]: (layout nodes, out Dense, Wo, bo,
+def _merge_heads(merged: ir.Value, heads: int, tq: int, value_dim: int, sequences: int = 1):
+    """O [S, H, Tq, dv] -> layout ops -> the out projection reading [S * Tq, H*dv]: (layout nodes, out Dense, Wo, bo,
     merged heads). When the merged heads feed something else (LeViT: Hardswish, then the projection), the layer
     ends at the merge: out Dense, Wo and bo are None and the merged value is its output."""
     tail = []
-    idx = np.arange(heads * tq * value_dim).reshape(shape_of(merged))
-    expected = (np.arange(heads)[None, :, None] * tq * value_dim + np.arange(tq)[:, None, None] * value_dim
-                + np.arange(value_dim)[None, None, :]).reshape(tq, heads * value_dim)
+    idx = np.arange(sequences * heads * tq * value_dim).reshape(shape_of(merged))
+    expected = (np.arange(sequences)[:, None, None, None] * heads * tq * value_dim
+                + np.arange(heads)[None, None, :, None] * tq * value_dim
+                + np.arange(tq)[None, :, None, None] * value_dim
+                + np.arange(value_dim)[None, None, None, :]).reshape(sequences * tq, heads * value_dim)
     out_dense = None
     while True:
         users = merged.consumers()
@@ -183,7 +211,7 @@ def _merge_heads(merged: ir.Value, heads: int, tq: int, value_dim: int):
         idx = traced
         tail.append(user)
         merged = user.outputs[0]
-    if idx.size != expected.size or not np.array_equal(idx.reshape(tq, heads * value_dim), expected):
+    if idx.size != expected.size or not np.array_equal(idx.reshape(sequences * tq, heads * value_dim), expected):
         return None
     if out_dense is None:
         if not tail or shape_of(merged)[-1] != heads * value_dim:
@@ -213,6 +241,16 @@ def _trailing_layout(out: ir.Value, tq: int, dim: int) -> tuple[list[ir.Node], i
         nodes.append(user)
         out = user.outputs[0]
     return nodes, out
+
+
+def _sequence_bias(bias: np.ndarray, sequences: int, heads: int) -> np.ndarray:
+    """The score bias [S * H, Tq, Tk] as the layer stores it: [H, Tq, Tk] when every sequence has the same
+    (one sequence; Swin's unshifted windows: the relative position bias), else [S, H, Tq, Tk] (the shifted
+    windows: a mask per window plus the per-head bias, one constant)."""
+    per_sequence = bias.reshape(sequences, heads, *bias.shape[1:])
+    if sequences == 1 or all(np.array_equal(per_sequence[0], p) for p in per_sequence[1:]):
+        return per_sequence[0]
+    return per_sequence
 
 
 def _closed(nodes: list[ir.Node], out: ir.Value) -> bool:
@@ -250,15 +288,16 @@ class FuseAttentionPass(ir.passes.InPlacePass):
         if core is None:
             return None
         nodes, scale, bias, qk, av, dims = core
-        heads, tq, tk, key_dim, value_dim = dims
-        proj = {}
+        groups, tq, tk, key_dim, value_dim = dims
+        proj, sequences = {}, set()
         for role, operand, transposed, width, tokens in (("q", qk.inputs[0], False, key_dim, tq),
                                                          ("k", qk.inputs[1], True, key_dim, tk),
                                                          ("v", av.inputs[1], False, value_dim, tk)):
-            found = _projection(operand, transposed, heads, width, tokens)
+            found = _projection(operand, transposed, groups, width, tokens)
             if found is None:
                 return None
-            dense, w, b, factor, path_nodes = found
+            dense, w, b, factor, path_nodes, seqs = found
+            sequences.add(seqs)
             if role != "v":
                 scale *= factor
             elif factor != 1.0:
@@ -269,7 +308,13 @@ class FuseAttentionPass(ir.passes.InPlacePass):
             return None  # the layer scales scores by a positive constant
         if proj["k"][0].inputs[0] is not proj["v"][0].inputs[0]:
             return None  # keys and values come from the same sequence
-        merged = _merge_heads(av.outputs[0], heads, tq, value_dim)
+        if len(sequences) != 1:
+            return None  # q, k and v split into the same sequences
+        (sequences,) = sequences
+        heads = groups // sequences
+        if bias is not None:
+            bias = _sequence_bias(bias, sequences, heads)
+        merged = _merge_heads(av.outputs[0], heads, tq, value_dim, sequences)
         if merged is None:
             return None
         tail, out_dense, wo, bo, heads_out = merged
@@ -277,7 +322,7 @@ class FuseAttentionPass(ir.passes.InPlacePass):
         out = heads_out
         if out_dense is not None:
             nodes.append(out_dense)
-            trailing, out = _trailing_layout(out_dense.outputs[0], tq, wo.shape[1])
+            trailing, out = _trailing_layout(out_dense.outputs[0], sequences * tq, wo.shape[1])
             nodes.extend(trailing)
         if not _closed(nodes, out):
             return None
@@ -285,7 +330,7 @@ class FuseAttentionPass(ir.passes.InPlacePass):
         x_q, x_kv = self._upstream(skipped[0]), self._upstream(skipped[1])
         return {"nodes": nodes, "out": out, "x_q": x_q, "x_kv": x_kv, "skipped": skipped, "proj": proj,
                 "wo": wo, "bo": None if bo is None else bo.reshape(-1), "heads": heads, "key_dim": key_dim, "value_dim": value_dim,
-                "scale": scale, "bias": bias, "name": self._name(av)}
+                "scale": scale, "bias": bias, "sequences": sequences, "name": self._name(av)}
 
     @staticmethod
     def _upstream(x: ir.Value) -> ir.Value:
@@ -334,7 +379,8 @@ class FuseAttentionPass(ir.passes.InPlacePass):
         fused = ir.Node(KILN_DOMAIN, "MultiHeadAttention", inputs, name=node_name,
                         attributes=[ir.AttrInt64("heads", m["heads"]), ir.AttrInt64("key_dim", m["key_dim"]),
                                     ir.AttrInt64("value_dim", m["value_dim"]),
-                                    ir.AttrFloat32("scale", float(m["scale"]))],
+                                    ir.AttrFloat32("scale", float(m["scale"])),
+                                    *([ir.AttrInt64("sequences", m["sequences"])] if m["sequences"] > 1 else [])],
                         outputs=[ir.Value(name=f"{prefix}_mha_out", shape=out.shape, type=out.type)])
         order = {id(n): i for i, n in enumerate(graph)}
         old = sorted({id(n): n for n in m["nodes"]}.values(), key=lambda n: order[id(n)])

@@ -100,3 +100,28 @@ def mobilevitv2():
 
     torch.manual_seed(0)
     return timm.create_model("mobilevitv2_050", pretrained=False), (3, 64, 64)
+
+
+class WindowedMerged(torch.nn.Module):
+    """Not timm: 3 windows of 4 tokens side by side in the batch axis (like Swin's), a random score bias per window
+    and head [3, 2, 4, 4], and a Hardswish between the merged heads and the out projection (like LeViT): the
+    layer has sequences=3, its bias [S, heads, T, T] and no out projection (kiln::multihead_attention_merged_sequences)."""
+
+    def __init__(self, windows=3, tokens=4, dim=8, heads=2, head_dim=3):
+        super().__init__()
+        self.shape, self.scale = (windows, tokens, heads, head_dim), head_dim ** -0.5
+        self.qkv = torch.nn.Linear(dim, 3 * heads * head_dim)
+        self.bias = torch.nn.Parameter(torch.randn(windows, heads, tokens, tokens))
+        self.proj = torch.nn.Linear(heads * head_dim, dim)
+
+    def forward(self, x):
+        windows, tokens, heads, head_dim = self.shape
+        q, k, v = self.qkv(x).reshape(windows, tokens, 3, heads, head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        attn = ((q * self.scale) @ k.transpose(-2, -1) + self.bias).softmax(-1)
+        merged = (attn @ v).transpose(1, 2).reshape(1, windows * tokens, heads * head_dim)
+        return self.proj(torch.nn.functional.hardswish(merged))
+
+
+def windowed_merged():
+    torch.manual_seed(0)
+    return WindowedMerged(), (12, 8)

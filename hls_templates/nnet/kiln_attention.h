@@ -6,6 +6,10 @@
 //                           O[i,h,:] = sum_j p[j] V[j,h,:]
 //   res = O Wo + bo                                                 (heads merged: O is [n_q][heads*value_dim])
 //   (multihead_attention_merged: no out projection, res = O)
+// multihead_attention_sequences / _merged_sequences: CONFIG_T::sequences independent sequences of
+// n_q (n_kv) rows each, side by side in data_q / data_kv / res (Swin's windows, MobileViT's patch
+// pixels): the kernel above once per sequence, with the same weights, reuse factor and multipliers;
+// the score bias is bias + s * bias_stride (bias_stride 0: shared by all sequences).
 // Weights are [n_in][n_out] (kiln.Dense order); head h owns columns h*key_dim .. of Wq/Wk
 // (h*value_dim .. of Wv) and rows h*value_dim .. of Wo. CONFIG_T carries the sizes, the
 // internal types (derived by the emitter), a dense config per projection and the
@@ -32,6 +36,7 @@ struct multihead_attention_config {
     static const bool use_table = false;
     static constexpr float scale = 1.0f;
     static const bool has_bias = false;
+    static const unsigned sequences = 1, bias_stride = 0;
     typedef float bias_t;
     typedef float q_t;
     typedef float k_t;
@@ -173,6 +178,56 @@ void multihead_attention_merged(const q_in_T data_q[CONFIG_T::n_q * CONFIG_T::di
     attention_heads<q_in_T, kv_in_T, CONFIG_T>(data_q, data_kv, o, wq, bq, wk, bk, wv, bv, bias);
 Merge:
     for (unsigned i = 0; i < CONFIG_T::n_q * CONFIG_T::dim_out; i++) res[i] = (res_T)o[i];
+}
+
+// The kernel once per sequence (with an out projection; the score bias when has_bias, else 0).
+template <class q_in_T, class kv_in_T, class res_T, typename CONFIG_T>
+void multihead_attention_sequences(const q_in_T data_q[CONFIG_T::sequences * CONFIG_T::n_q * CONFIG_T::dim_q],
+                         const kv_in_T data_kv[CONFIG_T::sequences * CONFIG_T::n_kv * CONFIG_T::dim_kv],
+                         res_T res[CONFIG_T::sequences * CONFIG_T::n_q * CONFIG_T::dim_out],
+                         const typename CONFIG_T::q_proj::weight_t wq[CONFIG_T::q_proj::n_in * CONFIG_T::q_proj::n_out],
+                         const typename CONFIG_T::q_proj::bias_t bq[CONFIG_T::q_proj::n_out],
+                         const typename CONFIG_T::k_proj::weight_t wk[CONFIG_T::k_proj::n_in * CONFIG_T::k_proj::n_out],
+                         const typename CONFIG_T::k_proj::bias_t bk[CONFIG_T::k_proj::n_out],
+                         const typename CONFIG_T::v_proj::weight_t wv[CONFIG_T::v_proj::n_in * CONFIG_T::v_proj::n_out],
+                         const typename CONFIG_T::v_proj::bias_t bv[CONFIG_T::v_proj::n_out],
+                         const typename CONFIG_T::out_proj::weight_t wo[CONFIG_T::out_proj::n_in * CONFIG_T::out_proj::n_out],
+                         const typename CONFIG_T::out_proj::bias_t bo[CONFIG_T::out_proj::n_out],
+                         const typename CONFIG_T::bias_t *bias) {
+    #pragma HLS INLINE off
+Sequences:
+    for (unsigned s = 0; s < CONFIG_T::sequences; s++) {
+        const q_in_T *q = data_q + s * CONFIG_T::n_q * CONFIG_T::dim_q;
+        const kv_in_T *kv = data_kv + s * CONFIG_T::n_kv * CONFIG_T::dim_kv;
+        res_T *r = res + s * CONFIG_T::n_q * CONFIG_T::dim_out;
+        if (CONFIG_T::has_bias)
+            multihead_attention_biased<q_in_T, kv_in_T, res_T, CONFIG_T>(q, kv, r, wq, bq, wk, bk, wv, bv, wo, bo,
+                                                                         bias + s * CONFIG_T::bias_stride);
+        else
+            multihead_attention<q_in_T, kv_in_T, res_T, CONFIG_T>(q, kv, r, wq, bq, wk, bk, wv, bv, wo, bo);
+    }
+}
+
+// The same without an out projection (res: each sequence's merged heads).
+template <class q_in_T, class kv_in_T, class res_T, typename CONFIG_T>
+void multihead_attention_merged_sequences(
+                         const q_in_T data_q[CONFIG_T::sequences * CONFIG_T::n_q * CONFIG_T::dim_q],
+                         const kv_in_T data_kv[CONFIG_T::sequences * CONFIG_T::n_kv * CONFIG_T::dim_kv],
+                         res_T res[CONFIG_T::sequences * CONFIG_T::n_q * CONFIG_T::dim_out],
+                         const typename CONFIG_T::q_proj::weight_t wq[CONFIG_T::q_proj::n_in * CONFIG_T::q_proj::n_out],
+                         const typename CONFIG_T::q_proj::bias_t bq[CONFIG_T::q_proj::n_out],
+                         const typename CONFIG_T::k_proj::weight_t wk[CONFIG_T::k_proj::n_in * CONFIG_T::k_proj::n_out],
+                         const typename CONFIG_T::k_proj::bias_t bk[CONFIG_T::k_proj::n_out],
+                         const typename CONFIG_T::v_proj::weight_t wv[CONFIG_T::v_proj::n_in * CONFIG_T::v_proj::n_out],
+                         const typename CONFIG_T::v_proj::bias_t bv[CONFIG_T::v_proj::n_out],
+                         const typename CONFIG_T::bias_t *bias) {
+    #pragma HLS INLINE off
+Sequences:
+    for (unsigned s = 0; s < CONFIG_T::sequences; s++)
+        multihead_attention_merged<q_in_T, kv_in_T, res_T, CONFIG_T>(
+            data_q + s * CONFIG_T::n_q * CONFIG_T::dim_q, data_kv + s * CONFIG_T::n_kv * CONFIG_T::dim_kv,
+            res + s * CONFIG_T::n_q * CONFIG_T::dim_out, wq, bq, wk, bk, wv, bv,
+            CONFIG_T::has_bias ? bias + s * CONFIG_T::bias_stride : bias);
 }
 
 } // namespace kiln

@@ -30,27 +30,33 @@ from kiln.reference import ort_session
 torch = pytest.importorskip("torch")
 timm = pytest.importorskip("timm")
 
-from tests.timm_attention import efficientformer, export, levit, pvt, swin, vit_attention  # noqa: E402
+from tests.timm_attention import efficientformer, export, levit, pvt, swin, vit_attention, windowed_merged  # noqa: E402
 
 
 def mha_numpy(node: ir.Node, x_q: np.ndarray, x_kv: np.ndarray) -> np.ndarray:
-    """kiln.MultiHeadAttention as passes/fuse_attention.py defines it, in float64."""
+    """kiln.MultiHeadAttention as passes/fuse_attention.py defines it, in float64: ``sequences`` S independent
+    sequences (rows s * T ..), the same weights, the score bias [heads, Tq, Tk] shared or [S, heads, Tq, Tk]."""
     w = [None if v is None else const_array(v).astype(np.float64) for v in node.inputs[2:]]
     wq, bq, wk, bk, wv, bv, wo, bo = w[:8]
     bias = w[8] if len(w) > 8 else None
     heads, kd, vd, scale = (attr(node, k) for k in ("heads", "key_dim", "value_dim", "scale"))
-    xq = x_q.reshape(-1, wq.shape[0]).astype(np.float64)
-    xkv = x_kv.reshape(-1, wk.shape[0]).astype(np.float64)
-    q, k, v = xq @ wq + bq, xkv @ wk + bk, xkv @ wv + bv
-    heads_out = []
-    for h in range(heads):
-        s = scale * q[:, h * kd:(h + 1) * kd] @ k[:, h * kd:(h + 1) * kd].T
-        if bias is not None:
-            s = s + np.broadcast_to(bias, (heads, len(q), len(k)))[h]
-        p = np.exp(s - s.max(-1, keepdims=True))
-        heads_out.append((p / p.sum(-1, keepdims=True)) @ v[:, h * vd:(h + 1) * vd])
-    merged = np.concatenate(heads_out, -1)
-    return merged if wo is None else merged @ wo + bo
+    sequences = attr(node, "sequences", 1)
+    xq = x_q.reshape(sequences, -1, wq.shape[0]).astype(np.float64)
+    xkv = x_kv.reshape(sequences, -1, wk.shape[0]).astype(np.float64)
+    outputs = []
+    for s in range(sequences):
+        q, k, v = xq[s] @ wq + bq, xkv[s] @ wk + bk, xkv[s] @ wv + bv
+        seq_bias = None if bias is None else bias[s] if bias.ndim == 4 else bias
+        heads_out = []
+        for h in range(heads):
+            sc = scale * q[:, h * kd:(h + 1) * kd] @ k[:, h * kd:(h + 1) * kd].T
+            if seq_bias is not None:
+                sc = sc + np.broadcast_to(seq_bias, (heads, len(q), len(k)))[h]
+            p = np.exp(sc - sc.max(-1, keepdims=True))
+            heads_out.append((p / p.sum(-1, keepdims=True)) @ v[:, h * vd:(h + 1) * vd])
+        merged = np.concatenate(heads_out, -1)
+        outputs.append(merged if wo is None else merged @ wo + bo)
+    return np.concatenate(outputs, 0)
 
 
 def lowered_and_checked(path, x: np.ndarray):
@@ -125,19 +131,45 @@ def test_pvt_spatial_reduction_attention(tmp_path, dynamo):
     assert list(mha.inputs[1].shape)[-2:] == [4, 16]
 
 
-def test_swin_fuses_its_single_window_stage(tmp_path):
-    """Swin's window attention: the stage of one window (4x4 tokens, window 4) fuses with its relative position
-    bias as the score bias; the stage of 4 windows (windows in the batch axis, the shifted block's mask per
-    window) stays op by op: the layer attends within one sequence."""
-    path = export(*swin(), tmp_path / "m.onnx")
+@pytest.mark.parametrize("dynamo", [False, True], ids=["legacy", "dynamo"])
+def test_swin_fuses_every_window_attention(tmp_path, dynamo):
+    """Swin's window attention, all 4 blocks: stage 0 (8x8 tokens, window 4) has its 4 windows side by side in the
+    batch axis, so the layer has sequences=4 (16 tokens each); its unshifted block shares the relative position
+    bias [heads, T, T] across windows, the shifted block's bias is [4, heads, T, T]: each window's mask (-100
+    across regions) plus the per-head bias, the module's own values. Stage 1 is one window (no sequences axis)."""
+    model, shape = swin()
+    path = export(model, shape, tmp_path / "m.onnx", dynamo)
     x = np.random.default_rng(4).standard_normal((1, 3, 32, 32)).astype(np.float32)
     ops, fused = lowered_and_checked(path, x)
-    assert len(fused) == 2 and ops["Softmax"] == 2
-    assert all(len(n.inputs) == 11 and attr(n, "heads") == 4 for n in fused)
+    assert len(fused) == 4 and ops["Softmax"] == 0 and ops["MatMul"] == 0
+    stage0 = [n for n in fused if attr(n, "heads") == 2]
+    stage1 = [n for n in fused if attr(n, "heads") == 4]
+    assert len(stage0) == 2 and len(stage1) == 2
+    assert all(attr(n, "sequences") == 4 for n in stage0) and all(attr(n, "sequences") is None for n in stage1)
+    biases = sorted((const_array(n.inputs[10]) for n in stage0), key=lambda b: b.ndim)
+    assert [list(b.shape) for b in biases] == [[2, 16, 16], [4, 2, 16, 16]]
+    block = model.layers[0].blocks[1]
+    with torch.no_grad():
+        expected = (block.attn._get_rel_pos_bias() + block.attn_mask[:, None]).numpy()
+    np.testing.assert_allclose(biases[1], expected, rtol=1e-6, atol=1e-6)
+    assert np.ptp(biases[1], axis=0).max() == pytest.approx(100.0)  # the windows' masks differ
+
+
+@pytest.mark.parametrize("dynamo", [False, True], ids=["legacy", "dynamo"])
+def test_windows_with_per_window_bias_and_no_out_projection(tmp_path, dynamo):
+    """3 windows in the batch axis, a bias per window and head, Hardswish before the out projection: one layer with
+    sequences=3, the bias [3, heads, T, T] as the module holds it, no Wo/bo."""
+    module, shape = windowed_merged()
+    path = export(module, shape, tmp_path / "m.onnx", dynamo)
+    x = np.random.default_rng(5).standard_normal((1, *shape)).astype(np.float32)
+    ops, (mha,) = lowered_and_checked(path, x)
+    assert ops["Softmax"] == 0 and ops["MatMul"] == 0 and ops["HardSwish"] == 1
+    assert attr(mha, "sequences") == 3 and mha.inputs[8] is None and mha.inputs[9] is None
+    np.testing.assert_allclose(const_array(mha.inputs[10]), module.bias.detach().numpy(), rtol=1e-6)
 
 
 # zoo model -> attention blocks fused, every one of them (both exporters)
-ZOO_FUSED = {"deit_tiny_patch16_224": 12, "levit_128s": 11, "pvt_v2_b0": 8}
+ZOO_FUSED = {"deit_tiny_patch16_224": 12, "levit_128s": 11, "pvt_v2_b0": 8, "mobilevit_xxs": 9}
 
 
 @pytest.mark.parametrize("dynamo", [False, True], ids=["legacy", "dynamo"])

@@ -6,7 +6,8 @@ import numpy as np
 from onnx import helper
 
 from kiln.ir_utils import KILN_DOMAIN
-from kiln.passes.attention_trace import LayoutPath, back_to_dense, head_split_columns, head_split_offset, scalar_factor
+from kiln.passes.attention_trace import (LayoutPath, back_to_dense, head_split_columns, head_split_offset, scalar_factor,
+                                         split_sequences)
 from tests.passes.graphs import const, model, node, run
 
 SHAPE = (1, 6, 12)
@@ -64,6 +65,25 @@ def test_head_split_columns_any_per_head_columns():
     mixed[0, 1, 0] += 1  # token 1 of head 0 reads another column than token 0: not a head split
     assert head_split_columns(mixed, heads, tokens, kd, row, transposed=False) is None
     assert head_split_columns(idx + tokens * row, heads, tokens, kd, row, transposed=False) is None  # out of range
+
+
+def test_split_sequences_windows_in_the_batch_axis():
+    """Swin/MobileViT: S sequences of T rows side by side, q.reshape(S, T, H, d).transpose(0, 2, 1, 3): the leading
+    S*H slices split into S sequences (sequence-major) of H heads reading the same columns; heads-major slices (the
+    sequences inside each head) or a sequence that reads another's rows are not this split."""
+    seqs, tokens, heads, width = 3, 4, 2, 5
+    row = heads * width
+    idx = np.arange(seqs * tokens * row).reshape(seqs, tokens, heads, width).transpose(0, 2, 1, 3)
+    s, cols = split_sequences(idx, seqs * heads, tokens, width, row, transposed=False)
+    assert s == seqs
+    np.testing.assert_array_equal(cols, np.arange(row))
+    s, cols = split_sequences(idx.transpose(0, 1, 3, 2), seqs * heads, tokens, width, row, transposed=True)
+    assert s == seqs
+    np.testing.assert_array_equal(cols, np.arange(row))
+    assert split_sequences(idx[:1], heads, tokens, width, row, transposed=False)[0] == 1  # one sequence
+    assert split_sequences(idx.transpose(1, 0, 2, 3), seqs * heads, tokens, width, row, transposed=False) is None
+    swapped = idx[[1, 0, 2]]  # sequence 0 reads rows of sequence 1: the rows are not s * T + t
+    assert split_sequences(swapped, seqs * heads, tokens, width, row, transposed=False) is None
 
 
 def test_back_to_dense_stops_at_other_producers():

@@ -4,6 +4,9 @@ Inputs ``x_q [.., Tq, E_q], x_kv [.., Tk, E_kv], Wq, bq, Wk, bk, Wv, bv, Wo, bo`
 [in, out], constants; Wo and bo empty when the layer has no out projection:
 kiln::multihead_attention_merged writes the merged heads) and an optional constant score bias broadcastable to [heads, Tq, Tk]
 (added to the scaled scores before the softmax; kiln::multihead_attention_biased); attributes ``heads, key_dim, value_dim, scale``; output [.., Tq, dim].
+With ``sequences`` S > 1 the inputs hold S sequences of Tq (Tk) rows: kiln::multihead_attention_sequences
+(or _merged_sequences) runs the same kernel once per sequence (the same weights, reuse factor, types and
+multipliers; latency S times one sequence's), the score bias [heads, Tq, Tk] shared or [S, heads, Tq, Tk].
 The four projections are kiln::dense calls (one nested config each); per head and query
 the template computes the scaled scores, a softmax over the keys with kiln_softmax.h's
 exp and reciprocal tables, and the probability-weighted sum of the values.
@@ -60,7 +63,8 @@ CONFIG = """struct {{ id }}_config : kiln::multihead_attention_config {
     static const bool use_table = {{ 'true' if use_table else 'false' }};
     static constexpr float scale = {{ scale }};
     static const bool has_bias = {{ 'true' if has_bias else 'false' }};
-    typedef {{ t.q }} q_t;
+{% if sequences > 1 %}    static const unsigned sequences = {{ sequences }}, bias_stride = {{ bias_stride }};
+{% endif %}    typedef {{ t.q }} q_t;
     typedef {{ t.k }} k_t;
     typedef {{ t.v }} v_t;
     typedef {{ t.score_accum }} score_accum_t;
@@ -134,23 +138,28 @@ class MultiHeadAttentionEmitter(LayerEmitter):
         wq, bq, wk, bk, wv, bv, wo, bo = (const_array(v) for v in node.inputs[2:10])  # wo, bo None: no out projection
         score_bias = const_array(node.inputs[10]) if len(node.inputs) > 10 else None
         out = node.outputs[0]
-        heads, key_dim = attr(node, "heads"), attr(node, "key_dim")
+        heads, key_dim, sequences = attr(node, "heads"), attr(node, "key_dim"), attr(node, "sequences", 1)
         value_dim = attr(node, "value_dim", key_dim)
         scale = float(attr(node, "scale", 1.0 / math.sqrt(key_dim)))
         hk, hv = heads * key_dim, heads * value_dim
         dim_q, dim_kv, dim_out = wq.shape[0], wk.shape[0], hv if wo is None else wo.shape[1]
-        n_q, n_kv = size(x_q) // dim_q, size(x_kv) // dim_kv
-        if (wq.shape[1], wk.shape[1], wv.shape, hv if wo is None else wo.shape[0], size(out)) != \
-                (hk, hk, (dim_kv, hv), hv, n_q * dim_out):
+        n_q, n_kv = size(x_q) // (dim_q * sequences), size(x_kv) // (dim_kv * sequences)  # tokens per sequence
+        if (wq.shape[1], wk.shape[1], wv.shape, hv if wo is None else wo.shape[0], size(out),
+                size(x_q), size(x_kv)) != (hk, hk, (dim_kv, hv), hv, sequences * n_q * dim_out,
+                                           sequences * n_q * dim_q, sequences * n_kv * dim_kv):
             raise KilnError(f"layer {node.name!r} (MultiHeadAttention): weight shapes do not match heads={heads}, "
-                            f"key_dim={key_dim}, value_dim={value_dim}")
+                            f"key_dim={key_dim}, value_dim={value_dim}, sequences={sequences}")
+        bias_stride = 0  # elements between two sequences' score biases (0: shared)
         if score_bias is not None:
+            per_sequence = score_bias.ndim == 4
+            want = [sequences, heads, n_q, n_kv] if per_sequence else [heads, n_q, n_kv]
             try:
-                score_bias = np.broadcast_to(score_bias, (heads, n_q, n_kv))
+                score_bias = np.broadcast_to(score_bias, want)
             except ValueError:
                 raise KilnError(f"layer {node.name!r} (MultiHeadAttention): score bias of shape "
-                                f"{list(score_bias.shape)} does not broadcast to [heads, Tq, Tk] = "
-                                f"{[heads, n_q, n_kv]}") from None
+                                f"{list(score_bias.shape)} does not broadcast to "
+                                f"[{'sequences, ' if per_sequence else ''}heads, Tq, Tk] = {want}") from None
+            bias_stride = heads * n_q * n_kv if per_sequence else 0
         lid = ctx.layer_id(node)
         # The body is pipelined with II = R. R must divide each projection's multiplications
         # (rows x weights: each multiplier is shared by R of them, across rows once R exceeds
@@ -193,12 +202,17 @@ class MultiHeadAttentionEmitter(LayerEmitter):
         typedefs = {k: ctx.typedef(f"{lid}_{k}_t", p) for k, p in types.items()}
         core_mults = heads * n_q * n_kv * (key_dim + value_dim)  # Q K^T and P V
         config = ctx.render(CONFIG, id=lid, n_q=n_q, n_kv=n_kv, dim_q=dim_q, dim_kv=dim_kv, dim_out=dim_out,
-                            heads=heads, key_dim=key_dim, value_dim=value_dim, rf=rf,
+                            heads=heads, key_dim=key_dim, value_dim=value_dim, rf=rf, sequences=sequences,
+                            bias_stride=bias_stride,
                             mult_limit=math.ceil(core_mults / rf), use_table=not ctx.float_mode,
                             scale=c_float(scale), has_bias=score_bias is not None, bias_t=bias_t, t=typedefs, tables=softmax.table_fields("    "), max_shift=math.ceil(math.log2(n_kv + 1)) + 1,
                             **projs)
         weights = tuple(name for pair in names.values() for name in pair)
-        if wo is None:
+        if sequences > 1:  # the per-sequence kernel in a loop over the sequences (kiln_attention.h)
+            function = "kiln::multihead_attention_merged_sequences" if wo is None else \
+                "kiln::multihead_attention_sequences"
+            weights = (*weights, bias_name or "0")
+        elif wo is None:
             function, weights = "kiln::multihead_attention_merged", (*weights, bias_name or "0")
         elif bias_name:
             function, weights = "kiln::multihead_attention_biased", (*weights, bias_name)
@@ -209,19 +223,22 @@ class MultiHeadAttentionEmitter(LayerEmitter):
         # Estimate inputs: the four projections, Q K^T and P V, and per score a scale product,
         # an exp (two table values multiplied) and a normalisation. The stages run one after
         # the other, so all their adder trees add to the latency; the q/k/v/merged buffers
-        # are registered like the output (io_parallel).
+        # are registered like the output (io_parallel). Several sequences: one kernel (the multipliers and
+        # buffers of one sequence) run once per sequence, so its latency is S times that of one.
         scores = heads * n_q * n_kv
         stages = [max(dim_q, dim_kv), key_dim, n_kv, n_kv] + ([hv] if wo is not None else [])  # proj, QK^T, sm, PV, out
         depth = [math.ceil(math.log2(max(f, 1))) for f in stages]
         w_bits = bits(w_prec)
         n_weights = sum(a.size for a in (wq, bq, wk, bk, wv, bv, wo, bo, score_bias) if a is not None)
+        extra = sum(depth) - max(depth) + 6 + 2 * len(stages)  # one sequence's cycles beyond the multiply schedule
         proj_mults = n_q * (sizes["q"] + sizes.get("out", 0)) + n_kv * (sizes["k"] + sizes["v"])
         cost = LayerCost(mults=proj_mults + core_mults + 3 * scores, fan_in=max(stages),
                          a_bits=max(bits(x_q_prec), bits(types["q"])), b_bits=max(w_bits, bits(types["prob"])),
                          acc_bits=max(bits(types["score_accum"]), bits(types["o_accum"])),
-                         out_elems=n_q * dim_out + n_q * hk + n_kv * (hk + hv) + n_q * hv, out_bits=bits(out_prec),
+                         out_elems=sequences * n_q * dim_out + n_q * hk + n_kv * (hk + hv) + n_q * hv,
+                         out_bits=bits(out_prec),
                          weight_bits=n_weights * w_bits, weight_width=w_bits,
                          table_entries=0 if ctx.float_mode else softmax.TABLE_ENTRIES, adds=2 * scores,
-                         extra_latency=sum(depth) - max(depth) + 6 + 2 * len(stages), is_float=ctx.float_mode,
+                         extra_latency=extra + (sequences - 1) * (rf + 2 + max(depth) + extra), is_float=ctx.float_mode,
                          reuse_factor=rf, divisible=divisible)
         return Layer(config, call, self.header, cost)
