@@ -136,3 +136,16 @@ def test_windowed_attention_fixed_point(tmp_path, name, dynamo, samples, bound):
         errors[fuse] = np.abs(project.csim(x) - project.reference(x)[0])
     assert errors[True].max() <= bound
     assert errors[True].max() <= errors[False].max() + 2 ** -10
+
+
+def test_several_sequences_share_one_kernel_so_the_interval_is_s_times_r(tmp_path):
+    """One kernel runs once per sequence (kiln_attention.h): its hardware is one sequence's, its II S x R."""
+    from kiln.report import load_estimate
+
+    module, shape = windowed_merged()
+    path = export(module, shape, tmp_path / "m.onnx", False)
+    project = kiln.compile(path, output_dir=tmp_path / "p", fit_check=False)
+    (mha,) = _fused(project)
+    sequences = next(a.i for a in mha.attribute if a.name == "sequences")
+    (layer,) = [layer for layer in load_estimate(project.path)["layers"] if layer["op"] == "MultiHeadAttention"]
+    assert sequences == 3 and layer["ii"] == sequences * layer["reuse"]

@@ -64,6 +64,7 @@ class LayerCost:
     reuse_factor: int = 1
     divisible: int = 0      # R must divide this (the template's weight partitioning); 0: R stays 1
     packed: bool = False    # two integer products per DSP48 multiply (kiln::dense_packed, AMD WP486)
+    repeats: int = 1        # the hardware runs this many times per sample (attention sequences): II = repeats x R
 
 
 @dataclass
@@ -127,7 +128,7 @@ def estimate_layer(name: str, op: str, cost: LayerCost, inputs: list[str]) -> La
         latency = 1 + cost.extra_latency + (math.ceil(math.log2(max(cost.fan_in, 1))) if cost.adds else 0)
     else:
         latency = 0  # pure wiring (reshape, copies)
-    return LayerEstimate(name, op, r, r, latency, dsp, lut, ff, bram, inputs)
+    return LayerEstimate(name, op, r, r * max(1, cost.repeats), latency, dsp, lut, ff, bram, inputs)
 
 
 @dataclass

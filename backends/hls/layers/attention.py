@@ -240,5 +240,5 @@ class MultiHeadAttentionEmitter(LayerEmitter):
                          weight_bits=n_weights * w_bits, weight_width=w_bits,
                          table_entries=0 if ctx.float_mode else softmax.TABLE_ENTRIES, adds=2 * scores,
                          extra_latency=extra + (sequences - 1) * (rf + 2 + max(depth) + extra), is_float=ctx.float_mode,
-                         reuse_factor=rf, divisible=divisible)
+                         reuse_factor=rf, divisible=divisible, repeats=sequences)
         return Layer(config, call, self.header, cost)
