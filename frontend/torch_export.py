@@ -2,8 +2,10 @@
 
 ``kiln.compile(module, example_inputs=(x,))`` exports the module itself: first with the dynamo
 exporter (``torch.onnx.export(..., dynamo=True)``), and if that raises, with the legacy
-TorchScript exporter (``dynamo=False``). Both run at opset ``TORCH_OPSET`` (17: the first with
-LayerNormalization, the opset Kiln's torch and timm tests are exported at). The module is
+TorchScript exporter (``dynamo=False``). Each runs at its opset in ``TORCH_OPSETS``: dynamo at 18,
+the lowest it has implementations for (asked for 17 it exports 18 and then tries a version
+conversion, which fails on many timm models and prints a traceback of its own); legacy at 17,
+the first with LayerNormalization. The module is
 exported in eval mode on the first sample of each example input (batch 1), so axis 0 is the
 batch axis of the compiled design. Which exporter was used is said on stderr.
 
@@ -19,7 +21,7 @@ import warnings
 
 from kiln.errors import KilnError
 
-TORCH_OPSET = 17
+TORCH_OPSETS = {"dynamo": 18, "legacy": 17}
 
 
 def is_torch_module(obj) -> bool:
@@ -72,9 +74,9 @@ def _export_legacy(module, args, opset: int):
 EXPORTERS = (("dynamo", _export_dynamo), ("legacy", _export_legacy))
 
 
-def export_module(module, example_inputs, opset: int = TORCH_OPSET, quiet: bool = False):
+def export_module(module, example_inputs, opset: int | None = None, quiet: bool = False):
     """``(onnx.ModelProto, exporter)``: the module exported by the first exporter that succeeds
-    ("dynamo", else "legacy"). Both failing is a KilnError quoting each one's error."""
+    ("dynamo", else "legacy"), at ``opset`` or the exporter's own in TORCH_OPSETS. Both failing is a KilnError quoting each one's error."""
     import torch
 
     name = type(module).__name__
@@ -87,7 +89,7 @@ def export_module(module, example_inputs, opset: int = TORCH_OPSET, quiet: bool 
             try:
                 with warnings.catch_warnings(), torch.no_grad():
                     warnings.simplefilter("ignore")
-                    proto = fn(module, args, opset)
+                    proto = fn(module, args, opset or TORCH_OPSETS[exporter])
             except Exception as e:  # noqa: BLE001 - any exporter failure means: try the next one
                 first = (str(e).strip().splitlines() or [type(e).__name__])[0]
                 errors.append(f"  {exporter}: {type(e).__name__}: {first[:300]}")
@@ -95,7 +97,8 @@ def export_module(module, example_inputs, opset: int = TORCH_OPSET, quiet: bool 
             proto.graph.name = name
             if not quiet:
                 fallback = f" (the dynamo exporter failed: {errors[0].split(': ', 1)[1]})" if errors else ""
-                print(f"kiln: exported {name} with torch.onnx {exporter} exporter, opset {opset}{fallback}",
+                used = next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
+                print(f"kiln: exported {name} with torch.onnx {exporter} exporter, opset {used}{fallback}",
                       file=sys.stderr)
             return proto, exporter
     finally:
