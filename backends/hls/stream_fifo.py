@@ -107,8 +107,8 @@ def fork_depths(plan, clone) -> dict[int, tuple[int, str]] | None:
     for s, mine, other, via in ((outs[0], cur_a, cur_b, via_b), (outs[1], cur_b, cur_a, via_a)):
         lag = int(np.max(other - mine))
         depth = max(2, min(n, lag + SLACK))
-        path = ", ".join(safe_comment(v) for v in via) or "directly"
-        result[id(s)] = (depth, f"fork: the other branch (via {path}) reads up to {max(lag, 0)} packets ahead of "
+        path = f"via {', '.join(safe_comment(v) for v in via)}" if via else "directly"
+        result[id(s)] = (depth, f"fork: the other branch ({path}) reads up to {max(lag, 0)} packets ahead of "
                                 f"this one before the join {safe_comment(join_a.layer_name)} takes both; depth = "
                                 f"that lag + {SLACK} (the whole tensor is {n})")
     return result
