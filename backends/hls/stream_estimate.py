@@ -13,9 +13,9 @@ that of its slowest layer):
 * II per frame (cycles between frames a process accepts):
   Dense: rows x R_row (one row per read; the row's n_in x n_out products on
   n_in x n_out / R_row multipliers, R_row = stream_plan.row_reuse).
-  Activation, element-wise binary op of two streams, per-channel binary op (squeeze-excite)
-  and packet-preserving copy (Flatten of a 1x1 map): output packets (one packet of P
-  elements per cycle, P multipliers/LUT paths).
+  Activation, element-wise binary op of two streams, per-channel binary op (squeeze-excite):
+  output packets x F (one packet of P elements per F cycles on P / F multipliers/LUT paths,
+  F = stream_plan.packet_fold); packet-preserving copy (Flatten of a 1x1 map): output packets.
   Conv / pooling: max(input pixels, output pixels) x R (one pixel per read; the window's
   products of all filters on weights / R multipliers); GlobalAveragePool: input pixels.
   Buffered adapter: max(packets in, io_parallel II, packets out); clone: packets.
@@ -52,7 +52,7 @@ from dataclasses import replace
 
 from kiln.backends.hls.estimate import LayerCost, LayerEstimate, ModelEstimate, estimate_layer
 from kiln.backends.hls.stream_fifo import fork_depths
-from kiln.backends.hls.stream_plan import DENSE_TEMPLATES, PACKET_TEMPLATES, StreamPlan
+from kiln.backends.hls.stream_plan import DENSE_TEMPLATES, PACKET_TEMPLATES, StreamPlan, packet_fold
 from kiln.ir_utils import attr, const_array
 
 LUTRAM_MAX_WORDS = 64
@@ -154,12 +154,12 @@ def estimate_process(proc, plan: StreamPlan, bits_of: dict) -> LayerEstimate | N
                                                            out_elems=n_out), inputs)
         return replace(row, ii=src.n_packets * rf)
     if proc.template in PACKET_TEMPLATES:
-        share = dst.packet / max(dst.size, 1)
+        share, fold = dst.packet / max(dst.size, 1), packet_fold(proc)
         row = estimate_layer(proc.layer_name, proc.op, replace(
             cost, mults=math.ceil(cost.mults * share), adds=math.ceil(cost.adds * share), out_elems=dst.packet,
-            reuse_factor=1), inputs)
+            reuse_factor=fold), inputs)
         # a per-channel operand (squeeze-excite) is one packet read before the pixels: no extra cycles
-        return replace(row, ii=dst.n_packets, latency_cycles=max(row.latency_cycles, 1))
+        return replace(row, ii=dst.n_packets * fold, latency_cycles=max(row.latency_cycles, 1))
     r = max(1, cost.reuse_factor)
     pixels_in, pixels_out, chans = src.n_packets, dst.n_packets, src.packet
     if proc.template == "kiln::global_average_pool_stream":
