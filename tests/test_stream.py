@@ -122,10 +122,14 @@ def test_jet_tagger_stream_is_bit_identical(tmp_path):
     x = samples("jet_tagger", 32)
     assert np.array_equal(par.csim(x), st.csim(x))
     assert any(mode == "buffered" for mode in modes(st).values())
-    # a fork (residual): its branch FIFOs hold the whole tensor
+    # a fork (residual): the shortcut holds what the other branch reads ahead of it (stream_fifo.py):
+    # the whole tensor around the buffered attention (it reads every token first), 2 around the
+    # token-streamed MLP (one row in, one row out); the long branch's own FIFO 2
     fifos = json.loads((st.path / "kiln_estimate.json").read_text())["fifos"]
     forks = [f for f in fifos if f["why"].startswith("fork")]
-    assert forks and all(f["depth"] == max(2, f["packets"]) for f in forks)
+    assert len(forks) == 12
+    for f in forks:
+        assert f["depth"] == (max(2, f["packets"]) if f["consumer"].endswith("/Add") else 2), f
 
 
 def test_cli_io_stream_names_buffered_layers_and_config_io(tmp_path, jet_mlp):

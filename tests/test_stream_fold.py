@@ -107,3 +107,25 @@ def test_target_fps_needs_stream_mode_and_no_model_reuse(tmp_path, cnn_path):
     result = run_kiln("compile", cnn_path, "--io", "stream", "--reuse", "4", "--target-fps", "1000",
                       "-o", tmp_path / "b")
     assert_clean_error(result, "--target-fps", "reuse factor 4")
+
+
+def test_element_wise_stream_layers_fold_and_stay_bit_identical(tmp_path):
+    # activations, the residual Add and squeeze-excite's per-channel Mul take F cycles per packet
+    # on P / F units (nnet/kiln_stream.h); element-wise, so the outputs are those of F = 1
+    import torch
+
+    from examples.torch_models import export_torch
+    from tests.test_stream_cnn import ResidualSE
+
+    torch.manual_seed(3)
+    x = np.random.default_rng(5).standard_normal((8, 3, 8, 8)).astype(np.float32)
+    src = str(export_torch(ResidualSE(), torch.from_numpy(x[:1]), tmp_path / "rse.onnx"))
+    common = dict(board="vu13p", precision=PRECISION, fit_check=False)
+    par = kiln.compile(src, output_dir=tmp_path / "par", reuse_factor=1, **common)
+    st = kiln.compile(src, output_dir=tmp_path / "st", io="stream", reuse_factor=4, **common)
+    top = (st.path / "firmware" / "kiln_top.cpp").read_text()
+    assert ", 8, 4>(" in top and ", 8, false, 4>(" in top   # binary/activation F=4; per-channel Mul F=4
+    rows = {r["name"]: r for r in estimate(st)["layers"]}
+    add = next(r for r in rows.values() if r["op"] == "Add")
+    assert add["ii"] == 64 * 4   # 8 x 8 pixels of 8 channels, 2 channels per cycle
+    assert np.array_equal(par.csim(x), st.csim(x))

@@ -13,9 +13,9 @@ that of its slowest layer):
 * II per frame (cycles between frames a process accepts):
   Dense: rows x R_row (one row per read; the row's n_in x n_out products on
   n_in x n_out / R_row multipliers, R_row = stream_plan.row_reuse).
-  Activation, element-wise binary op of two streams, per-channel binary op (squeeze-excite)
-  and packet-preserving copy (Flatten of a 1x1 map): output packets (one packet of P
-  elements per cycle, P multipliers/LUT paths).
+  Activation, element-wise binary op of two streams, per-channel binary op (squeeze-excite):
+  output packets x F (one packet of P elements per F cycles on P / F multipliers/LUT paths,
+  F = stream_plan.packet_fold); packet-preserving copy (Flatten of a 1x1 map): output packets.
   Conv / pooling: max(input pixels, output pixels) x R (one pixel per read; the window's
   products of all filters on weights / R multipliers); GlobalAveragePool: input pixels.
   Buffered adapter: max(packets in, io_parallel II, packets out); clone: packets.
@@ -26,14 +26,18 @@ that of its slowest layer):
   ((K_eff_h - 1) x in_w + K_eff_w) x R (padding ignored: an upper bound) plus the product's adder tree;
   a buffered adapter all its input packets plus the io_parallel latency; activations 1.
 * Line buffers: K_eff_h rows x in_w pixels x C channels, partitioned into K_eff_h x C banks
-  of in_w words; a bank of >= 64 words is BRAM18K (ceil(words x bits / 18432) each), a
-  shallower one LUTRAM (words x bits / 64 LUTs). Buffered adapters' whole-tensor arrays are
+  of in_w words; a bank of >= 64 words is BRAM18K (each in its best RAMB18 aspect ratio,
+  16K x 1 ... 1K x 18, 512 x 36: AMD UG473 table 1-2), a shallower one LUTRAM (words x bits
+  / 64 LUTs). Weights of streamed Dense/Conv: the banks of estimate.py (ceil(n / R) of R
+  words from R >= 64), each in its best aspect ratio (io_parallel's estimate counts 512 x 36). Buffered adapters' whole-tensor arrays are
   counted the same way (one bank per array).
 * FIFOs (Vitis HLS maps shallow FIFOs to SRL shift registers, UG1399 "STREAM"): depth <= 32:
   ceil(depth / 32) x width LUTs (SRL32); deeper: ceil(width / 36) x ceil(depth / 512) BRAM18K.
 * FIFO depth (packets), from the rates of producer and consumer (t = cycles per packet):
-  a fork (one tensor, several reader layers) holds the whole tensor on each branch, since a
-  sibling branch may hold the frame back before the branches join; a producer that writes
+  a fork whose two branches meet again at a residual join gets the lag of the other branch
+  (stream_fifo.py: the packets the long branch reads ahead of the shortcut, + 2); any other
+  fork (more readers, squeeze-excite's per-channel operand, a buffered layer between) holds
+  the whole tensor on each branch, since a sibling branch may hold the frame back; a producer that writes
   in a burst (buffered adapter, clone: one packet per cycle) into a slower consumer gets
   ceil(B x (1 - 1 / t_c)) + 1 (what accumulates during the burst, capped at the tensor);
   otherwise 2 (a steady producer is throttled to the consumer's rate: more depth does not
@@ -46,19 +50,42 @@ import math
 import re
 from dataclasses import replace
 
-from kiln.backends.hls.estimate import BRAM18_BITS, LayerCost, LayerEstimate, ModelEstimate, estimate_layer
-from kiln.backends.hls.stream_plan import DENSE_TEMPLATES, PACKET_TEMPLATES, StreamPlan
+from kiln.backends.hls.estimate import LayerCost, LayerEstimate, ModelEstimate, estimate_layer
+from kiln.backends.hls.stream_fifo import fork_depths
+from kiln.backends.hls.stream_plan import DENSE_TEMPLATES, PACKET_TEMPLATES, StreamPlan, packet_fold
 from kiln.ir_utils import attr, const_array
 
 LUTRAM_MAX_WORDS = 64
 SRL_MAX_DEPTH = 32
 
 
+# RAMB18 aspect ratios (depth, width) of 7-series and UltraScale(+) block RAM (AMD UG473 table 1-2,
+# UG573 table 1-3: 16K x 1 ... 1K x 18, 512 x 36 in simple dual-port mode)
+RAMB18_SHAPES = ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 36))
+
+
+def ramb18_count(words: int, width: int) -> int:
+    """BRAM18K of one memory of ``words`` x ``width`` bits, in its best RAMB18 aspect ratio."""
+    return min(math.ceil(width / w) * math.ceil(words / d) for d, w in RAMB18_SHAPES)
+
+
 def memory_cost(words: int, width: int, banks: int = 1) -> tuple[int, int]:
     """(BRAM18K, LUT) of ``banks`` memories of ``words`` x ``width`` bits."""
     if words >= LUTRAM_MAX_WORDS:
-        return banks * math.ceil(words * width / BRAM18_BITS), 0
+        return banks * ramb18_count(words, width), 0
     return 0, banks * math.ceil(words * width / 64)
+
+
+def weight_row(name: str, op: str, cost: LayerCost, inputs: list) -> LayerEstimate:
+    """estimate_layer with the weights in RAMB18s of their width: from R >= 64 (as in
+    estimate.py) ceil(weights / R) banks of R words, each ramb18_count(R, weight width) (a
+    16-bit bank of 6,144 words: 6 BRAM18K in 1K x 18, where 512 x 36 would count 12)."""
+    row = estimate_layer(name, op, replace(cost, weight_bits=0), inputs)
+    r = max(1, cost.reuse_factor)
+    if not cost.weight_bits or r < 64:
+        return replace(row, bram=estimate_layer(name, op, cost, inputs).bram)
+    banks = math.ceil(cost.weight_bits / max(cost.weight_width, 1) / r)
+    return replace(row, bram=row.bram + banks * ramb18_count(r, max(cost.weight_width, 1)))
 
 
 def fifo_cost(depth: int, width: int) -> tuple[int, int]:
@@ -123,16 +150,16 @@ def estimate_process(proc, plan: StreamPlan, bits_of: dict) -> LayerEstimate | N
     if proc.template in DENSE_TEMPLATES.values():
         rf = plan.row_configs[proc.layer_name][2]
         n_in, n_out = src.packet, dst.packet
-        row = estimate_layer(proc.layer_name, proc.op, replace(cost, mults=n_in * n_out, reuse_factor=rf,
-                                                               out_elems=n_out), inputs)
+        row = weight_row(proc.layer_name, proc.op, replace(cost, mults=n_in * n_out, reuse_factor=rf,
+                                                           out_elems=n_out), inputs)
         return replace(row, ii=src.n_packets * rf)
     if proc.template in PACKET_TEMPLATES:
-        share = dst.packet / max(dst.size, 1)
+        share, fold = dst.packet / max(dst.size, 1), packet_fold(proc)
         row = estimate_layer(proc.layer_name, proc.op, replace(
             cost, mults=math.ceil(cost.mults * share), adds=math.ceil(cost.adds * share), out_elems=dst.packet,
-            reuse_factor=1), inputs)
+            reuse_factor=fold), inputs)
         # a per-channel operand (squeeze-excite) is one packet read before the pixels: no extra cycles
-        return replace(row, ii=dst.n_packets, latency_cycles=max(row.latency_cycles, 1))
+        return replace(row, ii=dst.n_packets * fold, latency_cycles=max(row.latency_cycles, 1))
     r = max(1, cost.reuse_factor)
     pixels_in, pixels_out, chans = src.n_packets, dst.n_packets, src.packet
     if proc.template == "kiln::global_average_pool_stream":
@@ -142,7 +169,7 @@ def estimate_process(proc, plan: StreamPlan, bits_of: dict) -> LayerEstimate | N
     keff_h, keff_w, in_w, _ = _window(proc)
     per_pixel = replace(cost, mults=cost.mults // max(pixels_out, 1), adds=cost.adds // max(pixels_out, 1),
                         out_elems=dst.packet, reuse_factor=r)
-    row = estimate_layer(proc.layer_name, proc.op, per_pixel, inputs)
+    row = weight_row(proc.layer_name, proc.op, per_pixel, inputs)
     b, l = memory_cost(in_w, _bits(src, bits_of), banks=keff_h * chans)
     fill = max(0, (keff_h - 1) * in_w + keff_w) * r + row.latency_cycles
     # conv2d_stream copies the window into registers; pool2d_stream reads the line buffer directly
@@ -158,12 +185,15 @@ def fifo_depths(plan: StreamPlan, rows: dict) -> None:
         if proc.kind == "clone":
             readers[id(proc)] = sum(1 for s in proc.outputs if s.consumer != "output")
     for proc in plan.processes:
+        forks = fork_depths(plan, proc) if proc.kind == "clone" and readers[id(proc)] > 1 else None
         for s in proc.outputs:
             if s.port:
                 continue
             consumer = rows.get(s.consumer)
             t_c = consumer.ii / max(s.n_packets, 1) if consumer is not None else 1.0
-            if proc.kind == "clone" and readers[id(proc)] > 1:
+            if forks is not None:
+                s.depth, s.depth_reason = forks[id(s)]
+            elif proc.kind == "clone" and readers[id(proc)] > 1:
                 s.depth = max(2, s.n_packets)
                 s.depth_reason = "fork: holds the whole tensor while a sibling branch holds the frame back"
             elif proc.kind in ("clone", "buffered") and t_c > 1:

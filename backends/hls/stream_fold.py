@@ -6,8 +6,9 @@ rate is that of its slowest layer), so folding is chosen against one target II `
 per frame) for every process at once, as FINN's ``SetFolding`` transformation does:
 
 * each foldable process (a layer whose reuse factor the templates accept: Dense, Conv, the
-  streamed pools (R = the II per input pixel, the window's adds shared R ways) and the buffered
-  layers with multiplications) takes, among its valid reuse factors whose stream II
+  streamed pools (R = the II per input pixel, the window's adds shared R ways), the streamed
+  element-wise activations and binary ops with multiplies or adds (F = cycles per packet, a
+  divisor of the packet) and the buffered layers with multiplications) takes, among its valid reuse factors whose stream II
   (stream_estimate.estimate_process) is <= T, the one of least resources (the sum of each
   resource's share of the budget); a process that cannot fold keeps its II;
 * ``--target-fps F``: T = floor(clock / F). A process whose II exceeds T at its fastest factor
@@ -29,7 +30,7 @@ from kiln.backends.hls.context import EmitContext
 from kiln.backends.hls.fit import RESOURCES, board_limits
 from kiln.backends.hls.reuse import divisors
 from kiln.backends.hls.stream_estimate import estimate_process, estimate_stream, type_widths
-from kiln.backends.hls.stream_plan import DENSE_TEMPLATES, PACKET_TEMPLATES, row_reuse
+from kiln.backends.hls.stream_plan import COPY_STREAM, DENSE_TEMPLATES, FOLDED_PACKET_TEMPLATES, row_reuse
 from kiln.backends.hls.stream_render import stream_design
 from kiln.board import Board
 from kiln.errors import KilnError
@@ -60,6 +61,8 @@ def _candidates(proc) -> list[int]:
     if proc.template in DENSE_TEMPLATES.values():
         src, dst = proc.inputs[0], proc.outputs[0]
         return [src.n_packets * d for d in divisors(src.packet * dst.packet)]
+    if proc.template in FOLDED_PACKET_TEMPLATES:  # F: packets of P elements on P / F units
+        return divisors(proc.outputs[0].packet)
     if proc.template == POOL_STREAM:  # the window's adds of one output pixel, II = R per input pixel
         return divisors(max(1, cost.adds // max(proc.outputs[0].n_packets, 1)))
     return divisors(cost.divisible)
@@ -109,8 +112,9 @@ def _fold(model, cfg, board: Board, opset: int, target_fps: float | None, fixed:
     for proc in plan.processes:
         cost = proc.layer.cost if proc.layer is not None else None
         foldable = (proc.kind in ("native", "buffered") and cost is not None and proc.layer_name not in fixed
-                    and (cost.divisible or proc.template == POOL_STREAM)
-                    and proc.template not in (*PACKET_TEMPLATES, "kiln::global_average_pool_stream"))
+                    and (cost.divisible or proc.template == POOL_STREAM or (
+                        proc.template in FOLDED_PACKET_TEMPLATES and (cost.mults or cost.adds)))
+                    and proc.template not in (COPY_STREAM, "kiln::global_average_pool_stream"))
         if foldable:
             options[proc.layer_name] = _options(proc, plan, bits_of, limits)
             procs[proc.layer_name] = proc

@@ -32,7 +32,8 @@ PIXEL_TEMPLATES = {"kiln::conv2d": "kiln::conv2d_stream", "kiln::pool2d": "kiln:
 DENSE_TEMPLATES = {"kiln::dense": "kiln::dense_stream", "kiln::dense_packed": "kiln::dense_packed_stream"}
 ELEMENTWISE_TEMPLATES = {"kiln::activation": "kiln::activation_stream"}
 BINARY_STREAM, CHANNEL_STREAM, COPY_STREAM = "kiln::binary_stream", "kiln::channel_binary_stream", "kiln::copy_stream"
-PACKET_TEMPLATES = ("kiln::activation_stream", BINARY_STREAM, CHANNEL_STREAM, COPY_STREAM)  # one packet per cycle
+PACKET_TEMPLATES = ("kiln::activation_stream", BINARY_STREAM, CHANNEL_STREAM, COPY_STREAM)  # one packet per F cycles
+FOLDED_PACKET_TEMPLATES = ("kiln::activation_stream", BINARY_STREAM, CHANNEL_STREAM)  # F = packet_fold (copy: 1)
 STREAMED_BINARY_OPS = {"Add", "Sub", "Mul", "Min", "Max"}
 OUTPUT = "output"   # the consumer of a graph output: the top's output port
 
@@ -298,3 +299,12 @@ def row_reuse(reuse: int, n_in: int, n_out: int, rows: int) -> int:
     shared over one row, lowered to a divisor of n_in * n_out."""
     target = max(1, reuse // max(rows, 1))
     return max(d for d in divisors(n_in * n_out) if d <= target)
+
+
+def packet_fold(proc) -> int:
+    """F of a packet template: a packet of P elements in F cycles on P / F units, F the largest
+    divisor of P not above the layer's reuse factor (the stream folding picks divisors)."""
+    if proc.template not in FOLDED_PACKET_TEMPLATES or proc.layer is None or proc.layer.cost is None:
+        return 1
+    target = max(1, proc.layer.cost.reuse_factor)
+    return max(d for d in divisors(proc.outputs[0].packet) if d <= target)

@@ -11,7 +11,7 @@ import math
 from dataclasses import replace
 
 from kiln.backends.hls.stream_plan import (BINARY_STREAM, CHANNEL_STREAM, COPY_STREAM, DENSE_TEMPLATES, StreamPlan,
-                                           row_reuse)
+                                           packet_fold, row_reuse)
 from kiln.names import safe_comment
 
 ROW_CONFIG = """struct {name} : {base} {{
@@ -42,10 +42,10 @@ def _native_call(proc, plan: StreamPlan) -> str:
     if proc.template in DENSE_TEMPLATES.values():
         type_args = type_args + (plan.row_configs[proc.layer_name][0],)
     elif proc.template in ("kiln::activation_stream", BINARY_STREAM):
-        type_args = type_args + (str(src.packet),)
+        type_args = type_args + (str(src.packet), str(packet_fold(proc)))
     elif proc.template == CHANNEL_STREAM:
         per_channel_a = proc.inputs[0].n_packets == 1 and proc.inputs[1].n_packets > 1
-        type_args = type_args + (str(src.packet), "true" if per_channel_a else "false")
+        type_args = type_args + (str(src.packet), "true" if per_channel_a else "false", str(packet_fold(proc)))
     elif proc.template == COPY_STREAM:
         type_args = type_args + (str(src.packet),)
     if proc.template in (BINARY_STREAM, CHANNEL_STREAM):

@@ -100,28 +100,31 @@ ReadPackets:
     }
 }
 
-// ---- element-wise activations: P elements per packet, one packet per cycle -------------
+// ---- element-wise activations: P elements per packet, P / F elements per cycle ----------
+// F (the stream folding, stream_fold.py) divides P: a packet takes F cycles on P / F units.
 template <class C, unsigned N> struct packet_config : C {
     static const unsigned n_elem = N;
     static const unsigned reuse_factor = 1;
 };
 
-template <class data_T, class res_T, typename CONFIG_T, unsigned P>
+template <class data_T, class res_T, typename CONFIG_T, unsigned P, unsigned F>
 void activation_stream(stream<packet<data_T, P> > &in, stream<packet<res_T, P> > &out) {
     #pragma HLS INLINE off
-Packets:
-    for (unsigned k = 0; k < CONFIG_T::n_elem / P; k++) {
+    packet<data_T, P> x;
+    packet<res_T, P> y;
+Chunks:
+    for (unsigned i = 0; i < CONFIG_T::n_elem / P * F; i++) {
         #pragma HLS PIPELINE
-        packet<data_T, P> x = in.read();
-        packet<res_T, P> y;
-        activation<data_T, res_T, packet_config<CONFIG_T, P> >(x.data, y.data);
-        out.write(y);
+        const unsigned c = i % F;
+        if (c == 0) x = in.read();
+        activation<data_T, res_T, packet_config<CONFIG_T, P / F> >(x.data + c * (P / F), y.data + c * (P / F));
+        if (c == F - 1) out.write(y);
     }
 }
 
 // ---- element-wise binary ops on two streams of the same shape and order ----------------
-// (Add of a residual, Mul, Sub, Min, Max): one packet of each per cycle, the arithmetic of
-// kiln::binary on P contiguous elements.
+// (Add of a residual, Mul, Sub, Min, Max): one packet of each per F cycles, the arithmetic of
+// kiln::binary on P / F contiguous elements per cycle.
 template <class C, unsigned P> struct binary_packet_config : C {
     static const unsigned n_a = P, n_b = P, n_out = P;
     static const unsigned reuse_factor = 1;
@@ -130,38 +133,48 @@ template <class C, unsigned P> struct binary_packet_config : C {
     static const unsigned b_s0 = 0, b_s1 = 0, b_s2 = 0, b_s3 = 0, b_s4 = 0, b_s5 = 1;
 };
 
-template <class a_T, class b_T, class res_T, typename CONFIG_T, unsigned P>
+template <class a_T, class b_T, class res_T, typename CONFIG_T, unsigned P, unsigned F>
 void binary_stream(stream<packet<a_T, P> > &a, stream<packet<b_T, P> > &b, stream<packet<res_T, P> > &out) {
     #pragma HLS INLINE off
-Packets:
-    for (unsigned k = 0; k < CONFIG_T::n_out / P; k++) {
+    packet<a_T, P> x;
+    packet<b_T, P> y;
+    packet<res_T, P> z;
+Chunks:
+    for (unsigned i = 0; i < CONFIG_T::n_out / P * F; i++) {
         #pragma HLS PIPELINE
-        packet<a_T, P> x = a.read();
-        packet<b_T, P> y = b.read();
-        packet<res_T, P> z;
-        binary<a_T, b_T, res_T, binary_packet_config<CONFIG_T, P> >(x.data, y.data, z.data);
-        out.write(z);
+        const unsigned c = i % F;
+        if (c == 0) {
+            x = a.read();
+            y = b.read();
+        }
+        binary<a_T, b_T, res_T, binary_packet_config<CONFIG_T, P / F> >(x.data + c * (P / F), y.data + c * (P / F),
+                                                                         z.data + c * (P / F));
+        if (c == F - 1) out.write(z);
     }
 }
 
 // ---- a [1, C, ...] pixel stream times (or plus...) a per-channel [1, C, 1, 1] tensor -------
 // (squeeze-excite's channel scale). The per-channel operand (one packet of C) is read first
-// and held in registers; then one pixel per cycle. The pixel operand's FIFO must hold the
+// and held in registers; then one pixel per F cycles. The pixel operand's FIFO must hold the
 // whole tensor while the per-channel one is computed from it (a fork: stream_estimate sizes
 // it so). BCAST_A: the per-channel operand is the op's first input (a), else its second (b).
-template <class a_T, class b_T, class res_T, typename CONFIG_T, unsigned C, bool BCAST_A>
+template <class a_T, class b_T, class res_T, typename CONFIG_T, unsigned C, bool BCAST_A, unsigned F>
 void channel_binary_stream(stream<packet<a_T, C> > &a, stream<packet<b_T, C> > &b, stream<packet<res_T, C> > &out) {
     #pragma HLS INLINE off
     packet<a_T, C> ca;
     packet<b_T, C> cb;
+    packet<res_T, C> z;
     if (BCAST_A) ca = a.read(); else cb = b.read();
-Pixels:
-    for (unsigned k = 0; k < CONFIG_T::n_out / C; k++) {
+Chunks:
+    for (unsigned i = 0; i < CONFIG_T::n_out / C * F; i++) {
         #pragma HLS PIPELINE
-        if (BCAST_A) cb = b.read(); else ca = a.read();
-        packet<res_T, C> z;
-        binary<a_T, b_T, res_T, binary_packet_config<CONFIG_T, C> >(ca.data, cb.data, z.data);
-        out.write(z);
+        const unsigned c = i % F;
+        if (c == 0) {
+            if (BCAST_A) cb = b.read(); else ca = a.read();
+        }
+        binary<a_T, b_T, res_T, binary_packet_config<CONFIG_T, C / F> >(ca.data + c * (C / F), cb.data + c * (C / F),
+                                                                         z.data + c * (C / F));
+        if (c == F - 1) out.write(z);
     }
 }
 
