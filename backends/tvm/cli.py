@@ -87,7 +87,7 @@ def cmd_compile_cpu(args, board) -> int:
     tracker = parse_address(args.tracker, "--tracker") if args.tracker else None
     if args.key and not tracker:
         raise KilnError("--key only makes sense with --tracker HOST:PORT")
-    if args.tune or args.tune_minutes:
+    if args.tune or args.tune_minutes is not None:
         budget = f"{args.tune} trials" if args.tune else f"{args.tune_minutes:g} min"
         with progress(f"tuning for {board.name} with MetaSchedule ({budget}) ...") as step:
             def say(message):

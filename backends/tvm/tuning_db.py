@@ -109,7 +109,7 @@ def baseline(workload, lanes: int, cores: int):
 
 def kernels(lmod, target: dict) -> list[Kernel]:
     """The distinct unscheduled kernels of a legalized, fused module, with call counts and baselines."""
-    import tvm
+    import tvm_ffi
     from tvm import tirx
 
     from kiln.backends.tvm.kernels import kernel_table
@@ -123,8 +123,8 @@ def kernels(lmod, target: dict) -> list[Kernel]:
         if not isinstance(func, tirx.PrimFunc) or (func.attrs is not None and "tirx.is_scheduled" in func.attrs):
             continue
         wl = workload_of(func)
-        h = tvm.ir.structural_hash(wl)
-        same = next((k for k in found.get(h, []) if tvm.ir.structural_equal(k.workload, wl)), None)
+        h = tvm_ffi.structural_hash(wl)
+        same = next((k for k in found.get(h, []) if tvm_ffi.structural_equal(k.workload, wl)), None)
         if same is not None:
             same.gvs.append(gv)
             same.calls += calls.get(gv.name_hint, 0)
