@@ -96,3 +96,17 @@ def test_tune_and_tune_minutes_together_is_a_user_error(tmp_path):
     assert not (tmp_path / "o").exists()
     r = run_kiln("compile", model, "--board", "x86-host", "--tune-minutes", 0, "-o", tmp_path / "o")
     assert_clean_error(r, "--tune-minutes")
+
+
+def test_tune_minutes_spends_on_the_dominant_kernels_first(tmp_path):
+    db = tmp_path / "db"
+    model = _mlp(tmp_path / "b.onnx", 3)
+    art = compile_tvm(model, board="x86-host", output_dir=tmp_path / "T", tune_minutes=0.3, tuning_db=db)
+    t = art.manifest["tuning"]
+    assert t["minutes"] == 0.3 and t["tasks"] == 3 and t["untuned_measured"] == 3
+    by_share = sorted(t["shares"], key=lambda name: -t["shares"][name])
+    assert t["tuned_kernels"] == by_share[:len(t["tuned_kernels"])]  # dominant first
+    assert abs(sum(t["shares"].values()) - 1) < 1e-3
+    assert _record_lines(db) == t["new_records"] >= 3  # the 3 baselines, then the trials that built and ran
+    x = np.random.default_rng(4).standard_normal((8, WIDTHS[0])).astype(np.float32)
+    assert relative_error(art.run(x), art.reference(x)[0]) <= 1e-5
