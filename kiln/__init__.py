@@ -15,7 +15,7 @@ __version__ = "0.1.0"
 
 def compile(model, board: str = "vu13p", output_dir=None, precision=None, config=None, reuse_factor=None,
             fuse: bool = True, budget=None, calibrate=None, bits=None, max_error=None, fit_check: bool = True,
-            example_inputs=None, io=None, target_fps=None):
+            example_inputs=None, io=None, target_fps=None, tune=None, tune_minutes=None, tuning_db=None):
     """Compile a model into an HLS project (an ``HLSProject``) or, for CPU boards, a TVM library.
 
     ``model``: an ONNX/QONNX file or ModelProto (quantizers become fixed-point types), or a
@@ -31,6 +31,9 @@ def compile(model, board: str = "vu13p", output_dir=None, precision=None, config
     the config's ``[model] io``). ``target_fps`` (stream designs): fold every layer so that its II
     is <= clock / target_fps at the least resources (an error names the layer that cannot);
     without it a stream design gets the fastest folding that fits ``budget``.
+    CPU boards (TVM): ``tune`` trials or ``tune_minutes`` of MetaSchedule tuning, recorded in
+    the board's tuning database ``tuning_db`` (default ~/.cache/kiln/tvm-db/<board>/), whose
+    best records every compile for the board uses.
     """
     from kiln.driver import compile_model
     from kiln.frontend.torch_export import prepare_model
@@ -38,7 +41,8 @@ def compile(model, board: str = "vu13p", output_dir=None, precision=None, config
     model = prepare_model(model, example_inputs)  # a torch.nn.Module -> its exported ModelProto
     return compile_model(model, board=board, output_dir=output_dir, precision=precision, config=config,
                          reuse_factor=reuse_factor, fuse=fuse, budget=budget, calibrate=calibrate, bits=bits,
-                         max_error=max_error, fit_check=fit_check, io=io, target_fps=target_fps)
+                         max_error=max_error, fit_check=fit_check, io=io, target_fps=target_fps,
+                         tune=tune, tune_minutes=tune_minutes, tuning_db=tuning_db)
 
 
 def open_project(path):

@@ -65,8 +65,9 @@ def cmd_compile(args) -> int:
         return cmd_compile_coreml(args, board)
     if args.compress:
         raise KilnError(f"--compress applies to Apple boards (CoreML); {board.name} is a {board.kind} board")
-    if args.tune or args.tracker or args.key or args.lib_format != "auto":
-        raise KilnError(f"--tune/--tracker/--key/--format apply to CPU boards (TVM); {board.name} is an "
+    tvm_only = (args.tune, args.tune_minutes is not None, args.tuning_db, args.tracker, args.key)
+    if any(tvm_only) or args.lib_format != "auto":
+        raise KilnError(f"--tune/--tune-minutes/--tuning-db/--tracker/--key/--format apply to CPU boards (TVM); {board.name} is an "
                         f"{board.kind} board")
     project = kiln.compile(args.model, board=args.board, output_dir=args.output, precision=args.precision,
                            config=args.config, reuse_factor=args.reuse, fuse=not args.no_fuse, budget=args.budget,

@@ -166,7 +166,7 @@ def fit_checker(cfg, board, fit_check: bool, reuse_from_cli: bool, stream_model=
 
 def compile_model(model, board="vu13p", output_dir=None, precision=None, config=None, reuse_factor=None,
                   fuse=True, budget=None, calibrate=None, bits=None, max_error=None, fit_check=True,
-                  io=None, target_fps=None) -> HLSProject:
+                  io=None, target_fps=None, tune=None, tune_minutes=None, tuning_db=None) -> HLSProject:
     """``fit_check=False``: write a design over ``budget`` x the board anyway (warning on stderr).
     ``io``: "parallel" (default) or "stream" (the config's [model] io otherwise). ``target_fps``:
     stream designs' frame rate to fold for (stream_fold.py)."""
@@ -175,13 +175,16 @@ def compile_model(model, board="vu13p", output_dir=None, precision=None, config=
         raise KilnError(f"--target-fps applies to FPGA boards with --io stream; {board!r} is a {target.kind} board")
     if io is not None and target.kind != "fpga":
         raise KilnError(f"--io applies to FPGA boards (HLS backend); {board!r} is a {target.kind} board")
+    if target.kind != "cpu" and (tune or tune_minutes or tuning_db):
+        raise KilnError(f"tune/tune_minutes/tuning_db apply to CPU boards (TVM); {board!r} is a {target.kind} board")
     if target.kind == "cpu":  # TVM backend: float32, none of the HLS options
         if precision not in (None, "float") or config is not None or reuse_factor is not None or calibrate is not None:
             raise KilnError(f"precision/config/reuse_factor/calibrate apply to FPGA boards; {board!r} is a CPU board and "
                             "the TVM backend compiles the model in float32")
         from kiln.backends.tvm import compile_tvm
 
-        return compile_tvm(model, board=target, output_dir=output_dir)
+        return compile_tvm(model, board=target, output_dir=output_dir, tune=tune, tune_minutes=tune_minutes,
+                           tuning_db=tuning_db)
     if target.kind == "coreml":  # CoreML backend: fp16/fp32 ML Program
         if config is not None or reuse_factor is not None or calibrate is not None:
             raise KilnError(f"config/reuse_factor/calibrate apply to FPGA boards; {board!r} is an Apple board "

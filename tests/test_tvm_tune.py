@@ -8,6 +8,7 @@ artifact, and that the tuned library still agrees with ONNX Runtime. About 30-60
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -39,7 +40,8 @@ def test_tune_tiny_budget_keeps_log_and_matches_onnxruntime(tmp_path):
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10), model)
     out = tmp_path / "tuned"
     r = subprocess.run([sys.executable, "-m", "kiln.cli", "compile", str(model), "--board", "x86-host",
-                        "--tune", str(TRIALS), "-o", str(out)], capture_output=True, text=True, timeout=300)
+                        "--tune", str(TRIALS), "-o", str(out)], capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "KILN_TUNING_DB": str(tmp_path / "db")})
     assert r.returncode == 0, r.stderr[-3000:]
     assert "tuned:" in r.stdout
     tuning = json.loads((out / "kiln_manifest.json").read_text())["tuning"]

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 
 def compile_tvm(model, board="x86-host", output_dir=None, tune=None, tracker=None, key=None, lib_format="auto",
-                progress=None, schedules=True):
+                progress=None, schedules=True, tune_minutes=None, tuning_db=None):
     from kiln.backends.tvm.compiler import compile_tvm as _compile
 
     return _compile(model, board=board, output_dir=output_dir, tune=tune, tracker=tracker, key=key,
-                    lib_format=lib_format, progress=progress, schedules=schedules)
+                    lib_format=lib_format, progress=progress, schedules=schedules,
+                    tune_minutes=tune_minutes, tuning_db=tuning_db)
 
 
 def open_artifact(path):

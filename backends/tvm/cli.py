@@ -15,6 +15,11 @@ def add_compile_options(c: argparse.ArgumentParser) -> None:
     g = c.add_argument_group("CPU boards (TVM backend)")
     g.add_argument("--tune", type=int, metavar="TRIALS",
                    help="tune with MetaSchedule within TRIALS trials (the log is kept in OUTPUT/tuning/)")
+    g.add_argument("--tune-minutes", type=float, metavar="M",
+                   help="tune for M minutes, the kernels with the largest share of the time first")
+    g.add_argument("--tuning-db", metavar="DIR",
+                   help="the board's tuning database (default $KILN_TUNING_DB, else ~/.cache/kiln/tvm-db/BOARD/); "
+                        "every compile uses its best records, --tune/--tune-minutes add to it")
     g.add_argument("--format", dest="lib_format", default="auto", choices=("auto", "so", "tar"),
                    help="library: .so (linked here; cross boards need their gcc) or .tar of objects "
                         "(the device links it); auto: .so when the toolchain is here")
@@ -82,16 +87,19 @@ def cmd_compile_cpu(args, board) -> int:
     tracker = parse_address(args.tracker, "--tracker") if args.tracker else None
     if args.key and not tracker:
         raise KilnError("--key only makes sense with --tracker HOST:PORT")
-    if args.tune:
-        with progress(f"tuning for {board.name} with MetaSchedule ({args.tune} trials) ...") as step:
-            def trials(done, total):
-                step.update(f"tuning for {board.name}: {done}/{total} trials measured")
+    if args.tune or args.tune_minutes is not None:
+        budget = f"{args.tune} trials" if args.tune else f"{args.tune_minutes:g} min"
+        with progress(f"tuning for {board.name} with MetaSchedule ({budget}) ...") as step:
+            def say(message):
+                step.update(f"tuning for {board.name}: {message}")
 
             art = compile_tvm(args.model, board=board, output_dir=args.output, tune=args.tune, tracker=tracker,
-                              key=args.key, lib_format=args.lib_format, progress=trials)
+                              key=args.key, lib_format=args.lib_format, progress=say,
+                              tune_minutes=args.tune_minutes, tuning_db=args.tuning_db)
     else:
         with progress(f"compiling with TVM for {board.name} ..."):
-            art = compile_tvm(args.model, board=board, output_dir=args.output, lib_format=args.lib_format)
+            art = compile_tvm(args.model, board=board, output_dir=args.output, lib_format=args.lib_format,
+                              tuning_db=args.tuning_db)
     m = art.manifest
     lib = m["library"]
     if lib["format"] == "so":
@@ -105,10 +113,13 @@ def cmd_compile_cpu(args, board) -> int:
     print(f"  {lib['file']}: {what}")
     if m.get("tuning"):
         t = m["tuning"]
-        kept = (f" ({t['untuned_kept']} kept their untuned code, which measured faster)"
-                if t.get("untuned_kept") else "")
-        print(f"  tuned: {t['measured']} of {t['trials']} trials measured over {t['tasks']} kernels{kept}; "
-              f"log in {art.path / 'tuning'}")
+        kept = (f" ({t['rule_kept']} kept their rule-based schedule, which measured faster)"
+                if t.get("rule_kept") else "")
+        budget = f"of {t['trials']} trials" if t.get("trials") else f"in {t['seconds']} s"
+        print(f"  tuned: {t['measured']} {budget} measured over {t['tasks']} kernels{kept}; "
+              f"log in {art.path / 'tuning'}; database {t['database']}")
+    if m.get("tuning_db"):
+        print(f"  {(m['schedules'] or {}).get('tuned', 0)} kernels use tuned records of {m['tuning_db']}")
     return 0
 
 

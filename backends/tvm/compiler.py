@@ -106,13 +106,18 @@ def _choose_format(board: Board, target: dict, lib_format: str) -> tuple[str, st
 
 
 def compile_tvm(model, board="x86-host", output_dir=None, tune: int | None = None, tracker=None, key=None,
-                lib_format: str = "auto", progress=None, schedules: bool = True):
+                lib_format: str = "auto", progress=None, schedules: bool = True, tune_minutes: float | None = None,
+                tuning_db=None):
     """Compile an ONNX file or ModelProto for a CPU board; returns a ``TVMArtifact``.
 
-    ``tune``: MetaSchedule trial budget (None/0: untuned). Tuning a board that is not this
-    machine measures on the device through ``tracker=(host, port)`` and ``key``.
-    ``progress(done, total)`` reports tuning progress. ``schedules``: give every kernel not
-    tuned a rule-based schedule (backends/tvm/schedules.py); False: TVM's default loop nests.
+    ``tune``: MetaSchedule trial budget (None/0: untuned); ``tune_minutes``: a time budget
+    instead, spent on the kernels with the largest share of the time first. Tuning a board
+    that is not this machine measures on the device through ``tracker=(host, port)`` and ``key``.
+    Records go to the board's tuning database (``tuning_db``, else $KILN_TUNING_DB, else
+    ~/.cache/kiln/tvm-db/<board>/), and every compile uses its best records (tuning_db.py).
+    ``progress(message)`` reports tuning progress. ``schedules``: give every kernel not
+    tuned a rule-based schedule (backends/tvm/schedules.py); False: TVM's default loop nests
+    (and no database).
     """
     from kiln.backends.tvm.artifact import TVMArtifact
 
@@ -121,10 +126,15 @@ def compile_tvm(model, board="x86-host", output_dir=None, tune: int | None = Non
     tvm = require_tvm()
     if tune is not None and (not isinstance(tune, int) or tune < 0):
         raise KilnError(f"--tune takes a number of trials (a positive integer), not {tune!r}")
-    if (tracker or key) and not tune:
+    if tune_minutes is not None:
+        if isinstance(tune_minutes, bool) or not isinstance(tune_minutes, (int, float)) or not tune_minutes > 0:
+            raise KilnError(f"--tune-minutes takes a positive number of minutes, not {tune_minutes!r}")
+        if tune:
+            raise KilnError("give --tune TRIALS or --tune-minutes MINUTES, not both")
+    if (tracker or key) and not (tune or tune_minutes):
         raise KilnError("--tracker/--key on `kiln compile` choose the device that measures --tune trials; "
                         "give --tune TRIALS (to run or bench on a device: kiln bench/run --tracker ...)")
-    if tune:
+    if tune or tune_minutes:
         if tracker is None and not runs_here(target):
             raise KilnError(f"tuning for {board.name} ({target['mtriple']}) measures candidates on the device: "
                             "pass --tracker HOST:PORT --key KEY (a TVM RPC tracker the device's RPC server "
@@ -149,14 +159,21 @@ def compile_tvm(model, board="x86-host", output_dir=None, tune: int | None = Non
         if bound is not None:
             spec["index_bound"] = bound
     name = Path(loaded.source).stem if loaded.source != "<ModelProto>" else (loaded.model.graph.name or "model")
+    db_dir, database = None, None
+    if schedules:
+        from kiln.backends.tvm.tuning_db import database_dir, open_database
+
+        db_dir = database_dir(board.name, tuning_db)
+        database = open_database(db_dir, create=bool(tune or tune_minutes))
     with staged_dir(output_dir) as tmp:
         tuning = None
-        if tune:
+        if tune or tune_minutes:
             from kiln.backends.tvm.tune import tune as run_tuning
 
-            mod, tuning = run_tuning(mod, target, tune, tmp / "tuning", tracker=tracker, key=key,
-                                     runs_here=runs_here(target), progress=progress)
-        executable, schedule_counts = _build(tvm, mod, target, schedules, f"{loaded.source}", board.name)
+            tuning = run_tuning(mod, target, tmp / "tuning", database, trials=tune or None, minutes=tune_minutes,
+                                tracker=tracker, key=key, runs_here=runs_here(target), progress=progress)
+            tuning["database"] = str(db_dir)
+        executable, schedule_counts = _build(tvm, mod, target, schedules, f"{loaded.source}", board.name, database)
         if schedule_counts is not None:
             from kiln.backends.tvm.kernels import KERNELS_FILE
 
@@ -179,14 +196,15 @@ def compile_tvm(model, board="x86-host", output_dir=None, tune: int | None = Non
             "library": {"file": lib.name, "format": fmt, "arch": triple_arch(target["mtriple"]),
                         "linked_with": Path(cc).name if cc else None,
                         "elf_machine": ELF_MACHINE.get(triple_arch(target["mtriple"]))},
-            "tuning": tuning, "schedules": schedule_counts, "compile_seconds": round(time.perf_counter() - started, 3),
+            "tuning": tuning, "schedules": schedule_counts,
+            "tuning_db": str(db_dir) if database is not None else None, "compile_seconds": round(time.perf_counter() - started, 3),
             "inputs": inputs, "outputs": outputs,
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
     return TVMArtifact.open(output_dir)
 
 
-def _build(tvm, mod, target: dict, schedules: bool, source: str, board: str):
+def _build(tvm, mod, target: dict, schedules: bool, source: str, board: str, database=None):
     """tvm.compile with the rule-based schedules; if that build fails, the default pipeline
     (a schedule must never cost the user a library). Returns (executable, rule counts or None)."""
     from kiln.backends.tvm.schedules import log as schedule_log, scheduled_pipeline
@@ -195,7 +213,7 @@ def _build(tvm, mod, target: dict, schedules: bool, source: str, board: str):
     if schedules:
         counts: dict = {}
         try:
-            return tvm.compile(mod, target=tvm_target, relax_pipeline=scheduled_pipeline(target, counts)), counts
+            return tvm.compile(mod, target=tvm_target, relax_pipeline=scheduled_pipeline(target, counts, database)), counts
         except Exception as exc:  # a schedule that lowering or codegen rejects
             schedule_log.warning("scheduled build failed (%s); building with TVM's default schedules",
                                  short_error(exc))

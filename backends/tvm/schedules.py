@@ -334,8 +334,9 @@ def _inline_producers(sch, blocks, main) -> list:
     return kept
 
 
-def schedule_func(func, lanes: int, cores: int):
-    """(scheduled PrimFunc, rule name) for one kernel; rule ``default`` leaves it as it was."""
+def rule_schedule(func, lanes: int, cores: int):
+    """(traced Schedule, rule name) for one kernel; (None, ``default``) when no rule applies.
+    The trace replays the rule (the tuning database keeps it as the kernel's baseline record)."""
     from tvm.s_tir import Schedule
 
     for rule in ("tile", "plain"):
@@ -354,11 +355,17 @@ def schedule_func(func, lanes: int, cores: int):
             for name in rest:
                 if name != main_name and name in alive:
                     _schedule_plain(sch, sch.get_sblock(name), realizes.get(name), lanes, cores)
-            return sch.mod["main"], rule
+            return sch, rule
         except Exception as exc:  # TVMError or a rule's own ValueError: try the next rule
             log.debug("schedule rule %s failed for %s: %s", rule, func.attrs.get("global_symbol", "?")
                       if func.attrs else "?", str(exc).strip().splitlines()[-1:] or exc)
-    return func, "default"
+    return None, "default"
+
+
+def schedule_func(func, lanes: int, cores: int):
+    """(scheduled PrimFunc, rule name) for one kernel; rule ``default`` leaves it as it was."""
+    sch, rule = rule_schedule(func, lanes, cores)
+    return (sch.mod["main"], rule) if sch is not None else (func, rule)
 
 
 def schedule_module(mod, target: dict):
@@ -402,9 +409,10 @@ def legalize(mod, target: dict):
                                         + cpu.legalize_passes(tvm_target))(mod)
 
 
-def scheduled_pipeline(target: dict, counts: dict | None = None):
+def scheduled_pipeline(target: dict, counts: dict | None = None, database=None):
     """The default CPU Relax pipeline with ``schedule_module`` after legalize + fuse.
-    ``counts`` (a dict) receives the rule counts."""
+    ``counts`` (a dict) receives the rule counts. ``database`` (a MetaSchedule database): its
+    best record of a kernel replaces the rule where a tuned one measured faster (tuning_db.py)."""
     import tvm
     from tvm.relax.backend.cpu_generic import pipeline as cpu
 
@@ -414,7 +422,14 @@ def scheduled_pipeline(target: dict, counts: dict | None = None):
     def _pipeline(mod, _ctx):
         with tvm_target:
             mod = legalize(mod, target)
+            tuned = {}
+            if database is not None:
+                from kiln.backends.tvm.tuning_db import apply_database
+
+                mod, tuned = apply_database(mod, database, target)
             mod, found = schedule_module(mod, target)
+            found["rules"].update(tuned)
+            found["tuned"] = len(tuned)
             if counts is not None:
                 from kiln.backends.tvm.kernels import kernel_table
 

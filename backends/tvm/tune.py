@@ -140,133 +140,181 @@ def _runner(target: dict, tracker: tuple[str, int] | None, key: str | None, runs
     return ms.runner.LocalRunner(timeout_sec=RUNNER_TIMEOUT_S, evaluator_config=evaluator)
 
 
-def _prepare(mod, tvm_target):
-    """Legalize and fuse (relax.pipeline.static_shape_tuning_pipeline's steps before tuning)."""
-    import tvm
-    from tvm import relax
-
-    with tvm_target:
-        return tvm.transform.Sequential([
-            relax.transform.DecomposeOpsForInference(),
-            relax.transform.CanonicalizeBindings(),
-            relax.get_pipeline("zero"),
-        ])(mod)
-
-
 def count_kernels(mod, target: dict) -> int:
-    """How many tuning tasks (fused kernels) MetaSchedule would tune in ``mod``."""
-    import tvm
-    from tvm.s_tir import meta_schedule as ms
+    """How many distinct kernels (tuning tasks) the build of ``mod`` has."""
+    from kiln.backends.tvm.schedules import legalize
+    from kiln.backends.tvm.tuning_db import kernels
 
     load_cpu_tensor_intrinsics()
-    tvm_target = tvm.target.Target(target)
-    return len(ms.relax_integration.extract_tasks(_prepare(mod, tvm_target), tvm_target))
+    return len(kernels(legalize(mod, target), target))
 
 
-def tune(mod, target: dict, trials: int, work_dir: Path, tracker=None, key=None, runs_here=True,
-         progress=None, seed: int = 0):
-    """Tune ``mod`` (a Relax IRModule from the importer) and return it with the best schedules applied.
+def _measure(builder, runner, mod, tvm_target):
+    """Build and run one scheduled kernel module: (run seconds list, args info) or None."""
+    from tvm.s_tir.meta_schedule.arg_info import ArgInfo
+    from tvm.s_tir.meta_schedule.builder import BuilderInput
+    from tvm.s_tir.meta_schedule.runner import RunnerInput
+    from tvm.s_tir.meta_schedule.utils import remove_build_dir
 
-    ``progress(done, total)`` is called as trials are measured. Returns (module, summary dict).
+    built = builder.build([BuilderInput(mod, tvm_target)])[0]
+    if built.error_msg is not None:
+        return None
+    try:
+        args = ArgInfo.from_prim_func(mod["main"])
+        res = runner.run([RunnerInput(built.artifact_path, "cpu", args)])[0].result()
+        return ([float(v) for v in res.run_secs], args) if res.error_msg is None and res.run_secs else None
+    finally:
+        remove_build_dir(built.artifact_path)
+
+
+def _measure_baselines(ks, database, builder, runner, tvm_target, target) -> int:
+    """Measure the rule-based schedule of every kernel the database has no baseline of, with the
+    same builder, runner and timer as the trials, and commit it as a record: MetaSchedule never
+    proposes it, and for kernels of a few microseconds a small budget often finds nothing
+    faster; this way each kernel keeps the faster of the two."""
+    from tvm.s_tir.meta_schedule.database import TuningRecord
+
+    from kiln.backends.tvm.schedules import vector_lanes
+    from kiln.backends.tvm.tuning_db import baseline, look_up
+
+    lanes, cores = vector_lanes(target), int(target.get("num-cores") or 1)
+    count = 0
+    for k in ks:
+        look_up(database, k)
+        if k.rule_secs is not None:
+            continue
+        trace, scheduled, _rule = baseline(k.workload, lanes, cores)
+        got = _measure(builder, runner, scheduled, tvm_target)
+        if got is not None:
+            database.commit_tuning_record(TuningRecord(trace, database.commit_workload(k.workload), got[0],
+                                                       tvm_target, got[1]))
+            count += 1
+        look_up(database, k)
+    return count
+
+
+def _tune_some(ks, trials: int, per_task: int, database, builder, runner, tvm_target, work_dir, seed, on_trial):
+    """One MetaSchedule run over kernels ``ks`` (``per_task`` trials each, ``trials`` in all)."""
+    from tvm.s_tir import meta_schedule as ms
+    from tvm.s_tir.meta_schedule.logging import get_loggers_from_work_dir
+    from tvm.s_tir.meta_schedule.utils import fork_seed
+
+    population = int(min(512, max(32, 8 * per_task)))
+    contexts = []
+    for k, logger, rand in zip(ks, get_loggers_from_work_dir(str(work_dir), [k.name for k in ks]),
+                               fork_seed(seed, n=len(ks))):
+        strategy = ms.search_strategy.EvolutionarySearch(
+            population_size=population, init_min_unmeasured=min(50, population // 2),
+            genetic_num_iters=4 if per_task >= 32 else 2)
+        contexts.append(ms.TuneContext(mod=k.workload, target=tvm_target, space_generator="post-order-apply",
+                                       search_strategy=strategy, task_name=k.name, logger=logger,
+                                       rand_state=rand, num_threads="physical").clone())
+    callbacks = ms.measure_callback.MeasureCallback.create("default") + [_progress_callback(on_trial)]
+    ms.tune_tasks(tasks=contexts, task_weights=[float(max(k.calls, 1)) for k in ks], work_dir=str(work_dir),
+                  max_trials_global=trials, max_trials_per_task=per_task, num_trials_per_iter=min(64, per_task),
+                  builder=builder, runner=runner, database=database, measure_callbacks=callbacks)
+
+
+def tune(mod, target: dict, work_dir: Path, database, trials: int | None = None, minutes: float | None = None,
+         tracker=None, key=None, runs_here=True, progress=None, seed: int = 0, chunk: int = 8):
+    """Tune the kernels of ``mod`` (a Relax IRModule from the importer) into ``database``.
+
+    ``trials``: N trials for the model, N / kernels per kernel; kernels the database already
+    holds tuned records of count as done. ``minutes``: measure every kernel's rule-based
+    schedule, then tune kernels in order of their share of the time (those not yet tuned first),
+    ``chunk`` trials at a time, until the budget is spent. ``progress(message)`` reports.
+    Returns a summary dict (the manifest's ``tuning``); the build applies the database.
     """
+    import time
+
     _check_tuning_deps()
     import tvm
-    from tvm import relax
-    from tvm.s_tir import meta_schedule as ms
 
+    from kiln.backends.tvm.schedules import legalize
     from kiln.backends.tvm.target import host_cpu_count
+    from kiln.backends.tvm.tuning_db import export_records, kernels, look_up
 
+    started = time.monotonic()
     load_cpu_tensor_intrinsics()
     tvm_target = tvm.target.Target(target)
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     # Console logging off (the task table is long); everything still goes to tuning/logs/.
     logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
-    mod = _prepare(mod, tvm_target)
-    tasks = ms.relax_integration.extract_tasks(mod, tvm_target)
-    if not tasks:
-        return mod, {"trials": trials, "tasks": 0, "measured": 0}
-    per_task = max(1, trials // len(tasks))
-    population = int(min(512, max(32, 8 * per_task)))
-    strategy = ms.search_strategy.EvolutionarySearch(
-        population_size=population, init_min_unmeasured=min(50, population // 2),
-        genetic_num_iters=4 if per_task >= 32 else 2)
-    contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
-        tasks, str(work_dir), strategy=strategy, seed=seed)
+    say = progress or (lambda msg: None)
+    ks = kernels(legalize(mod, target), target)
+    before = len(database.get_all_tuning_records())
+    summary = {"trials": trials, "minutes": minutes, "tasks": len(ks), "measured": 0,
+               "runner": "rpc-tracker" if tracker else "local", "work_dir": work_dir.name}
+    if not ks:
+        return summary
     measured = [0]
 
     def on_trial(n):
         measured[0] += n
-        if progress:
-            progress(min(measured[0], trials), trials)
+        if trials:
+            say(f"{min(measured[0], trials)}/{trials} trials measured")
+        else:
+            say(f"{measured[0]} trials measured, {time.monotonic() - started:.0f} of {60 * minutes:.0f} s")
 
-    callbacks = ms.measure_callback.MeasureCallback.create("default") + [_progress_callback(on_trial)]
     builder = _persistent_builder(max_workers=max(1, min(host_cpu_count(), 4)), timeout_sec=BUILDER_TIMEOUT_S)
     runner = _runner(target, tracker, key, runs_here)
+    tuned_now = []
     try:
-        database = ms.tune_tasks(
-            tasks=contexts, task_weights=weights, work_dir=str(work_dir), max_trials_global=trials,
-            max_trials_per_task=per_task, num_trials_per_iter=min(64, per_task), builder=builder, runner=runner,
-            measure_callbacks=callbacks)
-        baselines = _add_untuned_baselines(contexts, database, builder, runner, tvm_target)
+        say(f"measuring the rule-based schedules of {len(ks)} kernels")
+        summary["untuned_measured"] = _measure_baselines(ks, database, builder, runner, tvm_target, target)
+        total = sum((k.rule_secs or k.best_secs or 0.0) * max(k.calls, 1) for k in ks) or 1.0
+        for k in ks:
+            k.extra["share"] = (k.rule_secs or k.best_secs or 0.0) * max(k.calls, 1) / total
+        order = sorted(ks, key=lambda k: (k.tuned, -k.extra["share"]))  # not yet tuned first, dominant first
+        if trials:
+            per_task = max(1, trials // len(ks))
+            pending = [k for k in order if not k.tuned]
+            if pending:
+                _tune_some(pending, per_task * len(pending), per_task, database, builder, runner, tvm_target,
+                           work_dir, seed, on_trial)
+                tuned_now = pending
+            summary["trials_per_task"] = per_task
+        else:
+            tuned_now = _tune_for(order, 60.0 * minutes, started, chunk, database, builder, runner, tvm_target,
+                                  work_dir, seed, on_trial, measured)
     finally:
         builder.shutdown()
-    kept_untuned = 0
-    for ctx in contexts:
-        best = database.get_top_k(database.commit_workload(ctx.mod), 1)
-        kept_untuned += bool(best) and _is_identity(best[0].trace)
-    with tvm_target, database:
-        mod = relax.transform.MetaScheduleApplyDatabase(enable_warning=False)(mod)
-    records = len(database.get_all_tuning_records())
-    summary = {"trials": trials, "tasks": len(tasks), "trials_per_task": per_task, "measured": measured[0],
-               "records": records, "untuned_measured": baselines, "untuned_kept": int(kept_untuned),
-               "population": population, "runner": "rpc-tracker" if tracker else "local",
-               "work_dir": work_dir.name}
-    return mod, summary
+    kept = 0
+    for k in ks:
+        records = look_up(database, k)
+        kept += bool(records) and str(records[0].trace) == str(k.baseline_trace)
+    summary.update({
+        "measured": measured[0], "new_records": len(database.get_all_tuning_records()) - before,
+        "records": export_records(database, ks, work_dir), "rule_kept": int(kept),
+        "tuned_kernels": [k.name for k in tuned_now],
+        "shares": {k.name: round(k.extra["share"], 4) for k in order},
+        "seconds": round(time.monotonic() - started, 1)})
+    summary["untuned_kept"] = summary["rule_kept"]
+    return summary
 
 
-def _identity_trace(mod):
-    """A schedule trace that leaves the kernel as it is. The database ignores records with no
-    instruction, so it holds one that changes nothing: looking up the kernel's output blocks."""
-    from tvm.s_tir import Schedule
+def _tune_for(order, budget_s, started, chunk, database, builder, runner, tvm_target, work_dir, seed, on_trial,
+              measured) -> list:
+    """Rounds over ``order`` (dominant kernels first), ``chunk`` trials per kernel per round, each
+    chunk cut to what the time left pays for at the seconds per trial measured so far."""
+    import time
 
-    sch = Schedule(mod)
-    sch.work_on("main")
-    sch.get_output_blocks(sch.get_sblock("root"))
-    return sch.trace
-
-
-def _is_identity(trace) -> bool:
-    return all(inst.kind.name in ("GetSBlock", "GetOutputBlocks") for inst in trace.insts)
-
-
-def _add_untuned_baselines(contexts, database, builder, runner, tvm_target) -> int:
-    """Measure every kernel as the untuned build compiles it (no schedule: an empty trace) with
-    the same builder, runner and timer as the tuning trials, and put it in the database as one
-    more candidate. MetaSchedule never proposes it, and for kernels of a few microseconds a
-    small budget often finds nothing faster (its schedules parallelise over threads): this way
-    the tuned library takes, kernel by kernel, the faster of the two."""
-    from tvm.s_tir.meta_schedule.arg_info import ArgInfo
-    from tvm.s_tir.meta_schedule.builder import BuilderInput
-    from tvm.s_tir.meta_schedule.database import TuningRecord
-    from tvm.s_tir.meta_schedule.runner import RunnerInput
-    from tvm.s_tir.meta_schedule.utils import remove_build_dir
-
-    mods = [ctx.mod for ctx in contexts]
-    built = builder.build([BuilderInput(m, tvm_target) for m in mods])
-    count = 0
-    for mod, b in zip(mods, built):
-        if b.error_msg is not None:
-            continue
-        try:
-            args = ArgInfo.from_prim_func(mod["main"])
-            res = runner.run([RunnerInput(b.artifact_path, "cpu", args)])[0].result()
-            if res.error_msg is None and res.run_secs:
-                database.commit_tuning_record(TuningRecord(
-                    _identity_trace(mod), database.commit_workload(mod), [float(v) for v in res.run_secs],
-                    tvm_target, args))
-                count += 1
-        finally:
-            remove_build_dir(b.artifact_path)
-    return count
-
+    done, per_trial, rnd = [], 2.0, 0
+    while True:
+        progressed = False
+        for k in order:
+            left = budget_s - (time.monotonic() - started)
+            n = min(chunk, int(left / per_trial))
+            if n < 1:
+                return done
+            t0, m0 = time.monotonic(), measured[0]
+            _tune_some([k], n, n, database, builder, runner, tvm_target, work_dir, seed + 1000 * rnd, on_trial)
+            if measured[0] > m0:
+                per_trial = (time.monotonic() - t0) / (measured[0] - m0)
+                progressed = True
+            if k not in done:
+                done.append(k)
+        rnd += 1
+        if not progressed:  # the search space of every kernel is exhausted
+            return done

@@ -1,0 +1,191 @@
+"""The per-board tuning database: MetaSchedule records reused across compiles.
+
+    ~/.cache/kiln/tvm-db/<board>/        default (KILN_TUNING_DB or --tuning-db DIR: that directory)
+        database_workload.json           one line per kernel (its PrimFunc; keyed by structural hash)
+        database_tuning_record.json      one line per measured schedule (trace, run seconds)
+
+A kernel's records are its rule-based schedule (schedules.py, measured as its baseline before
+any tuning) and whatever ``--tune``/``--tune-minutes`` measured. Every compile for the board
+(tuned or not) asks the database about each kernel: the best record wins, so a tuned schedule
+is used only where it measured faster than the rule-based one; a kernel the database does not
+know gets the rule-based schedule. Records of one board's machine say nothing about another's:
+hence one directory per board.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kiln.errors import KilnError
+
+ENV_VAR = "KILN_TUNING_DB"
+WORKLOADS = "database_workload.json"
+RECORDS = "database_tuning_record.json"
+
+
+def database_dir(board: str, override=None) -> Path:
+    """Where the database of ``board`` lives: ``override``, else $KILN_TUNING_DB, else the cache."""
+    if override:
+        return Path(override).expanduser()
+    if os.environ.get(ENV_VAR):
+        return Path(os.environ[ENV_VAR]).expanduser()
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", board) or "board"
+    return Path.home() / ".cache" / "kiln" / "tvm-db" / safe
+
+
+def open_database(directory: Path, create: bool):
+    """The JSONDatabase in ``directory``; None when it does not exist and ``create`` is False."""
+    directory = Path(directory)
+    if not create and not (directory / RECORDS).is_file():
+        return None
+    from tvm.s_tir import meta_schedule as ms
+
+    from kiln.backends.tvm.tune import load_cpu_tensor_intrinsics
+
+    load_cpu_tensor_intrinsics()  # tuned records may tensorize with them
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe = directory / ".kiln-write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise KilnError(f"tuning database {directory}: cannot write there ({exc.strerror}); "
+                        f"choose another with --tuning-db DIR or {ENV_VAR}") from None
+    try:
+        return ms.database.JSONDatabase(str(directory / WORKLOADS), str(directory / RECORDS), allow_missing=True)
+    except Exception as exc:  # a corrupt line
+        raise KilnError(f"tuning database {directory} cannot be read ({str(exc).strip().splitlines()[-1]}); "
+                        "move it away or choose another with --tuning-db DIR") from None
+
+
+@dataclass
+class Kernel:
+    """One distinct kernel of a legalized module: its workload and the functions that share it."""
+    gvs: list                    # the module's GlobalVars of this kernel
+    func: object                 # the PrimFunc as the module has it
+    workload: object             # the IRModule MetaSchedule keys it by (normalized: "main")
+    calls: int = 0
+    baseline_trace: object = None
+    rule: str = "default"
+    rule_secs: float | None = None   # the baseline's measured time (from the database)
+    best_secs: float | None = None
+    tuned: bool = False              # does the database hold a tuned record beside the baseline?
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.gvs[0].name_hint
+
+
+def workload_of(func):
+    from tvm.s_tir.meta_schedule.tune_context import _normalize_mod
+
+    return _normalize_mod(func)
+
+
+def _identity_trace(mod):
+    """A trace that leaves the kernel as it is (the database ignores records with no
+    instruction, so it holds one that changes nothing: looking up the output blocks)."""
+    from tvm.s_tir import Schedule
+
+    sch = Schedule(mod)
+    sch.work_on("main")
+    sch.get_output_blocks(sch.get_sblock("root"))
+    return sch.trace
+
+
+def baseline(workload, lanes: int, cores: int):
+    """(trace, scheduled IRModule, rule) of a kernel's rule-based schedule (its baseline record)."""
+    from kiln.backends.tvm.schedules import rule_schedule
+
+    sch, rule = rule_schedule(workload["main"], lanes, cores)
+    if sch is None:
+        return _identity_trace(workload), workload, rule
+    return sch.trace, sch.mod, rule
+
+
+def kernels(lmod, target: dict) -> list[Kernel]:
+    """The distinct unscheduled kernels of a legalized, fused module, with call counts and baselines."""
+    import tvm_ffi
+    from tvm import tirx
+
+    from kiln.backends.tvm.kernels import kernel_table
+    from kiln.backends.tvm.schedules import vector_lanes
+
+    lanes, cores = vector_lanes(target), int(target.get("num-cores") or 1)
+    calls = {e["name"]: e["calls"] for e in kernel_table(lmod)}
+    found: dict[int, list[Kernel]] = {}
+    out = []
+    for gv, func in lmod.functions_items():
+        if not isinstance(func, tirx.PrimFunc) or (func.attrs is not None and "tirx.is_scheduled" in func.attrs):
+            continue
+        wl = workload_of(func)
+        h = tvm_ffi.structural_hash(wl)
+        same = next((k for k in found.get(h, []) if tvm_ffi.structural_equal(k.workload, wl)), None)
+        if same is not None:
+            same.gvs.append(gv)
+            same.calls += calls.get(gv.name_hint, 0)
+            continue
+        k = Kernel([gv], func, wl, calls.get(gv.name_hint, 0))
+        k.baseline_trace, _mod, k.rule = baseline(wl, lanes, cores)
+        found.setdefault(h, []).append(k)
+        out.append(k)
+    return out
+
+
+def _mean(record) -> float | None:
+    secs = [float(s) for s in (record.run_secs or [])]
+    return sum(secs) / len(secs) if secs else None
+
+
+def look_up(database, k: Kernel) -> list:
+    """Fill ``k.rule_secs``/``best_secs``/``tuned`` from the database; returns its records, best first."""
+    if database is None or not database.has_workload(k.workload):
+        return []
+    records = database.get_top_k(database.commit_workload(k.workload), 1 << 20)
+    key = str(k.baseline_trace)
+    k.rule_secs = next((_mean(r) for r in records if str(r.trace) == key), None)
+    k.best_secs = _mean(records[0]) if records else None
+    k.tuned = any(str(r.trace) != key for r in records)
+    return records
+
+
+def apply_database(lmod, database, target: dict):
+    """Replace each kernel whose best record is a tuned schedule (faster than its rule-based
+    baseline) with that schedule. Returns (module, {function name: "tuned"})."""
+    from tvm.s_tir import Schedule
+
+    applied = {}
+    for k in kernels(lmod, target):
+        records = look_up(database, k)
+        if not records or str(records[0].trace) == str(k.baseline_trace):
+            continue  # unknown kernel, or the rule-based schedule is the fastest: schedules.py applies it
+        try:
+            sch = Schedule(k.func)
+            records[0].trace.apply_to_schedule(sch, remove_postproc=False)
+        except Exception:  # a record that no longer replays (another TVM): keep the rule
+            continue
+        new = sch.mod["main"].with_attr("tirx.is_scheduled", True)
+        for gv in k.gvs:
+            lmod[gv] = new
+            applied[gv.name_hint] = "tuned"
+    return lmod, applied
+
+
+def export_records(database, ks: list[Kernel], directory: Path) -> int:
+    """Copy the records of this model's kernels into ``directory`` (the artifact's tuning/)."""
+    from tvm.s_tir import meta_schedule as ms
+    from tvm.s_tir.meta_schedule.database import TuningRecord
+
+    directory.mkdir(parents=True, exist_ok=True)
+    out = ms.database.JSONDatabase(str(directory / WORKLOADS), str(directory / RECORDS), allow_missing=True)
+    n = 0
+    for k in ks:
+        wl = out.commit_workload(k.workload)
+        for r in look_up(database, k):
+            out.commit_tuning_record(TuningRecord(r.trace, wl, r.run_secs, r.target, r.args_info))
+            n += 1
+    return n

@@ -1,0 +1,112 @@
+"""The per-board tuning database: records reused across compiles and models (issue 16).
+
+Model A (two dense layers) is tuned, then model B (A's two layers and a third): B shares two
+kernels with A, so B's tuning measures only its new kernel and adds fewer records than A's;
+compiled B (tuned, and again untuned from the database alone) agrees with ONNX Runtime.
+Tiny trial budgets: this checks the bookkeeping, not speed. About 40-60 s on 2 cores.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+pytest.importorskip("tvm", reason="the TVM backend needs the tvm extra (pip install -e '.[tvm]')")
+for _dep in ("psutil", "cloudpickle", "xgboost"):
+    pytest.importorskip(_dep, reason="MetaSchedule tuning needs psutil, cloudpickle and xgboost (the tvm extra)")
+
+from tests.helpers import assert_clean_error, relative_error, run_kiln  # noqa: E402
+
+from kiln.backends.tvm import compile_tvm  # noqa: E402
+from kiln.backends.tvm.tuning_db import RECORDS, WORKLOADS, database_dir  # noqa: E402
+
+TRIALS_PER_KERNEL = 2
+WIDTHS = (32, 16, 16, 8)  # the layers of B; A is its first two
+
+
+def _mlp(path, layers: int):
+    rng = np.random.default_rng(7)  # same seed: A's layers are B's first layers, weights and all
+    nodes, inits, prev = [], [], "x"
+    for i in range(layers):
+        w = rng.standard_normal((WIDTHS[i], WIDTHS[i + 1])).astype(np.float32)
+        b = rng.standard_normal(WIDTHS[i + 1]).astype(np.float32)
+        inits += [numpy_helper.from_array(w, f"w{i}"), numpy_helper.from_array(b, f"b{i}")]
+        nodes += [helper.make_node("Gemm", [prev, f"w{i}", f"b{i}"], [f"h{i}"], name=f"fc{i}"),
+                  helper.make_node("Relu", [f"h{i}"], [f"r{i}"], name=f"relu{i}")]
+        prev = f"r{i}"
+    graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", WIDTHS[0]])],
+                              [helper.make_tensor_value_info(prev, TensorProto.FLOAT, ["N", WIDTHS[layers]])], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10), path)
+    return path
+
+
+def _record_lines(db) -> int:
+    return len((db / RECORDS).read_text().splitlines())
+
+
+def test_model_b_reuses_the_kernels_model_a_tuned(tmp_path):
+    db = tmp_path / "db"
+    a, b = _mlp(tmp_path / "a.onnx", 2), _mlp(tmp_path / "b.onnx", 3)
+    art_a = compile_tvm(a, board="x86-host", output_dir=tmp_path / "A", tune=2 * TRIALS_PER_KERNEL, tuning_db=db)
+    ta = art_a.manifest["tuning"]
+    assert ta["tasks"] == 2 and ta["untuned_measured"] == 2 and ta["trials_per_task"] == TRIALS_PER_KERNEL
+    assert ta["new_records"] == _record_lines(db) >= 3  # 2 baselines + at least one trial
+    workloads_after_a = len((db / WORKLOADS).read_text().splitlines())
+    assert workloads_after_a == 2
+
+    art_b = compile_tvm(b, board="x86-host", output_dir=tmp_path / "B", tune=3 * TRIALS_PER_KERNEL, tuning_db=db)
+    tb = art_b.manifest["tuning"]
+    assert tb["tasks"] == 3 and tb["untuned_measured"] == 1  # the two shared kernels' baselines are reused
+    assert len(tb["tuned_kernels"]) == 1 and tb["measured"] <= TRIALS_PER_KERNEL
+    assert 1 <= tb["new_records"] < ta["new_records"]
+    assert _record_lines(db) == ta["new_records"] + tb["new_records"]
+    assert len((db / WORKLOADS).read_text().splitlines()) == 3
+    # the artifact keeps the records of its own kernels: every record of the database
+    assert tb["records"] == _record_lines(db) == len((tmp_path / "B" / "tuning" / RECORDS).read_text().splitlines())
+
+    # an untuned compile of B: the database's best records, no measuring
+    art_c = compile_tvm(b, board="x86-host", output_dir=tmp_path / "C", tuning_db=db)
+    assert art_c.manifest["tuning"] is None and art_c.manifest["tuning_db"] == str(db)
+    assert _record_lines(db) == ta["new_records"] + tb["new_records"]
+    kernels = json.loads((tmp_path / "C" / "kernels.json").read_text())
+    tuned_c = art_c.manifest["schedules"]["tuned"]
+    assert tuned_c == sum(k["rule"] == "tuned" for k in kernels) == art_b.manifest["schedules"]["tuned"]
+    x = np.random.default_rng(3).standard_normal((8, WIDTHS[0])).astype(np.float32)
+    for art in (art_a, art_b, art_c):
+        assert relative_error(art.run(x), art.reference(x)[0]) <= 1e-5
+
+
+def test_database_dir_default_and_overrides(tmp_path, monkeypatch):
+    monkeypatch.delenv("KILN_TUNING_DB", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert database_dir("rpi4") == tmp_path / ".cache" / "kiln" / "tvm-db" / "rpi4"
+    monkeypatch.setenv("KILN_TUNING_DB", str(tmp_path / "env-db"))
+    assert database_dir("rpi4") == tmp_path / "env-db"
+    assert database_dir("rpi4", tmp_path / "flag-db") == tmp_path / "flag-db"
+
+
+def test_tune_and_tune_minutes_together_is_a_user_error(tmp_path):
+    model = _mlp(tmp_path / "a.onnx", 1)
+    r = run_kiln("compile", model, "--board", "x86-host", "--tune", 4, "--tune-minutes", 1, "-o", tmp_path / "o")
+    assert_clean_error(r, "--tune", "--tune-minutes")
+    assert not (tmp_path / "o").exists()
+    r = run_kiln("compile", model, "--board", "x86-host", "--tune-minutes", 0, "-o", tmp_path / "o")
+    assert_clean_error(r, "--tune-minutes")
+
+
+def test_tune_minutes_spends_on_the_dominant_kernels_first(tmp_path):
+    db = tmp_path / "db"
+    model = _mlp(tmp_path / "b.onnx", 3)
+    art = compile_tvm(model, board="x86-host", output_dir=tmp_path / "T", tune_minutes=0.3, tuning_db=db)
+    t = art.manifest["tuning"]
+    assert t["minutes"] == 0.3 and t["tasks"] == 3 and t["untuned_measured"] == 3
+    by_share = sorted(t["shares"], key=lambda name: -t["shares"][name])
+    assert t["tuned_kernels"] == by_share[:len(t["tuned_kernels"])]  # dominant first
+    assert abs(sum(t["shares"].values()) - 1) < 1e-3
+    assert _record_lines(db) == t["new_records"] >= 3  # the 3 baselines, then the trials that built and ran
+    x = np.random.default_rng(4).standard_normal((8, WIDTHS[0])).astype(np.float32)
+    assert relative_error(art.run(x), art.reference(x)[0]) <= 1e-5
