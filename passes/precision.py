@@ -140,6 +140,10 @@ class AssignPrecisionPass(ir.passes.InPlacePass):
                 chosen = getattr(layer, role)
                 if chosen is not None:
                     set_layer_type(node, role, chosen)
+            if self.profile and (self.bits or self.max_error) and not float_mode:  # calibrated
+                self._fit_constant_types(node, layer)
+            if not float_mode:
+                self._warn_if_saturated(node)
             model_rf = self.config.reuse_factor if self.config.reuse_factor != "auto" else 1
             set_reuse_factor(node, layer.reuse_factor or model_rf, explicit=layer.reuse_factor is not None)
             if quantized and not float_mode and layer.bias is None:
@@ -210,10 +214,30 @@ class AssignPrecisionPass(ir.passes.InPlacePass):
                 frac = max(frac, min(FLOAT_BIAS_SIGNIFICANT_BITS - 1 - math.floor(math.log2(magnitude)), 48))
             set_layer_type(node, "bias", fitting_type(min(float(b.min()), 0.0), max(float(b.max()), 0.0), frac))
 
+    def _warn_if_saturated(self, node: ir.Node) -> None:
+        """Constants are written saturated (FixedType.quantize): say so where that changes any."""
+        for value in node.inputs:
+            array = const_array(value) if value is not None else None
+            if array is None or not array.size or not np.issubdtype(array.dtype, np.floating):
+                continue
+            t, role = self._constant_type(node, value), self._constant_role(node, value)
+            if not isinstance(t, FixedType):
+                continue
+            out = int(np.count_nonzero((array < t.min_value - t.lsb / 2) | (array > t.max_value + t.lsb / 2)))
+            if out:
+                self.notes.append(f"kiln: warning: layer {node.name!r}: {out} of {array.size} {role} values lie "
+                                  f"outside {t} (largest magnitude {float(np.max(np.abs(array))):.4g}) and saturate; "
+                                  f"give the layer a wider {role} type ([layers.\"{node.name}\"] {role} = ...) or "
+                                  "compile with --calibrate")
+
+    @staticmethod
+    def _constant_role(node: ir.Node, value: ir.Value) -> str:
+        """The layer type a constant operand takes (EmitContext.weight's default kind)."""
+        return "bias" if (is_dense_or_conv(node) and len(node.inputs) > 2 and value is node.inputs[2]) else "weight"
+
     def _constant_type(self, node: ir.Node, value: ir.Value) -> Precision:
         """A constant operand's type, as the HLS emitter will give it (see EmitContext.weight)."""
-        role = "bias" if (is_dense_or_conv(node) and len(node.inputs) > 2 and value is node.inputs[2]) else "weight"
-        text = layer_type_text(node, role)
+        text = layer_type_text(node, self._constant_role(node, value))
         if text:
             return parse_precision(text)
         return precision_of(value) or self.config.precision
@@ -221,19 +245,41 @@ class AssignPrecisionPass(ir.passes.InPlacePass):
     def _calibrated_or_default(self, value: ir.Value, float_mode: bool) -> tuple[Precision, str]:
         stats = self.profile.get(value.name)
         if stats is not None and (self.bits or self.max_error) and not float_mode:
-            from kiln.calibrate.types import choose_fixed
-
-            if self.max_error:
-                # integer bits as for any width; then fractional bits with lsb/2 <= max_error
-                integer = choose_fixed(stats, 128).integer
-                frac = max(0, math.ceil(-math.log2(2 * self.max_error)))
-                chosen = FixedType(integer + frac, integer)
-            else:
-                chosen = choose_fixed(stats, self.bits)
-            # round to nearest and saturate: values beyond the calibration set's range clip
-            # instead of wrapping, and rounding does not bias sums by -lsb/2 as truncation does
-            return dataclasses.replace(chosen, rounding="RND", overflow="SAT"), "calibrated"
+            return self._fitted(stats), "calibrated"
         return self.config.precision, "default"
+
+    def _fitted(self, stats) -> FixedType:
+        """The calibrated type of a value with these observed (or, for a constant, actual) min/max."""
+        from kiln.calibrate.types import choose_fixed
+
+        if self.max_error:
+            # integer bits as for any width; then fractional bits with lsb/2 <= max_error
+            integer = choose_fixed(stats, 128).integer
+            frac = max(0, math.ceil(-math.log2(2 * self.max_error)))
+            chosen = FixedType(integer + frac, integer)
+        else:
+            chosen = choose_fixed(stats, self.bits)
+        # round to nearest and saturate: values beyond the calibration set's range clip
+        # instead of wrapping, and rounding does not bias sums by -lsb/2 as truncation does
+        return dataclasses.replace(chosen, rounding="RND", overflow="SAT")
+
+    def _fit_constant_types(self, node: ir.Node, layer) -> None:
+        """Calibrated designs: a layer's float constants (weights; a Dense/Conv bias apart) get a type
+        fitted to their own values, as computed values get one fitted to their observed range, so
+        that no weight saturates (a classifier's weights of 163 in the model precision fixed<16,6>,
+        range +-32, would). Quantizer-typed constants and types the config sets are kept."""
+        ranges: dict[str, tuple[float, float]] = {}
+        for value in node.inputs:
+            array = const_array(value) if value is not None and precision_of(value) is None else None
+            if array is None or not array.size or not np.issubdtype(array.dtype, np.floating):
+                continue
+            role = self._constant_role(node, value)
+            if getattr(layer, role) is not None:
+                continue
+            lo, hi = ranges.get(role, (0.0, 0.0))
+            ranges[role] = (min(lo, float(array.min())), max(hi, float(array.max())))
+        for role, (lo, hi) in ranges.items():
+            set_layer_type(node, role, self._fitted({"min": lo, "max": hi}))
 
     @staticmethod
     def _set(value: ir.Value, precision, source: str) -> None:

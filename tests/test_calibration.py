@@ -111,3 +111,29 @@ def test_calibrate_to_a_target_error(calibrated_jet_tagger, tmp_path):
     result = run_kiln("compile", root / "jet_tagger.onnx", "-o", tmp_path / "o2", "--calibrate", root / "x.npy",
                       "--bits", "12", "--max-error", "0.01")
     assert_clean_error(result, "either --bits")
+
+
+def _large_weight_head(path):
+    """A classifier head whose weights (up to ~140) exceed the model precision fixed<16,6> (+-32)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = (np.random.default_rng(0).standard_normal((8, 4)) * 60).astype(np.float32)
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "W"], ["y"], name="head")], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+                              [numpy_helper.from_array(w, "W")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10), path)
+    return path
+
+
+def test_calibrated_weights_get_a_type_that_holds_them(tmp_path, capfd):
+    path = _large_weight_head(tmp_path / "head.onnx")
+    x = np.random.default_rng(1).uniform(-0.5, 0.5, (64, 8)).astype(np.float32)
+    kiln.compile(path, output_dir=tmp_path / "uniform", precision="fixed<16,6>", fit_check=False)
+    err = capfd.readouterr().err
+    assert "layer 'head': 18 of 32 weight values lie outside fixed<16,6> (largest magnitude 139.5) and saturate" in err
+    project = kiln.compile(path, output_dir=tmp_path / "cal", calibrate=x[:32], bits=16, fit_check=False)
+    assert "saturate" not in capfd.readouterr().err
+    got, ref = project.csim(x), project.reference(x)[0]
+    assert np.abs(got - ref).max() <= 1e-3 * np.abs(ref).max()  # measured 1.3e-2 / 123.5 = 1.0e-4
