@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,7 +45,10 @@ def sample_shape(spec: dict) -> list[int]:
 def ort_error(what: str, exc: Exception) -> KilnError:
     """An ONNX Runtime exception as one KilnError line: ``what`` and the last line ORT gave."""
     lines = str(exc).strip().splitlines()
-    return KilnError(f"{what}: {(lines[-1] if lines else type(exc).__name__)[-300:]}")
+    last = lines[-1] if lines else type(exc).__name__
+    # "[ONNXRuntimeError] : 1 : FAIL : /src/.../model.cc:256 onnxruntime::Model::Model(<args>) <reason>": the reason
+    last = re.sub(r"^(?:\[ONNXRuntimeError\] : \d+ : \w+ : )?\S+\.(?:cc|cpp|h):\d+ \S*?\([^)]*\)\s*", "", last)
+    return KilnError(f"{what}: {last[:300]}")
 
 
 def ort_session(model, what: str, extra_outputs=(), optimize: bool = True) -> ort.InferenceSession:
