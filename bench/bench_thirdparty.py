@@ -125,22 +125,32 @@ def hls4ml_onnx(path: Path, workdir: Path, legacy: bool):
     model = model.transform(ConvertToChannelsLastAndClean())
     model = model.transform(GemmToMatMul())
     model = cleanup_model(model)
-    config = hls4ml.utils.config.config_from_onnx_model(model, backend="Vitis")
-    if legacy:
-        config["LayerType"] = {"Softmax": {"Implementation": "legacy"}}
-    hls = hls4ml.converters.convert_from_onnx_model(model, output_dir=str(workdir), backend="Vitis",
-                                                    io_type="io_parallel", hls_config=config)
+    config = hls4ml.utils.config.config_from_onnx_model(model, granularity="name", backend="Vitis")
+    hls = _convert(lambda c: hls4ml.converters.convert_from_onnx_model(
+        model, output_dir=str(workdir), backend="Vitis", io_type="io_parallel", hls_config=c), config, legacy)
     return hls, [int(d) for d in model.get_tensor_shape(model.graph.input[0].name)]
+
+
+def _convert(convert, config: dict, legacy: bool):
+    """hls4ml's model from ``config``; ``legacy``: with every Softmax layer's Implementation "legacy".
+    Set per layer name (granularity "name"): a ``LayerType`` entry is not applied to the Softmax layers."""
+    hls = convert(config)
+    if not legacy:
+        return hls
+    for layer in hls.get_layers():
+        if layer.class_name == "Softmax":
+            config["LayerName"].setdefault(layer.name, {})["Implementation"] = "legacy"
+    hls = convert(config)
+    assert all(layer.get_attr("implementation") == "legacy" for layer in hls.get_layers() if layer.class_name == "Softmax")
+    return hls
 
 
 def hls4ml_keras(keras_model, workdir: Path, legacy: bool):
     import hls4ml
 
-    config = hls4ml.utils.config.config_from_keras_model(keras_model, backend="Vitis")
-    if legacy:
-        config["LayerType"] = {"Softmax": {"Implementation": "legacy"}}
-    hls = hls4ml.converters.convert_from_keras_model(keras_model, output_dir=str(workdir), backend="Vitis",
-                                                     io_type="io_parallel", hls_config=config)
+    config = hls4ml.utils.config.config_from_keras_model(keras_model, granularity="name", backend="Vitis")
+    hls = _convert(lambda c: hls4ml.converters.convert_from_keras_model(
+        keras_model, output_dir=str(workdir), backend="Vitis", io_type="io_parallel", hls_config=c), config, legacy)
     return hls, [1, *keras_model.input_shape[1:]]
 
 
@@ -152,14 +162,14 @@ def hls4ml_row(path: Path, model, x, ref, workdir: Path, legacy: bool) -> str:
             hls, in_shape = hls4ml_keras(model, workdir, legacy)
         hls.compile()
         feed = x
-        if list(feed.shape[1:]) != in_shape[1:] and feed.ndim == 4:  # ConvertToChannelsLast made it NHWC
-            feed = feed.transpose(0, 2, 3, 1)
+        if list(feed.shape[1:]) != in_shape[1:] and feed.ndim >= 3:  # ConvertToChannelsLast made it NWC/NHWC
+            feed = np.moveaxis(feed, 1, -1)
         y = hls.predict(np.ascontiguousarray(feed.astype(np.float32)))
     y = np.asarray(y)
     if y.size != ref.size:
         return f"output has {y.size} values, ORT {ref.size}"
-    if y.shape != ref.shape and ref.ndim == 4:  # channels-last output back to NCHW
-        y = y.reshape(ref.shape[0], ref.shape[2], ref.shape[3], ref.shape[1]).transpose(0, 3, 1, 2)
+    if y.shape != ref.shape and ref.ndim >= 3:  # channels-last output back to channels-first
+        y = np.moveaxis(y.reshape(ref.shape[0], *ref.shape[2:], ref.shape[1]), -1, 1)
     return score(y, ref)
 
 

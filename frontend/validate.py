@@ -315,7 +315,11 @@ def check_norm_params(model, source: str) -> None:
         channels = x.shape[1]
         allowed = {channels}
         if node.op_type == "GroupNormalization" and "num_groups" in node.attributes:
-            allowed.add(node.attributes["num_groups"].value)
+            groups = node.attributes["num_groups"].value
+            if not isinstance(groups, int) or groups <= 0 or channels % groups:  # ONNX: a divisor of the channels
+                raise KilnError(f"{source}: GroupNormalization node {node.name!r}: num_groups={groups} does not divide "
+                                f"the {channels} channels of its input {x.name!r}")
+            allowed.add(groups)
         for name, value in zip(NORM_PARAMS[node.op_type], node.inputs[1:]):
             if value is None or value.shape is None:
                 continue

@@ -193,6 +193,17 @@ def _measure_baselines(ks, database, builder, runner, tvm_target, target) -> int
     return count
 
 
+def _drop_unnamed_handlers() -> None:
+    """MetaSchedule's logger set-up names every handler of its logger in a dictConfig and fails on
+    one without a name (``None.format``); a second tuning run in one process can find such a
+    handler there. Its set-up replaces the handlers anyway, so drop the unnamed ones first."""
+    import logging
+
+    logger = logging.getLogger("tvm.s_tir.meta_schedule")
+    for handler in [h for h in logger.handlers if h.get_name() is None]:
+        logger.removeHandler(handler)
+
+
 def _tune_some(ks, trials: int, per_task: int, database, builder, runner, tvm_target, work_dir, seed, on_trial):
     """One MetaSchedule run over kernels ``ks`` (``per_task`` trials each, ``trials`` in all)."""
     from tvm.s_tir import meta_schedule as ms
@@ -200,6 +211,7 @@ def _tune_some(ks, trials: int, per_task: int, database, builder, runner, tvm_ta
     from tvm.s_tir.meta_schedule.utils import fork_seed
 
     population = int(min(512, max(32, 8 * per_task)))
+    _drop_unnamed_handlers()
     contexts = []
     for k, logger, rand in zip(ks, get_loggers_from_work_dir(str(work_dir), [k.name for k in ks]),
                                fork_seed(seed, n=len(ks))):
