@@ -11,10 +11,14 @@ Measured: see MEASURED. With 16 bits and I fitted to each value's range, a
 value carries 16 - I fractional bits (about 10-13 here); the rounding errors of 12-17 blocks of
 LayerNorm / GELU / softmax tables accumulate to a few percent of the logit scale. The bounds
 are twice the measured error and the measured agreement less 2 of the 64 inputs. DeiT and
-ConvNeXt take ~130 s and ~80 s on one core (64 fixed-point samples): marked slow (CI runs them).
+ConvNeXt take ~130 s and ~80 s on one core (64 fixed-point samples); with them the fresh-clone suite
+took 21 min 26 s on 2 cores, over CI's 20-minute budget, so they run where KILN_LONG_TESTS=1 is set.
+(Measured after calibration fitted weights to their own range: 61/64, 4.5e-2 / 2.9e-2 / 1.6e-2 before.)
 """
 
 from __future__ import annotations
+
+import os
 
 import numpy as np
 import pytest
@@ -29,13 +33,15 @@ import kiln  # noqa: E402
 SIZE = 64
 # (model, exporter): (argmax agreement with float, max |fixed - float| / max |float|), measured
 MEASURED = {
-    ("deit_tiny_patch16_224", "legacy"): (61 / 64, 4.48e-2),
-    ("convnext_atto", "legacy"): (61 / 64, 2.86e-2),
-    ("mobilevit_xxs", "dynamo"): (62 / 64, 1.62e-2),
+    ("deit_tiny_patch16_224", "legacy"): (64 / 64, 1.14e-2),
+    ("convnext_atto", "legacy"): (64 / 64, 1.92e-3),
+    ("mobilevit_xxs", "dynamo"): (64 / 64, 7.41e-3),
 }
 BOUNDS = {key: (agree - 2 / 64, 2 * err) for key, (agree, err) in MEASURED.items()}
 SLOW = {"deit_tiny_patch16_224", "convnext_atto"}
-CASES = [pytest.param(n, e, id=f"{n}-{e}", marks=[pytest.mark.slow] if n in SLOW else []) for n, e in MEASURED]
+LONG = pytest.mark.skipif(not os.environ.get("KILN_LONG_TESTS"), reason="~130 s / ~80 s of fixed-point C-sim each: "
+                          "beyond CI's 20-minute budget for the suite; set KILN_LONG_TESTS=1 to run")
+CASES = [pytest.param(n, e, id=f"{n}-{e}", marks=[pytest.mark.slow, LONG] if n in SLOW else []) for n, e in MEASURED]
 
 
 @pytest.mark.parametrize("name, exporter", CASES)
