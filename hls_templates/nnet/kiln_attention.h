@@ -1,7 +1,7 @@
 // Multi-head attention (kiln.MultiHeadAttention), one sample per call:
 //   Q = x_q Wq + bq, K = x_kv Wk + bk, V = x_kv Wv + bv          (kiln::dense, [T][heads*dim])
 //   per head h and query i: s[j] = scale * Q[i,h,:] . K[j,h,:]     (j over the n_kv keys)
-//                                  (+ bias[h][i][j]: multihead_attention_biased, has_bias)
+//                                  (+ bias[h][i][j] when CONFIG_T::has_bias)
 //                           p = softmax(s)                          (kiln_softmax.h's tables)
 //                           O[i,h,:] = sum_j p[j] V[j,h,:]
 //   res = O Wo + bo                                                 (heads merged: O is [n_q][heads*value_dim])
@@ -114,6 +114,8 @@ Heads:
     }
 }
 
+// The projections, every head's attention and the out projection; ``bias``: the constant score bias
+// [heads][n_q][n_kv] added to the scaled scores (CONFIG_T::has_bias), or 0.
 template <class q_in_T, class kv_in_T, class res_T, typename CONFIG_T>
 void multihead_attention(const q_in_T data_q[CONFIG_T::n_q * CONFIG_T::dim_q],
                          const kv_in_T data_kv[CONFIG_T::n_kv * CONFIG_T::dim_kv],
@@ -125,30 +127,8 @@ void multihead_attention(const q_in_T data_q[CONFIG_T::n_q * CONFIG_T::dim_q],
                          const typename CONFIG_T::v_proj::weight_t wv[CONFIG_T::v_proj::n_in * CONFIG_T::v_proj::n_out],
                          const typename CONFIG_T::v_proj::bias_t bv[CONFIG_T::v_proj::n_out],
                          const typename CONFIG_T::out_proj::weight_t wo[CONFIG_T::out_proj::n_in * CONFIG_T::out_proj::n_out],
-                         const typename CONFIG_T::out_proj::bias_t bo[CONFIG_T::out_proj::n_out]) {
-    #pragma HLS INLINE off
-    #pragma HLS PIPELINE II = CONFIG_T::reuse_factor
-    #pragma HLS ALLOCATION operation instances = mul limit = CONFIG_T::multiplier_limit
-    typename CONFIG_T::o_t o[CONFIG_T::n_q * CONFIG_T::heads * CONFIG_T::value_dim];
-    #pragma HLS ARRAY_PARTITION variable = o complete
-    attention_heads<q_in_T, kv_in_T, CONFIG_T>(data_q, data_kv, o, wq, bq, wk, bk, wv, bv, 0);
-    dense<typename CONFIG_T::o_t, res_T, typename CONFIG_T::out_proj>(o, res, wo, bo);
-}
-
-// The same with a constant score bias [heads][n_q][n_kv] added to the scaled scores (CONFIG_T::has_bias).
-template <class q_in_T, class kv_in_T, class res_T, typename CONFIG_T>
-void multihead_attention_biased(const q_in_T data_q[CONFIG_T::n_q * CONFIG_T::dim_q],
-                         const kv_in_T data_kv[CONFIG_T::n_kv * CONFIG_T::dim_kv],
-                         res_T res[CONFIG_T::n_q * CONFIG_T::dim_out],
-                         const typename CONFIG_T::q_proj::weight_t wq[CONFIG_T::q_proj::n_in * CONFIG_T::q_proj::n_out],
-                         const typename CONFIG_T::q_proj::bias_t bq[CONFIG_T::q_proj::n_out],
-                         const typename CONFIG_T::k_proj::weight_t wk[CONFIG_T::k_proj::n_in * CONFIG_T::k_proj::n_out],
-                         const typename CONFIG_T::k_proj::bias_t bk[CONFIG_T::k_proj::n_out],
-                         const typename CONFIG_T::v_proj::weight_t wv[CONFIG_T::v_proj::n_in * CONFIG_T::v_proj::n_out],
-                         const typename CONFIG_T::v_proj::bias_t bv[CONFIG_T::v_proj::n_out],
-                         const typename CONFIG_T::out_proj::weight_t wo[CONFIG_T::out_proj::n_in * CONFIG_T::out_proj::n_out],
                          const typename CONFIG_T::out_proj::bias_t bo[CONFIG_T::out_proj::n_out],
-                         const typename CONFIG_T::bias_t bias[CONFIG_T::heads * CONFIG_T::n_q * CONFIG_T::n_kv]) {
+                         const typename CONFIG_T::bias_t *bias) {
     #pragma HLS INLINE off
     #pragma HLS PIPELINE II = CONFIG_T::reuse_factor
     #pragma HLS ALLOCATION operation instances = mul limit = CONFIG_T::multiplier_limit
@@ -196,16 +176,11 @@ void multihead_attention_sequences(const q_in_T data_q[CONFIG_T::sequences * CON
                          const typename CONFIG_T::bias_t *bias) {
     #pragma HLS INLINE off
 Sequences:
-    for (unsigned s = 0; s < CONFIG_T::sequences; s++) {
-        const q_in_T *q = data_q + s * CONFIG_T::n_q * CONFIG_T::dim_q;
-        const kv_in_T *kv = data_kv + s * CONFIG_T::n_kv * CONFIG_T::dim_kv;
-        res_T *r = res + s * CONFIG_T::n_q * CONFIG_T::dim_out;
-        if (CONFIG_T::has_bias)
-            multihead_attention_biased<q_in_T, kv_in_T, res_T, CONFIG_T>(q, kv, r, wq, bq, wk, bk, wv, bv, wo, bo,
-                                                                         bias + s * CONFIG_T::bias_stride);
-        else
-            multihead_attention<q_in_T, kv_in_T, res_T, CONFIG_T>(q, kv, r, wq, bq, wk, bk, wv, bv, wo, bo);
-    }
+    for (unsigned s = 0; s < CONFIG_T::sequences; s++)
+        multihead_attention<q_in_T, kv_in_T, res_T, CONFIG_T>(
+            data_q + s * CONFIG_T::n_q * CONFIG_T::dim_q, data_kv + s * CONFIG_T::n_kv * CONFIG_T::dim_kv,
+            res + s * CONFIG_T::n_q * CONFIG_T::dim_out, wq, bq, wk, bk, wv, bv, wo, bo,
+            CONFIG_T::has_bias ? bias + s * CONFIG_T::bias_stride : bias);
 }
 
 // The same without an out projection (res: each sequence's merged heads).

@@ -3,7 +3,7 @@
 Inputs ``x_q [.., Tq, E_q], x_kv [.., Tk, E_kv], Wq, bq, Wk, bk, Wv, bv, Wo, bo`` (weights
 [in, out], constants; Wo and bo empty when the layer has no out projection:
 kiln::multihead_attention_merged writes the merged heads) and an optional constant score bias broadcastable to [heads, Tq, Tk]
-(added to the scaled scores before the softmax; kiln::multihead_attention_biased); attributes ``heads, key_dim, value_dim, scale``; output [.., Tq, dim].
+(added to the scaled scores before the softmax); attributes ``heads, key_dim, value_dim, scale``; output [.., Tq, dim].
 With ``sequences`` S > 1 the inputs hold S sequences of Tq (Tk) rows: kiln::multihead_attention_sequences
 (or _merged_sequences) runs the same kernel once per sequence (the same weights, reuse factor, types and
 multipliers; latency S times one sequence's), the score bias [heads, Tq, Tk] shared or [S, heads, Tq, Tk].
@@ -212,12 +212,9 @@ class MultiHeadAttentionEmitter(LayerEmitter):
             function = "kiln::multihead_attention_merged_sequences" if wo is None else \
                 "kiln::multihead_attention_sequences"
             weights = (*weights, bias_name or "0")
-        elif wo is None:
-            function, weights = "kiln::multihead_attention_merged", (*weights, bias_name or "0")
-        elif bias_name:
-            function, weights = "kiln::multihead_attention_biased", (*weights, bias_name)
         else:
-            function = "kiln::multihead_attention"
+            function = "kiln::multihead_attention_merged" if wo is None else "kiln::multihead_attention"
+            weights = (*weights, bias_name or "0")
         call = Call(function, (ctx.ctype(x_q), ctx.ctype(x_kv), ctx.ctype(out), f"{lid}_config"),
                     (ctx.var(x_q), ctx.var(x_kv), ctx.var(out), *weights))
         # Estimate inputs: the four projections, Q K^T and P V, and per score a scale product,
