@@ -3,6 +3,9 @@
 Runs ``vitis_hls -f build_prj.tcl`` in the project (csim off, csynth on), streams its
 output, then parses ``kiln_prj/solution1/syn/report/*_csynth.xml``
 (backends/hls/vitis_report.py). Without ``vitis_hls`` on PATH it says so (exit 2).
+The top is the one build_prj.tcl sets: ``kiln_top`` for a bare part, ``kiln_top_axi`` on
+Zynq/Alveo boards (for a Zynq stream design, the AXI-Stream wrapper of kiln_axi.cpp), whose
+report (``kiln_top_axi_csynth.xml``) is then the one compared.
 """
 
 from __future__ import annotations

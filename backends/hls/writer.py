@@ -197,7 +197,9 @@ def write_project(model: ir.Model, original: onnx.ModelProto, batch_axis: dict[s
     common = {"version": kiln.__version__, "ports": ports, "inputs": [p for p in ports if p.is_input],
               "outputs": [p for p in ports if not p.is_input], "weights": [
                   {"name": w.name, "ctype": w.ctype, "size": w.values.size} for w in ctx.weights],
-              "model_name": safe_comment(model_name), "stream_ports": plan.ports if plan else {}}
+              "model_name": safe_comment(model_name), "stream_ports": plan.ports if plan else {},
+              # Zynq boards drive a stream design over AXI-Stream (kiln_axi.cpp.j2); Alveo keeps m_axi
+              "axis": plan is not None and board.family == "zynq"}
 
     output_dir = Path(output_dir)
     with staged_dir(output_dir) as tmp:
