@@ -52,7 +52,7 @@ from dataclasses import replace
 
 from kiln.backends.hls.estimate import LayerCost, LayerEstimate, ModelEstimate, estimate_layer
 from kiln.backends.hls.stream_fifo import fork_depths
-from kiln.backends.hls.stream_plan import DENSE_TEMPLATES, PACKET_TEMPLATES, StreamPlan, packet_fold
+from kiln.backends.hls.stream_plan import ACCUMULATE_TEMPLATES, DENSE_TEMPLATES, PACKET_TEMPLATES, StreamPlan, packet_fold
 from kiln.ir_utils import attr, const_array
 
 LUTRAM_MAX_WORDS = 64
@@ -162,7 +162,7 @@ def estimate_process(proc, plan: StreamPlan, bits_of: dict) -> LayerEstimate | N
         return replace(row, ii=dst.n_packets * fold, latency_cycles=max(row.latency_cycles, 1))
     r = max(1, cost.reuse_factor)
     pixels_in, pixels_out, chans = src.n_packets, dst.n_packets, src.packet
-    if proc.template == "kiln::global_average_pool_stream":
+    if proc.template in ACCUMULATE_TEMPLATES:
         row = estimate_layer(proc.layer_name, proc.op, replace(cost, adds=chans, out_elems=chans, reuse_factor=1),
                              inputs)
         return replace(row, ii=pixels_in, latency_cycles=pixels_in + row.latency_cycles)

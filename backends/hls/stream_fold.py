@@ -30,7 +30,7 @@ from kiln.backends.hls.context import EmitContext
 from kiln.backends.hls.fit import RESOURCES, board_limits
 from kiln.backends.hls.reuse import divisors
 from kiln.backends.hls.stream_estimate import estimate_process, estimate_stream, type_widths
-from kiln.backends.hls.stream_plan import COPY_STREAM, DENSE_TEMPLATES, FOLDED_PACKET_TEMPLATES, row_reuse
+from kiln.backends.hls.stream_plan import ACCUMULATE_TEMPLATES, COPY_STREAM, DENSE_TEMPLATES, FOLDED_PACKET_TEMPLATES, row_reuse
 from kiln.backends.hls.stream_render import stream_design
 from kiln.board import Board
 from kiln.errors import KilnError
@@ -114,7 +114,7 @@ def _fold(model, cfg, board: Board, opset: int, target_fps: float | None, fixed:
         foldable = (proc.kind in ("native", "buffered") and cost is not None and proc.layer_name not in fixed
                     and (cost.divisible or proc.template == POOL_STREAM or (
                         proc.template in FOLDED_PACKET_TEMPLATES and (cost.mults or cost.adds)))
-                    and proc.template not in (COPY_STREAM, "kiln::global_average_pool_stream"))
+                    and proc.template != COPY_STREAM and proc.template not in ACCUMULATE_TEMPLATES)
         if foldable:
             options[proc.layer_name] = _options(proc, plan, bits_of, limits)
             procs[proc.layer_name] = proc

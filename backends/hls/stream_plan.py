@@ -28,7 +28,11 @@ from kiln.backends.hls.reuse import divisors
 from kiln.ir_utils import const_array, size, static_shape
 
 PIXEL_TEMPLATES = {"kiln::conv2d": "kiln::conv2d_stream", "kiln::pool2d": "kiln::pool2d_stream",
-                   "kiln::global_average_pool": "kiln::global_average_pool_stream"}
+                   "kiln::global_average_pool": "kiln::global_average_pool_stream",
+                   "kiln::reduce": "kiln::reduce_spatial_stream"}
+# per-channel accumulators over every pixel, one packet out (GlobalAveragePool, squeeze-excite's ReduceMean)
+ACCUMULATE_TEMPLATES = ("kiln::global_average_pool_stream", "kiln::reduce_spatial_stream")
+SPATIAL_REDUCE_OPS = ("ReduceMean", "ReduceSum")
 DENSE_TEMPLATES = {"kiln::dense": "kiln::dense_stream", "kiln::dense_packed": "kiln::dense_packed_stream"}
 ELEMENTWISE_TEMPLATES = {"kiln::activation": "kiln::activation_stream"}
 BINARY_STREAM, CHANNEL_STREAM, COPY_STREAM = "kiln::binary_stream", "kiln::channel_binary_stream", "kiln::copy_stream"
@@ -140,6 +144,14 @@ def _binary_kind(node: ir.Node) -> tuple[str, str]:
     return "", "a broadcast other than one value per channel of a [1, C, ...] tensor"
 
 
+def _spatial_reduce(node: ir.Node) -> bool:
+    """ReduceMean/ReduceSum over all axes after N, C (keepdims): per-channel sums of a pixel stream."""
+    from kiln.backends.hls.layers.math import reduce_axes
+
+    rank = len(static_shape(node.inputs[0]))
+    return node.op_type in SPATIAL_REDUCE_OPS and reduce_axes(node, rank) == list(range(2, rank))
+
+
 def _native_kind(layer, node: ir.Node) -> tuple[str, str]:
     """("pixel" | "flat" | "any" | "same" | "channel" | "copy", streaming template) where the
     layer has a streaming template, else ("", why not)."""
@@ -160,6 +172,8 @@ def _native_kind(layer, node: ir.Node) -> tuple[str, str]:
     if call.template in PIXEL_TEMPLATES:
         if not (_can_pixel(ins[0]) and _can_pixel(outs[0])):
             return "", "not a [1, C, ...] tensor"
+        if call.template == "kiln::reduce" and not _spatial_reduce(node):
+            return "", "a reduction other than ReduceMean/ReduceSum over every spatial axis (keepdims)"
         return "pixel", PIXEL_TEMPLATES[call.template]
     if call.template in DENSE_TEMPLATES:
         return "flat", DENSE_TEMPLATES[call.template]

@@ -17,6 +17,7 @@
 #include "kiln_activation.h"
 #include "kiln_dense.h"
 #include "kiln_eltwise.h"
+#include "kiln_math.h"
 #include "hls_stream.h"
 #if defined(KILN_CSIM) && !defined(__SYNTHESIS__)
 #include <cstdio>
@@ -370,6 +371,28 @@ Pixels:
     packet<res_T, CONFIG_T::n_chan> y;
     for (unsigned ch = 0; ch < CONFIG_T::n_chan; ch++)
         y.data[ch] = (res_T)(acc[ch] * (typename CONFIG_T::scale_t)CONFIG_T::inv_count);
+    out.write(y);
+}
+
+// ReduceMean / ReduceSum over every spatial axis (keepdims; squeeze-excite's squeeze): the
+// per-channel sums of kiln::reduce (same order: pixels in raster order), one pixel per read,
+// then the scale of kiln::reduce (1 / count for ReduceMean, 1 for ReduceSum), one packet out.
+template <class data_T, class res_T, typename CONFIG_T>
+void reduce_spatial_stream(stream<packet<data_T, CONFIG_T::n_out> > &in, stream<packet<res_T, CONFIG_T::n_out> > &out) {
+    #pragma HLS INLINE off
+    typedef typename CONFIG_T::accum_t acc_T;
+    acc_T acc[CONFIG_T::n_out];
+    #pragma HLS ARRAY_PARTITION variable = acc complete
+    for (unsigned ch = 0; ch < CONFIG_T::n_out; ch++) acc[ch] = 0;
+Pixels:
+    for (unsigned i = 0; i < CONFIG_T::n_in / CONFIG_T::n_out; i++) {
+        #pragma HLS PIPELINE
+        packet<data_T, CONFIG_T::n_out> px = in.read();
+        for (unsigned ch = 0; ch < CONFIG_T::n_out; ch++) acc[ch] += (acc_T)px.data[ch];
+    }
+    packet<res_T, CONFIG_T::n_out> y;
+    for (unsigned ch = 0; ch < CONFIG_T::n_out; ch++)
+        y.data[ch] = (res_T)(acc[ch] * (typename CONFIG_T::scale_t)CONFIG_T::scale);
     out.write(y);
 }
 
