@@ -61,3 +61,28 @@ def test_squeeze_excite_reduce_mean_streams_bit_identical(tmp_path):
     est = json.loads((st.path / "kiln_estimate.json").read_text())
     mean = next(r for r in est["layers"] if r["op"] == "ReduceMean")
     assert mean["ii"] == 64   # one pixel per cycle over the 8 x 8 map
+
+
+def test_channel_folded_pixel_streams_are_bit_identical(tmp_path, monkeypatch):
+    # channel folding forced for a target II of 256 cycles (stream_channels.fold_channels): every
+    # pixel stream between conv / pool / GAP / ReduceMean / element-wise layers carries C / F
+    # channels per packet, F the largest divisor of C with pixels x F <= 256
+    from kiln.backends.hls import stream_render
+
+    src, x = _model(tmp_path)
+    common = dict(board="vu13p", precision=PRECISION, reuse_factor=1, fit_check=False)
+    par = kiln.compile(src, output_dir=tmp_path / "par", **common)
+    monkeypatch.setattr(stream_render, "channel_fold_ii", lambda model: 256)
+    st = kiln.compile(src, output_dir=tmp_path / "st", io="stream", **common)
+    assert st.manifest["stream"]["buffered"] == []
+    fifos = {(f["producer"], f["consumer"]): f for f in json.loads((st.path / "kiln_estimate.json").read_text())["fifos"]}
+    by_op = {r["op"]: r["layer"] for r in st.manifest["stream"]["layers"]}
+    # 8 x 8 maps of 16 channels: 4 packets of 4 per pixel; the squeeze (one pixel): 16 of 1;
+    # the 4 x 4 pooled map of 8 channels: 8 packets of 1; GAP -> Flatten (whole rows): not folded
+    assert {f["packet"] for (p, c), f in fifos.items() if p in (by_op["HardSwish"], by_op["Relu"])} == {4}
+    assert {f["packet"] for (p, c), f in fifos.items() if p == by_op["ReduceMean"]} == {1}
+    assert {f["packet"] for (p, c), f in fifos.items() if p == by_op["MaxPool"]} == {1}
+    assert {f["packet"] for (p, c), f in fifos.items() if p == by_op["GlobalAveragePool"]} == {8}
+    top = (st.path / "firmware" / "kiln_top.cpp").read_text()
+    assert "kiln::channel_binary_stream<" in top and "kiln::reduce_spatial_stream<" in top
+    assert np.array_equal(par.csim(x), st.csim(x))

@@ -58,6 +58,16 @@ class Stream:
     port: bool = False  # a top-level argument
     depth: int = 2
     depth_reason: str = ""
+    fold: int = 1       # pixel order: packets per pixel (C / fold channels each; stream_channels.py)
+
+    @property
+    def channels(self) -> int:
+        """Elements of one pixel (pixel order) or of one row (flat)."""
+        return self.packet * self.fold
+
+    @property
+    def pixels(self) -> int:
+        return self.size // self.channels
 
     @property
     def n_packets(self) -> int:
@@ -73,7 +83,8 @@ class Stream:
 
     def tensor_args(self) -> str:
         """Template arguments of write_tensor/read_tensor/stream_values."""
-        return f"{self.ctype}, {self.size}, {self.packet}, {'true' if self.pixel else 'false'}"
+        fold = f", {self.fold}" if self.fold > 1 else ""   # the templates' default: 1
+        return f"{self.ctype}, {self.size}, {self.packet}, {'true' if self.pixel else 'false'}{fold}"
 
 
 @dataclass
@@ -317,8 +328,10 @@ def row_reuse(reuse: int, n_in: int, n_out: int, rows: int) -> int:
 
 def packet_fold(proc) -> int:
     """F of a packet template: a packet of P elements in F cycles on P / F units, F the largest
-    divisor of P not above the layer's reuse factor (the stream folding picks divisors)."""
+    divisor of P not above the layer's reuse factor (the stream folding picks divisors) over the
+    stream's channel fold (the reuse factor counts cycles per pixel: a pixel of C channels in
+    FC packets of C / FC takes R / FC cycles per packet)."""
     if proc.template not in FOLDED_PACKET_TEMPLATES or proc.layer is None or proc.layer.cost is None:
         return 1
-    target = max(1, proc.layer.cost.reuse_factor)
+    target = max(1, proc.layer.cost.reuse_factor // proc.outputs[0].fold)
     return max(d for d in divisors(proc.outputs[0].packet) if d <= target)
