@@ -27,6 +27,9 @@ that of its slowest layer):
   ceil(log2 n_in) + 1; Conv/pool the pixels before the first window is complete
   ((K_eff_h - 1) x in_w + K_eff_w) x R (padding ignored: an upper bound) plus the product's adder tree;
   a buffered adapter all its input packets plus the io_parallel latency; activations 1.
+* Window registers (FF) of a Conv: K_eff_h x K_eff_w x C x bits below R = k_w; from R >= k_w
+  the taps are read from the line buffer's banks (k_w reads of a bank per output pixel in R
+  cycles), as for pools: none.
 * Line buffers: K_eff_h rows x in_w pixels x C channels, partitioned into K_eff_h x C banks
   of in_w words; a bank of >= 64 words is BRAM18K (each in its best RAMB18 aspect ratio,
   16K x 1 ... 1K x 18, 512 x 36: AMD UG473 table 1-2), a shallower one LUTRAM (words x bits
@@ -133,6 +136,11 @@ def _window(proc) -> tuple[int, int, int, int]:
     return keff[0], keff[1], int(in_w), 0
 
 
+def _kernel_w(node) -> int:
+    kernel = list(const_array(node.inputs[1]).shape[2:]) if node.op_type == "Conv" else list(attr(node, "kernel_shape"))
+    return int(kernel[-1])
+
+
 def estimate_process(proc, plan: StreamPlan, bits_of: dict) -> LayerEstimate | None:
     cost = proc.layer.cost if proc.layer is not None and proc.layer.cost is not None else LayerCost()
     ins, outs = proc.inputs, proc.outputs
@@ -174,8 +182,11 @@ def estimate_process(proc, plan: StreamPlan, bits_of: dict) -> LayerEstimate | N
     row = weight_row(proc.layer_name, proc.op, per_pixel, inputs)
     b, l = memory_cost(in_w, _bits(src, bits_of), banks=keff_h * chans)
     fill = max(0, (keff_h - 1) * in_w + keff_w) * max(r, src.fold) + row.latency_cycles
-    # conv2d_stream copies the window into registers; pool2d_stream reads the line buffer directly
-    window_ff = keff_h * keff_w * chans * _bits(src, bits_of) if proc.template == "kiln::conv2d_stream" else 0
+    # conv2d_stream copies the window into registers below R = k_w; from R >= k_w, and pool2d_stream
+    # always, the taps are read from the line buffer directly
+    k_w = _kernel_w(proc.node)
+    window_ff = (keff_h * keff_w * chans * _bits(src, bits_of)
+                 if proc.template == "kiln::conv2d_stream" and r < k_w else 0)
     # a pixel takes max(R, F) cycles: R for its products, F packet reads (writes) per pixel in (out)
     ii = max(pixels_in * max(r, src.fold), pixels_out * max(r, dst.fold))
     return replace(row, ii=ii, latency_cycles=fill, bram=row.bram + b, lut=row.lut + l,

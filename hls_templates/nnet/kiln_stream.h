@@ -285,6 +285,9 @@ template <typename CONFIG_T> struct window_geometry {
 
 // Conv: per output pixel, the KxK window of every channel is taken from the line buffer and
 // the n_filt sums are those of kiln::conv2d (same order: filter, channel, kernel row, col).
+// At R < k_w the window is copied into registers (every tap in one cycle); from R >= k_w the
+// products read the line buffer directly (each bank, one row of one channel, gives the k_w
+// taps of an output in k_w of its R cycles), as pool2d_stream does: no window registers.
 template <class data_T, class res_T, typename CONFIG_T, unsigned FI = 1, unsigned FO = 1>
 void conv2d_stream(stream<packet<data_T, CONFIG_T::n_chan / FI> > &in, stream<packet<res_T, CONFIG_T::n_filt / FO> > &out,
                    const typename CONFIG_T::weight_t weights[CONFIG_T::n_filt * (CONFIG_T::n_chan / CONFIG_T::groups) * CONFIG_T::k_h * CONFIG_T::k_w],
@@ -299,6 +302,7 @@ void conv2d_stream(stream<packet<data_T, CONFIG_T::n_chan / FI> > &in, stream<pa
     #pragma HLS ARRAY_PARTITION variable = window complete dim = 0
     const unsigned cpg = CONFIG_T::n_chan / CONFIG_T::groups;
     const unsigned fpg = CONFIG_T::n_filt / CONFIG_T::groups;
+    const bool direct = CONFIG_T::reuse_factor >= CONFIG_T::k_w;
     unsigned oh = 0, ow = 0;
 InRows:
     for (unsigned r = 0; r < CONFIG_T::in_h; r++) {
@@ -315,7 +319,7 @@ InRows:
                         const int iw = (int)(ow * CONFIG_T::stride_w + kw * CONFIG_T::dil_w) - (int)CONFIG_T::pad_left;
                         valid[kh][kw] = ih >= 0 && ih < (int)CONFIG_T::in_h && iw >= 0 && iw < (int)CONFIG_T::in_w;
                         for (unsigned ch = 0; ch < CONFIG_T::n_chan; ch++)
-                            if (valid[kh][kw]) window[ch][kh][kw] = line[ih % G::rows][iw][ch];
+                            if (valid[kh][kw] && !direct) window[ch][kh][kw] = line[ih % G::rows][iw][ch];
                     }
                 }
                 res_T y[CONFIG_T::n_filt];
@@ -326,9 +330,12 @@ InRows:
                     for (unsigned ch = 0; ch < cpg; ch++)
                         for (unsigned kh = 0; kh < CONFIG_T::k_h; kh++)
                             for (unsigned kw = 0; kw < CONFIG_T::k_w; kw++)
-                                if (valid[kh][kw])
-                                    acc += window[g * cpg + ch][kh][kw] *
-                                           weights[((f * cpg + ch) * CONFIG_T::k_h + kh) * CONFIG_T::k_w + kw];
+                                if (valid[kh][kw]) {
+                                    const int ih = (int)(oh * CONFIG_T::stride_h + kh * CONFIG_T::dil_h) - (int)CONFIG_T::pad_top;
+                                    const int iw = (int)(ow * CONFIG_T::stride_w + kw * CONFIG_T::dil_w) - (int)CONFIG_T::pad_left;
+                                    const data_T v = direct ? line[ih % G::rows][iw][g * cpg + ch] : window[g * cpg + ch][kh][kw];
+                                    acc += v * weights[((f * cpg + ch) * CONFIG_T::k_h + kh) * CONFIG_T::k_w + kw];
+                                }
                     y[f] = (res_T)acc;
                 }
                 write_pixel<res_T, CONFIG_T::n_filt, FO>(y, out);
