@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
@@ -47,22 +48,6 @@ def _model(tmp_path):
     return str(export_torch(MobileBlock(), torch.from_numpy(x[:1]), tmp_path / "mb.onnx")), x
 
 
-def test_squeeze_excite_reduce_mean_streams_bit_identical(tmp_path):
-    src, x = _model(tmp_path)
-    common = dict(board="vu13p", precision=PRECISION, reuse_factor=1, fit_check=False)
-    par = kiln.compile(src, output_dir=tmp_path / "par", **common)
-    st = kiln.compile(src, output_dir=tmp_path / "st", io="stream", **common)
-    rows = {r["op"]: r for r in st.manifest["stream"]["layers"]}
-    assert st.manifest["stream"]["buffered"] == [], st.manifest["stream"]["layers"]
-    assert rows["ReduceMean"]["template"] == "kiln::reduce_spatial_stream"
-    a, b = par.csim(x), st.csim(x)
-    assert np.array_equal(a, b)
-    assert np.abs(b - st.reference(x)[0]).max() < 0.05  # fixed<16,6>: 10 fractional bits
-    est = json.loads((st.path / "kiln_estimate.json").read_text())
-    mean = next(r for r in est["layers"] if r["op"] == "ReduceMean")
-    assert mean["ii"] == 64   # one pixel per cycle over the 8 x 8 map
-
-
 def test_channel_folded_pixel_streams_are_bit_identical(tmp_path, monkeypatch):
     # channel folding forced for a target II of 256 cycles (stream_channels.fold_channels): every
     # pixel stream between conv / pool / GAP / ReduceMean / element-wise layers carries C / F
@@ -85,4 +70,28 @@ def test_channel_folded_pixel_streams_are_bit_identical(tmp_path, monkeypatch):
     assert {f["packet"] for (p, c), f in fifos.items() if p == by_op["GlobalAveragePool"]} == {8}
     top = (st.path / "firmware" / "kiln_top.cpp").read_text()
     assert "kiln::channel_binary_stream<" in top and "kiln::reduce_spatial_stream<" in top
-    assert np.array_equal(par.csim(x), st.csim(x))
+    assert next(r for r in st.manifest["stream"]["layers"] if r["op"] == "ReduceMean")["mode"] == "streamed"
+    mean = next(r for r in json.loads((st.path / "kiln_estimate.json").read_text())["layers"] if r["op"] == "ReduceMean")
+    assert mean["ii"] == 64 * 4   # one pixel per 4 reads over the 8 x 8 map
+    b = st.csim(x)
+    assert np.array_equal(par.csim(x), b)
+    assert np.abs(b - st.reference(x)[0]).max() < 0.05  # fixed<16,6>: 10 fractional bits
+
+
+def test_mobilenetv3_small_with_a_cifar_size_head_fits_zcu102(tmp_path):
+    # timm mobilenetv3_small_050 at 64x64 with num_classes=10 (578,474 weights, 9.3 Mbit at 16
+    # bits), calibrated 16-bit: with the streamed ReduceMeans and channel-folded pixel streams the
+    # stream folding finds a design within 70% of zcu102 in every resource (measured: II 32,768,
+    # 6,104 frames/s; LUT 130,023, FF 129,343, DSP 1,753, BRAM18K 839 with 64 calibration inputs;
+    # bench/bench_stream.py)
+    from examples.timm_zoo import export, samples
+
+    src = str(export("mobilenetv3_small_050", tmp_path / "mnv3.onnx", size=64, sharpen=True, num_classes=10))
+    p = kiln.compile(src, board="zcu102", calibrate=samples(64, 16, seed=7), bits=16, io="stream",
+                     output_dir=tmp_path / "z")
+    est = json.loads((p.path / "kiln_estimate.json").read_text())
+    total = est["total"]
+    assert all(total[k] <= v for k, v in total["limits"].items() if v)
+    assert est["buffered"] == []
+    assert any(f["order"] == "pixel" and f["packet"] < 16 for f in est["fifos"])   # channel-folded
+    assert total["frames_per_s"] == pytest.approx(200e6 / total["ii"]) and total["frames_per_s"] > 1000
