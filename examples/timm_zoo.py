@@ -43,11 +43,12 @@ ZOO = {
 }
 
 
-def build(name: str, size: int | None = None, sharpen: bool = False):
+def build(name: str, size: int | None = None, sharpen: bool = False, num_classes: int | None = None):
     """The timm model with deterministic random weights, in eval mode, and its input size.
 
     ``sharpen``: scale the classifier head (the last Linear, or a 1x1 Conv head) so the logits
-    have std LOGIT_STD over standard-normal images. A random-weight classifier gives
+    have std LOGIT_STD over standard-normal images (``num_classes``: another head size, e.g. 10
+    for a CIFAR-size classifier). A random-weight classifier gives
     near-uniform logits whose top two differ by less than a fixed-point lsb for many inputs;
     sharpened, argmax agreement between float and fixed point measures accuracy, not ties."""
     import timm
@@ -59,6 +60,8 @@ def build(name: str, size: int | None = None, sharpen: bool = False):
     kwargs = dict(spec.kwargs)
     if spec.size_kwarg:
         kwargs["img_size"] = size
+    if num_classes is not None:
+        kwargs["num_classes"] = num_classes
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = timm.create_model(name, pretrained=False, **kwargs)
@@ -102,11 +105,11 @@ def samples(size: int, n: int = 8, seed: int = 0) -> np.ndarray:
 
 
 def export(name: str, path, size: int | None = None, dynamo: bool = False, opset: int = 17,
-           sharpen: bool = False) -> Path:
-    """Export ``name`` to ONNX at ``path`` (batch axis 1, static); ``sharpen``: see ``build``."""
+           sharpen: bool = False, num_classes: int | None = None) -> Path:
+    """Export ``name`` to ONNX at ``path`` (batch axis 1, static); ``sharpen``, ``num_classes``: see ``build``."""
     import torch
 
-    model, size = build(name, size, sharpen)
+    model, size = build(name, size, sharpen, num_classes)
     x = torch.from_numpy(samples(size, 1))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -165,7 +165,8 @@ def test_mobilenetv3_small_stream_is_over_on_weights_not_dsp(tmp_path):
                      fit_check=False)
     total = json.loads((p.path / "kiln_estimate.json").read_text())["total"]
     assert total["dsp"] <= total["limits"]["dsp"] and total["bram"] > total["limits"]["bram"]
-    # through the FIFOs (folded, buffered ReduceMeans, squeeze-excite forks) the same values as io_parallel
+    # through the FIFOs (channel-folded packets, streamed ReduceMeans, squeeze-excite forks) the same values
+    # as io_parallel
     par = kiln.compile(src, board="vu13p", calibrate=cal, bits=16, reuse_factor=1, output_dir=tmp_path / "par",
                        fit_check=False)
     x = samples(64, 2, seed=3)

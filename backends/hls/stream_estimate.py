@@ -16,8 +16,10 @@ that of its slowest layer):
   Activation, element-wise binary op of two streams, per-channel binary op (squeeze-excite):
   output packets x F (one packet of P elements per F cycles on P / F multipliers/LUT paths,
   F = stream_plan.packet_fold); packet-preserving copy (Flatten of a 1x1 map): output packets.
-  Conv / pooling: max(input pixels, output pixels) x R (one pixel per read; the window's
-  products of all filters on weights / R multipliers); GlobalAveragePool: input pixels.
+  Conv / pooling: max(input pixels x max(R, F_in), output pixels x max(R, F_out)) (one pixel
+  per F reads, F the stream's channel fold, stream_channels.py; the window's products of all
+  filters on weights / R multipliers); GlobalAveragePool and a ReduceMean/ReduceSum over H, W
+  (squeeze-excite's squeeze): input packets (C accumulators, C scale multiplies).
   Buffered adapter: max(packets in, io_parallel II, packets out); clone: packets.
 * Throughput: frames/s = clock / max II (FINN-R eq. 1: the slowest stage sets the rate).
 * Latency (pipeline fill): the longest path of the processes' initial delays (cycles from a
@@ -25,6 +27,9 @@ that of its slowest layer):
   ceil(log2 n_in) + 1; Conv/pool the pixels before the first window is complete
   ((K_eff_h - 1) x in_w + K_eff_w) x R (padding ignored: an upper bound) plus the product's adder tree;
   a buffered adapter all its input packets plus the io_parallel latency; activations 1.
+* Window registers (FF) of a Conv: K_eff_h x K_eff_w x C x bits below R = k_w; from R >= k_w
+  the taps are read from the line buffer's banks (k_w reads of a bank per output pixel in R
+  cycles), as for pools: none.
 * Line buffers: K_eff_h rows x in_w pixels x C channels, partitioned into K_eff_h x C banks
   of in_w words; a bank of >= 64 words is BRAM18K (each in its best RAMB18 aspect ratio,
   16K x 1 ... 1K x 18, 512 x 36: AMD UG473 table 1-2), a shallower one LUTRAM (words x bits
@@ -52,7 +57,7 @@ from dataclasses import replace
 
 from kiln.backends.hls.estimate import LayerCost, LayerEstimate, ModelEstimate, estimate_layer
 from kiln.backends.hls.stream_fifo import fork_depths
-from kiln.backends.hls.stream_plan import DENSE_TEMPLATES, PACKET_TEMPLATES, StreamPlan, packet_fold
+from kiln.backends.hls.stream_plan import ACCUMULATE_TEMPLATES, DENSE_TEMPLATES, PACKET_TEMPLATES, StreamPlan, packet_fold
 from kiln.ir_utils import attr, const_array
 
 LUTRAM_MAX_WORDS = 64
@@ -131,6 +136,11 @@ def _window(proc) -> tuple[int, int, int, int]:
     return keff[0], keff[1], int(in_w), 0
 
 
+def _kernel_w(node) -> int:
+    kernel = list(const_array(node.inputs[1]).shape[2:]) if node.op_type == "Conv" else list(attr(node, "kernel_shape"))
+    return int(kernel[-1])
+
+
 def estimate_process(proc, plan: StreamPlan, bits_of: dict) -> LayerEstimate | None:
     cost = proc.layer.cost if proc.layer is not None and proc.layer.cost is not None else LayerCost()
     ins, outs = proc.inputs, proc.outputs
@@ -161,20 +171,25 @@ def estimate_process(proc, plan: StreamPlan, bits_of: dict) -> LayerEstimate | N
         # a per-channel operand (squeeze-excite) is one packet read before the pixels: no extra cycles
         return replace(row, ii=dst.n_packets * fold, latency_cycles=max(row.latency_cycles, 1))
     r = max(1, cost.reuse_factor)
-    pixels_in, pixels_out, chans = src.n_packets, dst.n_packets, src.packet
-    if proc.template == "kiln::global_average_pool_stream":
+    pixels_in, pixels_out, chans = src.pixels, dst.pixels, src.channels
+    if proc.template in ACCUMULATE_TEMPLATES:
         row = estimate_layer(proc.layer_name, proc.op, replace(cost, adds=chans, out_elems=chans, reuse_factor=1),
                              inputs)
-        return replace(row, ii=pixels_in, latency_cycles=pixels_in + row.latency_cycles)
+        return replace(row, ii=src.n_packets, latency_cycles=src.n_packets + row.latency_cycles)
     keff_h, keff_w, in_w, _ = _window(proc)
     per_pixel = replace(cost, mults=cost.mults // max(pixels_out, 1), adds=cost.adds // max(pixels_out, 1),
                         out_elems=dst.packet, reuse_factor=r)
     row = weight_row(proc.layer_name, proc.op, per_pixel, inputs)
     b, l = memory_cost(in_w, _bits(src, bits_of), banks=keff_h * chans)
-    fill = max(0, (keff_h - 1) * in_w + keff_w) * r + row.latency_cycles
-    # conv2d_stream copies the window into registers; pool2d_stream reads the line buffer directly
-    window_ff = keff_h * keff_w * chans * _bits(src, bits_of) if proc.template == "kiln::conv2d_stream" else 0
-    return replace(row, ii=max(pixels_in, pixels_out) * r, latency_cycles=fill, bram=row.bram + b, lut=row.lut + l,
+    fill = max(0, (keff_h - 1) * in_w + keff_w) * max(r, src.fold) + row.latency_cycles
+    # conv2d_stream copies the window into registers below R = k_w; from R >= k_w, and pool2d_stream
+    # always, the taps are read from the line buffer directly
+    k_w = _kernel_w(proc.node)
+    window_ff = (keff_h * keff_w * chans * _bits(src, bits_of)
+                 if proc.template == "kiln::conv2d_stream" and r < k_w else 0)
+    # a pixel takes max(R, F) cycles: R for its products, F packet reads (writes) per pixel in (out)
+    ii = max(pixels_in * max(r, src.fold), pixels_out * max(r, dst.fold))
+    return replace(row, ii=ii, latency_cycles=fill, bram=row.bram + b, lut=row.lut + l,
                    ff=row.ff + window_ff)
 
 

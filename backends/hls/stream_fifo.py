@@ -65,8 +65,8 @@ def process_need(proc) -> np.ndarray | None:
     n_in, n_out = proc.inputs[0].n_packets, proc.outputs[0].n_packets
     if proc.kind == "clone" or proc.template in PACKET_TEMPLATES or proc.template in DENSE_TEMPLATES.values():
         return np.arange(1, n_out + 1) if n_in == n_out else None
-    if proc.template in WINDOW_TEMPLATES:
-        return window_need(proc.node)
+    if proc.template in WINDOW_TEMPLATES:   # F_out packets per output pixel, F_in per input pixel
+        return np.repeat(window_need(proc.node), proc.outputs[0].fold) * proc.inputs[0].fold
     return np.full(n_out, n_in)   # GlobalAveragePool, buffered adapters: the whole tensor first
 
 

@@ -15,7 +15,11 @@ per frame) for every process at once, as FINN's ``SetFolding`` transformation do
   (or at the factor the config fixes) is an error naming it: the bottleneck cannot meet F.
 * without a rate: the smallest T (of the IIs the processes can take) at which the whole
   design, FIFOs included, fits ``budget`` x the board; the fastest design that fits. When
-  none fits, the largest factors are kept and the fit check reports what is over.
+  none fits with whole-pixel packets, the pixel streams are channel-folded for T
+  (stream_channels.py: C / F channels per packet, F as large as T allows) and T searched
+  again; when a resource is over even then at the largest factors (weights beyond the
+  BRAM), the smallest T at which the other resources fit, and the fit check reports what
+  is over.
 
 Reuse factors chosen here are those of the io_parallel emitters (a streamed Dense's factor is
 rows x its per-row factor, stream_plan.row_reuse), so the rendered design is the one estimated.
@@ -29,8 +33,9 @@ from dataclasses import dataclass
 from kiln.backends.hls.context import EmitContext
 from kiln.backends.hls.fit import RESOURCES, board_limits
 from kiln.backends.hls.reuse import divisors
+from kiln.backends.hls.stream_channels import CHANNEL_FOLD_II, fold_channels
 from kiln.backends.hls.stream_estimate import estimate_process, estimate_stream, type_widths
-from kiln.backends.hls.stream_plan import COPY_STREAM, DENSE_TEMPLATES, FOLDED_PACKET_TEMPLATES, row_reuse
+from kiln.backends.hls.stream_plan import ACCUMULATE_TEMPLATES, COPY_STREAM, DENSE_TEMPLATES, FOLDED_PACKET_TEMPLATES, row_reuse
 from kiln.backends.hls.stream_render import stream_design
 from kiln.board import Board
 from kiln.errors import KilnError
@@ -86,17 +91,28 @@ def _pick(opts: list[Option], target: int) -> Option | None:
 
 def fold_stream(model, cfg, board: Board, opset: int, target_fps: float | None = None) -> dict[str, int]:
     """layer name -> reuse factor for the stream design of ``model`` (see the module docstring).
-    Layers whose reuse factor the config sets keep it."""
-    return _fold(model, cfg, board, opset, target_fps)[0]
+    Layers whose reuse factor the config sets keep it. Where channel folding is needed, its
+    target II is left on the graph (stream_channels.CHANNEL_FOLD_II) for the rendering."""
+    chosen, _, channel_ii = _fold(model, cfg, board, opset, target_fps)
+    if channel_ii is not None:
+        model.graph.metadata_props[CHANNEL_FOLD_II] = str(channel_ii)
+    return chosen
 
 
 def stream_auto_fits(model, cfg, board: Board, opset: int, fixed: set[str]) -> bool:
     """Would the stream folding (keeping the ``fixed`` layers' factors) fit the budget?"""
-    return _fold(model, cfg, board, opset, None, fixed)[1]
+    saved = model.graph.metadata_props.get(CHANNEL_FOLD_II)
+    try:
+        return _fold(model, cfg, board, opset, None, fixed)[1]
+    finally:
+        if saved is not None:
+            model.graph.metadata_props[CHANNEL_FOLD_II] = saved
 
 
 def _fold(model, cfg, board: Board, opset: int, target_fps: float | None, fixed: set[str] | None = None):
-    """(layer name -> reuse factor, whether the design then fits)."""
+    """(layer name -> reuse factor, whether the design then fits, the channel folding's target
+    II or None: whole-pixel packets)."""
+    model.graph.metadata_props.pop(CHANNEL_FOLD_II, None)
     ctx = EmitContext(default_precision=cfg.precision, opset=opset)
     from kiln.backends.hls.writer import board_budget, emit_layers
 
@@ -114,7 +130,7 @@ def _fold(model, cfg, board: Board, opset: int, target_fps: float | None, fixed:
         foldable = (proc.kind in ("native", "buffered") and cost is not None and proc.layer_name not in fixed
                     and (cost.divisible or proc.template == POOL_STREAM or (
                         proc.template in FOLDED_PACKET_TEMPLATES and (cost.mults or cost.adds)))
-                    and proc.template not in (COPY_STREAM, "kiln::global_average_pool_stream"))
+                    and proc.template != COPY_STREAM and proc.template not in ACCUMULATE_TEMPLATES)
         if foldable:
             options[proc.layer_name] = _options(proc, plan, bits_of, limits)
             procs[proc.layer_name] = proc
@@ -130,9 +146,14 @@ def _fold(model, cfg, board: Board, opset: int, target_fps: float | None, fixed:
             _set_reuse(procs[name], plan, pick.reuse)
         return chosen
 
-    def fits() -> bool:
+    def over(channel_ii: int | None) -> set[str]:
+        """The resources over the budget, pixel streams channel-folded for ``channel_ii`` (None: not)."""
+        fold_channels(plan, channel_ii or 0)
         est = estimate_stream(plan, board.clock_mhz, board_budget(board), bits_of)
-        return all(not limits[k] or est.total(k) <= limits[k] for k in RESOURCES)
+        return {k for k in RESOURCES if limits[k] and est.total(k) > limits[k]}
+
+    def fits(channel_ii: int | None = None) -> bool:
+        return not over(channel_ii)
 
     if target_fps is not None:
         if target_fps <= 0:
@@ -150,21 +171,30 @@ def _fold(model, cfg, board: Board, opset: int, target_fps: float | None, fixed:
                             f"({board.clock_mhz:g} MHz / {target_fps:g}) on {board.name}; the bottleneck cannot: "
                             f"{listed}. Lower --target-fps, or see `kiln report` for the layers' IIs")
         chosen = apply(target)
-        return chosen, fits()
+        if fits():
+            return chosen, True, None
+        return chosen, fits(target), target     # channel folding: narrower FIFOs at the same rate
     levels = sorted({o.ii for opts in options.values() for o in opts} | {slowest_fixed})
     levels = [t for t in levels if t >= slowest_fixed]
     lo, hi = 0, len(levels) - 1
-    chosen = apply(levels[hi])
+    apply(levels[hi])
+    channel = False
     if not fits():
-        return chosen, False
-    while lo < hi:            # the smallest level that fits (resources fall as the level rises)
+        channel = True    # whole-pixel packets do not fit even at the largest factors: fold the channels
+        beyond = over(levels[hi])
+    else:
+        beyond = set()
+    # the smallest level that fits (resources fall as the level rises); where some resource is
+    # over even at the largest factors (weights beyond the BRAM), the smallest at which the others fit
+    while lo < hi:
         mid = (lo + hi) // 2
         apply(levels[mid])
-        if fits():
+        if not over(levels[mid] if channel else None) - beyond:
             hi = mid
         else:
             lo = mid + 1
-    return apply(levels[lo]), True
+    chosen = apply(levels[lo])
+    return chosen, not beyond, levels[lo] if channel else None
 
 
 def _op(plan, name: str) -> str:

@@ -28,7 +28,11 @@ from kiln.backends.hls.reuse import divisors
 from kiln.ir_utils import const_array, size, static_shape
 
 PIXEL_TEMPLATES = {"kiln::conv2d": "kiln::conv2d_stream", "kiln::pool2d": "kiln::pool2d_stream",
-                   "kiln::global_average_pool": "kiln::global_average_pool_stream"}
+                   "kiln::global_average_pool": "kiln::global_average_pool_stream",
+                   "kiln::reduce": "kiln::reduce_spatial_stream"}
+# per-channel accumulators over every pixel, one packet out (GlobalAveragePool, squeeze-excite's ReduceMean)
+ACCUMULATE_TEMPLATES = ("kiln::global_average_pool_stream", "kiln::reduce_spatial_stream")
+SPATIAL_REDUCE_OPS = ("ReduceMean", "ReduceSum")
 DENSE_TEMPLATES = {"kiln::dense": "kiln::dense_stream", "kiln::dense_packed": "kiln::dense_packed_stream"}
 ELEMENTWISE_TEMPLATES = {"kiln::activation": "kiln::activation_stream"}
 BINARY_STREAM, CHANNEL_STREAM, COPY_STREAM = "kiln::binary_stream", "kiln::channel_binary_stream", "kiln::copy_stream"
@@ -54,6 +58,16 @@ class Stream:
     port: bool = False  # a top-level argument
     depth: int = 2
     depth_reason: str = ""
+    fold: int = 1       # pixel order: packets per pixel (C / fold channels each; stream_channels.py)
+
+    @property
+    def channels(self) -> int:
+        """Elements of one pixel (pixel order) or of one row (flat)."""
+        return self.packet * self.fold
+
+    @property
+    def pixels(self) -> int:
+        return self.size // self.channels
 
     @property
     def n_packets(self) -> int:
@@ -69,7 +83,8 @@ class Stream:
 
     def tensor_args(self) -> str:
         """Template arguments of write_tensor/read_tensor/stream_values."""
-        return f"{self.ctype}, {self.size}, {self.packet}, {'true' if self.pixel else 'false'}"
+        fold = f", {self.fold}" if self.fold > 1 else ""   # the templates' default: 1
+        return f"{self.ctype}, {self.size}, {self.packet}, {'true' if self.pixel else 'false'}{fold}"
 
 
 @dataclass
@@ -140,6 +155,14 @@ def _binary_kind(node: ir.Node) -> tuple[str, str]:
     return "", "a broadcast other than one value per channel of a [1, C, ...] tensor"
 
 
+def _spatial_reduce(node: ir.Node) -> bool:
+    """ReduceMean/ReduceSum over all axes after N, C (keepdims): per-channel sums of a pixel stream."""
+    from kiln.backends.hls.layers.math import reduce_axes
+
+    rank = len(static_shape(node.inputs[0]))
+    return node.op_type in SPATIAL_REDUCE_OPS and reduce_axes(node, rank) == list(range(2, rank))
+
+
 def _native_kind(layer, node: ir.Node) -> tuple[str, str]:
     """("pixel" | "flat" | "any" | "same" | "channel" | "copy", streaming template) where the
     layer has a streaming template, else ("", why not)."""
@@ -160,6 +183,8 @@ def _native_kind(layer, node: ir.Node) -> tuple[str, str]:
     if call.template in PIXEL_TEMPLATES:
         if not (_can_pixel(ins[0]) and _can_pixel(outs[0])):
             return "", "not a [1, C, ...] tensor"
+        if call.template == "kiln::reduce" and not _spatial_reduce(node):
+            return "", "a reduction other than ReduceMean/ReduceSum over every spatial axis (keepdims)"
         return "pixel", PIXEL_TEMPLATES[call.template]
     if call.template in DENSE_TEMPLATES:
         return "flat", DENSE_TEMPLATES[call.template]
@@ -303,8 +328,10 @@ def row_reuse(reuse: int, n_in: int, n_out: int, rows: int) -> int:
 
 def packet_fold(proc) -> int:
     """F of a packet template: a packet of P elements in F cycles on P / F units, F the largest
-    divisor of P not above the layer's reuse factor (the stream folding picks divisors)."""
+    divisor of P not above the layer's reuse factor (the stream folding picks divisors) over the
+    stream's channel fold (the reuse factor counts cycles per pixel: a pixel of C channels in
+    FC packets of C / FC takes R / FC cycles per packet)."""
     if proc.template not in FOLDED_PACKET_TEMPLATES or proc.layer is None or proc.layer.cost is None:
         return 1
-    target = max(1, proc.layer.cost.reuse_factor)
+    target = max(1, proc.layer.cost.reuse_factor // proc.outputs[0].fold)
     return max(d for d in divisors(proc.outputs[0].packet) if d <= target)

@@ -12,6 +12,7 @@ from dataclasses import replace
 
 from kiln.backends.hls.stream_plan import (BINARY_STREAM, CHANNEL_STREAM, COPY_STREAM, DENSE_TEMPLATES, StreamPlan,
                                            packet_fold, row_reuse)
+from kiln.backends.hls.stream_channels import WHOLE_PIXEL, channel_fold_ii, fold_channels
 from kiln.names import safe_comment
 
 ROW_CONFIG = """struct {name} : {base} {{
@@ -44,8 +45,11 @@ def _native_call(proc, plan: StreamPlan) -> str:
     elif proc.template in ("kiln::activation_stream", BINARY_STREAM):
         type_args = type_args + (str(src.packet), str(packet_fold(proc)))
     elif proc.template == CHANNEL_STREAM:
-        per_channel_a = proc.inputs[0].n_packets == 1 and proc.inputs[1].n_packets > 1
+        per_channel_a = proc.inputs[0].pixels == 1 and proc.inputs[1].pixels > 1
         type_args = type_args + (str(src.packet), "true" if per_channel_a else "false", str(packet_fold(proc)))
+        type_args = type_args + ((str(src.fold),) if src.fold > 1 else ())   # FC (the template's default: 1)
+    elif proc.template in WHOLE_PIXEL and (src.fold > 1 or dst.fold > 1):
+        type_args = type_args + (str(src.fold), str(dst.fold))
     elif proc.template == COPY_STREAM:
         type_args = type_args + (str(src.packet),)
     if proc.template in (BINARY_STREAM, CHANNEL_STREAM):
@@ -132,12 +136,16 @@ def render_top(plan: StreamPlan, names) -> dict:
 
 
 def stream_design(model, layers: list, ctx) -> StreamPlan:
-    """Plan the dataflow of the emitted layers. The instrumented C-sim counts overflows of the
+    """Plan the dataflow of the emitted layers, its pixel streams channel-folded where the stream
+    folding asked for it (stream_channels.py). The instrumented C-sim counts overflows of the
     buffered layers (they hold arrays); streamed layers have no shadow copy yet."""
     from kiln.backends.hls.stream_plan import plan_streams
     from kiln.backends.hls.writer import overflow_checks
 
     plan = plan_streams(model, layers, ctx, dense_row_config)
+    target = channel_fold_ii(model)
+    if target is not None:
+        fold_channels(plan, target)
     for proc in plan.processes:
         if proc.kind == "native":
             proc.layer.shadow = None

@@ -2,8 +2,9 @@
 //
 // A tensor travels as packets (kiln::packet<T, P>), in one of two orders:
 //   flat   the ONNX row-major order, one packet = one row of the last axis (P = shape[-1])
-//   pixel  [N=1, C, spatial...] tensors: one packet = the C channels of one pixel, pixels in
-//          raster order (P = C), what a line-buffer convolution reads one per cycle
+//   pixel  [N=1, C, spatial...] tensors: one pixel = F packets of C / F channels (P = C / F;
+//          F, the stream's channel fold, 1 unless stream_channels.py folds it), pixels in
+//          raster order, what a line-buffer convolution reads, one pixel per F reads
 // The arithmetic of every streaming layer is that of its io_parallel kernel, in the same
 // order, so stream and parallel C-simulations give bit-identical outputs.
 //
@@ -28,6 +29,12 @@ namespace kiln {
 template <class T, unsigned N> struct packet {
     T data[N];
 };
+
+// Lane j of packet k of a stream -> its index in ONNX order: pixel order, F packets per pixel
+// (channels (k % F) x P ... + P - 1 of pixel k / F); flat order, row k.
+template <unsigned N, unsigned P, bool PIXEL, unsigned F> inline unsigned tensor_index(unsigned k, unsigned j) {
+    return PIXEL ? ((k % F) * P + j) * (N / (P * F)) + k / F : k * P + j;
+}
 
 #if defined(KILN_CSIM) && !defined(__SYNTHESIS__)
 // Exit codes of the C-simulation for stream errors (the Python side reports stderr).
@@ -65,11 +72,12 @@ template <class T> void check_drained(stream<T> &s) {
 
 // `kiln csim --trace`: a stream's packets (the whole tensor, written by its producer before
 // its consumer runs in the sequential C-simulation) as doubles in ONNX order, not consumed.
-template <class T, unsigned N, unsigned P, bool PIXEL> void stream_values(stream<packet<T, P> > &s, double *values) {
+template <class T, unsigned N, unsigned P, bool PIXEL, unsigned F = 1>
+void stream_values(stream<packet<T, P> > &s, double *values) {
     const unsigned n = s.size();
     for (unsigned k = 0; k < n; k++) {
         packet<T, P> p = s.read();
-        for (unsigned j = 0; j < P; j++) values[PIXEL ? j * (N / P) + k : k * P + j] = as_double(p.data[j]);
+        for (unsigned j = 0; j < P; j++) values[tensor_index<N, P, PIXEL, F>(k, j)] = as_double(p.data[j]);
         s.write(p);
     }
 }
@@ -81,22 +89,24 @@ template <class T> void check_drained(stream<T> &) {}
 // A whole tensor (array in ONNX order) -> packets in the stream's order, and back: the top's
 // ports in the testbench and AXI wrapper, and the buffered adapters of layers without a
 // streaming template.
-template <class T, unsigned N, unsigned P, bool PIXEL, class A> void write_tensor(const A *a, stream<packet<T, P> > &s) {
+template <class T, unsigned N, unsigned P, bool PIXEL, unsigned F = 1, class A = T>
+void write_tensor(const A *a, stream<packet<T, P> > &s) {
 WritePackets:
     for (unsigned k = 0; k < N / P; k++) {
         #pragma HLS PIPELINE
         packet<T, P> p;
-        for (unsigned j = 0; j < P; j++) p.data[j] = (T)a[PIXEL ? j * (N / P) + k : k * P + j];
+        for (unsigned j = 0; j < P; j++) p.data[j] = (T)a[tensor_index<N, P, PIXEL, F>(k, j)];
         s.write(p);
     }
 }
 
-template <class T, unsigned N, unsigned P, bool PIXEL, class A> void read_tensor(stream<packet<T, P> > &s, A *a) {
+template <class T, unsigned N, unsigned P, bool PIXEL, unsigned F = 1, class A = T>
+void read_tensor(stream<packet<T, P> > &s, A *a) {
 ReadPackets:
     for (unsigned k = 0; k < N / P; k++) {
         #pragma HLS PIPELINE
         packet<T, P> p = s.read();
-        for (unsigned j = 0; j < P; j++) a[PIXEL ? j * (N / P) + k : k * P + j] = (A)p.data[j];
+        for (unsigned j = 0; j < P; j++) a[tensor_index<N, P, PIXEL, F>(k, j)] = (A)p.data[j];
     }
 }
 
@@ -154,27 +164,59 @@ Chunks:
 }
 
 // ---- a [1, C, ...] pixel stream times (or plus...) a per-channel [1, C, 1, 1] tensor -------
-// (squeeze-excite's channel scale). The per-channel operand (one packet of C) is read first
-// and held in registers; then one pixel per F cycles. The pixel operand's FIFO must hold the
-// whole tensor while the per-channel one is computed from it (a fork: stream_estimate sizes
-// it so). BCAST_A: the per-channel operand is the op's first input (a), else its second (b).
-template <class a_T, class b_T, class res_T, typename CONFIG_T, unsigned C, bool BCAST_A, unsigned F>
-void channel_binary_stream(stream<packet<a_T, C> > &a, stream<packet<b_T, C> > &b, stream<packet<res_T, C> > &out) {
+// (squeeze-excite's channel scale). Packets of P = C / FC channels (FC: the channel fold of
+// both streams). The per-channel operand (FC packets) is read first and held in registers;
+// then one packet per F cycles. The pixel operand's FIFO must hold the whole tensor while the
+// per-channel one is computed from it (a fork: stream_estimate sizes it so). BCAST_A: the
+// per-channel operand is the op's first input (a), else its second (b).
+template <class a_T, class b_T, class res_T, typename CONFIG_T, unsigned P, bool BCAST_A, unsigned F, unsigned FC = 1>
+void channel_binary_stream(stream<packet<a_T, P> > &a, stream<packet<b_T, P> > &b, stream<packet<res_T, P> > &out) {
     #pragma HLS INLINE off
-    packet<a_T, C> ca;
-    packet<b_T, C> cb;
-    packet<res_T, C> z;
-    if (BCAST_A) ca = a.read(); else cb = b.read();
+    a_T ha[BCAST_A ? P * FC : 1];
+    b_T hb[BCAST_A ? 1 : P * FC];
+    #pragma HLS ARRAY_PARTITION variable = ha complete
+    #pragma HLS ARRAY_PARTITION variable = hb complete
+    for (unsigned q = 0; q < FC; q++) {
+        if (BCAST_A) { packet<a_T, P> p = a.read(); for (unsigned j = 0; j < P; j++) ha[q * P + j] = p.data[j]; }
+        else { packet<b_T, P> p = b.read(); for (unsigned j = 0; j < P; j++) hb[q * P + j] = p.data[j]; }
+    }
+    packet<a_T, P> ca;
+    packet<b_T, P> cb;
+    packet<res_T, P> z;
 Chunks:
-    for (unsigned i = 0; i < CONFIG_T::n_out / C * F; i++) {
+    for (unsigned i = 0; i < CONFIG_T::n_out / P * F; i++) {
         #pragma HLS PIPELINE
-        const unsigned c = i % F;
+        const unsigned c = i % F, q = i / F % FC;
         if (c == 0) {
-            if (BCAST_A) cb = b.read(); else ca = a.read();
+            if (BCAST_A) {
+                cb = b.read();
+                for (unsigned j = 0; j < P; j++) ca.data[j] = ha[q * P + j];
+            } else {
+                ca = a.read();
+                for (unsigned j = 0; j < P; j++) cb.data[j] = hb[q * P + j];
+            }
         }
-        binary<a_T, b_T, res_T, binary_packet_config<CONFIG_T, C / F> >(ca.data + c * (C / F), cb.data + c * (C / F),
-                                                                         z.data + c * (C / F));
+        binary<a_T, b_T, res_T, binary_packet_config<CONFIG_T, P / F> >(ca.data + c * (P / F), cb.data + c * (P / F),
+                                                                         z.data + c * (P / F));
         if (c == F - 1) out.write(z);
+    }
+}
+
+// ---- one pixel in FI packets (into C values) / out in FO packets (from C values) -------
+template <class T, unsigned C, unsigned FI> void read_pixel(stream<packet<T, C / FI> > &in, T v[C]) {
+    #pragma HLS INLINE
+    for (unsigned q = 0; q < FI; q++) {
+        packet<T, C / FI> p = in.read();
+        for (unsigned j = 0; j < C / FI; j++) v[q * (C / FI) + j] = p.data[j];
+    }
+}
+
+template <class T, unsigned C, unsigned FO> void write_pixel(const T v[C], stream<packet<T, C / FO> > &out) {
+    #pragma HLS INLINE
+    for (unsigned q = 0; q < FO; q++) {
+        packet<T, C / FO> p;
+        for (unsigned j = 0; j < C / FO; j++) p.data[j] = v[q * (C / FO) + j];
+        out.write(p);
     }
 }
 
@@ -242,8 +284,11 @@ template <typename CONFIG_T> struct window_geometry {
 
 // Conv: per output pixel, the KxK window of every channel is taken from the line buffer and
 // the n_filt sums are those of kiln::conv2d (same order: filter, channel, kernel row, col).
-template <class data_T, class res_T, typename CONFIG_T>
-void conv2d_stream(stream<packet<data_T, CONFIG_T::n_chan> > &in, stream<packet<res_T, CONFIG_T::n_filt> > &out,
+// At R < k_w the window is copied into registers (every tap in one cycle); from R >= k_w the
+// products read the line buffer directly (each bank, one row of one channel, gives the k_w
+// taps of an output in k_w of its R cycles), as pool2d_stream does: no window registers.
+template <class data_T, class res_T, typename CONFIG_T, unsigned FI = 1, unsigned FO = 1>
+void conv2d_stream(stream<packet<data_T, CONFIG_T::n_chan / FI> > &in, stream<packet<res_T, CONFIG_T::n_filt / FO> > &out,
                    const typename CONFIG_T::weight_t weights[CONFIG_T::n_filt * (CONFIG_T::n_chan / CONFIG_T::groups) * CONFIG_T::k_h * CONFIG_T::k_w],
                    const typename CONFIG_T::bias_t biases[CONFIG_T::n_filt]) {
     #pragma HLS INLINE off
@@ -256,14 +301,16 @@ void conv2d_stream(stream<packet<data_T, CONFIG_T::n_chan> > &in, stream<packet<
     #pragma HLS ARRAY_PARTITION variable = window complete dim = 0
     const unsigned cpg = CONFIG_T::n_chan / CONFIG_T::groups;
     const unsigned fpg = CONFIG_T::n_filt / CONFIG_T::groups;
+    const bool direct = CONFIG_T::reuse_factor >= CONFIG_T::k_w;
     unsigned oh = 0, ow = 0;
 InRows:
     for (unsigned r = 0; r < CONFIG_T::in_h; r++) {
     InCols:
         for (unsigned c = 0; c < CONFIG_T::in_w; c++) {
             #pragma HLS PIPELINE II = CONFIG_T::reuse_factor
-            packet<data_T, CONFIG_T::n_chan> px = in.read();
-            for (unsigned ch = 0; ch < CONFIG_T::n_chan; ch++) line[r % G::rows][c][ch] = px.data[ch];
+            data_T px[CONFIG_T::n_chan];
+            read_pixel<data_T, CONFIG_T::n_chan, FI>(in, px);
+            for (unsigned ch = 0; ch < CONFIG_T::n_chan; ch++) line[r % G::rows][c][ch] = px[ch];
             while (oh < CONFIG_T::out_h && G::triggered(oh, ow, r, c)) {
                 for (unsigned kh = 0; kh < CONFIG_T::k_h; kh++) {
                     for (unsigned kw = 0; kw < CONFIG_T::k_w; kw++) {
@@ -271,10 +318,10 @@ InRows:
                         const int iw = (int)(ow * CONFIG_T::stride_w + kw * CONFIG_T::dil_w) - (int)CONFIG_T::pad_left;
                         valid[kh][kw] = ih >= 0 && ih < (int)CONFIG_T::in_h && iw >= 0 && iw < (int)CONFIG_T::in_w;
                         for (unsigned ch = 0; ch < CONFIG_T::n_chan; ch++)
-                            if (valid[kh][kw]) window[ch][kh][kw] = line[ih % G::rows][iw][ch];
+                            if (valid[kh][kw] && !direct) window[ch][kh][kw] = line[ih % G::rows][iw][ch];
                     }
                 }
-                packet<res_T, CONFIG_T::n_filt> y;
+                res_T y[CONFIG_T::n_filt];
             Filters:
                 for (unsigned f = 0; f < CONFIG_T::n_filt; f++) {
                     const unsigned g = f / fpg;
@@ -282,12 +329,15 @@ InRows:
                     for (unsigned ch = 0; ch < cpg; ch++)
                         for (unsigned kh = 0; kh < CONFIG_T::k_h; kh++)
                             for (unsigned kw = 0; kw < CONFIG_T::k_w; kw++)
-                                if (valid[kh][kw])
-                                    acc += window[g * cpg + ch][kh][kw] *
-                                           weights[((f * cpg + ch) * CONFIG_T::k_h + kh) * CONFIG_T::k_w + kw];
-                    y.data[f] = (res_T)acc;
+                                if (valid[kh][kw]) {
+                                    const int ih = (int)(oh * CONFIG_T::stride_h + kh * CONFIG_T::dil_h) - (int)CONFIG_T::pad_top;
+                                    const int iw = (int)(ow * CONFIG_T::stride_w + kw * CONFIG_T::dil_w) - (int)CONFIG_T::pad_left;
+                                    const data_T v = direct ? line[ih % G::rows][iw][g * cpg + ch] : window[g * cpg + ch][kh][kw];
+                                    acc += v * weights[((f * cpg + ch) * CONFIG_T::k_h + kh) * CONFIG_T::k_w + kw];
+                                }
+                    y[f] = (res_T)acc;
                 }
-                out.write(y);
+                write_pixel<res_T, CONFIG_T::n_filt, FO>(y, out);
                 if (++ow == CONFIG_T::out_w) { ow = 0; oh++; }
             }
         }
@@ -295,8 +345,8 @@ InRows:
 }
 
 // MaxPool / AveragePool with the same line buffer; per channel the window walk of kiln::pool2d.
-template <class data_T, class res_T, typename CONFIG_T>
-void pool2d_stream(stream<packet<data_T, CONFIG_T::n_chan> > &in, stream<packet<res_T, CONFIG_T::n_chan> > &out) {
+template <class data_T, class res_T, typename CONFIG_T, unsigned FI = 1, unsigned FO = 1>
+void pool2d_stream(stream<packet<data_T, CONFIG_T::n_chan / FI> > &in, stream<packet<res_T, CONFIG_T::n_chan / FO> > &out) {
     #pragma HLS INLINE off
     typedef window_geometry<CONFIG_T> G;
     KILN_ACTIVATION data_T line[G::rows][CONFIG_T::in_w][CONFIG_T::n_chan];
@@ -308,12 +358,13 @@ InRows:
     InCols:
         for (unsigned c = 0; c < CONFIG_T::in_w; c++) {
             #pragma HLS PIPELINE II = CONFIG_T::reuse_factor
-            packet<data_T, CONFIG_T::n_chan> px = in.read();
-            for (unsigned ch = 0; ch < CONFIG_T::n_chan; ch++) line[r % G::rows][c][ch] = px.data[ch];
+            data_T px[CONFIG_T::n_chan];
+            read_pixel<data_T, CONFIG_T::n_chan, FI>(in, px);
+            for (unsigned ch = 0; ch < CONFIG_T::n_chan; ch++) line[r % G::rows][c][ch] = px[ch];
             while (oh < CONFIG_T::out_h && G::triggered(oh, ow, r, c)) {
                 const int h0 = (int)(oh * CONFIG_T::stride_h) - (int)CONFIG_T::pad_top;
                 const int w0 = (int)(ow * CONFIG_T::stride_w) - (int)CONFIG_T::pad_left;
-                packet<res_T, CONFIG_T::n_chan> y;
+                res_T y[CONFIG_T::n_chan];
             Channels:
                 for (unsigned ch = 0; ch < CONFIG_T::n_chan; ch++) {
                     typename CONFIG_T::accum_t acc = 0;
@@ -335,7 +386,7 @@ InRows:
                         }
                     }
                     if (CONFIG_T::is_max) {
-                        y.data[ch] = (res_T)acc;
+                        y[ch] = (res_T)acc;
                     } else {
                         unsigned count = n_valid;
                         if (CONFIG_T::count_include_pad) {
@@ -344,35 +395,18 @@ InRows:
                             if (w1 > (int)(CONFIG_T::in_w + CONFIG_T::pad_right)) w1 = CONFIG_T::in_w + CONFIG_T::pad_right;
                             count = (unsigned)((h1 - h0) * (w1 - w0));
                         }
-                        y.data[ch] = (res_T)(acc / (typename CONFIG_T::accum_t)(count ? count : 1));
+                        y[ch] = (res_T)(acc / (typename CONFIG_T::accum_t)(count ? count : 1));
                     }
                 }
-                out.write(y);
+                write_pixel<res_T, CONFIG_T::n_chan, FO>(y, out);
                 if (++ow == CONFIG_T::out_w) { ow = 0; oh++; }
             }
         }
     }
 }
 
-// GlobalAveragePool: one accumulator per channel, one pixel per read, one packet out.
-template <class data_T, class res_T, typename CONFIG_T>
-void global_average_pool_stream(stream<packet<data_T, CONFIG_T::n_chan> > &in, stream<packet<res_T, CONFIG_T::n_chan> > &out) {
-    #pragma HLS INLINE off
-    typename CONFIG_T::accum_t acc[CONFIG_T::n_chan];
-    #pragma HLS ARRAY_PARTITION variable = acc complete
-    for (unsigned ch = 0; ch < CONFIG_T::n_chan; ch++) acc[ch] = 0;
-Pixels:
-    for (unsigned i = 0; i < CONFIG_T::n_spatial; i++) {
-        #pragma HLS PIPELINE
-        packet<data_T, CONFIG_T::n_chan> px = in.read();
-        for (unsigned ch = 0; ch < CONFIG_T::n_chan; ch++) acc[ch] += px.data[ch];
-    }
-    packet<res_T, CONFIG_T::n_chan> y;
-    for (unsigned ch = 0; ch < CONFIG_T::n_chan; ch++)
-        y.data[ch] = (res_T)(acc[ch] * (typename CONFIG_T::scale_t)CONFIG_T::inv_count);
-    out.write(y);
-}
-
 } // namespace kiln
+
+#include "kiln_stream_accumulate.h"
 
 #endif
