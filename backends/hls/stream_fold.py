@@ -72,9 +72,9 @@ def _options(proc, plan, bits_of: dict, limits: dict) -> list[Option]:
     opts = []
     for r in _candidates(proc):
         _set_reuse(proc, plan, r)
-        row = estimate_process(proc, plan, bits_of)
+        row = estimate_process(proc, plan, bits_of, bool(limits.get("uram")))
         usage = {k: getattr(row, k) for k in RESOURCES}
-        opts.append(Option(r, row.ii, usage, sum(usage[k] / limits[k] for k in RESOURCES if limits[k])))
+        opts.append(Option(r, row.ii, usage, sum(usage[k] / limits[k] for k in RESOURCES if limits.get(k))))
     return opts
 
 
@@ -119,7 +119,7 @@ def _fold(model, cfg, board: Board, opset: int, target_fps: float | None, fixed:
             options[proc.layer_name] = _options(proc, plan, bits_of, limits)
             procs[proc.layer_name] = proc
         else:
-            steady[proc.layer_name] = estimate_process(proc, plan, bits_of).ii
+            steady[proc.layer_name] = estimate_process(proc, plan, bits_of, bool(limits.get("uram"))).ii
     slowest_fixed = max(steady.values(), default=1)
 
     def apply(target: int) -> dict[str, int]:
@@ -132,7 +132,7 @@ def _fold(model, cfg, board: Board, opset: int, target_fps: float | None, fixed:
 
     def fits() -> bool:
         est = estimate_stream(plan, board.clock_mhz, board_budget(board), bits_of)
-        return all(not limits[k] or est.total(k) <= limits[k] for k in RESOURCES)
+        return all(not limits.get(k) or est.total(k) <= limits[k] for k in RESOURCES)
 
     if target_fps is not None:
         if target_fps <= 0:

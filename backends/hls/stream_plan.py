@@ -54,6 +54,7 @@ class Stream:
     port: bool = False  # a top-level argument
     depth: int = 2
     depth_reason: str = ""
+    in_uram: bool = False  # a buffered layer's array of this tensor is in URAM (stream_estimate, memory.py)
 
     @property
     def n_packets(self) -> int:

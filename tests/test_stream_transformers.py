@@ -1,0 +1,81 @@
+"""URAM weight memories in stream mode (backends/hls/memory.py), and the stream-mode estimates of
+the small vision transformers of issue 13 (compile only: the estimate, no C-sim here; the C-sim
+agreement is measured by bench/bench_stream.py deit32 / mobilevit)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import kiln
+from kiln.backends.hls.memory import place, ramb18_count, uram_count
+
+N_IN, N_OUT, REUSE = 64, 128, 8192     # one row: every product of the Dense shares one multiplier
+
+
+def dense_model() -> onnx.ModelProto:
+    rng = np.random.default_rng(5)
+    w = numpy_helper.from_array(rng.normal(0, 0.1, (N_IN, N_OUT)).astype(np.float32), "w")
+    b = numpy_helper.from_array(rng.normal(0, 0.1, N_OUT).astype(np.float32), "b")
+    graph = helper.make_graph(
+        [helper.make_node("Gemm", ["x", "w", "b"], ["y"], name="fc")], "dense",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, N_IN])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, N_OUT])], [w, b])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def test_uram_and_bram18_counts():
+    assert uram_count(4096, 72) == 1 and uram_count(4097, 16) == 2 and uram_count(100, 73) == 2
+    assert place(4096, 16, banks=3, uram=True).uram == 3            # one URAM per bank of 4K x 16
+    assert place(4096, 16, banks=3, uram=False).bram == 3 * 4        # 1K x 18 RAMB18s
+    assert place(4095, 16, uram=True).bram == ramb18_count(4095, 16) == 4   # shallower than a URAM: BRAM
+    assert place(63, 16, uram=True).lut == 16                        # LUTRAM: 63 x 16 / 64
+
+
+@pytest.fixture(scope="module")
+def dense_projects(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("uram")
+    src = tmp / "dense.onnx"
+    onnx.save(dense_model(), src)
+    return {board: kiln.compile(str(src), board=board, precision="fixed<16,6>", reuse_factor=REUSE, io="stream",
+                                output_dir=tmp / board) for board in ("alveo-u250", "zcu102")}
+
+
+def estimate(project) -> dict:
+    return json.loads((project.path / "kiln_estimate.json").read_text())
+
+
+def test_weights_in_uram_on_alveo_u250_bram_on_zcu102(dense_projects):
+    u250, zcu = estimate(dense_projects["alveo-u250"]), estimate(dense_projects["zcu102"])
+    fc_u, fc_z = (next(r for r in e["layers"] if r["op"] == "Dense") for e in (u250, zcu))
+    assert fc_u["reuse"] == fc_z["reuse"] == REUSE
+    # weight + bias (8,320 values) in ceil(8320 / 8192) = 2 banks of 8,192 x 16 bits:
+    # URAM 2 x ceil(8192 / 4096) = 4 on alveo-u250; BRAM18K 2 x 8 (1K x 18) = 16 on zcu102 (no URAM)
+    assert (fc_u["uram"], fc_u["bram"]) == (4, 0)
+    assert (fc_z["uram"], fc_z["bram"]) == (0, 16)
+    assert u250["total"]["uram"] == 4 and zcu["total"]["uram"] == 0
+    assert u250["total"]["limits"]["uram"] == int(0.7 * 1280) and "uram" not in zcu["total"]["limits"]
+    assert u250["uram_weights"]["arrays"] == ["L0_Dense_fc_weight"] and u250["uram_weights"]["loaded"] is False
+    assert "uram_weights" not in zcu
+
+
+def test_bind_storage_pragma_only_where_uram(dense_projects):
+    top_u = (dense_projects["alveo-u250"].path / "firmware" / "kiln_top.cpp").read_text()
+    top_z = (dense_projects["zcu102"].path / "firmware" / "kiln_top.cpp").read_text()
+    assert "#pragma HLS BIND_STORAGE variable = L0_Dense_fc_weight type = ram_2p impl = uram" in top_u
+    assert "impl = uram" not in top_z
+    assert "L0_Dense_fc_bias type" not in top_u   # 128 values: below one URAM's depth, stays where HLS puts it
+
+
+def test_fit_check_names_uram_when_over(tmp_path):
+    src = tmp_path / "dense.onnx"
+    onnx.save(dense_model(), src)
+    with pytest.raises(kiln.KilnError) as err:      # 0.002 x 1,280 = 2.56 URAM < 4
+        kiln.compile(str(src), board="alveo-u250", precision="fixed<16,6>", reuse_factor=REUSE, io="stream",
+                     budget=0.002, output_dir=tmp_path / "p")
+    assert "URAM 4 estimated > 2 (0% of 1,280); dominated by 'fc'" in str(err.value)
+    assert not (tmp_path / "p").exists()
