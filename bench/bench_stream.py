@@ -16,7 +16,12 @@ synthesised, quantized and measured on the board through the MLPerf Tiny harness
 Kiln's ResNet-8 here has seeded random weights (no CIFAR-10 training: no Top-1), 16-bit types,
 and an estimated (not measured) rate: a comparison of scale, not a benchmark result.
 
-    python bench/bench_stream.py [N] [resnet8|mobilenetv3 ...]
+DeiT-tiny at 32x32 (timm deit_tiny_patch16_224 with patch_size=4, img_size=32: 65 tokens x 192) and
+MobileViT-XXS at 64x64 (timm mobilevit_xxs, dynamo export) are compiled for alveo-u250 (URAM:
+backends/hls/memory.py) and zcu102; their C-sim is compared on N inputs (default 16 for these) by argmax
+and by the largest error over the float logits' scale (max |logit|).
+
+    python bench/bench_stream.py [N] [resnet8|mobilenetv3|deit32|mobilevit ...]
 """
 
 from __future__ import annotations
@@ -54,6 +59,29 @@ def mobilenetv3(tmp: Path):
     return "MobileNetV3-small-050 64x64", src, samples(64, 64, seed=7), lambda n: samples(64, n, seed=3)
 
 
+def deit32(tmp: Path):
+    from dataclasses import replace
+
+    import examples.timm_zoo as zoo
+
+    spec = zoo.ZOO["deit_tiny_patch16_224"]
+    zoo.ZOO[spec.name] = replace(spec, kwargs=(("patch_size", 4),))   # 32 / 4 = 8 x 8 patches + CLS: 65 tokens
+    try:
+        src = str(zoo.export(spec.name, tmp / "deit32.onnx", size=32, sharpen=True))
+    finally:
+        zoo.ZOO[spec.name] = spec
+    return ("DeiT-tiny 32x32 (patch 4)", src, zoo.samples(32, 64, seed=7), lambda n: zoo.samples(32, n, seed=3),
+            ("alveo-u250", "zcu102"))
+
+
+def mobilevit(tmp: Path):
+    from examples.timm_zoo import export, samples
+
+    src = str(export("mobilevit_xxs", tmp / "mobilevit.onnx", size=64, sharpen=True, dynamo=True))
+    return ("MobileViT-XXS 64x64", src, samples(64, 64, seed=7), lambda n: samples(64, n, seed=3),
+            ("zcu102", "alveo-u250"))
+
+
 def weight_bits(src: str, bits: int = 16) -> int:
     import onnx
     from onnx import numpy_helper
@@ -62,9 +90,9 @@ def weight_bits(src: str, bits: int = 16) -> int:
 
 
 def run(model, n: int, tmp: Path) -> None:
-    name, src, cal, inputs = model(tmp)
+    name, src, cal, inputs, *boards = model(tmp)
     x = inputs(n)
-    for board in BOARDS:
+    for board in (boards[0] if boards else BOARDS):
         out = tmp / f"{name.split()[0]}-{board}"
         fits = True
         try:
@@ -78,22 +106,24 @@ def run(model, n: int, tmp: Path) -> None:
         t = time.time()
         y, ref = p.csim(x), p.reference(x)[0]
         agree = np.mean(y.reshape(len(x), -1).argmax(1) == ref.reshape(len(x), -1).argmax(1))
+        scaled = float(np.max(np.abs(y.reshape(ref.shape) - ref)) / np.max(np.abs(ref)))
         print(f"{name} {board} stream 16-bit{'' if fits else ' (over budget: --no-fit-check)'}: II {total['ii']:,} "
               f"cycles, {total['frames_per_s']:,.1f} frames/s at {total['clock_mhz']:g} MHz, latency "
               f"{total['latency_ns'] / 1e3:,.1f} us; DSP {total['dsp']:,}, LUT {total['lut']:,}, FF {total['ff']:,}, "
-              f"BRAM18K {total['bram']:,} (estimates; limits {total['limits']}); argmax agreement "
-              f"{agree:.2%} on {n} inputs (C-sim {time.time() - t:.0f} s)")
+              f"BRAM18K {total['bram']:,}, URAM {total.get('uram', 0):,} (estimates; limits {total['limits']}); argmax "
+              f"agreement {agree:.2%} on {n} inputs, max error / max |logit| {scaled:.2e} (C-sim {time.time() - t:.0f} s)")
         if not fits:
             print(f"  weights: {weight_bits(src) / 1e6:.2f} Mbit at 16 bits; the board's BRAM: {bram_bits / 1e6:.2f} Mbit "
                   f"({0.7 * bram_bits / 1e6:.2f} Mbit in the 70% budget)")
 
 
 def main(argv: list[str]) -> None:
-    n = int(argv[0]) if argv and argv[0].isdigit() else 256
     names = [a for a in argv if not a.isdigit()] or ["resnet8", "mobilenetv3"]
     tmp = Path(tempfile.mkdtemp(prefix="bench-stream-"))
+    models = {"resnet8": resnet8, "mobilenetv3": mobilenetv3, "deit32": deit32, "mobilevit": mobilevit}
     for name in names:
-        run({"resnet8": resnet8, "mobilenetv3": mobilenetv3}[name], n, tmp)
+        default = 16 if name in ("deit32", "mobilevit") else 256
+        run(models[name], int(argv[0]) if argv and argv[0].isdigit() else default, tmp)
     for what, fps, top1 in PUBLISHED:
         print(f"{what}: {fps:,.3f} inf./s, Top-1 {top1}")
     print(CITATION)

@@ -12,7 +12,10 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import kiln
+from kiln.backends.hls.estimate import LayerEstimate
+from kiln.backends.hls.fit import check_fit
 from kiln.backends.hls.memory import place, ramb18_count, uram_count
+from kiln.board import get_board
 
 N_IN, N_OUT, REUSE = 64, 128, 8192     # one row: every product of the Dense shares one multiplier
 
@@ -71,11 +74,24 @@ def test_bind_storage_pragma_only_where_uram(dense_projects):
     assert "L0_Dense_fc_bias type" not in top_u   # 128 values: below one URAM's depth, stays where HLS puts it
 
 
-def test_fit_check_names_uram_when_over(tmp_path):
+def test_uram_budget_spent_then_bram(tmp_path):
+    """--budget 0.002: 2 URAM of alveo-u250's 1,280 may be filled; the Dense needs 4, so its weights
+    stay in BRAM (16 BRAM18K > 0.002 x 5,376 = 10), and the fit check names BRAM18K, not URAM."""
     src = tmp_path / "dense.onnx"
     onnx.save(dense_model(), src)
-    with pytest.raises(kiln.KilnError) as err:      # 0.002 x 1,280 = 2.56 URAM < 4
+    with pytest.raises(kiln.KilnError) as err:
         kiln.compile(str(src), board="alveo-u250", precision="fixed<16,6>", reuse_factor=REUSE, io="stream",
                      budget=0.002, output_dir=tmp_path / "p")
-    assert "URAM 4 estimated > 2 (0% of 1,280); dominated by 'fc'" in str(err.value)
+    assert "BRAM18K 16 estimated > 10 (0% of 5,376); dominated by 'fc'" in str(err.value)
+    assert "URAM" not in str(err.value)
     assert not (tmp_path / "p").exists()
+
+
+def test_fit_check_names_uram_when_over():
+    rows = [LayerEstimate("big", "Dense", 8192, 8192, 1, 0, 0, 0, 0, [], uram=900),
+            LayerEstimate("small", "Dense", 64, 64, 1, 0, 0, 0, 2, [], uram=10)]
+    fit = check_fit(rows, {}, get_board("alveo-u250"), 0.7, "with the reuse factors of the test", "auto",
+                    auto_fits=lambda keep: False)
+    assert [o.resource for o in fit.over] == ["uram"]
+    assert "URAM 910 estimated > 896 (70% of 1,280); dominated by 'big' (Dense, R=8192: 900)" in fit.message()
+    assert check_fit(rows, {}, get_board("zcu102"), 0.7, "test", "auto", auto_fits=lambda keep: False).over == []

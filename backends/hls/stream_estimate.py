@@ -225,10 +225,18 @@ def fifo_depths(plan: StreamPlan, rows: dict) -> None:
                                   f"({t_c:.3g} cycles/packet)")
 
 
-def estimate_stream(plan: StreamPlan, clock_mhz: float, budget: dict, bits_of: dict) -> StreamEstimate:
-    rows, uram = {}, budget.get("uram", 0) > 0
+def estimate_stream(plan: StreamPlan, clock_mhz: float, budget: dict, bits_of: dict,
+                    uram_limit: float | None = None) -> StreamEstimate:
+    """``uram_limit``: the URAM blocks the memories may fill (default: all the board's). In dataflow
+    order, each process's memories go to URAM (memory.py's rule) while that budget lasts; a
+    process whose URAM memories would overrun it keeps them all in BRAM."""
+    rows = {}
+    uram_left = budget.get("uram", 0) if uram_limit is None else uram_limit
     for proc in plan.processes:
-        row = estimate_process(proc, plan, bits_of, uram)
+        row = estimate_process(proc, plan, bits_of, uram_left > 0)
+        if row.uram > uram_left:
+            row = estimate_process(proc, plan, bits_of, False)
+        uram_left -= row.uram
         rows[proc.layer_name] = row
     fifo_depths(plan, rows)
     fifo_rows, bram, lut = [], 0, 0

@@ -131,7 +131,7 @@ def _fold(model, cfg, board: Board, opset: int, target_fps: float | None, fixed:
         return chosen
 
     def fits() -> bool:
-        est = estimate_stream(plan, board.clock_mhz, board_budget(board), bits_of)
+        est = estimate_stream(plan, board.clock_mhz, board_budget(board), bits_of, limits.get("uram", 0))
         return all(not limits.get(k) or est.total(k) <= limits[k] for k in RESOURCES)
 
     if target_fps is not None:

@@ -189,7 +189,8 @@ def write_project(model: ir.Model, original: onnx.ModelProto, batch_axis: dict[s
     plan = stream_design(model, layers, ctx) if io == "stream" else None
     checks = overflow_checks(layers)
     estimate = estimate_model(model, layers, board) if plan is None else estimate_stream(
-        plan, board.clock_mhz, board_budget(board), type_widths(ctx.typedefs))
+        plan, board.clock_mhz, board_budget(board), type_widths(ctx.typedefs),
+        ctx.uram_budget * board.resources.get("uram", 0))
     uram_weights = uram_weight_arrays(layers) if plan is not None else []
     if plan is not None:
         estimate.uram_weights = uram_weights
