@@ -21,7 +21,7 @@ MobileViT-XXS at 64x64 (timm mobilevit_xxs, dynamo export) are compiled for alve
 backends/hls/memory.py) and zcu102; their C-sim is compared on N inputs (default 16 for these) by argmax
 and by the largest error over the float logits' scale (max |logit|).
 
-    python bench/bench_stream.py [N] [resnet8|mobilenetv3|deit32|mobilevit ...]
+    python bench/bench_stream.py [N] [resnet8|mobilenetv3|deit32|deit32p16|mobilevit ...]
 """
 
 from __future__ import annotations
@@ -59,19 +59,20 @@ def mobilenetv3(tmp: Path):
     return "MobileNetV3-small-050 64x64", src, samples(64, 64, seed=7), lambda n: samples(64, n, seed=3)
 
 
-def deit32(tmp: Path):
+def deit32(tmp: Path, patch: int = 4):
+    """DeiT-tiny at 32x32: patch 4 (8 x 8 patches + CLS = 65 tokens, issue 13's case) or timm's 16 (5 tokens)."""
     from dataclasses import replace
 
     import examples.timm_zoo as zoo
 
     spec = zoo.ZOO["deit_tiny_patch16_224"]
-    zoo.ZOO[spec.name] = replace(spec, kwargs=(("patch_size", 4),))   # 32 / 4 = 8 x 8 patches + CLS: 65 tokens
+    zoo.ZOO[spec.name] = replace(spec, kwargs=(("patch_size", patch),))
     try:
-        src = str(zoo.export(spec.name, tmp / "deit32.onnx", size=32, sharpen=True))
+        src = str(zoo.export(spec.name, tmp / f"deit32p{patch}.onnx", size=32, sharpen=True))
     finally:
         zoo.ZOO[spec.name] = spec
-    return ("DeiT-tiny 32x32 (patch 4)", src, zoo.samples(32, 64, seed=7), lambda n: zoo.samples(32, n, seed=3),
-            ("alveo-u250", "zcu102"))
+    return (f"DeiT-tiny 32x32 (patch {patch})", src, zoo.samples(32, 64, seed=7),
+            lambda n: zoo.samples(32, n, seed=3), (("alveo-u250", True),))
 
 
 def mobilevit(tmp: Path):
@@ -79,7 +80,7 @@ def mobilevit(tmp: Path):
 
     src = str(export("mobilevit_xxs", tmp / "mobilevit.onnx", size=64, sharpen=True, dynamo=True))
     return ("MobileViT-XXS 64x64", src, samples(64, 64, seed=7), lambda n: samples(64, n, seed=3),
-            ("zcu102", "alveo-u250"))
+            (("alveo-u250", True), ("zcu102", False)))   # (board, C-sim it)
 
 
 def weight_bits(src: str, bits: int = 16) -> int:
@@ -92,7 +93,7 @@ def weight_bits(src: str, bits: int = 16) -> int:
 def run(model, n: int, tmp: Path) -> None:
     name, src, cal, inputs, *boards = model(tmp)
     x = inputs(n)
-    for board in (boards[0] if boards else BOARDS):
+    for board, simulate in (boards[0] if boards else [(b, True) for b in BOARDS]):
         out = tmp / f"{name.split()[0]}-{board}"
         fits = True
         try:
@@ -103,6 +104,12 @@ def run(model, n: int, tmp: Path) -> None:
             p = kiln.compile(src, board=board, calibrate=cal, bits=16, io="stream", output_dir=out, fit_check=False)
         total = json.loads((p.path / "kiln_estimate.json").read_text())["total"]
         bram_bits = get_board(board).resources["bram_36k"] * 36864
+        if not simulate:
+            print(f"{name} {board} stream 16-bit{'' if fits else ' (over budget)'}: II {total['ii']:,} cycles, "
+                  f"{total['frames_per_s']:,.1f} frames/s; DSP {total['dsp']:,}, LUT {total['lut']:,}, FF "
+                  f"{total['ff']:,}, BRAM18K {total['bram']:,}, URAM {total.get('uram', 0):,} (estimates; limits "
+                  f"{total['limits']}); not C-simulated")
+            continue
         t = time.time()
         y, ref = p.csim(x), p.reference(x)[0]
         agree = np.mean(y.reshape(len(x), -1).argmax(1) == ref.reshape(len(x), -1).argmax(1))
@@ -120,9 +127,10 @@ def run(model, n: int, tmp: Path) -> None:
 def main(argv: list[str]) -> None:
     names = [a for a in argv if not a.isdigit()] or ["resnet8", "mobilenetv3"]
     tmp = Path(tempfile.mkdtemp(prefix="bench-stream-"))
-    models = {"resnet8": resnet8, "mobilenetv3": mobilenetv3, "deit32": deit32, "mobilevit": mobilevit}
+    models = {"resnet8": resnet8, "mobilenetv3": mobilenetv3, "deit32": deit32, "mobilevit": mobilevit,
+              "deit32p16": lambda tmp: deit32(tmp, 16)}
     for name in names:
-        default = 16 if name in ("deit32", "mobilevit") else 256
+        default = 16 if name in ("deit32", "deit32p16", "mobilevit") else 256
         run(models[name], int(argv[0]) if argv and argv[0].isdigit() else default, tmp)
     for what, fps, top1 in PUBLISHED:
         print(f"{what}: {fps:,.3f} inf./s, Top-1 {top1}")

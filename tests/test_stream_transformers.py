@@ -5,6 +5,7 @@ agreement is measured by bench/bench_stream.py deit32 / mobilevit)."""
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import onnx
@@ -95,3 +96,40 @@ def test_fit_check_names_uram_when_over():
     assert [o.resource for o in fit.over] == ["uram"]
     assert "URAM 910 estimated > 896 (70% of 1,280); dominated by 'big' (Dense, R=8192: 900)" in fit.message()
     assert check_fit(rows, {}, get_board("zcu102"), 0.7, "test", "auto", auto_fits=lambda keep: False).over == []
+
+
+LONG = pytest.mark.skipif(not os.environ.get("KILN_LONG_TESTS"), reason="~25 s more compile: beyond the suite's "
+                          "20-minute budget; set KILN_LONG_TESTS=1 to run")
+
+
+def timm_stream(tmp_path, name: str, size: int, board: str, **export_kwargs):
+    from examples.timm_zoo import export, samples
+
+    src = export(name, tmp_path / f"{name}.onnx", size=size, sharpen=True, **export_kwargs)
+    p = kiln.compile(str(src), board=board, calibrate=samples(size, 8, seed=7), bits=16, io="stream",
+                     output_dir=tmp_path / "p")   # the fit check raises if the estimate is over 70% of the board
+    return estimate(p)
+
+
+def assert_within_budget(total: dict) -> None:
+    assert set(total["limits"]) == {"dsp", "lut", "ff", "bram", "uram"}
+    assert all(total[k] <= v for k, v in total["limits"].items()), total
+
+
+def test_mobilevit_xxs_64_stream_fits_alveo_u250(tmp_path):
+    """MobileViT-XXS at 64x64 (dynamo export), calibrated 16-bit: within 70% of alveo-u250 in stream mode,
+    its buffered attention/LayerNorm arrays partly in URAM; zcu102 is over (LUT, FF, BRAM: README)."""
+    est = timm_stream(tmp_path, "mobilevit_xxs", 64, "alveo-u250", dynamo=True)
+    total = est["total"]
+    assert_within_budget(total)
+    assert 0 < total["uram"] <= 896 and total["frames_per_s"] > 10_000
+    assert {"MultiHeadAttention", "LayerNormalization"} <= {b["op"] for b in est["buffered"]}
+
+
+@LONG
+def test_deit_tiny_patch16_32_stream_fits_alveo_u250_with_uram(tmp_path):
+    """DeiT-tiny (patch 16) at 32x32: 5 tokens; 5.5M weights need URAM: 890 of 896 URAM, BRAM under 3,763.
+    (patch 4, 65 tokens, is over: FF of the buffered layers; README.)"""
+    total = timm_stream(tmp_path, "deit_tiny_patch16_224", 32, "alveo-u250")["total"]
+    assert_within_budget(total)
+    assert total["uram"] > 800
