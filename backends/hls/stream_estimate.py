@@ -30,7 +30,8 @@ that of its slowest layer):
   16K x 1 ... 1K x 18, 512 x 36: AMD UG473 table 1-2), a shallower one LUTRAM (words x bits
   / 64 LUTs). Weights of streamed Dense/Conv: the banks of estimate.py (ceil(n / R) of R
   words from R >= 64), each in its best aspect ratio (io_parallel's estimate counts 512 x 36). Buffered adapters' whole-tensor arrays are
-  counted the same way (one bank per array).
+  counted the same way (one bank per array). On boards with URAM, memories whose banks are
+  >= 4,096 words deep go to URAM (4K x 72 blocks) while the URAM budget lasts (memory.py).
 * FIFOs (Vitis HLS maps shallow FIFOs to SRL shift registers, UG1399 "STREAM"): depth <= 32:
   ceil(depth / 32) x width LUTs (SRL32); deeper: ceil(width / 36) x ceil(depth / 512) BRAM18K.
 * FIFO depth (packets), from the rates of producer and consumer (t = cycles per packet):
