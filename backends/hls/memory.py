@@ -8,14 +8,15 @@ UltraRAM (UltraScale+ parts that have it, e.g. alveo-u250 and vu13p: 1,280 block
 "Differences between UltraRAM and Block RAM"), so a memory of ``words`` x ``width`` takes
 ceil(width / 72) x ceil(words / 4096) blocks, and each bank of a partitioned memory its own.
 
-The rule (Kiln's, stated here): on a board whose file lists ``uram`` > 0, a memory whose banks
-are each at least one URAM deep (>= 4,096 words) goes to URAM; shallower ones stay in BRAM
+The rule (Kiln's, stated here): on a board whose file lists ``uram`` > 0, a weight memory or a
+buffered layer's array whose banks are each at least one URAM deep (>= 4,096 words) goes to
+URAM (line buffers and FIFOs stay in BRAM/SRL); shallower ones stay in BRAM
 (they would waste the URAM's depth as well as its width), and memories of < 64 words are
 LUTRAM (words x bits / 64 LUTs). A 16-bit bank of 4,096 words is then 1 URAM instead of 4
 BRAM18K. URAM is used while ``--budget`` x the board's URAM lasts: in dataflow order, a process
 whose URAM memories would overrun it keeps them in BRAM (stream_estimate.estimate_stream), so the
-URAM total never exceeds its budget and the rest of the memories count against BRAM. The generated C++ binds each such memory with ``#pragma HLS BIND_STORAGE ...
-impl=uram`` (UG1399 "pragma HLS bind_storage"; URAM implements the RAM types, not ROMs).
+URAM total never exceeds its budget and the rest of the memories count against BRAM. The
+generated C++ binds each such memory with ``#pragma HLS BIND_STORAGE ... impl=uram`` (UG1399 "pragma HLS bind_storage"; URAM implements the RAM types, not ROMs).
 
 UltraScale+ URAM has no initial contents in the bitstream: it powers up as 0 (UG901, as above;
 Versal's URAM does take INIT values, AM007). Weight memories placed in URAM are therefore RAMs

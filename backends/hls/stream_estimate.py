@@ -30,8 +30,9 @@ that of its slowest layer):
   16K x 1 ... 1K x 18, 512 x 36: AMD UG473 table 1-2), a shallower one LUTRAM (words x bits
   / 64 LUTs). Weights of streamed Dense/Conv: the banks of estimate.py (ceil(n / R) of R
   words from R >= 64), each in its best aspect ratio (io_parallel's estimate counts 512 x 36). Buffered adapters' whole-tensor arrays are
-  counted the same way (one bank per array). On boards with URAM, memories whose banks are
-  >= 4,096 words deep go to URAM (4K x 72 blocks) while the URAM budget lasts (memory.py).
+  counted the same way (one bank per array). On boards with URAM, weight memories and buffered
+  arrays whose banks are >= 4,096 words deep go to URAM (4K x 72 blocks) while the URAM budget
+  lasts (memory.py); line buffers stay in BRAM (the templates bind none to URAM).
 * FIFOs (Vitis HLS maps shallow FIFOs to SRL shift registers, UG1399 "STREAM"): depth <= 32:
   ceil(depth / 32) x width LUTs (SRL32); deeper: ceil(width / 36) x ceil(depth / 512) BRAM18K.
 * FIFO depth (packets), from the rates of producer and consumer (t = cycles per packet):
@@ -188,13 +189,13 @@ def estimate_process(proc, plan: StreamPlan, bits_of: dict, uram: bool = False) 
                         out_elems=dst.packet, reuse_factor=r)
     row = weight_row(proc.layer_name, proc.op, per_pixel, inputs, uram)
     proc.layer.weights_in_uram = row.uram > 0
-    line = place(in_w, _bits(src, bits_of), keff_h * chans, uram)
+    line = place(in_w, _bits(src, bits_of), keff_h * chans)   # BRAM: the stream templates bind no line buffer to URAM
     b, l = line.bram, line.lut
     fill = max(0, (keff_h - 1) * in_w + keff_w) * r + row.latency_cycles
     # conv2d_stream copies the window into registers; pool2d_stream reads the line buffer directly
     window_ff = keff_h * keff_w * chans * _bits(src, bits_of) if proc.template == "kiln::conv2d_stream" else 0
     return replace(row, ii=max(pixels_in, pixels_out) * r, latency_cycles=fill, bram=row.bram + b, lut=row.lut + l,
-                   ff=row.ff + window_ff, uram=row.uram + line.uram)
+                   ff=row.ff + window_ff)
 
 
 def fifo_depths(plan: StreamPlan, rows: dict) -> None:
