@@ -17,6 +17,7 @@ from kiln.backends.hls.estimate import LayerEstimate
 from kiln.backends.hls.fit import check_fit
 from kiln.backends.hls.memory import place, ramb18_count, uram_count
 from kiln.board import get_board
+from tests.helpers import run_kiln
 
 N_IN, N_OUT, REUSE = 64, 128, 8192     # one row: every product of the Dense shares one multiplier
 
@@ -98,7 +99,7 @@ def test_fit_check_names_uram_when_over():
     assert check_fit(rows, {}, get_board("zcu102"), 0.7, "test", "auto", auto_fits=lambda keep: False).over == []
 
 
-LONG = pytest.mark.skipif(not os.environ.get("KILN_LONG_TESTS"), reason="~25 s more compile: beyond the suite's "
+LONG = pytest.mark.skipif(not os.environ.get("KILN_LONG_TESTS"), reason="~20 s more compile: beyond the suite's "
                           "20-minute budget; set KILN_LONG_TESTS=1 to run")
 
 
@@ -133,3 +134,14 @@ def test_deit_tiny_patch16_32_stream_fits_alveo_u250_with_uram(tmp_path):
     total = timm_stream(tmp_path, "deit_tiny_patch16_224", 32, "alveo-u250")["total"]
     assert_within_budget(total)
     assert total["uram"] > 800
+
+
+def test_cli_warns_that_uram_weights_need_a_load_path(tmp_path):
+    src = tmp_path / "dense.onnx"
+    onnx.save(dense_model(), src)
+    r = run_kiln("compile", src, "--board", "alveo-u250", "--io", "stream", "--reuse", REUSE, "--precision",
+                 "fixed<16,6>", "-o", tmp_path / "p")
+    assert r.returncode == 0, r.stderr
+    assert ("warning: 1 weight arrays in URAM (4 URAM blocks in all): UltraScale+ URAM has no bitstream "
+            "initialisation") in r.stdout + r.stderr
+    assert "URAM 4 / 896 (0%)" in r.stdout
