@@ -137,7 +137,8 @@ def cmd_report(args) -> int:
         path = write_report(args.project, data=data)
     total = load_estimate(args.project)["total"]
     print(f"wrote {path} (estimates: latency {total['latency_cycles']} cycles = {total['latency_ns']:.0f} ns, "
-          f"II {total['ii']}, DSP {total['dsp']}, LUT {total['lut']}, FF {total['ff']}, BRAM18K {total['bram']})")
+          f"II {total['ii']}, DSP {total['dsp']}, LUT {total['lut']}, FF {total['ff']}, BRAM18K {total['bram']}"
+          + (f", URAM {total['uram']}" if total.get("uram") else "") + ")")
     estimate = load_estimate(args.project)
     if estimate.get("io") == "stream":
         print(f"io stream: {total['frames_per_s']:,.0f} frames/s; buffered layers: "

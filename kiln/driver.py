@@ -218,7 +218,7 @@ def compile_model(model, board="vu13p", output_dir=None, precision=None, config=
             apply_stream_folding(loaded.model, cfg, target, opset, target_fps)
         else:
             apply_auto_reuse(loaded.model, cfg, target, opset)
-    ctx = EmitContext(default_precision=cfg.precision, opset=opset)
+    ctx = EmitContext(default_precision=cfg.precision, opset=opset, uram_budget=cfg.budget)
     name = Path(loaded.source).stem if loaded.source != "<ModelProto>" else (loaded.model.graph.name or "model")
     path = write_project(loaded.model, loaded.original, loaded.batch_axis, target, ctx, Path(output_dir), name,
                          on_estimate=fit_checker(cfg, target, fit_check, reuse_factor is not None,

@@ -350,7 +350,7 @@ def write_report(project_dir, data=None, progress=None) -> Path:
         summary += f", io_stream: {total['frames_per_s']:,.0f} frames/s"
     page = _page_template().render(
         project_name=project_dir.name, summary=summary, budget=_budget_context(estimate, fraction),
-        layer_cols=LAYER_COLUMNS, layers=layers, images=images, quantizers=_quantizer_rows(manifest),
+        layer_cols=LAYER_COLUMNS + (("uram",) if total.get("uram") else ()), layers=layers, images=images, quantizers=_quantizer_rows(manifest),
         stream=estimate if estimate.get("io") == "stream" else None,
         profile=_profile_context(project_dir, out, manifest, prof, rows_profile, problem))
     path = out / "report.html"

@@ -47,5 +47,5 @@ def comparison_rows(project_dir: Path) -> tuple[SynthReport, list[tuple[str, str
         ("LUT", str(total["lut"]), str(res.get("lut", "-"))),
         ("FF", str(total["ff"]), str(res.get("ff", "-"))),
         ("BRAM18", str(total["bram"]), str(res.get("bram_18k", "-"))),
-    ]
+    ] + ([("URAM", str(total["uram"]), str(res.get("uram", "-")))] if total.get("uram") or res.get("uram") else [])
     return top, rows

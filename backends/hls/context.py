@@ -44,6 +44,7 @@ class EmitContext:
     names: NameTable = field(default_factory=NameTable)
     typedefs: dict[str, str] = field(default_factory=dict)   # typedef name -> C++ type
     weights: list[WeightArray] = field(default_factory=list)
+    uram_budget: float = 1.0   # stream mode: the fraction of the board's URAM its memories may fill (--budget)
     _vars: dict[int, str] = field(default_factory=dict)
     _layer_ids: dict[int, str] = field(default_factory=dict)
 

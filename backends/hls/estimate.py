@@ -79,6 +79,7 @@ class LayerEstimate:
     ff: int
     bram: int
     inputs: list = field(default_factory=list)   # names of producer layers (critical path)
+    uram: int = 0                                # URAM blocks (stream mode, boards that have URAM: memory.py)
 
     def as_dict(self) -> dict:
         d = asdict(self)
@@ -160,7 +161,7 @@ class ModelEstimate:
             "layers": [layer.as_dict() for layer in self.layers],
             "total": {"ii": self.ii, "latency_cycles": self.latency_cycles,
                       "latency_ns": self.latency_cycles * 1000.0 / self.clock_mhz,
-                      **{k: self.total(k) for k in ("dsp", "lut", "ff", "bram")},
+                      **{k: self.total(k) for k in ("dsp", "lut", "ff", "bram", "uram")},
                       "clock_mhz": self.clock_mhz, "budget": self.budget, "bram_unit": "BRAM18K",
                       **({"budget_fraction": self.fit["budget_fraction"], "limits": self.fit["limits"],
                           "over": self.fit["over"]} if self.fit else {})},

@@ -1,6 +1,7 @@
 """The fit check of ``kiln compile``: does the estimated design fit ``budget`` x the board?
 
-Every resource of the estimate (DSP, LUT, FF and BRAM, counted in BRAM18K blocks) is compared
+Every resource of the estimate (DSP, LUT, FF, BRAM counted in BRAM18K blocks, and URAM on boards
+that have it) is compared
 with ``budget`` x the board's, whatever chose the reuse factors (``--reuse auto``, a model-wide
 ``--reuse R`` or a config's per-layer ``reuse_factor``). An over-budget design is a KilnError
 naming each resource over (estimate vs limit), the layers that dominate it, and what to change;
@@ -16,15 +17,17 @@ from dataclasses import dataclass, field, replace
 from kiln.backends.hls.estimate import estimate_layer
 from kiln.board import Board, list_boards
 
-RESOURCES = ("dsp", "lut", "ff", "bram")          # keys of the per-layer estimates and totals
-LABELS = {"dsp": "DSP", "lut": "LUT", "ff": "FF", "bram": "BRAM18K"}
-BOARD_KEYS = {"dsp": "dsp", "lut": "lut", "ff": "ff", "bram": "bram_18k"}
+RESOURCES = ("dsp", "lut", "ff", "bram", "uram")  # keys of the per-layer estimates and totals
+LABELS = {"dsp": "DSP", "lut": "LUT", "ff": "FF", "bram": "BRAM18K", "uram": "URAM"}
+BOARD_KEYS = {"dsp": "dsp", "lut": "lut", "ff": "ff", "bram": "bram_18k", "uram": "uram"}
 TOP_LAYERS = 3
 
 
 def board_limits(board: Board, budget: float) -> dict[str, float]:
-    """resource -> budget x the board's amount (0: the board file does not list it, not checked)."""
-    return {r: budget * board.resources.get(BOARD_KEYS[r], 0) for r in RESOURCES}
+    """resource -> budget x the board's amount (0: the board file does not list it, not checked).
+    URAM is a key only on boards that have it (the stream estimate puts memories there, memory.py)."""
+    return {r: budget * board.resources.get(BOARD_KEYS[r], 0) for r in RESOURCES
+            if r != "uram" or board.resources.get("uram")}
 
 
 @dataclass
@@ -79,7 +82,7 @@ def check_fit(layers: list, costs: dict, board: Board, budget: float, how: str, 
     totals = {r: sum(getattr(layer, r) for layer in layers) for r in RESOURCES}
     over = []
     for r in RESOURCES:
-        if limits[r] and totals[r] > limits[r]:
+        if limits.get(r) and totals[r] > limits[r]:
             top = sorted((layer for layer in layers if getattr(layer, r)), key=lambda l: -getattr(l, r))[:TOP_LAYERS]
             over.append(Over(r, totals[r], limits[r], board.resources[BOARD_KEYS[r]],
                              [(l.name, l.op, l.reuse, getattr(l, r)) for l in top]))
@@ -101,7 +104,7 @@ def _auto_fits(layers: list, costs: dict, board: Board, budget: float, fixed: se
     choose_reuse(trial, board, budget, fixed)
     rows = [estimate_layer(n, op, c, []) for n, (op, c) in trial.items()]
     limits = board_limits(board, budget)
-    return all(not limits[r] or sum(getattr(row, r) for row in rows) <= limits[r] for r in RESOURCES)
+    return all(not limits.get(r) or sum(getattr(row, r) for row in rows) <= limits[r] for r in RESOURCES)
 
 
 def _advice(over: list[Over], layers: list, board: Board, budget: float, mode: str,
@@ -129,7 +132,8 @@ def _advice(over: list[Over], layers: list, board: Board, budget: float, mode: s
     everything = {r: sum(getattr(layer, r) for layer in layers) for r in RESOURCES}
     bigger = [b.name for b in sorted(list_boards(), key=lambda b: b.resources.get("lut", 0))
               if b.kind == "fpga" and b.name != board.name
-              and all(everything[r] <= v for r, v in board_limits(b, budget).items() if v)]
+              and all(everything[r] <= v for r, v in board_limits(b, budget).items() if v)
+              and (everything["uram"] == 0 or b.resources.get("uram"))]
     if bigger:
         tips.append(f"a larger board: --board {' or '.join(bigger[:3])} (fits {budget:.0%} at these reuse factors; "
                     "see `kiln boards`)")
@@ -157,7 +161,9 @@ def summary_lines(estimate: dict) -> list[str]:
     for r in RESOURCES:
         board_total = total["budget"].get(BOARD_KEYS[r])
         limit = (total.get("limits") or {}).get(r)
-        value = total[r]
+        value = total.get(r, 0)
+        if r == "uram" and not board_total and not value:
+            continue
         if limit:
             mark = "  OVER" if value > limit else ""
             cells.append(f"{LABELS[r]} {value:,} / {limit:,} ({100 * value / limit:.0f}%){mark}")

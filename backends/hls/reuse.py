@@ -61,7 +61,7 @@ def choose_reuse(costs: dict[str, tuple[str, LayerCost]], board: Board, budget: 
     for n in options:
         usage(n, reuse[n])
     whole = board_limits(board, 1.0)
-    hopeless = {k for k in RESOURCES if k != "bram" and whole[k] and floor[k] > whole[k]}
+    hopeless = {k for k in RESOURCES if k != "bram" and whole.get(k) and floor[k] > whole[k]}
 
     def best_step(scarce: str):
         best = None
@@ -74,14 +74,14 @@ def choose_reuse(costs: dict[str, tuple[str, LayerCost]], board: Board, budget: 
             gain = per_layer[name][scarce] - new[scarce]
             if gain <= 0:
                 continue
-            pushes_over = any(limits[k] and totals[k] <= limits[k] < totals[k] - per_layer[name][k] + new[k]
+            pushes_over = any(limits.get(k) and totals[k] <= limits[k] < totals[k] - per_layer[name][k] + new[k]
                               for k in RESOURCES)
             if not pushes_over and (best is None or gain > best[0]):
                 best = (gain, name, opts[i], new)
         return best
 
     while True:
-        over = sorted((k for k in RESOURCES if limits[k] and totals[k] > limits[k] and k not in hopeless),
+        over = sorted((k for k in RESOURCES if limits.get(k) and totals[k] > limits[k] and k not in hopeless),
                       key=lambda k: -totals[k] / limits[k])
         step = next((s for s in map(best_step, over) if s is not None), None)
         if step is None:  # fits, or nothing more to gain: the fit check reports what is over

@@ -35,7 +35,9 @@ that of its slowest layer):
   16K x 1 ... 1K x 18, 512 x 36: AMD UG473 table 1-2), a shallower one LUTRAM (words x bits
   / 64 LUTs). Weights of streamed Dense/Conv: the banks of estimate.py (ceil(n / R) of R
   words from R >= 64), each in its best aspect ratio (io_parallel's estimate counts 512 x 36). Buffered adapters' whole-tensor arrays are
-  counted the same way (one bank per array).
+  counted the same way (one bank per array). On boards with URAM, weight memories and buffered
+  arrays whose banks are >= 4,096 words deep go to URAM (4K x 72 blocks) while the URAM budget
+  lasts (memory.py); line buffers stay in BRAM (the templates bind none to URAM).
 * FIFOs (Vitis HLS maps shallow FIFOs to SRL shift registers, UG1399 "STREAM"): depth <= 32:
   ceil(depth / 32) x width LUTs (SRL32); deeper: ceil(width / 36) x ceil(depth / 512) BRAM18K.
 * FIFO depth (packets), from the rates of producer and consumer (t = cycles per packet):
@@ -56,41 +58,37 @@ import re
 from dataclasses import replace
 
 from kiln.backends.hls.estimate import LayerCost, LayerEstimate, ModelEstimate, estimate_layer
+from kiln.backends.hls.memory import LUTRAM_MAX_WORDS, RAMB18_SHAPES, Placement, place, ramb18_count  # noqa: F401
 from kiln.backends.hls.stream_fifo import fork_depths
 from kiln.backends.hls.stream_plan import ACCUMULATE_TEMPLATES, DENSE_TEMPLATES, PACKET_TEMPLATES, StreamPlan, packet_fold
 from kiln.ir_utils import attr, const_array
 
-LUTRAM_MAX_WORDS = 64
 SRL_MAX_DEPTH = 32
+URAM_NO_INIT = ("UltraScale+ URAM has no bitstream initialisation (it powers up as 0, AMD UG901); these weight "
+                "memories must be written before the first frame, and Kiln does not generate that load path yet: "
+                "the C-simulation is exact, a bitstream would compute with zero weights there")
 
 
-# RAMB18 aspect ratios (depth, width) of 7-series and UltraScale(+) block RAM (AMD UG473 table 1-2,
-# UG573 table 1-3: 16K x 1 ... 1K x 18, 512 x 36 in simple dual-port mode)
-RAMB18_SHAPES = ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 36))
-
-
-def ramb18_count(words: int, width: int) -> int:
-    """BRAM18K of one memory of ``words`` x ``width`` bits, in its best RAMB18 aspect ratio."""
-    return min(math.ceil(width / w) * math.ceil(words / d) for d, w in RAMB18_SHAPES)
-
-
-def memory_cost(words: int, width: int, banks: int = 1) -> tuple[int, int]:
-    """(BRAM18K, LUT) of ``banks`` memories of ``words`` x ``width`` bits."""
-    if words >= LUTRAM_MAX_WORDS:
-        return banks * ramb18_count(words, width), 0
-    return 0, banks * math.ceil(words * width / 64)
-
-
-def weight_row(name: str, op: str, cost: LayerCost, inputs: list) -> LayerEstimate:
-    """estimate_layer with the weights in RAMB18s of their width: from R >= 64 (as in
-    estimate.py) ceil(weights / R) banks of R words, each ramb18_count(R, weight width) (a
-    16-bit bank of 6,144 words: 6 BRAM18K in 1K x 18, where 512 x 36 would count 12)."""
-    row = estimate_layer(name, op, replace(cost, weight_bits=0), inputs)
+def weight_memory(cost: LayerCost, uram: bool = False) -> Placement | None:
+    """The weight memory of a folded layer, as estimate.py banks it: from R >= 64, ceil(weights / R)
+    banks of R words of the weight width (memory.place: BRAM18K in its best aspect ratio, or URAM
+    when the board has it and a bank is >= 4,096 words deep); None: R < 64 (registers/LUTRAM)."""
     r = max(1, cost.reuse_factor)
     if not cost.weight_bits or r < 64:
-        return replace(row, bram=estimate_layer(name, op, cost, inputs).bram)
-    banks = math.ceil(cost.weight_bits / max(cost.weight_width, 1) / r)
-    return replace(row, bram=row.bram + banks * ramb18_count(r, max(cost.weight_width, 1)))
+        return None
+    width = max(cost.weight_width, 1)
+    return place(r, width, math.ceil(cost.weight_bits / width / r), uram)
+
+
+def weight_row(name: str, op: str, cost: LayerCost, inputs: list, uram: bool = False) -> LayerEstimate:
+    """estimate_layer with the weights in the memory of weight_memory (a 16-bit bank of 6,144
+    words: 6 BRAM18K in 1K x 18, where estimate.py's 512 x 36 would count 12; 2 URAM on a board
+    with URAM)."""
+    mem = weight_memory(cost, uram)
+    if mem is None:
+        return estimate_layer(name, op, cost, inputs)
+    row = estimate_layer(name, op, replace(cost, weight_bits=0), inputs)
+    return replace(row, bram=row.bram + mem.bram, uram=mem.uram, lut=row.lut + mem.lut)
 
 
 def fifo_cost(depth: int, width: int) -> tuple[int, int]:
@@ -110,6 +108,7 @@ class StreamEstimate(ModelEstimate):
 
     fifos: list = []
     buffered: list = []
+    uram_weights: list = []   # weight arrays bound to URAM (writer.uram_weight_arrays): they need a load path
 
     @property
     def latency_cycles(self) -> int:
@@ -121,6 +120,8 @@ class StreamEstimate(ModelEstimate):
         d["total"]["frames_per_s"] = self.clock_mhz * 1e6 / max(self.ii, 1)
         d["fifos"] = self.fifos
         d["buffered"] = self.buffered
+        if self.uram_weights:
+            d["uram_weights"] = {"arrays": self.uram_weights, "loaded": False, "why": URAM_NO_INIT}
         return d
 
 
@@ -141,8 +142,12 @@ def _kernel_w(node) -> int:
     return int(kernel[-1])
 
 
-def estimate_process(proc, plan: StreamPlan, bits_of: dict) -> LayerEstimate | None:
+def estimate_process(proc, plan: StreamPlan, bits_of: dict, uram: bool = False) -> LayerEstimate | None:
+    """``uram``: the board has URAM (memory.py decides which memories go there; the layer's
+    ``weights_in_uram`` and each buffered array's stream ``in_uram`` record it for the C++)."""
     cost = proc.layer.cost if proc.layer is not None and proc.layer.cost is not None else LayerCost()
+    if proc.layer is not None:
+        proc.layer.weights_in_uram = False
     ins, outs = proc.inputs, proc.outputs
     if proc.kind in ("clone", "drain"):
         n = ins[0].n_packets
@@ -150,18 +155,25 @@ def estimate_process(proc, plan: StreamPlan, bits_of: dict) -> LayerEstimate | N
     inputs = [s.producer for s in ins]
     if proc.kind == "buffered":
         par = estimate_layer(proc.layer_name, proc.op, cost, inputs)
+        mem = weight_memory(cost, uram) if uram else None
+        if mem is not None and mem.uram:   # else the io_parallel count (512 x 36) stays, as without URAM
+            par = replace(weight_row(proc.layer_name, proc.op, cost, inputs, uram), ii=par.ii)
+            proc.layer.weights_in_uram = True
         n_in, n_out = sum(s.n_packets for s in ins), sum(s.n_packets for s in outs)
-        bram, lut = par.bram, par.lut
+        bram, lut, urams = par.bram, par.lut, par.uram
         for s in ins + outs:
-            b, l = memory_cost(s.size, _bits(s, bits_of))
-            bram, lut = bram + b, lut + l
-        return replace(par, ii=max(n_in, par.ii, n_out), latency_cycles=n_in + par.latency_cycles, bram=bram, lut=lut)
+            p = place(s.size, _bits(s, bits_of), 1, uram)
+            bram, lut, urams = bram + p.bram, lut + p.lut, urams + p.uram
+            s.in_uram = p.uram > 0
+        return replace(par, ii=max(n_in, par.ii, n_out), latency_cycles=n_in + par.latency_cycles, bram=bram, lut=lut,
+                       uram=urams)
     src, dst = ins[0], outs[0]
     if proc.template in DENSE_TEMPLATES.values():
         rf = plan.row_configs[proc.layer_name][2]
         n_in, n_out = src.packet, dst.packet
         row = weight_row(proc.layer_name, proc.op, replace(cost, mults=n_in * n_out, reuse_factor=rf,
-                                                           out_elems=n_out), inputs)
+                                                           out_elems=n_out), inputs, uram)
+        proc.layer.weights_in_uram = row.uram > 0
         return replace(row, ii=src.n_packets * rf)
     if proc.template in PACKET_TEMPLATES:
         share, fold = dst.packet / max(dst.size, 1), packet_fold(proc)
@@ -179,8 +191,10 @@ def estimate_process(proc, plan: StreamPlan, bits_of: dict) -> LayerEstimate | N
     keff_h, keff_w, in_w, _ = _window(proc)
     per_pixel = replace(cost, mults=cost.mults // max(pixels_out, 1), adds=cost.adds // max(pixels_out, 1),
                         out_elems=dst.packet, reuse_factor=r)
-    row = weight_row(proc.layer_name, proc.op, per_pixel, inputs)
-    b, l = memory_cost(in_w, _bits(src, bits_of), banks=keff_h * chans)
+    row = weight_row(proc.layer_name, proc.op, per_pixel, inputs, uram)
+    proc.layer.weights_in_uram = row.uram > 0
+    line = place(in_w, _bits(src, bits_of), keff_h * chans)   # BRAM: the stream templates bind no line buffer to URAM
+    b, l = line.bram, line.lut
     fill = max(0, (keff_h - 1) * in_w + keff_w) * max(r, src.fold) + row.latency_cycles
     # conv2d_stream copies the window into registers below R = k_w; from R >= k_w, and pool2d_stream
     # always, the taps are read from the line buffer directly
@@ -222,10 +236,18 @@ def fifo_depths(plan: StreamPlan, rows: dict) -> None:
                                   f"({t_c:.3g} cycles/packet)")
 
 
-def estimate_stream(plan: StreamPlan, clock_mhz: float, budget: dict, bits_of: dict) -> StreamEstimate:
+def estimate_stream(plan: StreamPlan, clock_mhz: float, budget: dict, bits_of: dict,
+                    uram_limit: float | None = None) -> StreamEstimate:
+    """``uram_limit``: the URAM blocks the memories may fill (default: all the board's). In dataflow
+    order, each process's memories go to URAM (memory.py's rule) while that budget lasts; a
+    process whose URAM memories would overrun it keeps them all in BRAM."""
     rows = {}
+    uram_left = budget.get("uram", 0) if uram_limit is None else uram_limit
     for proc in plan.processes:
-        row = estimate_process(proc, plan, bits_of)
+        row = estimate_process(proc, plan, bits_of, uram_left > 0)
+        if row.uram > uram_left:
+            row = estimate_process(proc, plan, bits_of, False)
+        uram_left -= row.uram
         rows[proc.layer_name] = row
     fifo_depths(plan, rows)
     fifo_rows, bram, lut = [], 0, 0

@@ -77,9 +77,9 @@ def _options(proc, plan, bits_of: dict, limits: dict) -> list[Option]:
     opts = []
     for r in _candidates(proc):
         _set_reuse(proc, plan, r)
-        row = estimate_process(proc, plan, bits_of)
+        row = estimate_process(proc, plan, bits_of, bool(limits.get("uram")))
         usage = {k: getattr(row, k) for k in RESOURCES}
-        opts.append(Option(r, row.ii, usage, sum(usage[k] / limits[k] for k in RESOURCES if limits[k])))
+        opts.append(Option(r, row.ii, usage, sum(usage[k] / limits[k] for k in RESOURCES if limits.get(k))))
     return opts
 
 
@@ -135,7 +135,7 @@ def _fold(model, cfg, board: Board, opset: int, target_fps: float | None, fixed:
             options[proc.layer_name] = _options(proc, plan, bits_of, limits)
             procs[proc.layer_name] = proc
         else:
-            steady[proc.layer_name] = estimate_process(proc, plan, bits_of).ii
+            steady[proc.layer_name] = estimate_process(proc, plan, bits_of, bool(limits.get("uram"))).ii
     slowest_fixed = max(steady.values(), default=1)
 
     def apply(target: int) -> dict[str, int]:
@@ -149,8 +149,8 @@ def _fold(model, cfg, board: Board, opset: int, target_fps: float | None, fixed:
     def over(channel_ii: int | None) -> set[str]:
         """The resources over the budget, pixel streams channel-folded for ``channel_ii`` (None: not)."""
         fold_channels(plan, channel_ii or 0)
-        est = estimate_stream(plan, board.clock_mhz, board_budget(board), bits_of)
-        return {k for k in RESOURCES if limits[k] and est.total(k) > limits[k]}
+        est = estimate_stream(plan, board.clock_mhz, board_budget(board), bits_of, limits.get("uram", 0))
+        return {k for k in RESOURCES if limits.get(k) and est.total(k) > limits[k]}
 
     def fits(channel_ii: int | None = None) -> bool:
         return not over(channel_ii)

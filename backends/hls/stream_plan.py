@@ -68,6 +68,7 @@ class Stream:
     @property
     def pixels(self) -> int:
         return self.size // self.channels
+    in_uram: bool = False  # a buffered layer's array of this tensor is in URAM (stream_estimate, memory.py)
 
     @property
     def n_packets(self) -> int:

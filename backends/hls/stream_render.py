@@ -82,6 +82,9 @@ def _buffered_function(proc, fname: str) -> str:
         body.append(f"    kiln::read_tensor<{s.tensor_args()}>(kiln_in{i}, {s.var});")
     for s in proc.outputs:
         body.append(f"    KILN_ACTIVATION {s.ctype} {s.var}[{s.size}];")
+    for s in proc.inputs + proc.outputs:
+        if s.in_uram:   # the estimate put this array in URAM (memory.py): written and read at run time
+            body.append(f"    #pragma HLS BIND_STORAGE variable = {s.var} type = ram_2p impl = uram")
     body.append(f"    {layer.call}")
     for t in layer.traced:
         body.append(f"    KILN_TRACE_WRITE({t['var']}, {t['size']});")
@@ -176,4 +179,8 @@ def stream_summary(stream: dict, estimate: dict) -> list[str]:
         fifos = estimate.get("fifos", [])
         lines.append(f"throughput {total['frames_per_s']:,.0f} frames/s (clock / II {total['ii']}), "
                      f"{len(fifos)} FIFOs ({sum(f['depth'] for f in fifos):,} packets deep in all; estimates)")
+    uram = estimate.get("uram_weights")
+    if uram:
+        lines.append(f"warning: {len(uram['arrays'])} weight arrays in URAM ({total.get('uram', 0):,} URAM blocks in "
+                     f"all): {uram['why']}")
     return lines

@@ -33,6 +33,7 @@ from kiln.backends.hls.call import render_calls
 from kiln.backends.hls.context import EmitContext
 from kiln.backends.hls.estimate import LayerCost, ModelEstimate, estimate_layer
 from kiln.backends.hls.layers import emitter_for
+from kiln.backends.hls.memory import URAM_DEPTH
 from kiln.backends.hls.stream_estimate import estimate_stream, type_widths
 from kiln.backends.hls.stream_render import render_top, stream_design, stream_manifest
 from kiln.backends.hls.toolchain import ap_types_dir
@@ -79,7 +80,9 @@ def emit_layers(model: ir.Model, ctx: EmitContext) -> list:
     layers = []
     for i, node in enumerate(model.graph):
         emitter = emitter_for(node)
+        first_weight = len(ctx.weights)
         layer = emitter.emit(node, ctx)
+        layer.weights = [(w.name, w.values.size) for w in ctx.weights[first_weight:]]
         layer.comment = safe_comment(f"{node.op_type} {node.name}")
         layer.layer_name = layer_name(node, i)  # the name in manifest, report, trace and overflow rows
         layer.op = node.op_type
@@ -145,10 +148,18 @@ def estimate_model(model: ir.Model, layers: list, board: Board) -> ModelEstimate
     return ModelEstimate(rows, board.clock_mhz, board_budget(board))
 
 
+def uram_weight_arrays(layers: list) -> list[str]:
+    """Weight arrays bound to URAM in stream mode: those of >= 4,096 values (one URAM's depth;
+    biases stay) of the layers whose weight memory the estimate put in URAM (memory.py)."""
+    return [name for layer in layers if layer.weights_in_uram for name, n in layer.weights if n >= URAM_DEPTH]
+
+
 def board_budget(board: Board) -> dict:
     """The board's resources as the estimates count them (BRAM in BRAM18K)."""
     budget = {k: board.resources.get(k, 0) for k in ("dsp", "lut", "ff", "bram_36k")}
     budget["bram_18k"] = 2 * budget.pop("bram_36k")
+    if board.resources.get("uram"):
+        budget["uram"] = board.resources["uram"]
     return budget
 
 
@@ -178,7 +189,11 @@ def write_project(model: ir.Model, original: onnx.ModelProto, batch_axis: dict[s
     plan = stream_design(model, layers, ctx) if io == "stream" else None
     checks = overflow_checks(layers)
     estimate = estimate_model(model, layers, board) if plan is None else estimate_stream(
-        plan, board.clock_mhz, board_budget(board), type_widths(ctx.typedefs))
+        plan, board.clock_mhz, board_budget(board), type_widths(ctx.typedefs),
+        ctx.uram_budget * board.resources.get("uram", 0))
+    uram_weights = uram_weight_arrays(layers) if plan is not None else []
+    if plan is not None:
+        estimate.uram_weights = uram_weights
     if on_estimate is not None:
         estimate.fit = on_estimate(estimate, layers) or {}
     port_vars = {p.var for p in ports}
@@ -223,7 +238,8 @@ def write_project(model: ir.Model, original: onnx.ModelProto, batch_axis: dict[s
                                                             n_checks=len(checks), **common)
         else:
             top = env.get_template("kiln_top_stream.cpp.j2").render(stream=render_top(plan, ctx.names),
-                                                                   n_checks=len(checks), **common)
+                                                                   n_checks=len(checks), uram_weights=uram_weights,
+                                                                   **common)
         (fw / "kiln_top.cpp").write_text(top)
         weight_tpl = env.get_template("weight.h.j2")
         for w in ctx.weights:

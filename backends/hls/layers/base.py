@@ -27,6 +27,8 @@ class Layer:
     comment: str = ""   # the "// Op name" line above the call
     traced: list[dict] = field(default_factory=list)  # outputs `kiln csim --trace` dumps after the call
     shadow: dict | None = None  # the overflow-counting variant of the call (make OVERFLOW=1), or None
+    weights: list = field(default_factory=list)  # (C name, values) of the weight arrays this layer added
+    weights_in_uram: bool = False  # stream mode: the estimate put its weight memory in URAM (memory.py)
 
     def __post_init__(self):
         if isinstance(self.calls, Call):
