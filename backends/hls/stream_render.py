@@ -180,7 +180,10 @@ def stream_summary(stream: dict, estimate: dict) -> list[str]:
         lines.append(f"throughput {total['frames_per_s']:,.0f} frames/s (clock / II {total['ii']}), "
                      f"{len(fifos)} FIFOs ({sum(f['depth'] for f in fifos):,} packets deep in all; estimates)")
     uram = estimate.get("uram_weights")
-    if uram:
+    if uram and uram.get("loaded"):
+        lines.append(f"{len(uram['arrays'])} weight arrays in URAM ({total.get('uram', 0):,} URAM blocks in all), "
+                     f"{uram['why']}")
+    elif uram:
         lines.append(f"warning: {len(uram['arrays'])} weight arrays in URAM ({total.get('uram', 0):,} URAM blocks in "
                      f"all): {uram['why']}")
     return lines

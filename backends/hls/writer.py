@@ -37,6 +37,7 @@ from kiln.backends.hls.memory import URAM_DEPTH
 from kiln.backends.hls.stream_estimate import estimate_stream, type_widths
 from kiln.backends.hls.stream_render import render_top, stream_design, stream_manifest
 from kiln.backends.hls.toolchain import ap_types_dir
+from kiln.backends.hls.uram_load import build_image, has_load_path, manifest_entry, mark_loaded, write_image
 from kiln.board import Board
 from kiln.fsutil import MANIFEST, staged_dir
 from kiln.ir_utils import size, static_shape
@@ -194,6 +195,9 @@ def write_project(model: ir.Model, original: onnx.ModelProto, batch_axis: dict[s
     uram_weights = uram_weight_arrays(layers) if plan is not None else []
     if plan is not None:
         estimate.uram_weights = uram_weights
+    # URAM weights get a load path where the board's wrapper carries one (uram_load.py)
+    uram_load = uram_weights if has_load_path(board.family) else []
+    image, image_layout = build_image(ctx.weights, uram_load)
     if on_estimate is not None:
         estimate.fit = on_estimate(estimate, layers) or {}
     port_vars = {p.var for p in ports}
@@ -214,7 +218,8 @@ def write_project(model: ir.Model, original: onnx.ModelProto, batch_axis: dict[s
                   {"name": w.name, "ctype": w.ctype, "size": w.values.size} for w in ctx.weights],
               "model_name": safe_comment(model_name), "stream_ports": plan.ports if plan else {},
               # Zynq boards drive a stream design over AXI-Stream (kiln_axi.cpp.j2); Alveo keeps m_axi
-              "axis": plan is not None and board.family == "zynq"}
+              "axis": plan is not None and board.family == "zynq",
+              "uram_load": image_layout, "uram_words": int(len(image))}
 
     output_dir = Path(output_dir)
     with staged_dir(output_dir) as tmp:
@@ -247,9 +252,12 @@ def write_project(model: ir.Model, original: onnx.ModelProto, batch_axis: dict[s
             values = _format_values(w.values, is_float)
             (fw / "weights" / f"{w.name}.h").write_text(weight_tpl.render(
                 version=kiln.__version__, w={"name": w.name, "ctype": w.ctype, "size": w.values.size,
-                                             "precision": str(w.precision)}, values=values))
+                                             "precision": str(w.precision), "uram": w.name in uram_load},
+                values=values))
             stored = w.values.astype(np.float32).astype(np.float64) if is_float else w.values
             stored.astype("<f8").tofile(tmp / "weights" / f"{w.name}.bin")
+        if uram_load:
+            write_image(tmp, image)
         axi = board.family in ("zynq", "alveo")
         out_total = sum(p.size for p in ports if not p.is_input)
         (tmp / "tb" / "kiln_tb.cpp").write_text(env.get_template("kiln_tb.cpp.j2").render(
@@ -279,10 +287,13 @@ def write_project(model: ir.Model, original: onnx.ModelProto, batch_axis: dict[s
         manifest["quantizers"] = _quantizers(model)
         if plan is not None:
             manifest["stream"] = stream_manifest(plan)
+        if uram_load:
+            manifest["uram_load"] = manifest_entry(image_layout, int(len(image)))
         if estimate.fit:
             manifest["fit"] = estimate.fit
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
-        (tmp / ESTIMATE).write_text(json.dumps(estimate.as_dict(), indent=2))
+        estimate_json = estimate.as_dict()
+        (tmp / ESTIMATE).write_text(json.dumps(mark_loaded(estimate_json) if uram_load else estimate_json, indent=2))
     return output_dir
 
 
