@@ -20,10 +20,10 @@ generated C++ binds each such memory with ``#pragma HLS BIND_STORAGE ... impl=ur
 
 UltraScale+ URAM has no initial contents in the bitstream: it powers up as 0 (UG901, as above;
 Versal's URAM does take INIT values, AM007). Weight memories placed in URAM are therefore RAMs
-that must be written before the first frame. Kiln does not generate that load path yet: the
-C-simulation reads the weights as it always does, and a bitstream built from such a project
-would compute with zero weights in those memories. The compile output and
-``kiln_estimate.json`` (``uram_weights``) say so whenever it applies.
+that must be written before the first frame: uram_load.py generates that load path where the
+board's wrapper can carry it (Alveo: the m_axi kiln_top_axi); elsewhere (vu13p, no wrapper) the
+compile output and ``kiln_estimate.json`` (``uram_weights``, ``loaded: false``) say that a bitstream
+would compute with zero weights in those memories.
 """
 
 from __future__ import annotations
