@@ -165,3 +165,20 @@ def test_vu13p_has_no_load_path_and_keeps_the_caveat(tmp_path):
     assert "uram_load" not in json.loads((p.path / "kiln_manifest.json").read_text())
     assert not (p.path / "weights" / "kiln_uram_image.bin").exists()
     assert "KILN_URAM" not in (p.path / "firmware" / "weights" / f"{WEIGHT}.h").read_text()
+
+
+def test_float_weights_load_as_binary32(tmp_path):
+    """--precision float: the URAM array's words hold binary32 patterns, 2 per word; the C-sim through
+    the load path matches ONNX Runtime to float rounding (64-term sums: < 1e-5)."""
+    src = tmp_path / "dense.onnx"
+    onnx.save(dense_model(), src)
+    p = kiln.compile(str(src), board="alveo-u250", precision="float", reuse_factor=REUSE, io="stream",
+                     output_dir=tmp_path / "p")
+    [array] = json.loads((p.path / "kiln_manifest.json").read_text())["uram_load"]["arrays"]
+    assert (array["element_bits"], array["per_word"], array["words"]) == (32, 2, N_IN * N_OUT // 2)
+    words = np.fromfile(p.path / "weights" / "kiln_uram_image.bin", "<u8")
+    values = np.fromfile(p.path / "weights" / f"{WEIGHT}.bin", "<f8")    # low word half first: little-endian
+    assert np.array_equal(words.view("<f4").astype(np.float64), values) and np.abs(values).max() > 0.1
+    x = np.random.default_rng(2).normal(0, 1, (4, N_IN)).astype(np.float32)
+    [ref] = p.reference(x)
+    assert np.abs(p.csim(x).reshape(4, -1) - ref.reshape(4, -1)).max() < 1e-5
