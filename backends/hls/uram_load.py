@@ -89,7 +89,7 @@ def build_image(weights: list, names: list[str]) -> tuple[np.ndarray, list[dict]
         packed = pack(raw_bits(w.values, w.precision), width)
         layout.append({"name": w.name, "ctype": w.ctype, "precision": str(w.precision), "size": int(w.values.size),
                        "element_bits": width, "per_word": WORD_BITS // width, "offset_words": offset,
-                       "words": int(len(packed)), "float": isinstance(w.precision, FloatType)})
+                       "words": len(packed), "float": isinstance(w.precision, FloatType)})
         words.append(packed)
         offset += len(packed)
     return (np.concatenate(words) if words else np.zeros(0, np.uint64)), layout

@@ -219,7 +219,7 @@ def write_project(model: ir.Model, original: onnx.ModelProto, batch_axis: dict[s
               "model_name": safe_comment(model_name), "stream_ports": plan.ports if plan else {},
               # Zynq boards drive a stream design over AXI-Stream (kiln_axi.cpp.j2); Alveo keeps m_axi
               "axis": plan is not None and board.family == "zynq",
-              "uram_load": image_layout, "uram_words": int(len(image))}
+              "uram_load": image_layout, "uram_words": len(image)}
 
     output_dir = Path(output_dir)
     with staged_dir(output_dir) as tmp:
@@ -288,7 +288,7 @@ def write_project(model: ir.Model, original: onnx.ModelProto, batch_axis: dict[s
         if plan is not None:
             manifest["stream"] = stream_manifest(plan)
         if uram_load:
-            manifest["uram_load"] = manifest_entry(image_layout, int(len(image)))
+            manifest["uram_load"] = manifest_entry(image_layout, len(image))
         if estimate.fit:
             manifest["fit"] = estimate.fit
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
