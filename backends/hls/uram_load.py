@@ -106,10 +106,14 @@ def write_image(root: Path, words: np.ndarray) -> None:
     words.astype("<u8").tofile(root / IMAGE)
 
 
-def mark_loaded(estimate: dict) -> dict:
-    """The estimate's ``uram_weights`` once the load path is generated: loaded, and how."""
+def mark_loaded(estimate: dict, loaded: bool, board: str) -> dict:
+    """The estimate's ``uram_weights``: loaded and how, or why not (``board`` has no wrapper that carries it)."""
     uram = estimate.get("uram_weights")
     if uram:
-        uram["loaded"] = True
-        uram["why"] = LOADED_NOTE
+        uram["loaded"] = loaded
+        uram["why"] = LOADED_NOTE if loaded else (
+            "UltraScale+ URAM has no bitstream initialisation (it powers up as 0, AMD UG901); these weight memories "
+            f"must be written before the first frame, and Kiln generates that load path only in the m_axi wrapper "
+            f"kiln_top_axi of Alveo boards ({board} has no wrapper): the C-simulation is exact, a bitstream would "
+            "compute with zero weights there")
     return estimate

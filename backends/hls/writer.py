@@ -293,7 +293,7 @@ def write_project(model: ir.Model, original: onnx.ModelProto, batch_axis: dict[s
             manifest["fit"] = estimate.fit
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
         estimate_json = estimate.as_dict()
-        (tmp / ESTIMATE).write_text(json.dumps(mark_loaded(estimate_json) if uram_load else estimate_json, indent=2))
+        (tmp / ESTIMATE).write_text(json.dumps(mark_loaded(estimate_json, bool(uram_load), board.name), indent=2))
     return output_dir
 
 
