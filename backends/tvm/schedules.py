@@ -148,10 +148,23 @@ def _pick(extent: int, candidates) -> int:
     return 1
 
 
+def _is_axis(expr, var, units) -> bool:
+    """Is ``expr`` ``var`` itself, give or take reduction axes of extent 1 (a 1x1 kernel's ry, rx)?"""
+    if expr.same_as(var):
+        return True
+    if not units or not (_vars_in(expr) <= {var, *units}):
+        return False
+    from tvm.sym.pattern import detect_linear_equation
+
+    coef = detect_linear_equation(expr, [var, *units])
+    return len(coef) == len(units) + 2 and _int(coef[0]) == 1 and _int(coef[-1]) == 0
+
+
 def _rows_contiguous(stmt, spatial) -> bool:
     """Does every access that uses the last two spatial axes index its last two dims with them
     exactly, over dims of the same extents (so that fusing the two axes stays contiguous)?"""
     y, x = spatial[-2], spatial[-1]
+    units = [iv.var for iv in stmt.iter_vars if iv.iter_type == 2 and _int(iv.dom.extent) == 1]
     for region in list(stmt.reads) + list(stmt.writes):
         used = set()
         for rg in region.region:
@@ -161,7 +174,7 @@ def _rows_contiguous(stmt, spatial) -> bool:
         if len(region.region) < 2:
             return False
         last, prev = region.region[-1].min, region.region[-2].min
-        if not (last.same_as(x.var) and prev.same_as(y.var)):
+        if not (_is_axis(last, x.var, units) and _is_axis(prev, y.var, units)):
             return False
         buf = getattr(region, "buffer", None) or region.source
         shape = [_int(d) for d in getattr(buf, "shape", [])]
@@ -219,10 +232,12 @@ def _tile_main(sch, block, realize, lanes: int, cores: int) -> None:
             row = idx
             break
     vext = _int(vec_iv.dom.extent)
+    fused_rows = 0
     if contiguous and n_sp >= 2 and vext < 2 * lanes and row != n_sp - 2 and _rows_contiguous(stmt, spatial):
         # 1x1 stride-1 conv, elementwise-shaped reads: the last two output axes are one run
         sp_loops = sp_loops[:-2] + [sch.fuse(sp_loops[-2], sp_loops[-1])]
-        vext *= _int(spatial[-2].dom.extent)
+        fused_rows = _int(spatial[-2].dom.extent)
+        vext *= fused_rows
         n_sp -= 1
         if row is not None and row > n_sp - 1:
             row = None
@@ -231,6 +246,12 @@ def _tile_main(sch, block, realize, lanes: int, cores: int) -> None:
     if _strided(vec_operands, vec_iv.var):
         cap = lanes  # stride-2 conv: each vector is a gather; more than one per step spills
     ni = _vector_tile(vext, lanes, cap) if contiguous else 1
+    if fused_rows:
+        xext = vext // fused_rows
+        if vext % ni:  # no whole-vector tile (7x7: 49): whole rows, no predicated tail
+            ni = xext * max(k for k in range(1, fused_rows + 1) if fused_rows % k == 0 and xext * k <= max(cap, xext))
+        if ni % xext == 0:
+            fused_rows = 0  # a tile of whole rows writes back under itself
     mi = 1
     if row is not None:
         mi = _pick(row_ext, (MAX_ROW_TILE if ni <= lanes else 4, 4, 2))
@@ -251,7 +272,13 @@ def _tile_main(sch, block, realize, lanes: int, cores: int) -> None:
     sch.reorder(*outer, *red_loops, *inner)
     writeback = sch.cache_write(block, 0, "local")
     _inline_epilogue(sch, writeback)
-    sch.reverse_compute_at(writeback, outer[-1], preserve_unit_loops=True)
+    # a fused (rows x columns) tile writes back at the loop above it: the write-back's region
+    # is a box of rows x all columns, so under the tile it would write columns not yet computed
+    at = outer[-2] if fused_rows and len(outer) >= 2 else outer[-1]
+    if fused_rows and len(outer) < 2:
+        at = None
+    if at is not None:
+        sch.reverse_compute_at(writeback, at, preserve_unit_loops=True)
     if ni > 1:
         sch.vectorize(inner[-1])
         wl = sch.get_loops(writeback)
@@ -260,7 +287,7 @@ def _tile_main(sch, block, realize, lanes: int, cores: int) -> None:
     if mi > 1:
         sch.unroll(inner[0])
     if cores > 1 and _volume(stmt) >= PARALLEL_MIN_WORK:
-        _parallel_outer(sch, outer, cores)
+        _parallel_outer(sch, outer[:-1] if fused_rows else outer, cores)
     # last: an update block without its init is neither complete nor a reduction, which
     # vectorize/parallel refuse (MetaSchedule's postprocessors keep the same order)
     init = sch.decompose_reduction(block, red_loops[0])
@@ -329,6 +356,14 @@ def _schedule_plain(sch, block, realize, lanes: int, cores: int) -> None:
         _parallel_outer(sch, spatial_loops, cores)
 
 
+def _is_copy(stmt) -> bool:
+    """A block whose body stores one buffer element read as it is (no padding condition)."""
+    body = stmt.body
+    return (all(iv.iter_type == 0 for iv in stmt.iter_vars) and hasattr(body, "value")
+            and hasattr(body, "indices") and hasattr(body.value, "indices")  # a TensorLoad (BufferLoad before 0.27)
+            and (hasattr(body.value, "buffer") or hasattr(body.value, "source")))
+
+
 def _inline_producers(sch, blocks, main) -> list:
     """Inline elementwise/injective producers whose consumers are not the main block."""
     kept = []
@@ -339,6 +374,12 @@ def _inline_producers(sch, blocks, main) -> list:
         stmt = sch.get(b)
         consumers = sch.get_consumers(b)
         feeds_main = main is not None and any(sch.get(c).name_hint == sch.get(main).name_hint for c in consumers)
+        if feeds_main and _is_copy(stmt):  # a 1x1 conv's pad_temp without padding: read in place
+            try:
+                sch.compute_inline(b)
+                continue
+            except Exception:
+                pass
         if consumers and not feeds_main and all(iv.iter_type == 0 for iv in stmt.iter_vars):
             try:
                 sch.compute_inline(b)
