@@ -454,14 +454,16 @@ def schedule_module(mod, target: dict):
 
 
 def legalize(mod, target: dict):
-    """The default CPU pipeline's library dispatch, legalize and fuse passes: the kernels that
-    ``schedule_module`` schedules."""
+    """``erf`` as ``fast_erf`` (fast_math.py), then the default CPU pipeline's library dispatch,
+    legalize and fuse passes: the kernels that ``schedule_module`` schedules."""
     import tvm
     from tvm.relax.backend.cpu_generic import pipeline as cpu
 
+    from kiln.backends.tvm.fast_math import fast_erf_pass
+
     tvm_target = tvm.target.Target(target)
     with tvm_target:
-        return tvm.transform.Sequential(cpu.library_dispatch_passes(tvm_target)
+        return tvm.transform.Sequential([fast_erf_pass()] + cpu.library_dispatch_passes(tvm_target)
                                         + cpu.legalize_passes(tvm_target))(mod)
 
 
