@@ -99,7 +99,10 @@ def _tile_main(sch, block, realize, lanes: int, cores: int) -> None:
             break
     vext = _int(vec_iv.dom.extent)
     fused_rows = 0
-    if contiguous and n_sp >= 2 and vext < 2 * lanes and row != n_sp - 2 and _rows_contiguous(stmt, spatial):
+    if (contiguous and n_sp >= 2 and vext < 2 * lanes and row != n_sp - 2 and _rows_contiguous(stmt, spatial)
+            and (vext * _int(spatial[-2].dom.extent)) % lanes == 0):
+        # only into whole vectors: 14x14 (196) or 7x7 tiles of whole rows took 46 ms where
+        # one row a vector takes ~2 (poolformer's 1280->320 1x1 conv), and a tail is predicated
         # 1x1 stride-1 conv, elementwise-shaped reads: the last two output axes are one run
         sp_loops = sp_loops[:-2] + [sch.fuse(sp_loops[-2], sp_loops[-1])]
         fused_rows = _int(spatial[-2].dom.extent)
@@ -112,12 +115,8 @@ def _tile_main(sch, block, realize, lanes: int, cores: int) -> None:
     if _strided(vec_operands, vec_iv.var):
         cap = lanes  # stride-2 conv: each vector is a gather; more than one per step spills
     ni = _vector_tile(vext, lanes, cap) if contiguous else 1
-    if fused_rows:
-        xext = vext // fused_rows
-        if vext % ni:  # no whole-vector tile (7x7: 49): whole rows, no predicated tail
-            ni = xext * max(k for k in range(1, fused_rows + 1) if fused_rows % k == 0 and xext * k <= max(cap, xext))
-        if ni % xext == 0:
-            fused_rows = 0  # a tile of whole rows writes back under itself
+    if fused_rows and ni % (vext // fused_rows) == 0:
+        fused_rows = 0  # a tile of whole rows writes back under itself
     mi = 1
     if row is not None:
         mi = _pick(row_ext, (MAX_ROW_TILE if ni <= lanes else 4, 4, 2))
