@@ -29,10 +29,14 @@ from __future__ import annotations
 
 import logging
 
+from kiln.backends.tvm.tir_access import (_bname, _canonical, _int, _is_copy, _pick, _realizes,  # noqa: F401
+                                          _rows_contiguous, _strided, _vars_in, _vector_tile, _volume)
+
 log = logging.getLogger("kiln.tvm.schedules")
 
 PARALLEL_MIN_WORK = 4096   # loop-nest iterations below which a parallel launch costs more than it saves
 MAX_ROW_TILE = 8
+PARALLEL_TASKS_PER_CORE = 8  # parallel loop extent wanted per core (uneven tasks even out)
 
 
 def vector_lanes(target: dict) -> int:
@@ -56,76 +60,6 @@ def vector_lanes(target: dict) -> int:
     return 4
 
 
-def _int(expr) -> int | None:
-    value = getattr(expr, "value", None)
-    return int(value) if isinstance(value, int) else None
-
-
-def _vars_in(expr) -> set:
-    from tvm.tirx.analysis import undefined_vars
-
-    return set(undefined_vars(expr))
-
-
-def _realizes(func) -> dict:
-    """Block name -> its SBlockRealize (for the iter var bindings)."""
-    out = {}
-    stack = [func.body]
-    while stack:
-        node = stack.pop()
-        if node is None:
-            continue
-        if hasattr(node, "iter_values") and hasattr(node, "block"):
-            out[node.block.name_hint] = node
-            stack.append(node.block.body)
-            if node.block.init is not None:
-                stack.append(node.block.init)
-        elif hasattr(node, "seq"):
-            stack.extend(node.seq)
-        else:
-            for attr in ("body", "then_case", "else_case"):
-                child = getattr(node, attr, None)
-                if child is not None and not isinstance(child, (int, float)):
-                    stack.append(child)
-    return out
-
-
-def _canonical(sch, block, realize):
-    """(loops, spatial iter vars, reduce iter vars) when each loop binds one iter var in order,
-    spatial before reduce; else None."""
-    loops = sch.get_loops(block)
-    ivs = list(realize.block.iter_vars)
-    if len(loops) != len(ivs) or not ivs:
-        return None
-    seen_reduce = False
-    for loop, iv, value in zip(loops, ivs, realize.iter_values):
-        if not value.same_as(sch.get(loop).loop_var) or _int(iv.dom.extent) is None:
-            return None
-        if iv.iter_type == 2:
-            seen_reduce = True
-        elif iv.iter_type == 0:
-            if seen_reduce:
-                return None
-        else:
-            return None
-    return loops, [iv for iv in ivs if iv.iter_type == 0], [iv for iv in ivs if iv.iter_type == 2]
-
-
-def _bname(region) -> str:
-    """Name of the buffer a read/write region (TensorRegion in 0.27, BufferRegion before) is of."""
-    buf = getattr(region, "buffer", None)
-    if buf is None:
-        buf = region.source
-    return str(getattr(buf, "name", buf))
-
-
-def _volume(block) -> int:
-    total = 1
-    for iv in block.iter_vars:
-        total *= _int(iv.dom.extent) or 1
-    return total
-
-
 def _main_block(sch, blocks, realizes):
     """The multiply-accumulate block: a reduction reading two buffers besides its output, the largest."""
     best, best_volume = None, 0
@@ -138,60 +72,6 @@ def _main_block(sch, blocks, realizes):
         if len(inputs) >= 2 and _volume(stmt) > best_volume and stmt.name_hint in realizes:
             best, best_volume = b, _volume(stmt)
     return best
-
-
-def _pick(extent: int, candidates) -> int:
-    for c in candidates:
-        if c <= extent and extent % c == 0:
-            return c
-    return 1
-
-
-def _rows_contiguous(stmt, spatial) -> bool:
-    """Does every access that uses the last two spatial axes index its last two dims with them
-    exactly, over dims of the same extents (so that fusing the two axes stays contiguous)?"""
-    y, x = spatial[-2], spatial[-1]
-    for region in list(stmt.reads) + list(stmt.writes):
-        used = set()
-        for rg in region.region:
-            used |= _vars_in(rg.min)
-        if x.var not in used and y.var not in used:
-            continue
-        if len(region.region) < 2:
-            return False
-        last, prev = region.region[-1].min, region.region[-2].min
-        if not (last.same_as(x.var) and prev.same_as(y.var)):
-            return False
-        buf = getattr(region, "buffer", None) or region.source
-        shape = [_int(d) for d in getattr(buf, "shape", [])]
-        if len(shape) < 2 or shape[-1] != _int(x.dom.extent) or shape[-2] != _int(y.dom.extent):
-            return False
-    return True
-
-
-def _strided(regions, var) -> bool:
-    """Does any access index its buffer with ``var`` at a coefficient other than 1?"""
-    from tvm.sym.pattern import detect_linear_equation
-
-    for region in regions:
-        for rg in region.region:
-            if var in _vars_in(rg.min):
-                coef = detect_linear_equation(rg.min, [var])
-                if len(coef) != 2 or _int(coef[0]) != 1:
-                    return True
-    return False
-
-
-def _vector_tile(extent: int, lanes: int, cap: int) -> int:
-    """Width of the vectorized output tile: the largest divisor of ``extent`` up to ``cap``
-    that is a whole number of vectors (or of half vectors); a short axis whole; else 1."""
-    for step in (lanes, lanes // 2):
-        best = max((d for d in range(step, min(cap, extent) + 1, step) if extent % d == 0), default=0)
-        if best:
-            return best
-    if 2 <= extent <= 2 * lanes:
-        return extent
-    return lanes if extent > 2 * lanes else 1  # a tail: the last tile is predicated
 
 
 def _tile_main(sch, block, realize, lanes: int, cores: int) -> None:
@@ -218,10 +98,15 @@ def _tile_main(sch, block, realize, lanes: int, cores: int) -> None:
             row = idx
             break
     vext = _int(vec_iv.dom.extent)
-    if contiguous and n_sp >= 2 and vext < 2 * lanes and row != n_sp - 2 and _rows_contiguous(stmt, spatial):
+    fused_rows = 0
+    if (contiguous and n_sp >= 2 and vext < 2 * lanes and row != n_sp - 2 and _rows_contiguous(stmt, spatial)
+            and (vext * _int(spatial[-2].dom.extent)) % lanes == 0):
+        # only into whole vectors: 14x14 (196) or 7x7 tiles of whole rows took 46 ms where
+        # one row a vector takes ~2 (poolformer's 1280->320 1x1 conv), and a tail is predicated
         # 1x1 stride-1 conv, elementwise-shaped reads: the last two output axes are one run
         sp_loops = sp_loops[:-2] + [sch.fuse(sp_loops[-2], sp_loops[-1])]
-        vext *= _int(spatial[-2].dom.extent)
+        fused_rows = _int(spatial[-2].dom.extent)
+        vext *= fused_rows
         n_sp -= 1
         if row is not None and row > n_sp - 1:
             row = None
@@ -230,6 +115,8 @@ def _tile_main(sch, block, realize, lanes: int, cores: int) -> None:
     if _strided(vec_operands, vec_iv.var):
         cap = lanes  # stride-2 conv: each vector is a gather; more than one per step spills
     ni = _vector_tile(vext, lanes, cap) if contiguous else 1
+    if fused_rows and ni % (vext // fused_rows) == 0:
+        fused_rows = 0  # a tile of whole rows writes back under itself
     mi = 1
     if row is not None:
         mi = _pick(row_ext, (MAX_ROW_TILE if ni <= lanes else 4, 4, 2))
@@ -250,7 +137,13 @@ def _tile_main(sch, block, realize, lanes: int, cores: int) -> None:
     sch.reorder(*outer, *red_loops, *inner)
     writeback = sch.cache_write(block, 0, "local")
     _inline_epilogue(sch, writeback)
-    sch.reverse_compute_at(writeback, outer[-1], preserve_unit_loops=True)
+    # a fused (rows x columns) tile writes back at the loop above it: the write-back's region
+    # is a box of rows x all columns, so under the tile it would write columns not yet computed
+    at = outer[-2] if fused_rows and len(outer) >= 2 else outer[-1]
+    if fused_rows and len(outer) < 2:
+        at = None
+    if at is not None:
+        sch.reverse_compute_at(writeback, at, preserve_unit_loops=True)
     if ni > 1:
         sch.vectorize(inner[-1])
         wl = sch.get_loops(writeback)
@@ -259,8 +152,7 @@ def _tile_main(sch, block, realize, lanes: int, cores: int) -> None:
     if mi > 1:
         sch.unroll(inner[0])
     if cores > 1 and _volume(stmt) >= PARALLEL_MIN_WORK:
-        fused = sch.fuse(*outer) if len(outer) > 1 else outer[0]
-        sch.parallel(fused)
+        _parallel_outer(sch, outer[:-1] if fused_rows else outer, cores)
     # last: an update block without its init is neither complete nor a reduction, which
     # vectorize/parallel refuse (MetaSchedule's postprocessors keep the same order)
     init = sch.decompose_reduction(block, red_loops[0])
@@ -268,6 +160,23 @@ def _tile_main(sch, block, realize, lanes: int, cores: int) -> None:
         il = sch.get_loops(init)
         if len(il) > len(outer):
             sch.vectorize(il[-1])
+
+
+def _parallel_outer(sch, loops, cores: int) -> None:
+    """Fuse the fewest leading loops that give every core several tasks and make that loop
+    parallel; the loops under it stay a plain nest (fusing the whole nest puts a div/mod per
+    element in the body and stops LLVM vectorizing it: 10x slower on a padded copy)."""
+    want, count, extent = cores * PARALLEL_TASKS_PER_CORE, 0, 1
+    for loop in loops:
+        ext = _int(sch.get(loop).extent)
+        if ext is None:
+            break
+        count, extent = count + 1, extent * ext
+        if extent >= want:
+            break
+    if count == 0 or extent <= 1:
+        return
+    sch.parallel(sch.fuse(*loops[:count]) if count > 1 else loops[0])
 
 
 def _inline_epilogue(sch, writeback) -> None:
@@ -309,9 +218,7 @@ def _schedule_plain(sch, block, realize, lanes: int, cores: int) -> None:
             sch.vectorize(i)
             spatial_loops[-1] = o
     if cores > 1 and _volume(stmt) >= PARALLEL_MIN_WORK:
-        fused = sch.fuse(*spatial_loops) if len(spatial_loops) > 1 else spatial_loops[0]
-        if _int(sch.get(fused).extent) and _int(sch.get(fused).extent) > 1:
-            sch.parallel(fused)
+        _parallel_outer(sch, spatial_loops, cores)
 
 
 def _inline_producers(sch, blocks, main) -> list:
@@ -324,6 +231,12 @@ def _inline_producers(sch, blocks, main) -> list:
         stmt = sch.get(b)
         consumers = sch.get_consumers(b)
         feeds_main = main is not None and any(sch.get(c).name_hint == sch.get(main).name_hint for c in consumers)
+        if feeds_main and _is_copy(stmt):  # a 1x1 conv's pad_temp without padding: read in place
+            try:
+                sch.compute_inline(b)
+                continue
+            except Exception:
+                pass
         if consumers and not feeds_main and all(iv.iter_type == 0 for iv in stmt.iter_vars):
             try:
                 sch.compute_inline(b)
@@ -398,14 +311,16 @@ def schedule_module(mod, target: dict):
 
 
 def legalize(mod, target: dict):
-    """The default CPU pipeline's library dispatch, legalize and fuse passes: the kernels that
-    ``schedule_module`` schedules."""
+    """``erf`` as ``fast_erf`` (fast_math.py), then the default CPU pipeline's library dispatch,
+    legalize and fuse passes: the kernels that ``schedule_module`` schedules."""
     import tvm
     from tvm.relax.backend.cpu_generic import pipeline as cpu
 
+    from kiln.backends.tvm.fast_math import fast_erf_pass
+
     tvm_target = tvm.target.Target(target)
     with tvm_target:
-        return tvm.transform.Sequential(cpu.library_dispatch_passes(tvm_target)
+        return tvm.transform.Sequential([fast_erf_pass()] + cpu.library_dispatch_passes(tvm_target)
                                         + cpu.legalize_passes(tvm_target))(mod)
 
 

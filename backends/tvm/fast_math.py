@@ -1,0 +1,36 @@
+"""Relax pass: ``erf`` as TOPI's ``fast_erf`` (a rational polynomial that LLVM vectorizes).
+
+TVM 0.27 lowers ``erf`` to a scalar libm call per element, which no schedule can vectorize:
+in DeiT-tiny the exact-GELU MLP (197x192 -> 768, erf epilogue) took 3.4 ms a call against
+0.7 ms with ``fast_erf`` (one core), 44% of the model. ``fast_erf`` is the float32
+approximation of Eigen (clamped to [-4, 4], a 13/8-term rational), max error on the order of
+1e-7: within the 1e-5 the TVM backend promises against ONNX Runtime. Only ``erf`` is
+replaced (TVM's ``FastMathTransform`` also swaps exp/tanh/softmax, which is not needed).
+"""
+
+from __future__ import annotations
+
+
+def fast_erf_pass():
+    """A module pass rewriting every ``relax.erf`` call of the Relax functions to ``fast_erf``."""
+    import tvm
+    from tvm import relax, topi
+    from tvm.relax import PyExprMutator, expr_functor
+
+    @expr_functor.mutator
+    class _FastErf(PyExprMutator):
+        def visit_call_(self, call):
+            call = super().visit_call_(call)
+            if isinstance(call.op, tvm.ir.Op) and call.op.name == "relax.erf":
+                return self.builder_.call_te(topi.fast_erf, call.args[0])
+            return call
+
+    @tvm.transform.module_pass(opt_level=0, name="KilnFastErf")
+    def _pass(mod, _ctx):
+        mutator = _FastErf(mod)
+        for gv, func in mod.functions_items():
+            if isinstance(func, relax.Function):
+                mutator.builder_.update_func(gv, mutator.visit_expr(func))
+        return mutator.builder_.get()
+
+    return _pass

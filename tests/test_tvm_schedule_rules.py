@@ -1,0 +1,138 @@
+"""Schedule rules added for issue 16 (backends/tvm/schedules.py, fast_math.py): parallel loops
+over the leading loops only, 1x1 convs that read their input in place with a rows x columns
+vector tile, erf as fast_erf; each checked in the scheduled TIR and against ONNX Runtime
+(1e-5), and `kiln bench --json`'s per-engine statistics."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+pytest.importorskip("tvm", reason="the TVM backend needs the tvm extra (pip install -e '.[tvm]')")
+
+from kiln.backends.tvm import compile_tvm, schedules  # noqa: E402
+from kiln.backends.tvm.importer import to_relax  # noqa: E402
+from kiln.backends.tvm.target import resolve_target  # noqa: E402
+from kiln.board import get_board  # noqa: E402
+from kiln.frontend import load_model  # noqa: E402
+
+F32 = TensorProto.FLOAT
+
+
+def _save(path, nodes, x_shape, y_shape, inits):
+    graph = helper.make_graph(nodes, path.stem, [helper.make_tensor_value_info("x", F32, x_shape)],
+                              [helper.make_tensor_value_info("y", F32, y_shape)], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10), path)
+    return path
+
+
+def _w(rng, name, *shape):
+    return numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32) * 0.3, name)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    d = tmp_path_factory.mktemp("rules")
+    rng = np.random.default_rng(5)
+    # mobilenet-like: padded stride-2 depthwise 3x3, then 1x1 convs at 14x14 (196: no whole
+    # 16-float tile -> whole rows), 7x7 after a stride-2 depthwise, and 12x12 (144 = 9 x 16)
+    dw = _save(d / "dw.onnx",
+               [helper.make_node("Conv", ["x", "dw"], ["a"], pads=[1, 1, 1, 1], strides=[2, 2], group=16),
+                helper.make_node("Relu", ["a"], ["r"]),
+                helper.make_node("Conv", ["r", "pw", "pb"], ["p"]),
+                helper.make_node("Add", ["p", "r2"], ["y"])],
+               [1, 16, 28, 28], [1, 24, 14, 14],
+               [_w(rng, "dw", 16, 1, 3, 3), _w(rng, "pw", 24, 16, 1, 1), _w(rng, "pb", 24), _w(rng, "r2", 1, 24, 14, 14)])
+    small = _save(d / "pw7.onnx",
+                  [helper.make_node("Conv", ["x", "dw"], ["a"], pads=[2, 2, 2, 2], strides=[2, 2], group=32),
+                   helper.make_node("Conv", ["a", "pw"], ["y"])],
+                  [1, 32, 14, 14], [1, 40, 7, 7], [_w(rng, "dw", 32, 1, 5, 5), _w(rng, "pw", 40, 32, 1, 1)])
+    grid = _save(d / "pw12.onnx", [helper.make_node("Conv", ["x", "pw"], ["y"])],
+                 [1, 24, 12, 12], [1, 16, 12, 12], [_w(rng, "pw", 16, 24, 1, 1)])
+    gelu = _save(d / "gelu.onnx",
+                 [helper.make_node("MatMul", ["x", "w"], ["h"]),
+                  helper.make_node("Div", ["h", "sq2"], ["hd"]), helper.make_node("Erf", ["hd"], ["e"]),
+                  helper.make_node("Add", ["e", "one"], ["e1"]), helper.make_node("Mul", ["h", "e1"], ["he"]),
+                  helper.make_node("Mul", ["he", "half"], ["y"])],
+                 [1, 20, 32], [1, 20, 64],
+                 [numpy_helper.from_array(rng.standard_normal((32, 64)).astype(np.float32), "w"),
+                  numpy_helper.from_array(np.array(np.sqrt(2.0), np.float32), "sq2"),
+                  numpy_helper.from_array(np.array(1.0, np.float32), "one"),
+                  numpy_helper.from_array(np.array(0.5, np.float32), "half")])
+    return {"dw": dw, "pw7": small, "pw12": grid, "gelu": gelu}
+
+
+def _kernels(path, board="x86-host"):
+    from tvm import tirx
+
+    target = resolve_target(get_board(board))
+    loaded = load_model(str(path), quantizers=False)
+    mod, counts = schedules.schedule_module(schedules.legalize(to_relax(loaded.model, loaded.source), target), target)
+    return {gv.name_hint: f for gv, f in mod.functions_items() if isinstance(f, tirx.PrimFunc)}, counts
+
+
+def _parallel_extents(func) -> list[int]:
+    return [int(n) for n in re.findall(r"T\.parallel\(T\.int64\((\d+)\)\)", func.script())]
+
+
+def _matches_onnxruntime(path, tmp_path, samples=2):
+    art = compile_tvm(path, board="x86-host", output_dir=tmp_path / path.stem)
+    assert art.manifest["schedules"]["default"] == 0
+    x = np.random.default_rng(7).standard_normal((samples, *art.inputs[0]["shape"][1:])).astype(np.float32)
+    (result,) = art.compare(x)
+    assert result.max_abs_error <= 1e-5 * max(1.0, result.scale), result
+    return art
+
+
+def test_parallel_loop_is_the_leading_loops_not_the_whole_nest(models):
+    """The padded copy of a stride-2 depthwise conv (16 x 30 x 30): parallel over channels only."""
+    kernels, counts = _kernels(models["dw"])
+    cores = counts["cores"]
+    (dw,) = [f for n, f in kernels.items() if "conv2d" in n and "pad_temp" in f.script()]
+    extents = _parallel_extents(dw)
+    assert extents, dw.script()
+    want = cores * schedules.PARALLEL_TASKS_PER_CORE
+    # every parallel loop is the fewest leading loops reaching `want` tasks: at most want x a loop's extent
+    assert all(e <= 16 * 15 * 15 for e in extents) and max(extents) < 16 * 30 * 30, extents
+    if cores > 1:
+        assert min(extents) >= min(want, 16)
+
+
+@pytest.mark.parametrize("name,fused", [("dw", False), ("pw7", False), ("pw12", True)])
+def test_pointwise_conv_reads_in_place_with_a_rows_by_columns_tile(models, name, fused, tmp_path):
+    """12x12 = 144 outputs: whole vectors at 8 and 16 lanes, rows x columns fused into one
+    vector tile (written back above it); 14x14 and 7x7 are not whole vectors: a row a vector."""
+    kernels, _ = _kernels(models[name])
+    pointwise = [f for n, f in kernels.items() if "conv2d" in n and "pad_temp" not in f.script()]
+    assert pointwise, list(kernels)  # the 1x1 conv's unpadded pad_temp copy is gone
+    text = pointwise[-1].script()
+    assert ("yy_xx_fused" in text) == fused and "T.vectorized(" in text, text
+    _matches_onnxruntime(models[name], tmp_path)
+
+
+def test_erf_becomes_fast_erf_and_stays_within_1e5_of_onnxruntime(models, tmp_path):
+    kernels, _ = _kernels(models["gelu"])
+    texts = "\n".join(f.script() for f in kernels.values())
+    assert "T.erf(" not in texts and any("fast_erf" in n for n in kernels), list(kernels)
+    _matches_onnxruntime(models["gelu"], tmp_path, samples=3)
+
+
+def test_bench_json_has_median_p10_p90_per_engine_and_the_ratio(models, tmp_path):
+    from tests.helpers import run_kiln
+
+    out = tmp_path / "pw12"
+    assert run_kiln("compile", models["pw12"], "--board", "x86-host", "-o", out).returncode == 0
+    result = run_kiln("bench", out, "--repeat", "7", "--warmup", "1", "--json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)  # one object
+    engines = {e["engine"]: e for e in data["engines"]}
+    assert {"tvm", "tvm_wall", "onnxruntime"} <= set(engines)
+    for e in engines.values():
+        assert e["runs"] == 7 and 0 < e["p10_ms"] <= e["median_ms"] <= e["p90_ms"], e
+    ratio = engines["tvm_wall"]["median_ms"] / engines["onnxruntime"]["median_ms"]
+    assert data["tvm_over_onnxruntime"] == pytest.approx(ratio, rel=1e-9)
