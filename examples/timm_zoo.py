@@ -64,7 +64,13 @@ def build(name: str, size: int | None = None, sharpen: bool = False, num_classes
         kwargs["num_classes"] = num_classes
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model = timm.create_model(name, pretrained=False, **kwargs)
+        try:
+            model = timm.create_model(name, pretrained=False, **kwargs)
+        except TypeError as err:   # a model outside ZOO whose constructor takes no img_size (PVTv2, EdgeNeXt)
+            if name in ZOO or "img_size" not in str(err):
+                raise
+            kwargs.pop("img_size")
+            model = timm.create_model(name, pretrained=False, **kwargs)
     model.eval()
     _randomize_zero_head(model)
     if sharpen:
