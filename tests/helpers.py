@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -88,3 +90,14 @@ def header_enumerators(header: str, enum: str) -> list[str]:
 
     body = re.search(rf"enum class {enum} \{{([^}}]*)\}}", header_text(header)).group(1)
     return [e.strip() for e in body.split(",") if e.strip()]
+
+
+def stand_in_vitis_hls(tmp_path: Path, script: str) -> dict:
+    """The environment of a `kiln synth` run whose PATH starts with a ``vitis_hls`` shell script (body ``script``).
+    The machines here have no Vitis HLS: the script copies a stored csynth report where Vitis writes it, so that
+    what is tested is Kiln's call and its parsing of a real report, not synthesis."""
+    fake = tmp_path / "bin" / "vitis_hls"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\n" + script)
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    return {**os.environ, "PATH": f"{fake.parent}:{os.environ['PATH']}"}

@@ -11,7 +11,6 @@ from __future__ import annotations
 import importlib.util
 import os
 import py_compile
-import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +21,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import kiln
+from tests.helpers import stand_in_vitis_hls
 
 DATA = Path(__file__).parent / "data" / "vitis_reports"
 C_IN, C_OUT, H, W = 2, 4, 5, 6
@@ -119,15 +119,10 @@ def test_synth_of_stream_design(zynq, tmp_path):
     r = subprocess.run([sys.executable, "-m", "kiln.cli", "synth", str(zynq.path)], capture_output=True, text=True,
                        env=env)
     assert r.returncode == 2 and "Traceback" not in r.stderr and "vitis_hls is not on PATH" in r.stderr
-    fake = tmp_path / "bin" / "vitis_hls"
-    fake.parent.mkdir()
-    fake.write_text(f"""#!/bin/sh
-grep -q "set_top kiln_top_axi" build_prj.tcl || exit 1
+    env = stand_in_vitis_hls(tmp_path, f"""grep -q "set_top kiln_top_axi" build_prj.tcl || exit 1
 mkdir -p kiln_prj/solution1/syn/report
 cp {DATA / 'zu9eg_stream_csynth.xml'} kiln_prj/solution1/syn/report/kiln_top_axi_csynth.xml
 """)
-    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
-    env = {**os.environ, "PATH": f"{fake.parent}:{os.environ['PATH']}"}
     r = subprocess.run([sys.executable, "-m", "kiln.cli", "synth", str(zynq.path)], capture_output=True, text=True,
                        env=env)
     assert r.returncode == 0, r.stderr

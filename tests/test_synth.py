@@ -8,7 +8,6 @@ would, so the command's run/parse/compare path is exercised end to end.
 from __future__ import annotations
 
 import os
-import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +17,7 @@ import pytest
 from examples.make_jet_mlp import export
 
 import kiln
+from tests.helpers import stand_in_vitis_hls
 
 DATA = Path(__file__).parent / "data" / "vitis_reports"
 
@@ -37,16 +37,11 @@ def test_without_vitis_hls_exits_2(project, monkeypatch):
 
 
 def test_with_vitis_hls_report_is_parsed_beside_estimates(project, tmp_path):
-    fake = tmp_path / "bin" / "vitis_hls"
-    fake.parent.mkdir()
-    fake.write_text(f"""#!/bin/sh
-echo "INFO: [HLS 200-10] Running fake vitis_hls $@"
+    env = stand_in_vitis_hls(tmp_path, f"""echo "INFO: [HLS 200-10] Running fake vitis_hls $@"
 test -f build_prj.tcl || exit 1
 mkdir -p kiln_prj/solution1/syn/report
 cp {DATA / 'zu9eg_stream_csynth.xml'} kiln_prj/solution1/syn/report/kiln_top_csynth.xml
 """)
-    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
-    env = {**os.environ, "PATH": f"{fake.parent}:{os.environ['PATH']}"}
     r = subprocess.run([sys.executable, "-m", "kiln.cli", "synth", str(project.path)], capture_output=True, text=True,
                        env=env)
     assert r.returncode == 0, r.stderr
