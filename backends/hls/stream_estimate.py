@@ -60,6 +60,7 @@ from dataclasses import replace
 from kiln.backends.hls.estimate import LayerCost, LayerEstimate, ModelEstimate, estimate_layer
 from kiln.backends.hls.memory import LUTRAM_MAX_WORDS, RAMB18_SHAPES, Placement, place, ramb18_count  # noqa: F401
 from kiln.backends.hls.stream_fifo import fork_depths
+from kiln.backends.hls.stream_rows import ELEMENT_STREAMS, ROW_STREAMS, estimate_row_process
 from kiln.backends.hls.stream_plan import ACCUMULATE_TEMPLATES, DENSE_TEMPLATES, PACKET_TEMPLATES, StreamPlan, packet_fold
 from kiln.ir_utils import attr, const_array
 
@@ -168,6 +169,8 @@ def estimate_process(proc, plan: StreamPlan, bits_of: dict, uram: bool = False) 
         return replace(par, ii=max(n_in, par.ii, n_out), latency_cycles=n_in + par.latency_cycles, bram=bram, lut=lut,
                        uram=urams)
     src, dst = ins[0], outs[0]
+    if proc.template in ROW_STREAMS + ELEMENT_STREAMS:
+        return estimate_row_process(proc, inputs)
     if proc.template in DENSE_TEMPLATES.values():
         rf = plan.row_configs[proc.layer_name][2]
         n_in, n_out = src.packet, dst.packet

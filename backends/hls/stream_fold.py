@@ -37,6 +37,7 @@ from kiln.backends.hls.stream_channels import CHANNEL_FOLD_II, fold_channels
 from kiln.backends.hls.stream_estimate import estimate_process, estimate_stream, type_widths
 from kiln.backends.hls.stream_plan import ACCUMULATE_TEMPLATES, COPY_STREAM, DENSE_TEMPLATES, FOLDED_PACKET_TEMPLATES, row_reuse
 from kiln.backends.hls.stream_render import stream_design
+from kiln.backends.hls.stream_rows import ELEMENT_STREAMS, ROW_STREAMS, candidates as row_candidates
 from kiln.board import Board
 from kiln.errors import KilnError
 
@@ -63,6 +64,8 @@ def _set_reuse(proc, plan, r: int) -> None:
 def _candidates(proc) -> list[int]:
     """Valid reuse factors of a process's layer (ascending)."""
     cost = proc.layer.cost
+    if proc.template in ROW_STREAMS + ELEMENT_STREAMS:
+        return row_candidates(proc)
     if proc.template in DENSE_TEMPLATES.values():
         src, dst = proc.inputs[0], proc.outputs[0]
         return [src.n_packets * d for d in divisors(src.packet * dst.packet)]
@@ -129,7 +132,8 @@ def _fold(model, cfg, board: Board, opset: int, target_fps: float | None, fixed:
         cost = proc.layer.cost if proc.layer is not None else None
         foldable = (proc.kind in ("native", "buffered") and cost is not None and proc.layer_name not in fixed
                     and (cost.divisible or proc.template == POOL_STREAM or (
-                        proc.template in FOLDED_PACKET_TEMPLATES and (cost.mults or cost.adds)))
+                        proc.template in FOLDED_PACKET_TEMPLATES and (cost.mults or cost.adds)) or (
+                        proc.template in ELEMENT_STREAMS and (cost.mults or cost.adds or cost.table_entries)))
                     and proc.template != COPY_STREAM and proc.template not in ACCUMULATE_TEMPLATES)
         if foldable:
             options[proc.layer_name] = _options(proc, plan, bits_of, limits)
