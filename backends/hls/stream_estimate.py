@@ -20,6 +20,11 @@ that of its slowest layer):
   per F reads, F the stream's channel fold, stream_channels.py; the window's products of all
   filters on weights / R multipliers); GlobalAveragePool and a ReduceMean/ReduceSum over H, W
   (squeeze-excite's squeeze): input packets (C accumulators, C scale multiplies).
+  LayerNorm / Softmax over the last axis: rows x R_row (one row per read, the io_parallel kernel
+  on that row at PIPELINE II = R_row); GELU / element-wise math: packets x F (stream_rows.py).
+  Their resources are those of ONE row (the row's products on products / R_row multipliers, one
+  row's output registers), and a lookup table read by L lanes a cycle is ceil(L / 2) copies
+  (dual-port ROM, AMD UG573).
   Buffered adapter: max(packets in, io_parallel II, packets out); clone: packets.
 * Throughput: frames/s = clock / max II (FINN-R eq. 1: the slowest stage sets the rate).
 * Latency (pipeline fill): the longest path of the processes' initial delays (cycles from a

@@ -8,7 +8,8 @@ per frame) for every process at once, as FINN's ``SetFolding`` transformation do
 * each foldable process (a layer whose reuse factor the templates accept: Dense, Conv, the
   streamed pools (R = the II per input pixel, the window's adds shared R ways), the streamed
   element-wise activations and binary ops with multiplies or adds (F = cycles per packet, a
-  divisor of the packet) and the buffered layers with multiplications) takes, among its valid reuse factors whose stream II
+  divisor of the packet), the per-row layers of stream_rows.py (LayerNorm / Softmax: rows x a
+  divisor of the row; GELU / math: F, a divisor of the packet, tables included) and the buffered layers with multiplications) takes, among its valid reuse factors whose stream II
   (stream_estimate.estimate_process) is <= T, the one of least resources (the sum of each
   resource's share of the budget); a process that cannot fold keeps its II;
 * ``--target-fps F``: T = floor(clock / F). A process whose II exceeds T at its fastest factor

@@ -6,7 +6,8 @@ layer, how it runs in the dataflow:
 * **native**: a streaming template of ``nnet/kiln_stream.h`` (Dense folded by its reuse
   factor, one row per read; element-wise activations, one packet per cycle; Conv, MaxPool /
   AveragePool with a line buffer, GlobalAveragePool with per-channel accumulators; one pixel
-  per read).
+  per read); LayerNorm / Softmax over the last axis, GELU and element-wise math one row
+  (packet) per read (stream_rows.py, ``nnet/kiln_stream_rows.h``).
 * **buffered**: any other layer, or one whose input arrives in an order its template does not
   read: an adapter reads the whole tensor into a local array, calls the io_parallel kernel
   and writes its outputs to their streams. The compile output, the manifest and the report
