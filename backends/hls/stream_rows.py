@@ -27,7 +27,6 @@ from dataclasses import replace
 
 from kiln.backends.hls.estimate import LayerCost, estimate_layer
 from kiln.backends.hls.reuse import divisors
-
 from kiln.ir_utils import attr, static_shape
 
 ROW_TEMPLATES = {"kiln::layernorm": "kiln::layernorm_stream", "kiln::softmax": "kiln::softmax_stream"}
@@ -105,12 +104,7 @@ def _table_copies(proc, step: int) -> tuple[int, int]:
 
 def estimate_row_process(proc, inputs: list):
     """LayerEstimate of a per-row process (module docstring)."""
-    from kiln.backends.hls.layers.softmax import (
-        EXP_HI_STEPS,
-        EXP_LO_STEPS,
-        EXP_RANGE,
-        INV_TABLE_SIZE,
-    )
+    from kiln.backends.hls.layers.softmax import EXP_HI_STEPS, EXP_LO_STEPS, EXP_RANGE, INV_TABLE_SIZE
 
     cost = proc.layer.cost or LayerCost()
     src, dst = proc.inputs[0], proc.outputs[0]
