@@ -91,3 +91,15 @@ def test_stream_folding_chooses_row_factors_for_a_rate(tmp_path):
     # GELU: F = 96, two lanes a cycle on the two ports of one table (F = 192 would save nothing more)
     assert rows["gelu"]["ii"] == 65 * 96 and rows["gelu"]["bram"] == 4
     assert rows["ln"]["reuse"] > 65 and rows["sm"]["reuse"] > 65        # R_row > 1
+
+
+def test_softmax_over_more_than_the_last_axis_stays_buffered(tmp_path):
+    """Opset 11's Softmax normalises the flattened [axis:] block (here 5 x 8 values): not one row, so buffered."""
+    graph = helper.make_graph([helper.make_node("Softmax", ["x"], ["y"], name="sm")], "sm11",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, T, D])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, T, D])])
+    src = tmp_path / "sm11.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)], ir_version=8), src)
+    st = kiln.compile(str(src), board="vu13p", precision="fixed<16,6>", io="stream", output_dir=tmp_path / "s")
+    (row,) = st.manifest["stream"]["layers"]
+    assert row["mode"] == "buffered" and "other than the last one alone" in row["why"]

@@ -43,7 +43,7 @@ def _last_axis_only(node) -> bool:
         return False
     rank = len(shape)
     if node.op_type == "Softmax":
-        opset = node.version or 13
+        opset = node.version or (node.graph.opset_imports.get("", 13) if node.graph is not None else 13)
         axis = attr(node, "axis", -1 if opset >= 13 else 1)
         axis = axis + rank if axis < 0 else axis
         return axis == rank - 1 or (opset < 13 and math.prod(shape[axis:]) == shape[-1])
