@@ -57,11 +57,11 @@ def test_jet_mlp_stream_is_bit_identical_to_parallel(jet_mlp):
     assert np.array_equal(a, b)
     assert np.mean(np.argmax(b, 1) == np.argmax(st.reference(x)[0], 1)) >= 0.95
     m = modes(st)
-    assert [n for n, mode in m.items() if mode == "buffered"] == ["/7/Softmax"]  # no streaming softmax yet
-    assert sum(mode == "streamed" for mode in m.values()) == 7  # 4 Dense + 3 Relu
+    assert [n for n, mode in m.items() if mode == "buffered"] == []  # the softmax streams (issue 13, stream_rows.py)
+    assert sum(mode == "streamed" for mode in m.values()) == 8  # 4 Dense + 3 Relu + Softmax
     top = (st.path / "firmware" / "kiln_top.cpp").read_text()
     assert "#pragma HLS DATAFLOW" in top and "kiln::dense_stream<" in top and "kiln::activation_stream<" in top
-    assert "kiln_buffered_7_Softmax" in top
+    assert "kiln::softmax_stream<" in top
     header = (st.path / "firmware" / "kiln_top.h").read_text()
     assert "kiln::stream<kiln::packet<v0_x_t, 16> > &v0_x" in header
     assert st.manifest["io"] == "stream" and par.manifest["io"] == "parallel"
@@ -75,10 +75,9 @@ def test_stream_trace_and_overflow_counts_match_parallel(jet_mlp):
     assert trace_par.keys() == trace_st.keys()
     for name in trace_par:
         assert np.array_equal(trace_par[name], trace_st[name]), name
-    # the buffered layer keeps its overflow counting (streamed layers have no shadow copy yet)
+    # streamed layers have no shadow copy yet: the (now streamed) softmax is not counted
     _, rows = st.csim_overflow(x)
-    assert [r["layer"] for r in rows] == ["/7/Softmax"]
-    assert rows[0]["total"] == 5 * 16
+    assert [r["layer"] for r in rows] == []
 
 
 def test_cnn_stream_is_bit_identical_with_line_buffers(cnn):
@@ -87,7 +86,7 @@ def test_cnn_stream_is_bit_identical_with_line_buffers(cnn):
     m = modes(st)
     for layer in ("/conv1/Conv", "/pool1/MaxPool", "/conv2/Conv", "/pool2/AveragePool", "/fc/Gemm"):
         assert m[layer] == "streamed", layer
-    assert {n for n, mode in m.items() if mode == "buffered"} == {"/Flatten", "/Softmax"}
+    assert {n for n, mode in m.items() if mode == "buffered"} == {"/Flatten"}
     assert st.manifest["stream"]["ports"]["x"] == {"packet": 3, "order": "pixel"}  # one RGB pixel per read
     top = (st.path / "firmware" / "kiln_top.cpp").read_text()
     assert top.count("kiln::conv2d_stream<") == 2 and top.count("kiln::pool2d_stream<") == 2
@@ -111,7 +110,7 @@ def test_cnn_stream_estimate_uses_less_and_states_frames_per_second(cnn):
     top = (st.path / "firmware" / "kiln_top.cpp").read_text()
     for f in fifos:  # each FIFO's depth stated in the generated code
         assert f"#pragma HLS STREAM variable = {f['name']} depth = {f['depth']}" in top
-    assert [b["layer"] for b in s_all["buffered"]] == ["/Flatten", "/Softmax"]
+    assert [b["layer"] for b in s_all["buffered"]] == ["/Flatten"]
 
 
 def test_jet_tagger_stream_is_bit_identical(tmp_path):
@@ -137,11 +136,11 @@ def test_cli_io_stream_names_buffered_layers_and_config_io(tmp_path, jet_mlp):
     export(model)
     result = run_kiln("compile", model, "-o", tmp_path / "s", "--io", "stream", "--reuse", "1", "--no-fit-check")
     assert result.returncode == 0, result.stderr
-    assert "io stream: 7 layers streamed, 1 buffered" in result.stdout
-    assert "buffered: '/7/Softmax' (Softmax)" in result.stdout and "frames/s" in result.stdout
+    assert "io stream: 8 layers streamed, 0 buffered" in result.stdout
+    assert "buffered:" not in result.stdout and "frames/s" in result.stdout
     report = run_kiln("report", tmp_path / "s")
     assert report.returncode == 0, report.stderr
-    assert "buffered layers: '/7/Softmax'" in report.stdout
+    assert "buffered layers: none" in report.stdout
     assert "Dataflow (io_stream)" in (tmp_path / "s" / "report" / "report.html").read_text()
     cfg = tmp_path / "k.toml"
     cfg.write_text('[model]\nio = "stream"\nreuse_factor = 1\n')

@@ -80,7 +80,7 @@ def test_resnet8_stream_fits_zcu102_calibrated_16_bit(resnet8):
     assert all(total[k] <= v for k, v in total["limits"].items() if v)   # the fit check passed too
     assert total["frames_per_s"] == pytest.approx(total["clock_mhz"] * 1e6 / total["ii"])
     assert total["frames_per_s"] > 10_000
-    assert p.manifest["stream"]["buffered"] == ["/Softmax"]   # every conv, Add, pool and Flatten streams
+    assert p.manifest["stream"]["buffered"] == []   # every conv, Add, pool, Flatten and the softmax stream
     x = samples(16, seed=3)
     y, ref = p.csim(x), p.reference(x)[0]
     assert np.mean(y.argmax(1) == ref.argmax(1)) >= 15 / 16  # 256 inputs: bench/bench_stream.py

@@ -125,7 +125,8 @@ def test_mobilevit_xxs_64_stream_fits_alveo_u250(tmp_path):
     total = est["total"]
     assert_within_budget(total)
     assert 0 < total["uram"] <= 896 and total["frames_per_s"] > 10_000
-    assert {"MultiHeadAttention", "LayerNormalization"} <= {b["op"] for b in est["buffered"]}
+    assert "MultiHeadAttention" in {b["op"] for b in est["buffered"]}
+    assert "LayerNormalization" not in {b["op"] for b in est["buffered"]}   # row-streamed (stream_rows.py)
 
 
 @LONG

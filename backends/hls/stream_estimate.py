@@ -20,6 +20,11 @@ that of its slowest layer):
   per F reads, F the stream's channel fold, stream_channels.py; the window's products of all
   filters on weights / R multipliers); GlobalAveragePool and a ReduceMean/ReduceSum over H, W
   (squeeze-excite's squeeze): input packets (C accumulators, C scale multiplies).
+  LayerNorm / Softmax over the last axis: rows x R_row (one row per read, the io_parallel kernel
+  on that row at PIPELINE II = R_row); GELU / element-wise math: packets x F (stream_rows.py).
+  Their resources are those of ONE row (the row's products on products / R_row multipliers, one
+  row's output registers), and a lookup table read by L lanes a cycle is ceil(L / 2) copies
+  (dual-port ROM, AMD UG573).
   Buffered adapter: max(packets in, io_parallel II, packets out); clone: packets.
 * Throughput: frames/s = clock / max II (FINN-R eq. 1: the slowest stage sets the rate).
 * Latency (pipeline fill): the longest path of the processes' initial delays (cycles from a
@@ -60,6 +65,7 @@ from dataclasses import replace
 from kiln.backends.hls.estimate import LayerCost, LayerEstimate, ModelEstimate, estimate_layer
 from kiln.backends.hls.memory import LUTRAM_MAX_WORDS, RAMB18_SHAPES, Placement, place, ramb18_count  # noqa: F401
 from kiln.backends.hls.stream_fifo import fork_depths
+from kiln.backends.hls.stream_rows import ELEMENT_STREAMS, ROW_STREAMS, estimate_row_process
 from kiln.backends.hls.stream_plan import ACCUMULATE_TEMPLATES, DENSE_TEMPLATES, PACKET_TEMPLATES, StreamPlan, packet_fold
 from kiln.ir_utils import attr, const_array
 
@@ -168,6 +174,8 @@ def estimate_process(proc, plan: StreamPlan, bits_of: dict, uram: bool = False) 
         return replace(par, ii=max(n_in, par.ii, n_out), latency_cycles=n_in + par.latency_cycles, bram=bram, lut=lut,
                        uram=urams)
     src, dst = ins[0], outs[0]
+    if proc.template in ROW_STREAMS + ELEMENT_STREAMS:
+        return estimate_row_process(proc, inputs)
     if proc.template in DENSE_TEMPLATES.values():
         rf = plan.row_configs[proc.layer_name][2]
         n_in, n_out = src.packet, dst.packet

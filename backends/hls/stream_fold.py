@@ -8,7 +8,8 @@ per frame) for every process at once, as FINN's ``SetFolding`` transformation do
 * each foldable process (a layer whose reuse factor the templates accept: Dense, Conv, the
   streamed pools (R = the II per input pixel, the window's adds shared R ways), the streamed
   element-wise activations and binary ops with multiplies or adds (F = cycles per packet, a
-  divisor of the packet) and the buffered layers with multiplications) takes, among its valid reuse factors whose stream II
+  divisor of the packet), the per-row layers of stream_rows.py (LayerNorm / Softmax: rows x a
+  divisor of the row; GELU / math: F, a divisor of the packet, tables included) and the buffered layers with multiplications) takes, among its valid reuse factors whose stream II
   (stream_estimate.estimate_process) is <= T, the one of least resources (the sum of each
   resource's share of the budget); a process that cannot fold keeps its II;
 * ``--target-fps F``: T = floor(clock / F). A process whose II exceeds T at its fastest factor
@@ -37,6 +38,7 @@ from kiln.backends.hls.stream_channels import CHANNEL_FOLD_II, fold_channels
 from kiln.backends.hls.stream_estimate import estimate_process, estimate_stream, type_widths
 from kiln.backends.hls.stream_plan import ACCUMULATE_TEMPLATES, COPY_STREAM, DENSE_TEMPLATES, FOLDED_PACKET_TEMPLATES, row_reuse
 from kiln.backends.hls.stream_render import stream_design
+from kiln.backends.hls.stream_rows import ELEMENT_STREAMS, ROW_STREAMS, candidates as row_candidates
 from kiln.board import Board
 from kiln.errors import KilnError
 
@@ -63,6 +65,8 @@ def _set_reuse(proc, plan, r: int) -> None:
 def _candidates(proc) -> list[int]:
     """Valid reuse factors of a process's layer (ascending)."""
     cost = proc.layer.cost
+    if proc.template in ROW_STREAMS + ELEMENT_STREAMS:
+        return row_candidates(proc)
     if proc.template in DENSE_TEMPLATES.values():
         src, dst = proc.inputs[0], proc.outputs[0]
         return [src.n_packets * d for d in divisors(src.packet * dst.packet)]
@@ -129,7 +133,8 @@ def _fold(model, cfg, board: Board, opset: int, target_fps: float | None, fixed:
         cost = proc.layer.cost if proc.layer is not None else None
         foldable = (proc.kind in ("native", "buffered") and cost is not None and proc.layer_name not in fixed
                     and (cost.divisible or proc.template == POOL_STREAM or (
-                        proc.template in FOLDED_PACKET_TEMPLATES and (cost.mults or cost.adds)))
+                        proc.template in FOLDED_PACKET_TEMPLATES and (cost.mults or cost.adds)) or (
+                        proc.template in ELEMENT_STREAMS and (cost.mults or cost.adds or cost.table_entries)))
                     and proc.template != COPY_STREAM and proc.template not in ACCUMULATE_TEMPLATES)
         if foldable:
             options[proc.layer_name] = _options(proc, plan, bits_of, limits)

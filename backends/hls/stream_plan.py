@@ -6,7 +6,8 @@ layer, how it runs in the dataflow:
 * **native**: a streaming template of ``nnet/kiln_stream.h`` (Dense folded by its reuse
   factor, one row per read; element-wise activations, one packet per cycle; Conv, MaxPool /
   AveragePool with a line buffer, GlobalAveragePool with per-channel accumulators; one pixel
-  per read).
+  per read); LayerNorm / Softmax over the last axis, GELU and element-wise math one row
+  (packet) per read (stream_rows.py, ``nnet/kiln_stream_rows.h``).
 * **buffered**: any other layer, or one whose input arrives in an order its template does not
   read: an adapter reads the whole tensor into a local array, calls the io_parallel kernel
   and writes its outputs to their streams. The compile output, the manifest and the report
@@ -25,6 +26,7 @@ from dataclasses import dataclass, field
 import onnx_ir as ir
 
 from kiln.backends.hls.reuse import divisors
+from kiln.backends.hls.stream_rows import row_kind
 from kiln.ir_utils import const_array, size, static_shape
 
 PIXEL_TEMPLATES = {"kiln::conv2d": "kiln::conv2d_stream", "kiln::pool2d": "kiln::pool2d_stream",
@@ -174,6 +176,9 @@ def _native_kind(layer, node: ir.Node) -> tuple[str, str]:
         return _binary_kind(node)
     if call.template == "kiln::copy" and call.batch == 1 and len(_runtime_inputs(node)) == 1:
         return "copy", COPY_STREAM
+    rows = row_kind(call, node)   # LayerNorm / Softmax over the last axis, GELU, element-wise math
+    if rows is not None and call.batch == 1 and len(_runtime_inputs(node)) == 1 and len(_used_outputs(node)) == 1:
+        return rows
     if call.template not in {**PIXEL_TEMPLATES, **DENSE_TEMPLATES, **ELEMENTWISE_TEMPLATES}:
         return "", f"no streaming template for {call.template} yet"
     ins, outs = _runtime_inputs(node), _used_outputs(node)

@@ -12,6 +12,7 @@ from dataclasses import replace
 
 from kiln.backends.hls.stream_plan import (BINARY_STREAM, CHANNEL_STREAM, COPY_STREAM, DENSE_TEMPLATES, StreamPlan,
                                            packet_fold, row_reuse)
+from kiln.backends.hls.stream_rows import ELEMENT_STREAMS, ROW_STREAMS, type_args as rows_type_args
 from kiln.backends.hls.stream_channels import WHOLE_PIXEL, channel_fold_ii, fold_channels
 from kiln.names import safe_comment
 
@@ -52,6 +53,8 @@ def _native_call(proc, plan: StreamPlan) -> str:
         type_args = type_args + (str(src.fold), str(dst.fold))
     elif proc.template == COPY_STREAM:
         type_args = type_args + (str(src.packet),)
+    elif proc.template in ROW_STREAMS + ELEMENT_STREAMS:
+        type_args = type_args + rows_type_args(proc)
     if proc.template in (BINARY_STREAM, CHANNEL_STREAM):
         args = (proc.inputs[0].name, proc.inputs[1].name, dst.name)
     return replace(call, template=proc.template, type_args=type_args, args=args).render()
