@@ -7,29 +7,35 @@ RAM, and once every key row is in, computes one output row per query row (the io
 attention_head_row per head, then the out projection) and writes it: one packet per query row.
 Score biases and several sequences (one after the other) are streamed too.
 
-Estimate (stream_estimate.estimate_process calls estimate_attention; all figures estimates):
+Folding (one knob, the layer's io_parallel reuse factor R, which the stream folding,
+stream_fold.py, chooses among its valid values like any layer's):
 
 * R_proj = the largest divisor of the projections' per-row weight counts (gcd) not above
-  R // n_kv, R the layer's io_parallel reuse factor (which the stream folding, stream_fold.py,
-  chooses among its valid values like any layer's): the io_parallel multipliers shared over one
-  row, as for a streamed Dense (stream_plan.row_reuse).
-* II per frame = S x (n_kv x R_proj + n_q x C_row), S the sequences, C_row the cycles of one
-  query row: heads x 3 n_kv (one key per cycle for the scores, for the softmax's exp and
-  normalisation, for the weighted values: the K/V banks below give one key of one head per
-  cycle) + R_proj for the out projection + R_proj for the Q projection in cross-attention
-  (self-attention computes Q rows in the key phase, in the same R_proj cycles as K and V).
-  The two phases run one after the other in one process (no ping-pong K/V buffers), so the
-  II is their sum, not their max (FINN-R's cycles per frame, Blott et al., TRETS 11(3) 2018,
-  section 4.2, of a process that does both).
-* Multipliers: the projections' per-row products / R_proj (as estimate.py, hls4ml's
-  resource model), plus the core's key_dim + value_dim + 3 (one score's dot product, one
-  key's share of the weighted values, scale / exp / normalisation) at R = 1.
+  R // n_kv: the io_parallel multipliers shared over one row, as for a streamed Dense
+  (stream_plan.row_reuse);
+* R_core = the largest divisor of heads x n_kv not above R_proj: the core (scores, softmax,
+  weighted values) of one query row on 1 / R_core of its multiplications, K and V
+  cyclic-partitioned into banks of R_core words so that each bank is read once per cycle.
+
+Estimate (stream_estimate.estimate_process calls estimate_attention; all figures estimates, with
+estimate.py's relations, which follow hls4ml's resource model):
+
+* II per frame = S x (n_kv + n_q) x R_proj, S the sequences: the key phase takes R_proj cycles
+  per x_kv row (K and V projections, and Q in self-attention, side by side), then a query row
+  every max(R_core, R_proj) = R_proj cycles (its pipeline: Q projection in cross-attention,
+  the core, the out projection). The two phases run one after the other in one process (no
+  ping-pong K/V buffers), so their cycles add up (FINN-R's cycles per frame of a process,
+  Blott et al., TRETS 11(3) 2018, section 4.2).
+* Multipliers: the projections' per-row products / R_proj, plus the core's
+  heads x n_kv x (key_dim + value_dim + 3) (dot products, weighted values, scale / exp /
+  normalisation) / R_core.
 * FF: one row's registers (x row in, Q / K / V / merged-head rows, the n_kv scores and
   probabilities, the output packet) plus the accumulators (estimate.py's rule); no tensor.
-* Memories: weights as streamed Dense (stream_estimate.weight_row: banks of R_proj words);
-  K, V (and Q in self-attention) of one sequence, cyclic-partitioned into key_dim (value_dim)
-  banks of n_kv x heads words, placed by memory.place (BRAM18K; the template binds them to
-  BRAM, so never URAM); the softmax tables as io_parallel's.
+* Memories: weights as a streamed Dense's (stream_estimate.weight_row: banks of R_proj words,
+  BRAM18K or URAM by memory.place); K and V of one sequence in n_kv x heads x key_dim / R_core
+  (value_dim) banks of R_core words, the Q buffer of self-attention in heads x key_dim banks of
+  n_q words, placed by memory.place without URAM (the template binds K and V to BRAM: a
+  shallow bank is LUTRAM); the softmax tables as io_parallel's.
 """
 
 from __future__ import annotations
@@ -54,7 +60,6 @@ ATTENTION_TEMPLATES = {
 }
 ATTENTION_STREAM_TEMPLATES = {t for pair in ATTENTION_TEMPLATES.values() for t in pair}
 SELF_TEMPLATES = {pair[1] for pair in ATTENTION_TEMPLATES.values()}
-CORE_PASSES = 3   # passes over the keys per head and query row: scores, softmax, weighted values
 
 
 def _runtime(node) -> list:
@@ -93,54 +98,46 @@ def attention_kind(layer, node) -> tuple[str, str]:
     return "rows", ATTENTION_TEMPLATES[layer.calls[0].template][1 if len(ins) == 1 else 0]
 
 
-def attention_row_reuse(reuse: int, node) -> int:
-    """R_proj: the io_parallel factor's multipliers shared over one row (module docstring)."""
+def attention_folding(reuse: int, node) -> tuple[int, int]:
+    """(R_proj, R_core) for the layer's reuse factor (module docstring)."""
     s = shape_of(node)
     target = max(1, reuse // max(s["n_kv"], 1))
-    return max(d for d in divisors(math.gcd(*s["weights"].values())) if d <= target)
+    r_proj = max(d for d in divisors(math.gcd(*s["weights"].values())) if d <= target)
+    return r_proj, max(d for d in divisors(s["heads"] * s["n_kv"]) if d <= r_proj)
 
 
 def attention_call(proc, plan) -> str:
     """The streaming template's call: streams for the arrays, R_proj as the last template argument."""
     call = proc.layer.calls[0]
-    r_proj = plan.row_configs[proc.layer_name][2]
+    r_proj, r_core = plan.row_configs[proc.layer_name][2:]
     streams = tuple(s.name for s in proc.inputs + proc.outputs)
     if proc.template in SELF_TEMPLATES:
-        type_args = (call.type_args[0], call.type_args[2], call.type_args[3], str(r_proj))
+        type_args = (call.type_args[0], call.type_args[2], call.type_args[3], str(r_proj), str(r_core))
     else:
-        type_args = tuple(call.type_args) + (str(r_proj),)
+        type_args = tuple(call.type_args) + (str(r_proj), str(r_core))
     return replace(call, template=proc.template, type_args=type_args, args=streams + call.args[3:]).render()
-
-
-def attention_phases(node, r_proj: int, self_attention: bool) -> tuple[int, int]:
-    """(cycles of the key phase, cycles per query row) of one sequence."""
-    s = shape_of(node)
-    per_row = s["heads"] * CORE_PASSES * s["n_kv"] + (0 if s["merged"] else r_proj) + (0 if self_attention else r_proj)
-    return s["n_kv"] * r_proj, per_row
 
 
 def estimate_attention(proc, plan, bits_of: dict, uram: bool, weight_row) -> LayerEstimate:
     """The process's LayerEstimate (module docstring); ``weight_row``: stream_estimate.weight_row."""
     cost, node = proc.layer.cost, proc.node
     s = shape_of(node)
-    r_proj = plan.row_configs[proc.layer_name][2]
-    self_attention = proc.template in SELF_TEMPLATES
+    r_proj, r_core = plan.row_configs[proc.layer_name][2:]
     lid = proc.layer.calls[0].type_args[3].removesuffix("_config")
     k_bits = bits_of.get(f"{lid}_k_t", cost.out_bits)
     regs = s["dim_q"] + s["dim_kv"] + 2 * s["hk"] + 2 * s["hv"] + 2 * s["n_kv"] + s["dim_out"]
     proj = weight_row(proc.layer_name, proc.op, replace(
         cost, mults=sum(s["weights"].values()), reuse_factor=r_proj, out_elems=regs, table_entries=0, adds=0,
         extra_latency=0, repeats=1), [p.producer for p in proc.inputs], uram)
+    keys = s["heads"] * s["n_kv"]
     core = estimate_layer(proc.layer_name, proc.op, replace(
-        cost, mults=s["key_dim"] + s["value_dim"] + 3, reuse_factor=1, out_elems=0, weight_bits=0, adds=2,
-        extra_latency=0, repeats=1), [])
-    rows = s["n_kv"] * s["heads"]
-    buffers = [place(rows, k_bits, s["key_dim"]), place(rows, k_bits, s["value_dim"])]
-    if self_attention:
-        buffers.append(place(s["n_q"] * s["heads"], k_bits, s["key_dim"]))
+        cost, mults=keys * (s["key_dim"] + s["value_dim"] + 3), reuse_factor=r_core, out_elems=0, weight_bits=0,
+        adds=2 * keys, extra_latency=0, repeats=1), [])
+    buffers = [place(r_core, k_bits, keys * s["key_dim"] // r_core), place(r_core, k_bits, keys * s["value_dim"] // r_core)]
+    if proc.template in SELF_TEMPLATES:
+        buffers.append(place(s["n_q"], k_bits, s["hk"]))
     proc.layer.weights_in_uram = proj.uram > 0
-    keys, per_row = attention_phases(node, r_proj, self_attention)
-    return replace(proj, ii=s["sequences"] * (keys + s["n_q"] * per_row),
-                   latency_cycles=keys + per_row + proj.latency_cycles + core.latency_cycles,
+    return replace(proj, ii=s["sequences"] * (s["n_kv"] + s["n_q"]) * r_proj,
+                   latency_cycles=s["n_kv"] * r_proj + proj.latency_cycles + core.latency_cycles,
                    dsp=proj.dsp + core.dsp, lut=proj.lut + core.lut + sum(b.lut for b in buffers),
                    ff=proj.ff + core.ff, bram=proj.bram + core.bram + sum(b.bram for b in buffers))

@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 import onnx_ir as ir
 
 from kiln.backends.hls.reuse import divisors
-from kiln.backends.hls.stream_attention import ATTENTION_STREAM_TEMPLATES, ATTENTION_TEMPLATES, attention_kind, attention_row_reuse
+from kiln.backends.hls.stream_attention import (ATTENTION_STREAM_TEMPLATES, ATTENTION_TEMPLATES, attention_folding,
+                                                attention_kind)
 from kiln.ir_utils import const_array, size, static_shape
 
 PIXEL_TEMPLATES = {"kiln::conv2d": "kiln::conv2d_stream", "kiln::pool2d": "kiln::pool2d_stream",
@@ -307,7 +308,7 @@ def plan_streams(model: ir.Model, layers: list, ctx, row_config) -> StreamPlan:
                 rows = proc.inputs[0].n_packets
                 plan.row_configs[proc.layer_name] = row_config(layer, n_in, n_out, rows)
             elif proc.template in ATTENTION_STREAM_TEMPLATES:   # no struct: R_proj is a template argument
-                plan.row_configs[proc.layer_name] = ("", "", attention_row_reuse(layer.cost.reuse_factor, node))
+                plan.row_configs[proc.layer_name] = ("", "", *attention_folding(layer.cost.reuse_factor, node))
         else:
             proc.reason = kinds[id(node)][1] or "its input arrives in an order its template does not read"
         plan.processes.append(proc)

@@ -4,15 +4,15 @@
 // leaves one packet per query row. Per sequence:
 //   1. key/value phase: each x_kv row is projected on arrival (the io_parallel projection's
 //      kiln::dense with a one-row config, R_PROJ cycles per row) into the K and V buffers
-//      (block RAM: cyclic partitioning by key_dim / value_dim, so one key of one head (key_dim
-//      words, and value_dim words of V) is read per cycle; banks of n_kv x heads words). In
+//      (block RAM, cyclic partitioning into banks of R_CORE words: the keys of a query row are
+//      read over R_CORE cycles, R_CORE a divisor of heads x n_kv). In
 //      self-attention (x_q is x_kv: one stream) the Q row of each token is computed on arrival
 //      too and kept in a Q buffer (cyclic by key_dim, like K).
 //   2. query phase, once all n_kv rows are in: per query row its Q row (cross-attention: the
 //      x_q row read now and projected; self-attention: from the Q buffer), per head
 //      kiln::attention_head_row (scores, softmax, weighted values: the io_parallel code, with
-//      a config of one query row), then the out projection (one-row dense) or the merged heads,
-//      and one packet out.
+//      a config of one query row; pipelined with II = R_CORE, its multiplications shared R_CORE
+//      ways), then the out projection (one-row dense) or the merged heads, and one packet out.
 // Each value is computed by the io_parallel kernel's expressions in the same order with the same
 // types (a dense output depends only on its own row; attention_head_row only on its query row),
 // so the C-simulation is bit-identical to io_parallel's.
@@ -122,7 +122,8 @@ template <typename CONFIG_T, class res_T, unsigned R_PROJ> struct attention_out_
 
 // One sequence, or CONFIG_T::sequences of them one after the other (score bias + s * bias_stride).
 // SELF: in_q is in_kv (one stream: passed twice, only in_kv is read).
-template <class q_in_T, class kv_in_T, class res_T, typename CONFIG_T, unsigned R_PROJ, bool SELF, bool MERGED>
+template <class q_in_T, class kv_in_T, class res_T, typename CONFIG_T, unsigned R_PROJ, unsigned R_CORE, bool SELF,
+          bool MERGED>
 void attention_stream_body(stream<packet<q_in_T, CONFIG_T::dim_q> > &in_q,
                            stream<packet<kv_in_T, CONFIG_T::dim_kv> > &in_kv,
                            stream<packet<res_T, CONFIG_T::dim_out> > &out,
@@ -135,9 +136,10 @@ void attention_stream_body(stream<packet<q_in_T, CONFIG_T::dim_q> > &in_q,
     typename CONFIG_T::k_t k[CONFIG_T::n_kv * CONFIG_T::heads * CONFIG_T::key_dim];
     typename CONFIG_T::v_t v[CONFIG_T::n_kv * CONFIG_T::heads * CONFIG_T::value_dim];
     typename CONFIG_T::q_t q[SELF ? CONFIG_T::n_q * CONFIG_T::heads * CONFIG_T::key_dim : 1];
-    #pragma HLS ARRAY_PARTITION variable = k cyclic factor = CONFIG_T::key_dim
-    #pragma HLS ARRAY_PARTITION variable = v cyclic factor = CONFIG_T::value_dim
-    #pragma HLS ARRAY_PARTITION variable = q cyclic factor = CONFIG_T::key_dim
+    // R_CORE divides heads x n_kv: K and V in banks of R_CORE words, each read once per cycle of a query row
+    #pragma HLS ARRAY_PARTITION variable = k cyclic factor = CONFIG_T::n_kv * CONFIG_T::heads * CONFIG_T::key_dim / R_CORE
+    #pragma HLS ARRAY_PARTITION variable = v cyclic factor = CONFIG_T::n_kv * CONFIG_T::heads * CONFIG_T::value_dim / R_CORE
+    #pragma HLS ARRAY_PARTITION variable = q cyclic factor = CONFIG_T::heads * CONFIG_T::key_dim
     #pragma HLS BIND_STORAGE variable = k type = ram_2p impl = bram
     #pragma HLS BIND_STORAGE variable = v type = ram_2p impl = bram
 Sequences:
@@ -146,6 +148,10 @@ Sequences:
         const typename CONFIG_T::bias_t *sb = CONFIG_T::has_bias ? bias + s * CONFIG_T::bias_stride : bias;
     QueryRows:
         for (unsigned i = 0; i < CONFIG_T::n_q; i++) {
+            // a query row every max(R_CORE, R_PROJ) cycles: the core's products on 1 / R_CORE of them
+            #pragma HLS PIPELINE II = (R_CORE > R_PROJ ? R_CORE : R_PROJ)
+            #pragma HLS ALLOCATION operation instances = mul limit = \
+                (CONFIG_T::heads * CONFIG_T::n_kv * (CONFIG_T::key_dim + CONFIG_T::value_dim + 3) + R_CORE - 1) / R_CORE
             typename CONFIG_T::q_t qr[hk];
             typename CONFIG_T::o_t o[CONFIG_T::heads * CONFIG_T::value_dim];
             #pragma HLS ARRAY_PARTITION variable = qr complete
@@ -160,7 +166,7 @@ Sequences:
 }
 
 // x_q and x_kv two streams (cross-attention), with an out projection.
-template <class q_in_T, class kv_in_T, class res_T, typename CONFIG_T, unsigned R_PROJ>
+template <class q_in_T, class kv_in_T, class res_T, typename CONFIG_T, unsigned R_PROJ, unsigned R_CORE>
 void multihead_attention_stream(stream<packet<q_in_T, CONFIG_T::dim_q> > &in_q,
                                 stream<packet<kv_in_T, CONFIG_T::dim_kv> > &in_kv,
                                 stream<packet<res_T, CONFIG_T::dim_out> > &out,
@@ -170,12 +176,12 @@ void multihead_attention_stream(stream<packet<q_in_T, CONFIG_T::dim_q> > &in_q,
                                 const typename CONFIG_T::out_proj::weight_t *wo,
                                 const typename CONFIG_T::out_proj::bias_t *bo, const typename CONFIG_T::bias_t *bias) {
     #pragma HLS INLINE off
-    attention_stream_body<q_in_T, kv_in_T, res_T, CONFIG_T, R_PROJ, false, false>(in_q, in_kv, out, wq, bq, wk, bk, wv,
+    attention_stream_body<q_in_T, kv_in_T, res_T, CONFIG_T, R_PROJ, R_CORE, false, false>(in_q, in_kv, out, wq, bq, wk, bk, wv,
                                                                                   bv, wo, bo, bias);
 }
 
 // Self-attention (x_q is x_kv): one stream, with an out projection.
-template <class in_T, class res_T, typename CONFIG_T, unsigned R_PROJ>
+template <class in_T, class res_T, typename CONFIG_T, unsigned R_PROJ, unsigned R_CORE>
 void multihead_attention_self_stream(stream<packet<in_T, CONFIG_T::dim_kv> > &in,
                                      stream<packet<res_T, CONFIG_T::dim_out> > &out,
                                      const typename CONFIG_T::q_proj::weight_t *wq,
@@ -188,12 +194,12 @@ void multihead_attention_self_stream(stream<packet<in_T, CONFIG_T::dim_kv> > &in
                                      const typename CONFIG_T::out_proj::bias_t *bo,
                                      const typename CONFIG_T::bias_t *bias) {
     #pragma HLS INLINE off
-    attention_stream_body<in_T, in_T, res_T, CONFIG_T, R_PROJ, true, false>(in, in, out, wq, bq, wk, bk, wv, bv, wo, bo,
+    attention_stream_body<in_T, in_T, res_T, CONFIG_T, R_PROJ, R_CORE, true, false>(in, in, out, wq, bq, wk, bk, wv, bv, wo, bo,
                                                                             bias);
 }
 
 // Without an out projection (the merged heads out), cross- and self-attention.
-template <class q_in_T, class kv_in_T, class res_T, typename CONFIG_T, unsigned R_PROJ>
+template <class q_in_T, class kv_in_T, class res_T, typename CONFIG_T, unsigned R_PROJ, unsigned R_CORE>
 void multihead_attention_merged_stream(stream<packet<q_in_T, CONFIG_T::dim_q> > &in_q,
                                        stream<packet<kv_in_T, CONFIG_T::dim_kv> > &in_kv,
                                        stream<packet<res_T, CONFIG_T::dim_out> > &out,
@@ -205,11 +211,11 @@ void multihead_attention_merged_stream(stream<packet<q_in_T, CONFIG_T::dim_q> > 
                                        const typename CONFIG_T::v_proj::bias_t *bv,
                                        const typename CONFIG_T::bias_t *bias) {
     #pragma HLS INLINE off
-    attention_stream_body<q_in_T, kv_in_T, res_T, CONFIG_T, R_PROJ, false, true>(in_q, in_kv, out, wq, bq, wk, bk, wv,
+    attention_stream_body<q_in_T, kv_in_T, res_T, CONFIG_T, R_PROJ, R_CORE, false, true>(in_q, in_kv, out, wq, bq, wk, bk, wv,
                                                                                  bv, 0, 0, bias);
 }
 
-template <class in_T, class res_T, typename CONFIG_T, unsigned R_PROJ>
+template <class in_T, class res_T, typename CONFIG_T, unsigned R_PROJ, unsigned R_CORE>
 void multihead_attention_merged_self_stream(stream<packet<in_T, CONFIG_T::dim_kv> > &in,
                                             stream<packet<res_T, CONFIG_T::dim_out> > &out,
                                             const typename CONFIG_T::q_proj::weight_t *wq,
@@ -220,7 +226,7 @@ void multihead_attention_merged_self_stream(stream<packet<in_T, CONFIG_T::dim_kv
                                             const typename CONFIG_T::v_proj::bias_t *bv,
                                             const typename CONFIG_T::bias_t *bias) {
     #pragma HLS INLINE off
-    attention_stream_body<in_T, in_T, res_T, CONFIG_T, R_PROJ, true, true>(in, in, out, wq, bq, wk, bk, wv, bv, 0, 0,
+    attention_stream_body<in_T, in_T, res_T, CONFIG_T, R_PROJ, R_CORE, true, true>(in, in, out, wq, bq, wk, bk, wv, bv, 0, 0,
                                                                            bias);
 }
 
