@@ -20,12 +20,12 @@ stream_fold.py, chooses among its valid values like any layer's):
 Estimate (stream_estimate.estimate_process calls estimate_attention; all figures estimates, with
 estimate.py's relations, which follow hls4ml's resource model):
 
-* II per frame = S x (n_kv + n_q) x R_proj, S the sequences: the key phase takes R_proj cycles
-  per x_kv row (K and V projections, and Q in self-attention, side by side), then a query row
-  every max(R_core, R_proj) = R_proj cycles (its pipeline: Q projection in cross-attention,
-  the core, the out projection). The two phases run one after the other in one process (no
-  ping-pong K/V buffers), so their cycles add up (FINN-R's cycles per frame of a process,
-  Blott et al., TRETS 11(3) 2018, section 4.2).
+* II per frame: the key phase takes R_proj cycles per x_kv row (K and V projections, and Q in
+  self-attention, side by side), the query phase a query row every max(R_core, R_proj) =
+  R_proj cycles (its pipeline: Q projection in cross-attention, the core, the out projection).
+  One sequence: the phases are two DATAFLOW processes joined by ping-pong buffers, so
+  II = max(n_kv, n_q) x R_proj (the slower stage sets the rate: FINN-R, Blott et al., TRETS
+  11(3) 2018, section 4.2); S > 1 sequences run the phases in turn: S x (n_kv + n_q) x R_proj.
 * Multipliers: the projections' per-row products / R_proj, plus the core's
   heads x n_kv x (key_dim + value_dim + 3) (dot products, weighted values, scale / exp /
   normalisation) / R_core.
@@ -33,8 +33,8 @@ estimate.py's relations, which follow hls4ml's resource model):
   probabilities, the output packet) plus the accumulators (estimate.py's rule); no tensor.
 * Memories: weights as a streamed Dense's (stream_estimate.weight_row: banks of R_proj words,
   BRAM18K or URAM by memory.place); K and V of one sequence in n_kv x heads x key_dim / R_core
-  (value_dim) banks of R_core words, the Q buffer of self-attention in heads x key_dim banks of
-  n_q words, placed by memory.place without URAM (the template binds K and V to BRAM: a
+  (value_dim) banks of R_core words, the Q buffer of self-attention in n_q x heads x key_dim /
+  R_core banks of R_core words, twice over for one sequence (ping-pong), placed by memory.place without URAM (the template binds K and V to BRAM: a
   shallow bank is LUTRAM); the softmax tables as io_parallel's.
 """
 
@@ -133,11 +133,14 @@ def estimate_attention(proc, plan, bits_of: dict, uram: bool, weight_row) -> Lay
     core = estimate_layer(proc.layer_name, proc.op, replace(
         cost, mults=keys * (s["key_dim"] + s["value_dim"] + 3), reuse_factor=r_core, out_elems=0, weight_bits=0,
         adds=2 * keys, extra_latency=0, repeats=1), [])
-    buffers = [place(r_core, k_bits, keys * s["key_dim"] // r_core), place(r_core, k_bits, keys * s["value_dim"] // r_core)]
+    copies = 2 if s["sequences"] == 1 else 1   # ping-pong between the two DATAFLOW phases
+    banks = [keys * s["key_dim"] // r_core, keys * s["value_dim"] // r_core]
     if proc.template in SELF_TEMPLATES:
-        buffers.append(place(s["n_q"], k_bits, s["hk"]))
+        banks.append(s["n_q"] * s["hk"] // r_core)
+    buffers = [place(r_core, k_bits, copies * b) for b in banks]
     proc.layer.weights_in_uram = proj.uram > 0
-    return replace(proj, ii=s["sequences"] * (s["n_kv"] + s["n_q"]) * r_proj,
+    ii = max(s["n_kv"], s["n_q"]) * r_proj if s["sequences"] == 1 else s["sequences"] * (s["n_kv"] + s["n_q"]) * r_proj
+    return replace(proj, ii=ii,
                    latency_cycles=s["n_kv"] * r_proj + proj.latency_cycles + core.latency_cycles,
                    dsp=proj.dsp + core.dsp, lut=proj.lut + core.lut + sum(b.lut for b in buffers),
                    ff=proj.ff + core.ff, bram=proj.bram + core.bram + sum(b.bram for b in buffers))

@@ -5,7 +5,8 @@
 //   1. key/value phase: each x_kv row is projected on arrival (the io_parallel projection's
 //      kiln::dense with a one-row config, R_PROJ cycles per row) into the K and V buffers
 //      (block RAM, cyclic partitioning into banks of R_CORE words: the keys of a query row are
-//      read over R_CORE cycles, R_CORE a divisor of heads x n_kv). In
+//      read over R_CORE cycles, R_CORE a divisor of heads x n_kv; with one sequence, ping-pong
+//      buffers between the two phases, DATAFLOW processes). In
 //      self-attention (x_q is x_kv: one stream) the Q row of each token is computed on arrival
 //      too and kept in a Q buffer (cyclic by key_dim, like K).
 //   2. query phase, once all n_kv rows are in: per query row its Q row (cross-attention: the
@@ -45,7 +46,7 @@ void attention_stream_keys(stream<packet<kv_in_T, CONFIG_T::dim_kv> > &in_kv, ty
                            const typename CONFIG_T::q_proj::weight_t *wq, const typename CONFIG_T::q_proj::bias_t *bq,
                            const typename CONFIG_T::k_proj::weight_t *wk, const typename CONFIG_T::k_proj::bias_t *bk,
                            const typename CONFIG_T::v_proj::weight_t *wv, const typename CONFIG_T::v_proj::bias_t *bv) {
-    #pragma HLS INLINE
+    #pragma HLS INLINE off
     const unsigned hk = CONFIG_T::heads * CONFIG_T::key_dim, hv = CONFIG_T::heads * CONFIG_T::value_dim;
 KeyRows:
     for (unsigned j = 0; j < CONFIG_T::n_kv; j++) {
@@ -120,7 +121,49 @@ template <typename CONFIG_T, class res_T, unsigned R_PROJ> struct attention_out_
     }
 };
 
-// One sequence, or CONFIG_T::sequences of them one after the other (score bias + s * bias_stride).
+// Phase 2 of one sequence: a query row every max(R_CORE, R_PROJ) cycles, the core's products on 1 / R_CORE of
+// them; ``bias``: this sequence's score bias (or 0).
+template <class q_in_T, class res_T, typename CONFIG_T, unsigned R_PROJ, unsigned R_CORE, bool SELF, bool MERGED>
+void attention_stream_queries(stream<packet<q_in_T, CONFIG_T::dim_q> > &in_q, const typename CONFIG_T::k_t *k,
+                              const typename CONFIG_T::v_t *v, const typename CONFIG_T::q_t *q,
+                              stream<packet<res_T, CONFIG_T::dim_out> > &out,
+                              const typename CONFIG_T::q_proj::weight_t *wq,
+                              const typename CONFIG_T::q_proj::bias_t *bq, const void *wo, const void *bo,
+                              const typename CONFIG_T::bias_t *bias) {
+    #pragma HLS INLINE off
+    const unsigned hk = CONFIG_T::heads * CONFIG_T::key_dim;
+QueryRows:
+    for (unsigned i = 0; i < CONFIG_T::n_q; i++) {
+        #pragma HLS PIPELINE II = (R_CORE > R_PROJ ? R_CORE : R_PROJ)
+        #pragma HLS ALLOCATION operation instances = mul limit = \
+            (CONFIG_T::heads * CONFIG_T::n_kv * (CONFIG_T::key_dim + CONFIG_T::value_dim + 3) + R_CORE - 1) / R_CORE
+        typename CONFIG_T::q_t qr[hk];
+        typename CONFIG_T::o_t o[CONFIG_T::heads * CONFIG_T::value_dim];
+        #pragma HLS ARRAY_PARTITION variable = qr complete
+        #pragma HLS ARRAY_PARTITION variable = o complete
+        attention_stream_query<q_in_T, CONFIG_T, R_PROJ, SELF>(in_q, q, qr, i, wq, bq);
+        attention_stream_row<CONFIG_T>(qr, k, v, o, bias, i);
+        packet<res_T, CONFIG_T::dim_out> y;
+        attention_out_row<CONFIG_T, res_T, R_PROJ, MERGED>::run(o, y.data, wo, bo);
+        out.write(y);
+    }
+}
+
+// The K, V (and, SELF, Q) buffers of one sequence: R_CORE divides heads x n_kv, K and V in banks of R_CORE words
+// (each read once per cycle of a query row), Q likewise; block RAM.
+#define KILN_ATTENTION_BUFFERS                                                                                        \
+    typename CONFIG_T::k_t k[CONFIG_T::n_kv * CONFIG_T::heads * CONFIG_T::key_dim];                                  \
+    typename CONFIG_T::v_t v[CONFIG_T::n_kv * CONFIG_T::heads * CONFIG_T::value_dim];                                \
+    typename CONFIG_T::q_t q[SELF ? CONFIG_T::n_q * CONFIG_T::heads * CONFIG_T::key_dim : 1];                        \
+    _Pragma("HLS ARRAY_PARTITION variable = k cyclic factor = CONFIG_T::n_kv * CONFIG_T::heads * CONFIG_T::key_dim / R_CORE") \
+    _Pragma("HLS ARRAY_PARTITION variable = v cyclic factor = CONFIG_T::n_kv * CONFIG_T::heads * CONFIG_T::value_dim / R_CORE") \
+    _Pragma("HLS ARRAY_PARTITION variable = q cyclic factor = CONFIG_T::n_q * CONFIG_T::heads * CONFIG_T::key_dim / R_CORE") \
+    _Pragma("HLS BIND_STORAGE variable = k type = ram_2p impl = bram")                                              \
+    _Pragma("HLS BIND_STORAGE variable = v type = ram_2p impl = bram")
+
+// One sequence (CONFIG_T::sequences == 1): the key phase and the query phase are two DATAFLOW processes, the
+// buffers between them ping-pong (PIPO): the keys of frame t + 1 arrive while frame t's queries run.
+// Several sequences: one after the other, the two phases in turn (score bias + s * bias_stride).
 // SELF: in_q is in_kv (one stream: passed twice, only in_kv is read).
 template <class q_in_T, class kv_in_T, class res_T, typename CONFIG_T, unsigned R_PROJ, unsigned R_CORE, bool SELF,
           bool MERGED>
@@ -132,38 +175,23 @@ void attention_stream_body(stream<packet<q_in_T, CONFIG_T::dim_q> > &in_q,
                            const typename CONFIG_T::v_proj::weight_t *wv, const typename CONFIG_T::v_proj::bias_t *bv,
                            const void *wo, const void *bo, const typename CONFIG_T::bias_t *bias) {
     #pragma HLS INLINE off
-    const unsigned hk = CONFIG_T::heads * CONFIG_T::key_dim;
-    typename CONFIG_T::k_t k[CONFIG_T::n_kv * CONFIG_T::heads * CONFIG_T::key_dim];
-    typename CONFIG_T::v_t v[CONFIG_T::n_kv * CONFIG_T::heads * CONFIG_T::value_dim];
-    typename CONFIG_T::q_t q[SELF ? CONFIG_T::n_q * CONFIG_T::heads * CONFIG_T::key_dim : 1];
-    // R_CORE divides heads x n_kv: K and V in banks of R_CORE words, each read once per cycle of a query row
-    #pragma HLS ARRAY_PARTITION variable = k cyclic factor = CONFIG_T::n_kv * CONFIG_T::heads * CONFIG_T::key_dim / R_CORE
-    #pragma HLS ARRAY_PARTITION variable = v cyclic factor = CONFIG_T::n_kv * CONFIG_T::heads * CONFIG_T::value_dim / R_CORE
-    #pragma HLS ARRAY_PARTITION variable = q cyclic factor = CONFIG_T::heads * CONFIG_T::key_dim
-    #pragma HLS BIND_STORAGE variable = k type = ram_2p impl = bram
-    #pragma HLS BIND_STORAGE variable = v type = ram_2p impl = bram
-Sequences:
-    for (unsigned s = 0; s < CONFIG_T::sequences; s++) {
+    if (CONFIG_T::sequences == 1) {
+        #pragma HLS DATAFLOW
+        KILN_ATTENTION_BUFFERS
         attention_stream_keys<kv_in_T, CONFIG_T, R_PROJ, SELF>(in_kv, k, v, q, wq, bq, wk, bk, wv, bv);
-        const typename CONFIG_T::bias_t *sb = CONFIG_T::has_bias ? bias + s * CONFIG_T::bias_stride : bias;
-    QueryRows:
-        for (unsigned i = 0; i < CONFIG_T::n_q; i++) {
-            // a query row every max(R_CORE, R_PROJ) cycles: the core's products on 1 / R_CORE of them
-            #pragma HLS PIPELINE II = (R_CORE > R_PROJ ? R_CORE : R_PROJ)
-            #pragma HLS ALLOCATION operation instances = mul limit = \
-                (CONFIG_T::heads * CONFIG_T::n_kv * (CONFIG_T::key_dim + CONFIG_T::value_dim + 3) + R_CORE - 1) / R_CORE
-            typename CONFIG_T::q_t qr[hk];
-            typename CONFIG_T::o_t o[CONFIG_T::heads * CONFIG_T::value_dim];
-            #pragma HLS ARRAY_PARTITION variable = qr complete
-            #pragma HLS ARRAY_PARTITION variable = o complete
-            attention_stream_query<q_in_T, CONFIG_T, R_PROJ, SELF>(in_q, q, qr, i, wq, bq);
-            attention_stream_row<CONFIG_T>(qr, k, v, o, sb, i);
-            packet<res_T, CONFIG_T::dim_out> y;
-            attention_out_row<CONFIG_T, res_T, R_PROJ, MERGED>::run(o, y.data, wo, bo);
-            out.write(y);
+        attention_stream_queries<q_in_T, res_T, CONFIG_T, R_PROJ, R_CORE, SELF, MERGED>(in_q, k, v, q, out, wq, bq, wo,
+                                                                                         bo, bias);
+    } else {
+        KILN_ATTENTION_BUFFERS
+    Sequences:
+        for (unsigned s = 0; s < CONFIG_T::sequences; s++) {
+            attention_stream_keys<kv_in_T, CONFIG_T, R_PROJ, SELF>(in_kv, k, v, q, wq, bq, wk, bk, wv, bv);
+            attention_stream_queries<q_in_T, res_T, CONFIG_T, R_PROJ, R_CORE, SELF, MERGED>(
+                in_q, k, v, q, out, wq, bq, wo, bo, CONFIG_T::has_bias ? bias + s * CONFIG_T::bias_stride : bias);
         }
     }
 }
+#undef KILN_ATTENTION_BUFFERS
 
 // x_q and x_kv two streams (cross-attention), with an out projection.
 template <class q_in_T, class kv_in_T, class res_T, typename CONFIG_T, unsigned R_PROJ, unsigned R_CORE>
