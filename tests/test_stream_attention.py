@@ -70,7 +70,8 @@ def test_self_attention_sequences_bias_merged_streams_bit_identical(tmp_path):
 
 def test_deit_sized_attention_estimate(tmp_path):
     """65 tokens x 192, 3 heads of 64 (DeiT-tiny at 32x32, patch 4), R = 65 x 192: R_proj = 192 (the largest
-    divisor of 192 x 192 not above R / 65), R_core = 65 (of 3 x 65 keys, not above 192)."""
+    divisor of 192 x 192 not above R / 65), R_core = 192 (the largest divisor of 3 heads x 65 keys x 64 not above
+    R_proj)."""
     torch.manual_seed(0)
     src = _export(TorchMHA(embed_dim=192, num_heads=3), [(65, 192)], tmp_path / "m.onnx", 14)
     common = dict(board="alveo-u250", precision=PRECISION, reuse_factor=65 * 192, fit_check=False)
@@ -78,18 +79,19 @@ def test_deit_sized_attention_estimate(tmp_path):
     par = kiln.compile(src, output_dir=tmp_path / "par", **common)
     row, prow = estimate_row(st), estimate_row(par)
     assert row["reuse"] == 192 and row["ii"] == 65 * 192   # max(n_kv, n_q) x R_proj: ping-pong K/V
-    # K, V and the Q buffer: 65 x 3 x 64 words each in 192 banks of R_core = 65 words (BRAM18K: >= 64 words),
+    # K, V and the Q buffer: 65 x 3 x 64 words each in 65 banks of R_core = 192 words (one BRAM18K each),
     # twice over (ping-pong between the key and query phases); weights + biases (4 x 192 x 193 values) in
     # ceil(148,224 / 192) = 772 banks of 192 words; the softmax tables' 2, as in io_parallel
-    buffers = 3 * place(65, 16, 2 * 192).bram
-    assert buffers == 1152 and place(192, 16, 772).bram == 772
-    assert (row["bram"], row["uram"]) == (772 + 1152 + 2, 0)
-    # multipliers: 4 x 192 x 192 / 192 for the projections, 3 x 65 x (64 + 64 + 3) / 65 for the core (16 x 18 bits)
-    assert row["dsp"] == 768 + 393
+    buffers = 3 * place(192, 16, 2 * 65).bram
+    assert buffers == 390 and place(192, 16, 772).bram == 772
+    assert (row["bram"], row["uram"]) == (772 + 390 + 2, 0)
+    # multipliers: 4 x 192 x 192 / 192 for the projections, ceil(3 x 65 x (64 + 64 + 3) / 192) for the core
+    # (16 x 18 bits: one DSP each); io_parallel's at R = 12,480: 902 as well
+    assert row["dsp"] == 768 + 134 == prow["dsp"]
     # one row of registers instead of Q, K, V and the merged heads of every token
     assert row["ff"] * 10 < prow["ff"]   # measured 71,185 vs 1,035,382
     top = (st.path / "firmware" / "kiln_top.cpp").read_text()
-    assert "kiln::multihead_attention_self_stream<" in top and ", 192, 65>(" in top
+    assert "kiln::multihead_attention_self_stream<" in top and ", 192, 192>(" in top
 
 
 @pytest.mark.slow

@@ -13,9 +13,10 @@ stream_fold.py, chooses among its valid values like any layer's):
 * R_proj = the largest divisor of the projections' per-row weight counts (gcd) not above
   R // n_kv: the io_parallel multipliers shared over one row, as for a streamed Dense
   (stream_plan.row_reuse);
-* R_core = the largest divisor of heads x n_kv not above R_proj: the core (scores, softmax,
-  weighted values) of one query row on 1 / R_core of its multiplications, K and V
-  cyclic-partitioned into banks of R_core words so that each bank is read once per cycle.
+* R_core = the largest divisor of heads x n_kv x gcd(key_dim, value_dim) not above R_proj: the
+  core (scores, softmax, weighted values) of one query row on 1 / R_core of its
+  multiplications, K and V cyclic-partitioned into banks of R_core words so that each bank
+  is read once per cycle (R_core above heads x n_kv folds the dot products themselves).
 
 Estimate (stream_estimate.estimate_process calls estimate_attention; all figures estimates, with
 estimate.py's relations, which follow hls4ml's resource model):
@@ -103,7 +104,8 @@ def attention_folding(reuse: int, node) -> tuple[int, int]:
     s = shape_of(node)
     target = max(1, reuse // max(s["n_kv"], 1))
     r_proj = max(d for d in divisors(math.gcd(*s["weights"].values())) if d <= target)
-    return r_proj, max(d for d in divisors(s["heads"] * s["n_kv"]) if d <= r_proj)
+    core = s["heads"] * s["n_kv"] * math.gcd(s["key_dim"], s["value_dim"])
+    return r_proj, max(d for d in divisors(core) if d <= r_proj)
 
 
 def attention_call(proc, plan) -> str:

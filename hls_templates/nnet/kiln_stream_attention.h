@@ -5,7 +5,7 @@
 //   1. key/value phase: each x_kv row is projected on arrival (the io_parallel projection's
 //      kiln::dense with a one-row config, R_PROJ cycles per row) into the K and V buffers
 //      (block RAM, cyclic partitioning into banks of R_CORE words: the keys of a query row are
-//      read over R_CORE cycles, R_CORE a divisor of heads x n_kv; with one sequence, ping-pong
+//      read over R_CORE cycles, R_CORE a divisor of heads x n_kv x gcd(key_dim, value_dim); with one sequence, ping-pong
 //      buffers between the two phases, DATAFLOW processes). In
 //      self-attention (x_q is x_kv: one stream) the Q row of each token is computed on arrival
 //      too and kept in a Q buffer (cyclic by key_dim, like K).
@@ -149,7 +149,7 @@ QueryRows:
     }
 }
 
-// The K, V (and, SELF, Q) buffers of one sequence: R_CORE divides heads x n_kv, K and V in banks of R_CORE words
+// The K, V (and, SELF, Q) buffers of one sequence: R_CORE divides heads x n_kv x gcd(key_dim, value_dim), K and V in banks of R_CORE words
 // (each read once per cycle of a query row), Q likewise; block RAM.
 #define KILN_ATTENTION_BUFFERS                                                                                        \
     typename CONFIG_T::k_t k[CONFIG_T::n_kv * CONFIG_T::heads * CONFIG_T::key_dim];                                  \
