@@ -2,8 +2,8 @@
 
 Stream-mode C-simulation is bit-identical to parallel mode with the same types (the streaming template runs
 the io_parallel projections one row at a time and attention_head_row per query row: the same expressions in the
-same order). Covered: cross-attention with a constant score bias (two streams), self-attention over 3 sequences
-with a bias per sequence and no out projection (one stream), and the estimate's II / memories for a DeiT-tiny
+same order). Covered: cross-attention with a constant score bias (two streams), self-attention with a score bias
+and no out projection (one stream), a layer of 3 sequences kept buffered (and why), and the estimate's II / memories for a DeiT-tiny
 sized layer (65 tokens x 192, 3 heads). The jet tagger's three streamed attentions are checked by
 tests/test_stream.py::test_jet_tagger_stream_is_bit_identical; the zoo's tiny ViT below (slow: two ~30 s builds).
 """
@@ -21,7 +21,7 @@ from kiln.backends.hls.memory import place
 torch = pytest.importorskip("torch")
 
 from tests.test_attention import HandCross, TorchMHA, _export, _inputs  # noqa: E402
-from tests.timm_attention import export as export_windowed, windowed_merged  # noqa: E402
+from tests.timm_attention import WindowedMerged, export as export_windowed, windowed_merged  # noqa: E402
 
 PRECISION = "fixed<16,6>"
 
@@ -56,16 +56,26 @@ def test_cross_attention_with_score_bias_streams_bit_identical(tmp_path):
     assert estimate_row(st)["ii"] == 9   # one sequence: max(n_kv, n_q) x R_proj
 
 
-def test_self_attention_sequences_bias_merged_streams_bit_identical(tmp_path):
-    """3 windows of 4 tokens (sequences=3), a score bias per window, no out projection: one stream in."""
-    module, shape = windowed_merged()
-    src = export_windowed(module, shape, tmp_path / "m.onnx")
+def test_self_attention_bias_merged_streams_bit_identical(tmp_path):
+    """One window of 6 tokens, a score bias [1, heads, 6, 6], no out projection (a Hardswish before it): one stream in."""
+    torch.manual_seed(0)
+    shape = (6, 8)
+    src = export_windowed(WindowedMerged(windows=1, tokens=6), shape, tmp_path / "m.onnx")
     par, st = compile_both(str(src), tmp_path)
     (row,) = attention_rows(st)
     assert row["mode"] == "streamed" and row["template"] == "kiln::multihead_attention_merged_self_stream"
     x = np.random.default_rng(2).standard_normal((32, *shape)).astype(np.float32)
     assert np.array_equal(par.csim(x), st.csim(x))
-    assert estimate_row(st)["ii"] == 3 * (4 + 4)   # S x (n_kv + n_q) x R_proj
+    assert estimate_row(st)["ii"] == 6   # max(n_kv, n_q) x R_proj
+
+
+def test_several_sequences_stay_buffered_and_say_why(tmp_path):
+    module, shape = windowed_merged()   # 3 windows of 4 tokens: sequences = 3
+    src = export_windowed(module, shape, tmp_path / "m.onnx")
+    st = kiln.compile(str(src), board="vu13p", precision=PRECISION, reuse_factor=1, fit_check=False, io="stream",
+                      output_dir=tmp_path / "st")
+    (row,) = attention_rows(st)
+    assert row["mode"] == "buffered" and row["why"].startswith("3 sequences: ")
 
 
 def test_deit_sized_attention_estimate(tmp_path):

@@ -5,7 +5,9 @@ cross-attention: a second stream of x_q rows), projects each key/value row on ar
 io_parallel projection folded per row (R_proj = attention_row_reuse), keeps K and V in block
 RAM, and once every key row is in, computes one output row per query row (the io_parallel
 attention_head_row per head, then the out projection) and writes it: one packet per query row.
-Score biases and several sequences (one after the other) are streamed too.
+A constant score bias streams too. A layer of several sequences (Swin's windows, MobileViT's
+patch pixels) stays buffered: without ping-pong buffers per sequence its phases would run in
+turn, twice the buffered kernel's II at the same multipliers.
 
 Folding (one knob, the layer's io_parallel reuse factor R, which the stream folding,
 stream_fold.py, chooses among its valid values like any layer's):
@@ -24,9 +26,8 @@ estimate.py's relations, which follow hls4ml's resource model):
 * II per frame: the key phase takes R_proj cycles per x_kv row (K and V projections, and Q in
   self-attention, side by side), the query phase a query row every max(R_core, R_proj) =
   R_proj cycles (its pipeline: Q projection in cross-attention, the core, the out projection).
-  One sequence: the phases are two DATAFLOW processes joined by ping-pong buffers, so
-  II = max(n_kv, n_q) x R_proj (the slower stage sets the rate: FINN-R, Blott et al., TRETS
-  11(3) 2018, section 4.2); S > 1 sequences run the phases in turn: S x (n_kv + n_q) x R_proj.
+  The phases are two DATAFLOW processes joined by ping-pong buffers, so II = max(n_kv, n_q) x
+  R_proj (the slower stage sets the rate: FINN-R, Blott et al., TRETS 11(3) 2018, section 4.2).
 * Multipliers: the projections' per-row products / R_proj, plus the core's
   heads x n_kv x (key_dim + value_dim + 3) (dot products, weighted values, scale / exp /
   normalisation) / R_core.
@@ -35,7 +36,7 @@ estimate.py's relations, which follow hls4ml's resource model):
 * Memories: weights as a streamed Dense's (stream_estimate.weight_row: banks of R_proj words,
   BRAM18K or URAM by memory.place); K and V of one sequence in n_kv x heads x key_dim / R_core
   (value_dim) banks of R_core words, the Q buffer of self-attention in n_q x heads x key_dim /
-  R_core banks of R_core words, twice over for one sequence (ping-pong), placed by memory.place without URAM (the template binds K and V to BRAM: a
+  R_core banks of R_core words, twice over (ping-pong), placed by memory.place without URAM (the template binds K and V to BRAM: a
   shallow bank is LUTRAM); the softmax tables as io_parallel's.
 """
 
@@ -93,6 +94,9 @@ def attention_kind(layer, node) -> tuple[str, str]:
     if len(outs) != 1 or len(ins) not in (1, 2) or layer.calls[0].batch != 1:
         return "", "not one output and one or two input tensors"
     s = shape_of(node)
+    if s["sequences"] > 1:
+        return "", (f"{s['sequences']} sequences: streamed, each sequence's key and query phases would run in turn "
+                    "(no ping-pong), twice the buffered kernel's II at the same multipliers")
     last = [(static_shape(v) or [0])[-1] for v in (node.inputs[0], node.inputs[1], outs[0])]
     if last != [s["dim_q"], s["dim_kv"], s["dim_out"]]:
         return "", "rows of x_q / x_kv / the output are not the tensors' last axis"
@@ -135,14 +139,13 @@ def estimate_attention(proc, plan, bits_of: dict, uram: bool, weight_row) -> Lay
     core = estimate_layer(proc.layer_name, proc.op, replace(
         cost, mults=keys * (s["key_dim"] + s["value_dim"] + 3), reuse_factor=r_core, out_elems=0, weight_bits=0,
         adds=2 * keys, extra_latency=0, repeats=1), [])
-    copies = 2 if s["sequences"] == 1 else 1   # ping-pong between the two DATAFLOW phases
+    copies = 2   # ping-pong between the two DATAFLOW phases
     banks = [keys * s["key_dim"] // r_core, keys * s["value_dim"] // r_core]
     if proc.template in SELF_TEMPLATES:
         banks.append(s["n_q"] * s["hk"] // r_core)
     buffers = [place(r_core, k_bits, copies * b) for b in banks]
     proc.layer.weights_in_uram = proj.uram > 0
-    ii = max(s["n_kv"], s["n_q"]) * r_proj if s["sequences"] == 1 else s["sequences"] * (s["n_kv"] + s["n_q"]) * r_proj
-    return replace(proj, ii=ii,
+    return replace(proj, ii=max(s["n_kv"], s["n_q"]) * r_proj,
                    latency_cycles=s["n_kv"] * r_proj + proj.latency_cycles + core.latency_cycles,
                    dsp=proj.dsp + core.dsp, lut=proj.lut + core.lut + sum(b.lut for b in buffers),
                    ff=proj.ff + core.ff, bram=proj.bram + core.bram + sum(b.bram for b in buffers))

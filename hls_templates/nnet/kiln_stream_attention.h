@@ -1,12 +1,12 @@
 // Token-streamed multi-head attention (kiln.MultiHeadAttention in --io stream).
 //
 // Rows arrive one per packet in flat order (one token row of dim_q / dim_kv values), the output
-// leaves one packet per query row. Per sequence:
+// leaves one packet per query row (one sequence: layers with several stay buffered):
 //   1. key/value phase: each x_kv row is projected on arrival (the io_parallel projection's
 //      kiln::dense with a one-row config, R_PROJ cycles per row) into the K and V buffers
 //      (block RAM, cyclic partitioning into banks of R_CORE words: the keys of a query row are
-//      read over R_CORE cycles, R_CORE a divisor of heads x n_kv x gcd(key_dim, value_dim); with one sequence, ping-pong
-//      buffers between the two phases, DATAFLOW processes). In
+//      read over R_CORE cycles, R_CORE a divisor of heads x n_kv x gcd(key_dim, value_dim); ping-pong buffers
+//      between the two phases, DATAFLOW processes). In
 //      self-attention (x_q is x_kv: one stream) the Q row of each token is computed on arrival
 //      too and kept in a Q buffer (cyclic by key_dim, like K).
 //   2. query phase, once all n_kv rows are in: per query row its Q row (cross-attention: the
@@ -39,7 +39,7 @@ template <class C> struct attention_one_query : C {
     static const unsigned n_q = 1;
 };
 
-// Phase 1 of one sequence: n_kv rows in, K and V rows (and, SELF, Q rows) into the buffers.
+// Phase 1: n_kv rows in, K and V rows (and, SELF, Q rows) into the buffers.
 template <class kv_in_T, typename CONFIG_T, unsigned R_PROJ, bool SELF>
 void attention_stream_keys(stream<packet<kv_in_T, CONFIG_T::dim_kv> > &in_kv, typename CONFIG_T::k_t *k,
                            typename CONFIG_T::v_t *v, typename CONFIG_T::q_t *q,
@@ -121,8 +121,8 @@ template <typename CONFIG_T, class res_T, unsigned R_PROJ> struct attention_out_
     }
 };
 
-// Phase 2 of one sequence: a query row every max(R_CORE, R_PROJ) cycles, the core's products on 1 / R_CORE of
-// them; ``bias``: this sequence's score bias (or 0).
+// Phase 2: a query row every max(R_CORE, R_PROJ) cycles, the core's products on 1 / R_CORE of them; ``bias``:
+// the score bias (or 0).
 template <class q_in_T, class res_T, typename CONFIG_T, unsigned R_PROJ, unsigned R_CORE, bool SELF, bool MERGED>
 void attention_stream_queries(stream<packet<q_in_T, CONFIG_T::dim_q> > &in_q, const typename CONFIG_T::k_t *k,
                               const typename CONFIG_T::v_t *v, const typename CONFIG_T::q_t *q,
@@ -161,10 +161,9 @@ QueryRows:
     _Pragma("HLS BIND_STORAGE variable = k type = ram_2p impl = bram")                                              \
     _Pragma("HLS BIND_STORAGE variable = v type = ram_2p impl = bram")
 
-// One sequence (CONFIG_T::sequences == 1): the key phase and the query phase are two DATAFLOW processes, the
-// buffers between them ping-pong (PIPO): the keys of frame t + 1 arrive while frame t's queries run.
-// Several sequences: one after the other, the two phases in turn (score bias + s * bias_stride).
-// SELF: in_q is in_kv (one stream: passed twice, only in_kv is read).
+// The key phase and the query phase are two DATAFLOW processes, the buffers between them ping-pong (PIPO): the
+// keys of frame t + 1 arrive while frame t's queries run. One sequence (layers with several are buffered:
+// stream_attention.py). SELF: in_q is in_kv (one stream: passed twice, only in_kv is read).
 template <class q_in_T, class kv_in_T, class res_T, typename CONFIG_T, unsigned R_PROJ, unsigned R_CORE, bool SELF,
           bool MERGED>
 void attention_stream_body(stream<packet<q_in_T, CONFIG_T::dim_q> > &in_q,
@@ -175,21 +174,11 @@ void attention_stream_body(stream<packet<q_in_T, CONFIG_T::dim_q> > &in_q,
                            const typename CONFIG_T::v_proj::weight_t *wv, const typename CONFIG_T::v_proj::bias_t *bv,
                            const void *wo, const void *bo, const typename CONFIG_T::bias_t *bias) {
     #pragma HLS INLINE off
-    if (CONFIG_T::sequences == 1) {
-        #pragma HLS DATAFLOW
-        KILN_ATTENTION_BUFFERS
-        attention_stream_keys<kv_in_T, CONFIG_T, R_PROJ, SELF>(in_kv, k, v, q, wq, bq, wk, bk, wv, bv);
-        attention_stream_queries<q_in_T, res_T, CONFIG_T, R_PROJ, R_CORE, SELF, MERGED>(in_q, k, v, q, out, wq, bq, wo,
-                                                                                         bo, bias);
-    } else {
-        KILN_ATTENTION_BUFFERS
-    Sequences:
-        for (unsigned s = 0; s < CONFIG_T::sequences; s++) {
-            attention_stream_keys<kv_in_T, CONFIG_T, R_PROJ, SELF>(in_kv, k, v, q, wq, bq, wk, bk, wv, bv);
-            attention_stream_queries<q_in_T, res_T, CONFIG_T, R_PROJ, R_CORE, SELF, MERGED>(
-                in_q, k, v, q, out, wq, bq, wo, bo, CONFIG_T::has_bias ? bias + s * CONFIG_T::bias_stride : bias);
-        }
-    }
+    #pragma HLS DATAFLOW
+    KILN_ATTENTION_BUFFERS
+    attention_stream_keys<kv_in_T, CONFIG_T, R_PROJ, SELF>(in_kv, k, v, q, wq, bq, wk, bk, wv, bv);
+    attention_stream_queries<q_in_T, res_T, CONFIG_T, R_PROJ, R_CORE, SELF, MERGED>(in_q, k, v, q, out, wq, bq, wo, bo,
+                                                                                     bias);
 }
 #undef KILN_ATTENTION_BUFFERS
 
