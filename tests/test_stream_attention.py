@@ -14,14 +14,15 @@ import json
 
 import numpy as np
 import pytest
+from kiln.backends.hls.memory import place
 
 import kiln
-from kiln.backends.hls.memory import place
 
 torch = pytest.importorskip("torch")
 
-from tests.test_attention import HandCross, TorchMHA, _export, _inputs  # noqa: E402
-from tests.timm_attention import WindowedMerged, export as export_windowed, windowed_merged  # noqa: E402
+from tests.test_attention import HandCross, TorchMHA, _export, _inputs
+from tests.timm_attention import WindowedMerged, windowed_merged
+from tests.timm_attention import export as export_windowed
 
 PRECISION = "fixed<16,6>"
 
@@ -84,7 +85,7 @@ def test_deit_sized_attention_estimate(tmp_path):
     R_proj)."""
     torch.manual_seed(0)
     src = _export(TorchMHA(embed_dim=192, num_heads=3), [(65, 192)], tmp_path / "m.onnx", 14)
-    common = dict(board="alveo-u250", precision=PRECISION, reuse_factor=65 * 192, fit_check=False)
+    common = {"board": "alveo-u250", "precision": PRECISION, "reuse_factor": 65 * 192, "fit_check": False}
     st = kiln.compile(src, output_dir=tmp_path / "st", io="stream", **common)
     par = kiln.compile(src, output_dir=tmp_path / "par", **common)
     row, prow = estimate_row(st), estimate_row(par)

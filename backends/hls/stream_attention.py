@@ -45,9 +45,10 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 
-from kiln.backends.hls.estimate import LayerCost, LayerEstimate, estimate_layer
+from kiln.backends.hls.estimate import LayerEstimate, estimate_layer
 from kiln.backends.hls.memory import place
 from kiln.backends.hls.reuse import divisors
+
 from kiln.ir_utils import attr, const_array, size, static_shape
 
 HEADER = "kiln_stream_attention.h"
@@ -75,7 +76,7 @@ def _runtime(node) -> list:
 
 def shape_of(node) -> dict:
     """Sizes of one attention node: per-sequence rows, dims, heads, per-row weights of each projection."""
-    wq, wk, wv = (const_array(node.inputs[i]) for i in (2, 4, 6))
+    wq, wk = const_array(node.inputs[2]), const_array(node.inputs[4])
     wo = const_array(node.inputs[8]) if len(node.inputs) > 8 and node.inputs[8] is not None else None
     heads, key_dim = attr(node, "heads"), attr(node, "key_dim")
     value_dim, seqs = attr(node, "value_dim", key_dim), attr(node, "sequences", 1)
@@ -113,7 +114,7 @@ def attention_folding(reuse: int, node) -> tuple[int, int]:
 
 
 def attention_call(proc, plan) -> str:
-    """The streaming template's call: streams for the arrays, R_proj as the last template argument."""
+    """The streaming template's call: streams for the arrays, R_proj and R_core as the last template arguments."""
     call = proc.layer.calls[0]
     r_proj, r_core = plan.row_configs[proc.layer_name][2:]
     streams = tuple(s.name for s in proc.inputs + proc.outputs)
