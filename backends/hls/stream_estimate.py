@@ -64,6 +64,7 @@ from dataclasses import replace
 
 from kiln.backends.hls.estimate import LayerCost, LayerEstimate, ModelEstimate, estimate_layer
 from kiln.backends.hls.memory import LUTRAM_MAX_WORDS, RAMB18_SHAPES, Placement, place, ramb18_count  # noqa: F401
+from kiln.backends.hls.stream_attention import ATTENTION_STREAM_TEMPLATES, estimate_attention
 from kiln.backends.hls.stream_fifo import fork_depths
 from kiln.backends.hls.stream_rows import ELEMENT_STREAMS, ROW_STREAMS, estimate_row_process
 from kiln.backends.hls.stream_plan import ACCUMULATE_TEMPLATES, DENSE_TEMPLATES, PACKET_TEMPLATES, StreamPlan, packet_fold
@@ -173,6 +174,8 @@ def estimate_process(proc, plan: StreamPlan, bits_of: dict, uram: bool = False) 
             s.in_uram = p.uram > 0
         return replace(par, ii=max(n_in, par.ii, n_out), latency_cycles=n_in + par.latency_cycles, bram=bram, lut=lut,
                        uram=urams)
+    if proc.template in ATTENTION_STREAM_TEMPLATES:
+        return estimate_attention(proc, plan, bits_of, uram, weight_row)
     src, dst = ins[0], outs[0]
     if proc.template in ROW_STREAMS + ELEMENT_STREAMS:
         return estimate_row_process(proc, inputs)

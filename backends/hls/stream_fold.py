@@ -35,6 +35,7 @@ from kiln.backends.hls.context import EmitContext
 from kiln.backends.hls.fit import RESOURCES, board_limits
 from kiln.backends.hls.reuse import divisors
 from kiln.backends.hls.stream_channels import CHANNEL_FOLD_II, fold_channels
+from kiln.backends.hls.stream_attention import ATTENTION_STREAM_TEMPLATES, attention_folding
 from kiln.backends.hls.stream_estimate import estimate_process, estimate_stream, type_widths
 from kiln.backends.hls.stream_plan import ACCUMULATE_TEMPLATES, COPY_STREAM, DENSE_TEMPLATES, FOLDED_PACKET_TEMPLATES, row_reuse
 from kiln.backends.hls.stream_render import stream_design
@@ -60,6 +61,8 @@ def _set_reuse(proc, plan, r: int) -> None:
         name, text, _ = plan.row_configs[proc.layer_name]
         rf = row_reuse(r, src.packet, dst.packet, src.n_packets)
         plan.row_configs[proc.layer_name] = (name, text, rf)
+    elif proc.template in ATTENTION_STREAM_TEMPLATES:
+        plan.row_configs[proc.layer_name] = ("", "", *attention_folding(r, proc.node))
 
 
 def _candidates(proc) -> list[int]:

@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 import onnx_ir as ir
 
 from kiln.backends.hls.reuse import divisors
+from kiln.backends.hls.stream_attention import (ATTENTION_STREAM_TEMPLATES, ATTENTION_TEMPLATES, attention_folding,
+                                                attention_kind)
 from kiln.backends.hls.stream_rows import row_kind
 from kiln.ir_utils import const_array, size, static_shape
 
@@ -172,6 +174,8 @@ def _native_kind(layer, node: ir.Node) -> tuple[str, str]:
     if len(layer.calls) != 1:
         return "", "several kernel calls"
     call = layer.calls[0]
+    if call.template in ATTENTION_TEMPLATES:   # token rows in, one row out per query (stream_attention.py)
+        return attention_kind(layer, node)
     if call.template == "kiln::binary" and call.batch == 1:
         return _binary_kind(node)
     if call.template == "kiln::copy" and call.batch == 1 and len(_runtime_inputs(node)) == 1:
@@ -234,12 +238,13 @@ def plan_streams(model: ir.Model, layers: list, ctx, row_config) -> StreamPlan:
             kind == "flat" and not pixel[id(ins[0])]) or (
             kind == "same" and pixel[id(ins[0])] == pixel[id(ins[1])]) or (
             kind == "channel" and pixel[id(ins[0])] and pixel[id(ins[1])]) or (
-            kind == "copy" and _same_packets(ins[0], pixel[id(ins[0])], outs[0]))
+            kind == "copy" and _same_packets(ins[0], pixel[id(ins[0])], outs[0])) or (
+            kind == "rows" and not any(pixel[id(v)] for v in ins))
         mode[id(node)] = "native" if native else "buffered"
         for v in outs:
             if native:
                 pixel[id(v)] = {"pixel": True, "flat": False, "any": pixel[id(ins[0])], "same": pixel[id(ins[0])],
-                                "channel": True, "copy": False}[kind]
+                                "channel": True, "copy": False, "rows": False}[kind]
             else:
                 pixel[id(v)] = prefers_pixel(v)
 
@@ -307,6 +312,8 @@ def plan_streams(model: ir.Model, layers: list, ctx, row_config) -> StreamPlan:
                 n_in, n_out = proc.inputs[0].packet, proc.outputs[0].packet
                 rows = proc.inputs[0].n_packets
                 plan.row_configs[proc.layer_name] = row_config(layer, n_in, n_out, rows)
+            elif proc.template in ATTENTION_STREAM_TEMPLATES:   # no struct: R_proj is a template argument
+                plan.row_configs[proc.layer_name] = ("", "", *attention_folding(layer.cost.reuse_factor, node))
         else:
             proc.reason = kinds[id(node)][1] or "its input arrives in an order its template does not read"
         plan.processes.append(proc)

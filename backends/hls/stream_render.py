@@ -12,7 +12,9 @@ from dataclasses import replace
 
 from kiln.backends.hls.stream_plan import (BINARY_STREAM, CHANNEL_STREAM, COPY_STREAM, DENSE_TEMPLATES, StreamPlan,
                                            packet_fold, row_reuse)
-from kiln.backends.hls.stream_rows import ELEMENT_STREAMS, ROW_STREAMS, type_args as rows_type_args
+from kiln.backends.hls.stream_attention import ATTENTION_STREAM_TEMPLATES, HEADER as ATTENTION_HEADER, attention_call
+from kiln.backends.hls.stream_rows import ELEMENT_STREAMS, HEADER as ROWS_HEADER, ROW_STREAMS, uses_rows
+from kiln.backends.hls.stream_rows import type_args as rows_type_args
 from kiln.backends.hls.stream_channels import WHOLE_PIXEL, channel_fold_ii, fold_channels
 from kiln.names import safe_comment
 
@@ -37,6 +39,8 @@ def dense_row_config(layer, n_in: int, n_out: int, rows: int) -> tuple[str, str,
 
 
 def _native_call(proc, plan: StreamPlan) -> str:
+    if proc.template in ATTENTION_STREAM_TEMPLATES:
+        return attention_call(proc, plan)
     call = proc.layer.calls[0]
     src, dst = proc.inputs[0], proc.outputs[0]
     args = (src.name, dst.name) + call.args[2:]
@@ -139,6 +143,12 @@ def render_top(plan: StreamPlan, names) -> dict:
             body.append(f"{fname}({args});")
     fifos = [s for s in plan.streams if not s.port]
     return {"functions": functions, "fifos": fifos, "body": body}
+
+
+def stream_headers(plan: StreamPlan) -> set[str]:
+    """The nnet headers of the streaming templates a plan calls."""
+    attention = any(p.template in ATTENTION_STREAM_TEMPLATES for p in plan.processes if p.kind == "native")
+    return {"kiln_stream.h"} | ({ATTENTION_HEADER} if attention else set()) | ({ROWS_HEADER} if uses_rows(plan) else set())
 
 
 def stream_design(model, layers: list, ctx) -> StreamPlan:

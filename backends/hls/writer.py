@@ -35,8 +35,7 @@ from kiln.backends.hls.estimate import LayerCost, ModelEstimate, estimate_layer
 from kiln.backends.hls.layers import emitter_for
 from kiln.backends.hls.memory import URAM_DEPTH
 from kiln.backends.hls.stream_estimate import estimate_stream, type_widths
-from kiln.backends.hls.stream_render import render_top, stream_design, stream_manifest
-from kiln.backends.hls.stream_rows import HEADER as ROWS_HEADER, uses_rows
+from kiln.backends.hls.stream_render import render_top, stream_design, stream_headers, stream_manifest
 from kiln.backends.hls.toolchain import ap_types_dir
 from kiln.backends.hls.uram_load import build_image, has_load_path, manifest_entry, mark_loaded, write_image
 from kiln.board import Board
@@ -209,10 +208,9 @@ def write_project(model: ir.Model, original: onnx.ModelProto, batch_axis: dict[s
                 var = ctx.var(out)
                 if var not in port_vars:
                     intermediates.append({"var": var, "ctype": ctx.ctype(out), "size": size(out)})
-    headers = sorted({layer.header for layer in layers} | {"kiln_common.h"} | ({"kiln_stream.h"} if plan else set())
-                     | ({ROWS_HEADER} if plan and uses_rows(plan) else set()))
+    headers = sorted({layer.header for layer in layers} | {"kiln_common.h"} | (stream_headers(plan) if plan else set()))
     configs = [layer.config for layer in layers if layer.config] + (
-        [rc[1] for rc in plan.row_configs.values()] if plan else [])
+        [rc[1] for rc in plan.row_configs.values() if rc[1]] if plan else [])
     n_weights = sum(w.values.size for w in ctx.weights)
     env = _templates()
     common = {"version": kiln.__version__, "ports": ports, "inputs": [p for p in ports if p.is_input],
