@@ -52,6 +52,7 @@ class Option:
     ii: int
     usage: dict
     score: float       # sum of the resources' shares of the budget
+MEMORY = {"bram", "uram"}   # resources that folding barely shrinks (the weights themselves)
 
 
 def _set_reuse(proc, plan, r: int) -> None:
@@ -192,8 +193,10 @@ def _fold(model, cfg, board: Board, opset: int, target_fps: float | None, fixed:
         beyond = over(levels[hi])
     else:
         beyond = set()
+    if beyond - MEMORY:   # logic over even at the largest factors: the design of the least resources
+        return apply(levels[hi]), False, levels[hi] if channel else None
     # the smallest level that fits (resources fall as the level rises); where some resource is
-    # over even at the largest factors (weights beyond the BRAM), the smallest at which the others fit
+    # over even at the largest factors (weights beyond the BRAM / URAM), the smallest at which the others fit
     while lo < hi:
         mid = (lo + hi) // 2
         apply(levels[mid])
