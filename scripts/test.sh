@@ -5,7 +5,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 bash scripts/setup_venv.sh
 # All cores (pytest-xdist) unless the caller chose -n itself.
-parallel=(-n auto)
+parallel=(-n auto --dist worksteal)
 for arg in "$@"; do
     case "$arg" in -n|-n*|--numprocesses*) parallel=() ;; esac
 done

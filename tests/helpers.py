@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import pytest
 from onnx import TensorProto, helper
 
 import kiln
@@ -101,3 +102,12 @@ def stand_in_vitis_hls(tmp_path: Path, script: str) -> dict:
     fake.write_text("#!/bin/sh\n" + script)
     fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
     return {**os.environ, "PATH": f"{fake.parent}:{os.environ['PATH']}"}
+
+
+def long_test(seconds: str):
+    """Skip unless KILN_LONG_TESTS is set: a case of ``seconds`` of one core that would take the suite past CI's
+    20-minute budget on 2 cores. What such a case checks is also covered in CI by a shorter sibling (named in
+    its module); `KILN_LONG_TESTS=1 bash scripts/test.sh` runs everything."""
+    return pytest.mark.skipif(not os.environ.get("KILN_LONG_TESTS"),
+                              reason=f"one core for {seconds}: beyond CI's 20-minute budget for the suite; "
+                                     "set KILN_LONG_TESTS=1 to run")

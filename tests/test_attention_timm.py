@@ -12,7 +12,7 @@ import numpy as np
 import onnx
 import pytest
 
-from tests.helpers import relative_error
+from tests.helpers import long_test, relative_error
 
 import kiln
 
@@ -119,8 +119,10 @@ def test_windowed_attention_float_csim(tmp_path, name, dynamo):
     assert relative_error(got, ref) <= 1e-5
 
 
-@pytest.mark.parametrize("name, dynamo, samples, bound", [("swin", False, 100, 8e-3), ("swin", True, 100, 8e-3),
-                                                          ("mobilevit_xxs", False, 16, 1.6e-2)])
+@pytest.mark.parametrize("name, dynamo, samples, bound", [
+    ("swin", False, 100, 8e-3),
+    pytest.param("swin", True, 100, 8e-3, marks=long_test("~26 s (the legacy export's case stays in CI)")),
+    pytest.param("mobilevit_xxs", False, 16, 1.6e-2, marks=long_test("~54 s (its float case stays in CI)"))])
 def test_windowed_attention_fixed_point(tmp_path, name, dynamo, samples, bound):
     """fixed<16,6> (lsb 2^-10): the fused model's max abs error against ONNX Runtime within ``bound`` and never worse
     than the op-by-op graph in the same precision by more than 1 lsb. Measured: Swin (100 inputs, either exporter)

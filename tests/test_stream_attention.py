@@ -20,6 +20,7 @@ import kiln
 
 torch = pytest.importorskip("torch")
 
+from tests.helpers import long_test
 from tests.test_attention import HandCross, TorchMHA, _export, _inputs
 from tests.timm_attention import WindowedMerged, windowed_merged
 from tests.timm_attention import export as export_windowed
@@ -106,6 +107,7 @@ def test_deit_sized_attention_estimate(tmp_path):
 
 
 @pytest.mark.slow
+@long_test("~25 s (the jet tagger's streamed attentions are checked in CI: tests/test_stream.py)")
 def test_tiny_vit_stream_is_bit_identical(tmp_path):
     from examples.zoo import export_model, samples
 

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import kiln
+from tests.helpers import long_test
 from kiln.backends.hls.context import EmitContext
 from kiln.backends.hls.stream_estimate import estimate_stream, type_widths
 from kiln.backends.hls.stream_fifo import process_need
@@ -142,6 +143,7 @@ def test_resnet8_stream_fits_pynq_z2_calibrated_16_bit(tmp_path):
     assert np.mean(y.argmax(1) == ref.argmax(1)) >= 3 / 4   # 256 inputs: bench/bench_stream.py
 
 
+@long_test("~51 s (tests/test_stream_channels.py streams its 10-class variant in CI)")
 def test_mobilenetv3_small_stream_is_over_on_weights_not_dsp(tmp_path):
     # timm mobilenetv3_small_050 at 64x64, calibrated 16-bit: its weights alone exceed 70% of the
     # BRAM of zcu102 (and all of pynq-z2's), so the fit check refuses it and names BRAM; the
