@@ -117,9 +117,10 @@ template <class C, unsigned N> struct packet_config : C {
     static const unsigned reuse_factor = 1;
 };
 
-template <class data_T, class res_T, typename CONFIG_T, unsigned P, unsigned F>
-void activation_stream(stream<packet<data_T, P> > &in, stream<packet<res_T, P> > &out) {
-    #pragma HLS INLINE off
+// The loop every per-element stream shares: KERNEL::apply<data_T, res_T, config>(x, y) on P / F values a cycle.
+template <class data_T, class res_T, typename CONFIG_T, unsigned P, unsigned F, class KERNEL>
+void packet_map_stream(stream<packet<data_T, P> > &in, stream<packet<res_T, P> > &out) {
+    #pragma HLS INLINE
     packet<data_T, P> x;
     packet<res_T, P> y;
 Chunks:
@@ -127,9 +128,22 @@ Chunks:
         #pragma HLS PIPELINE
         const unsigned c = i % F;
         if (c == 0) x = in.read();
-        activation<data_T, res_T, packet_config<CONFIG_T, P / F> >(x.data + c * (P / F), y.data + c * (P / F));
+        KERNEL::template apply<data_T, res_T, packet_config<CONFIG_T, P / F> >(x.data + c * (P / F), y.data + c * (P / F));
         if (c == F - 1) out.write(y);
     }
+}
+
+struct activation_kernel {
+    template <class data_T, class res_T, typename C> static void apply(const data_T *x, res_T *y) {
+        #pragma HLS INLINE
+        activation<data_T, res_T, C>(x, y);
+    }
+};
+
+template <class data_T, class res_T, typename CONFIG_T, unsigned P, unsigned F>
+void activation_stream(stream<packet<data_T, P> > &in, stream<packet<res_T, P> > &out) {
+    #pragma HLS INLINE off
+    packet_map_stream<data_T, res_T, CONFIG_T, P, F, activation_kernel>(in, out);
 }
 
 // ---- element-wise binary ops on two streams of the same shape and order ----------------

@@ -51,40 +51,31 @@ Rows:
     }
 }
 
-// ---- element-wise kernels with an n_elem config (GELU, unary math): P / F values a cycle ----
-template <class C, unsigned N> struct element_config : C {
-    static const unsigned n_elem = N;
-    static const unsigned reuse_factor = 1;
+// ---- element-wise kernels (GELU, unary math): P / F values a cycle (kiln_stream.h's packet_map_stream) ----
+struct gelu_kernel {
+    template <class data_T, class res_T, typename C> static void apply(const data_T *x, res_T *y) {
+        #pragma HLS INLINE
+        gelu<data_T, res_T, C>(x, y);
+    }
+};
+
+struct unary_math_kernel {
+    template <class data_T, class res_T, typename C> static void apply(const data_T *x, res_T *y) {
+        #pragma HLS INLINE
+        unary_math<data_T, res_T, C>(x, y);
+    }
 };
 
 template <class data_T, class res_T, typename CONFIG_T, unsigned P, unsigned F>
 void gelu_stream(stream<packet<data_T, P> > &in, stream<packet<res_T, P> > &out) {
     #pragma HLS INLINE off
-    packet<data_T, P> x;
-    packet<res_T, P> y;
-Chunks:
-    for (unsigned i = 0; i < CONFIG_T::n_elem / P * F; i++) {
-        #pragma HLS PIPELINE
-        const unsigned c = i % F;
-        if (c == 0) x = in.read();
-        gelu<data_T, res_T, element_config<CONFIG_T, P / F> >(x.data + c * (P / F), y.data + c * (P / F));
-        if (c == F - 1) out.write(y);
-    }
+    packet_map_stream<data_T, res_T, CONFIG_T, P, F, gelu_kernel>(in, out);
 }
 
 template <class data_T, class res_T, typename CONFIG_T, unsigned P, unsigned F>
 void unary_math_stream(stream<packet<data_T, P> > &in, stream<packet<res_T, P> > &out) {
     #pragma HLS INLINE off
-    packet<data_T, P> x;
-    packet<res_T, P> y;
-Chunks:
-    for (unsigned i = 0; i < CONFIG_T::n_elem / P * F; i++) {
-        #pragma HLS PIPELINE
-        const unsigned c = i % F;
-        if (c == 0) x = in.read();
-        unary_math<data_T, res_T, element_config<CONFIG_T, P / F> >(x.data + c * (P / F), y.data + c * (P / F));
-        if (c == F - 1) out.write(y);
-    }
+    packet_map_stream<data_T, res_T, CONFIG_T, P, F, unary_math_kernel>(in, out);
 }
 
 } // namespace kiln
