@@ -90,3 +90,13 @@ def is_inference_dropout(node: ir.Node) -> bool:
         return True
     ratio = const_array(node.inputs[1]) if node.inputs[1] is not None else None
     return ratio is not None and ratio.size == 1 and float(ratio.reshape(-1)[0]) == 0.0
+
+
+def runtime_inputs(node: ir.Node) -> list[ir.Value]:
+    """The node's distinct non-constant inputs, in input order (what a layer reads at run time)."""
+    seen, out = set(), []
+    for v in node.inputs:
+        if v is not None and const_array(v) is None and id(v) not in seen:
+            seen.add(id(v))
+            out.append(v)
+    return out

@@ -49,7 +49,7 @@ from kiln.backends.hls.estimate import LayerEstimate, estimate_layer
 from kiln.backends.hls.memory import place
 from kiln.backends.hls.reuse import divisors
 
-from kiln.ir_utils import attr, const_array, size, static_shape
+from kiln.ir_utils import attr, const_array, runtime_inputs, size, static_shape
 
 HEADER = "kiln_stream_attention.h"
 # io_parallel template -> (cross-attention, self-attention) streaming template
@@ -63,15 +63,6 @@ ATTENTION_TEMPLATES = {
 }
 ATTENTION_STREAM_TEMPLATES = {t for pair in ATTENTION_TEMPLATES.values() for t in pair}
 SELF_TEMPLATES = {pair[1] for pair in ATTENTION_TEMPLATES.values()}
-
-
-def _runtime(node) -> list:
-    seen, out = set(), []
-    for v in node.inputs:
-        if v is not None and const_array(v) is None and id(v) not in seen:
-            seen.add(id(v))
-            out.append(v)
-    return out
 
 
 def shape_of(node) -> dict:
@@ -91,7 +82,7 @@ def shape_of(node) -> dict:
 
 def attention_kind(layer, node) -> tuple[str, str]:
     """("rows", streaming template) when the attention can stream its rows, else ("", why not)."""
-    ins, outs = _runtime(node), [v for v in node.outputs if v is not None and (v.uses() or v.is_graph_output())]
+    ins, outs = runtime_inputs(node), [v for v in node.outputs if v is not None and (v.uses() or v.is_graph_output())]
     if len(outs) != 1 or len(ins) not in (1, 2) or layer.calls[0].batch != 1:
         return "", "not one output and one or two input tensors"
     s = shape_of(node)

@@ -29,7 +29,7 @@ from kiln.backends.hls.reuse import divisors
 from kiln.backends.hls.stream_attention import (ATTENTION_STREAM_TEMPLATES, ATTENTION_TEMPLATES, attention_folding,
                                                 attention_kind)
 from kiln.backends.hls.stream_rows import row_kind
-from kiln.ir_utils import const_array, size, static_shape
+from kiln.ir_utils import runtime_inputs, size, static_shape
 
 PIXEL_TEMPLATES = {"kiln::conv2d": "kiln::conv2d_stream", "kiln::pool2d": "kiln::pool2d_stream",
                    "kiln::global_average_pool": "kiln::global_average_pool_stream",
@@ -119,15 +119,6 @@ class StreamPlan:
         return [p for p in self.processes if p.kind == "buffered"]
 
 
-def _runtime_inputs(node: ir.Node) -> list[ir.Value]:
-    seen, out = set(), []
-    for v in node.inputs:
-        if v is not None and const_array(v) is None and id(v) not in seen:
-            seen.add(id(v))
-            out.append(v)
-    return out
-
-
 def _used_outputs(node: ir.Node) -> list[ir.Value]:
     return [v for v in node.outputs if v is not None and (v.uses() or v.is_graph_output())]
 
@@ -147,7 +138,7 @@ def _per_channel(value: ir.Value, out: ir.Value) -> bool:
 def _binary_kind(node: ir.Node) -> tuple[str, str]:
     """Add/Sub/Mul/Min/Max of two tensors: "same" (equal shapes: one packet of each per cycle)
     or "channel" (one operand per channel, squeeze-excite's scale)."""
-    ins, outs = _runtime_inputs(node), _used_outputs(node)
+    ins, outs = runtime_inputs(node), _used_outputs(node)
     if node.op_type not in STREAMED_BINARY_OPS or len(node.inputs) != 2 or len(ins) != 2 or len(outs) != 1:
         return "", "a binary op with a constant operand, the same tensor twice, or not Add/Sub/Mul/Min/Max"
     a, b = ins
@@ -178,14 +169,14 @@ def _native_kind(layer, node: ir.Node) -> tuple[str, str]:
         return attention_kind(layer, node)
     if call.template == "kiln::binary" and call.batch == 1:
         return _binary_kind(node)
-    if call.template == "kiln::copy" and call.batch == 1 and len(_runtime_inputs(node)) == 1:
+    if call.template == "kiln::copy" and call.batch == 1 and len(runtime_inputs(node)) == 1:
         return "copy", COPY_STREAM
     rows = row_kind(call, node)   # LayerNorm / Softmax over the last axis, GELU, element-wise math
-    if rows is not None and call.batch == 1 and len(_runtime_inputs(node)) == 1 and len(_used_outputs(node)) == 1:
+    if rows is not None and call.batch == 1 and len(runtime_inputs(node)) == 1 and len(_used_outputs(node)) == 1:
         return rows
     if call.template not in {**PIXEL_TEMPLATES, **DENSE_TEMPLATES, **ELEMENTWISE_TEMPLATES}:
         return "", f"no streaming template for {call.template} yet"
-    ins, outs = _runtime_inputs(node), _used_outputs(node)
+    ins, outs = runtime_inputs(node), _used_outputs(node)
     if len(ins) != 1 or len(outs) != 1:
         return "", "not one input and one output tensor"
     if call.batch != 1:
@@ -210,7 +201,7 @@ def plan_streams(model: ir.Model, layers: list, ctx, row_config) -> StreamPlan:
     kinds = {id(n): _native_kind(layer, n) for n, layer in zip(nodes, layers)}
     consumers: dict[int, list] = {}
     for node in nodes:
-        for v in _runtime_inputs(node):
+        for v in runtime_inputs(node):
             consumers.setdefault(id(v), []).append(node)
 
     prefers: dict[int, bool] = {}
@@ -233,7 +224,7 @@ def plan_streams(model: ir.Model, layers: list, ctx, row_config) -> StreamPlan:
     mode: dict[int, str] = {}
     for node in nodes:
         kind = kinds[id(node)][0]
-        ins, outs = _runtime_inputs(node), _used_outputs(node)
+        ins, outs = runtime_inputs(node), _used_outputs(node)
         native = (kind == "any" and len(ins) == 1) or (kind == "pixel" and pixel[id(ins[0])]) or (
             kind == "flat" and not pixel[id(ins[0])]) or (
             kind == "same" and pixel[id(ins[0])] == pixel[id(ins[1])]) or (
@@ -301,7 +292,7 @@ def plan_streams(model: ir.Model, layers: list, ctx, row_config) -> StreamPlan:
     plan.processes.extend(clones)
     for node, layer in zip(nodes, layers):
         clones.clear()
-        ins, outs = _runtime_inputs(node), _used_outputs(node)
+        ins, outs = runtime_inputs(node), _used_outputs(node)
         for v in outs:
             connect(v, names[id(node)])
         proc = Process(mode[id(node)], names[id(node)], node.op_type, [reads[(id(node), id(v))] for v in ins],
