@@ -53,3 +53,17 @@ def test_tune_tiny_budget_keeps_log_and_matches_onnxruntime(tmp_path):
     x = rng.standard_normal((16, 32)).astype(np.float32)
     art = open_artifact(out)
     assert relative_error(art.run(x), art.reference(x)[0]) <= 1e-4
+
+
+def test_only_the_target_architectures_intrinsics_are_registered():
+    """The tuner registers x86's tensor intrinsics for an x86 board and arm_cpu's for an Arm one
+    (parsing the Arm module alone takes ~12 s, once in the tuner and once in every builder)."""
+    import tvm
+
+    from kiln.backends.tvm.tune import intrinsics_module
+
+    assert intrinsics_module({"kind": "llvm", "mtriple": "aarch64-linux-gnu"}) == "arm_cpu"
+    assert intrinsics_module("armv7a-linux-gnueabihf") == "arm_cpu"
+    assert intrinsics_module({"kind": "llvm", "mtriple": "x86_64-linux-gnu"}) == "x86"
+    assert intrinsics_module(tvm.target.Target({"kind": "llvm", "mtriple": "aarch64-linux-gnu",
+                                                "mcpu": "cortex-a72"})) == "arm_cpu"

@@ -164,7 +164,7 @@ def compile_tvm(model, board="x86-host", output_dir=None, tune: int | None = Non
         from kiln.backends.tvm.tuning_db import database_dir, open_database
 
         db_dir = database_dir(board.name, tuning_db)
-        database = open_database(db_dir, create=bool(tune or tune_minutes))
+        database = open_database(db_dir, create=bool(tune or tune_minutes), target=target)
     with staged_dir(output_dir) as tmp:
         tuning = None
         if tune or tune_minutes:

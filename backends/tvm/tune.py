@@ -10,9 +10,10 @@ What makes TVM 0.27's tuner usable here (measured on this 2-core machine):
   and ROCm tensor intrinsics (TVMScript parsing). MetaSchedule imports it once in the tuning
   process and, through its default build function, once in every builder worker, and
   ``LocalBuilder`` starts a fresh pool of workers for every batch of candidates: 16 trials
-  of a 5-kernel MLP took 525 s, nearly all of it builder start-up. Here only the CPU
-  intrinsics (x86, arm_cpu) are registered, in the tuner and in the builder workers, and
-  one builder pool is kept for the whole run: the same tuning takes a fraction of that.
+  of a 5-kernel MLP took 525 s, nearly all of it builder start-up. Here only the target's
+  CPU intrinsics are registered (x86's for an x86 board, arm_cpu's for an Arm one: the Arm
+  module alone takes ~12 s to parse), in the tuner and in the builder workers, and one
+  builder pool is kept for the whole run: the same tuning takes a fraction of that.
 * The builder timeout is raised (a worker's first build still imports TVM: ~5 s).
 * Every kernel's untuned code is measured too, with the same builder, runner and timer, and
   goes into the database as one more candidate (MetaSchedule never proposes "no schedule"):
@@ -39,34 +40,45 @@ from kiln.errors import KilnError
 BUILDER_TIMEOUT_S = 180
 RUNNER_TIMEOUT_S = 60
 _INTRIN_PKG = "tvm.s_tir.tensor_intrin"
-_CPU_INTRINSICS = ("x86", "arm_cpu")
+_ARM_ARCHES = ("aarch64", "arm64", "arm", "armv7", "armv7a", "armv8", "thumbv7")
 
 
-def load_cpu_tensor_intrinsics() -> None:
-    """Register the x86 and Arm tensor intrinsics without the CUDA/ROCm ones (35-50 s).
+def intrinsics_module(target) -> str:
+    """The tensor-intrinsic module of ``target`` (a target dict, a tvm Target or an mtriple):
+    ``arm_cpu`` for Arm triples, ``x86`` otherwise."""
+    if isinstance(target, dict):
+        mtriple = str(target.get("mtriple", ""))
+    elif isinstance(target, str):
+        mtriple = target
+    else:  # a tvm.target.Target
+        mtriple = str(target.attrs.get("mtriple", ""))
+    return "arm_cpu" if mtriple.split("-", 1)[0].lower() in _ARM_ARCHES else "x86"
+
+
+def load_cpu_tensor_intrinsics(target) -> None:
+    """Register ``target``'s CPU tensor intrinsics, without the other architectures' (35-50 s).
 
     ``tvm.s_tir.tensor_intrin/__init__`` imports every architecture's intrinsics; a
     package module with the same search path but an empty body takes its place, so that
-    MetaSchedule's own ``import tvm.s_tir.tensor_intrin`` finds it already loaded.
+    MetaSchedule's own ``import tvm.s_tir.tensor_intrin`` finds it already loaded. A later
+    call for another architecture adds that one's module.
     """
-    if _INTRIN_PKG in sys.modules:
-        return
-    import tvm.s_tir  # noqa: F401
+    if _INTRIN_PKG not in sys.modules:
+        import tvm.s_tir  # noqa: F401
 
-    spec = importlib.util.find_spec(_INTRIN_PKG)
-    pkg = types.ModuleType(_INTRIN_PKG, "CPU tensor intrinsics only (registered by Kiln)")
-    pkg.__path__ = list(spec.submodule_search_locations)
-    pkg.__file__ = spec.origin
-    pkg.__package__ = _INTRIN_PKG
-    sys.modules[_INTRIN_PKG] = pkg
-    for name in _CPU_INTRINSICS:
-        importlib.import_module(f"{_INTRIN_PKG}.{name}")
+        spec = importlib.util.find_spec(_INTRIN_PKG)
+        pkg = types.ModuleType(_INTRIN_PKG, "CPU tensor intrinsics only (registered by Kiln)")
+        pkg.__path__ = list(spec.submodule_search_locations)
+        pkg.__file__ = spec.origin
+        pkg.__package__ = _INTRIN_PKG
+        sys.modules[_INTRIN_PKG] = pkg
+    importlib.import_module(f"{_INTRIN_PKG}.{intrinsics_module(target)}")
 
 
 def build_candidate(mod, target, _params):
     """MetaSchedule's default build function, minus the GPU tensor intrinsics (runs in the
     builder worker processes, which import it by reference: keep it a module-level function)."""
-    load_cpu_tensor_intrinsics()
+    load_cpu_tensor_intrinsics(target)
     from tvm.driver import build as tvm_build
     from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
 
@@ -145,7 +157,7 @@ def count_kernels(mod, target: dict) -> int:
     from kiln.backends.tvm.schedules import legalize
     from kiln.backends.tvm.tuning_db import kernels
 
-    load_cpu_tensor_intrinsics()
+    load_cpu_tensor_intrinsics(target)
     return len(kernels(legalize(mod, target), target))
 
 
@@ -247,7 +259,7 @@ def tune(mod, target: dict, work_dir: Path, database, trials: int | None = None,
     from kiln.backends.tvm.tuning_db import export_records, kernels, look_up
 
     started = time.monotonic()
-    load_cpu_tensor_intrinsics()
+    load_cpu_tensor_intrinsics(target)
     tvm_target = tvm.target.Target(target)
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)

@@ -36,8 +36,9 @@ def database_dir(board: str, override=None) -> Path:
     return Path.home() / ".cache" / "kiln" / "tvm-db" / safe
 
 
-def open_database(directory: Path, create: bool):
-    """The JSONDatabase in ``directory``; None when it does not exist and ``create`` is False."""
+def open_database(directory: Path, create: bool, target: dict):
+    """The JSONDatabase of ``target``'s board in ``directory``; None when it does not exist
+    and ``create`` is False."""
     directory = Path(directory)
     if not create and not (directory / RECORDS).is_file():
         return None
@@ -45,7 +46,7 @@ def open_database(directory: Path, create: bool):
 
     from kiln.backends.tvm.tune import load_cpu_tensor_intrinsics
 
-    load_cpu_tensor_intrinsics()  # tuned records may tensorize with them
+    load_cpu_tensor_intrinsics(target)  # tuned records may tensorize with them
     try:
         directory.mkdir(parents=True, exist_ok=True)
         probe = directory / ".kiln-write-test"
