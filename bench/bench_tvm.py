@@ -5,13 +5,17 @@ Not a test. Run from the repo root::
 
     .venv/bin/python bench/bench_tvm.py [--models a,b] [--repeat 300] [--trials-per-kernel 16] [--no-tune]
     .venv/bin/python bench/bench_tvm.py --timm [--size 224] --baseline --no-tune --repeat 20
+    .venv/bin/python bench/bench_tvm.py --timm --tune-minutes 5 --repeat 20
 
 ``--timm``: the timm zoo (examples/timm_zoo.py) at ``--size`` (224). ``--baseline``: also
 compile each model without Kiln's rule-based schedules (TVM's default loop nests), the
 "before" column. The "untuned" build has the schedules (backends/tvm/schedules.py).
 
-For each model: compile for x86-host untuned, and (unless --no-tune) tuned with MetaSchedule
-within ``trials-per-kernel x kernels`` trials; then, in the same process and on the same
+For each model: compile for x86-host untuned (no tuning database: the rule-based schedules
+alone), and (unless --no-tune) tuned with MetaSchedule within ``trials-per-kernel x kernels``
+trials or, with ``--tune-minutes M``, within M minutes (the kernels with the largest share of
+the time first; one database for the run, in the work directory, so that a later model
+starts from the records of an earlier one, as a board's database does); then, in the same process and on the same
 input (batch 1), time each library ``--repeat`` times after warm-up and ONNX Runtime (CPU EP,
 default threads) the same number of times. The ratio is TVM / ONNX Runtime median latency
 with both timed the same way (a Python call, wall clock; > 1: TVM slower); the TVM device
@@ -105,6 +109,7 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=300)
     parser.add_argument("--trials-per-kernel", type=int, default=16)
     parser.add_argument("--no-tune", action="store_true")
+    parser.add_argument("--tune-minutes", type=float, help="tune each model for this many minutes instead of trials")
     parser.add_argument("--keep", help="write the artifacts here instead of a temp dir")
     parser.add_argument("--timm", action="store_true", help="the timm zoo (examples/timm_zoo.py) instead")
     parser.add_argument("--size", type=int, default=224, help="timm input size (default 224)")
@@ -140,10 +145,11 @@ def main() -> int:
             continue
         row = {"model": name}
         if args.baseline:
-            base = compile_tvm(model, board="x86-host", output_dir=work / f"{name}-default", schedules=False)
+            base = compile_tvm(model, board="x86-host", output_dir=work / f"{name}-default", schedules=False,
+                               tuning_db=work / "no-db")
             row["ratio_default"] = base.bench(repeat=args.repeat).ratio
         t0 = time.perf_counter()
-        art = compile_tvm(model, board="x86-host", output_dir=work / f"{name}-untuned")
+        art = compile_tvm(model, board="x86-host", output_dir=work / f"{name}-untuned", tuning_db=work / "no-db")
         row["compile_s"] = time.perf_counter() - t0
         rep = art.bench(repeat=args.repeat)
         row["schedules"] = art.manifest.get("schedules") or {}
@@ -152,10 +158,12 @@ def main() -> int:
         if not args.no_tune:
             loaded = load_onnx(model)
             kernels = count_kernels(to_relax(loaded.model, loaded.source), target)
-            trials = args.trials_per_kernel * kernels
+            trials = None if args.tune_minutes else args.trials_per_kernel * kernels
             t0 = time.perf_counter()
-            tuned = compile_tvm(model, board="x86-host", output_dir=work / f"{name}-tuned", tune=trials)
+            tuned = compile_tvm(model, board="x86-host", output_dir=work / f"{name}-tuned", tune=trials,
+                                tune_minutes=args.tune_minutes, tuning_db=work / "tuning-db")
             row["tune_s"] = time.perf_counter() - t0
+            trials = trials or f"{args.tune_minutes:g} min"
             rep_t = tuned.bench(repeat=args.repeat)
             row.update(kernels=kernels, trials=trials, measured=tuned.manifest["tuning"]["measured"],
                        tuned=rep_t.tvm_wall.median, tuned_dev=rep_t.tvm.median, ort_t=rep_t.onnxruntime.median,

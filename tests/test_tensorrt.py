@@ -20,7 +20,7 @@ from kiln.backends.tensorrt.ort_check import fp16_fallbacks
 from kiln.backends.tensorrt.support import check_tensorrt_support
 from kiln.board import get_board
 from kiln.errors import KilnError
-from tests.helpers import argmax_agreement, assert_clean_error, relative_error, run_kiln
+from tests.helpers import argmax_agreement, assert_clean_error, long_test, relative_error, run_kiln
 
 TRT_OK, TRT_WHY = tensorrt_status()
 needs_tensorrt = pytest.mark.skipif(not TRT_OK, reason=f"needs TensorRT and an NVIDIA GPU: {TRT_WHY}")
@@ -143,7 +143,8 @@ TIMM = ["deit_tiny_patch16_224", "poolformer_s12", "efficientformer_l1", "levit_
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", TIMM)
+@pytest.mark.parametrize("name", [pytest.param(n, marks=long_test("~14 s (a 224x224 model)")) if n == "efficientformer_l1"
+                                  else n for n in TIMM])
 def test_timm_zoo(name, tmp_path):
     from examples import timm_zoo
 
