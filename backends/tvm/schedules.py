@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import logging
 
-from kiln.backends.tvm.tir_access import (_bname, _canonical, _int, _is_copy, _pick, _realizes,  # noqa: F401
+from kiln.backends.tvm.tir_access import (_bname, _canonical, _int, _is_copy, _is_einsum, _pick, _realizes,  # noqa: F401
                                           _rows_contiguous, _strided, _vars_in, _vector_tile, _volume)
 
 log = logging.getLogger("kiln.tvm.schedules")
@@ -113,7 +113,8 @@ def _pad_to_whole_tiles(sch, block, realize, lanes: int):
     stmt = sch.get(block)
     pads = {}
     vext = _int(vec_iv.dom.extent)
-    if contiguous and vext > 2 * lanes and vext % lanes and not _strided(vec_operands, vec_iv.var):
+    tail = vext > 2 * lanes and all(vext % step for step in (lanes, lanes // 2))  # _vector_tile's tail case
+    if contiguous and tail and _is_einsum(stmt) and not _strided(vec_operands, vec_iv.var):
         pads[vec_iv.var] = lanes
     if pads and row is not None:  # rows alone: the predicated tail row tile costs less than a padded copy
         rext = _int(spatial[row].dom.extent)
@@ -124,7 +125,11 @@ def _pad_to_whole_tiles(sch, block, realize, lanes: int):
     root = sch.get_sblock("root")
     before = {sch.get(b).name_hint for b in sch.get_child_blocks(root)}
     name = stmt.name_hint
-    sch.pad_einsum(block, [pads.get(iv.var, 1) for iv in stmt.iter_vars])
+    try:
+        sch.pad_einsum(block, [pads.get(iv.var, 1) for iv in stmt.iter_vars])
+    except Exception as exc:  # not an einsum after all: tile it as it is, tail and all
+        log.debug("pad_einsum refused %s: %s", name, str(exc).strip().splitlines()[-1:])
+        return block, realize, []
     block = sch.get_sblock(name)
     realize = _realizes(sch.mod["main"])[name]
     added = [sch.get(b).name_hint for b in sch.get_child_blocks(root) if sch.get(b).name_hint not in before]

@@ -131,14 +131,31 @@ def _strided(regions, var) -> bool:
 
 def _vector_tile(extent: int, lanes: int, cap: int) -> int:
     """Width of the vectorized output tile: the largest divisor of ``extent`` up to ``cap``
-    that is a whole number of vectors (or of half vectors); a short axis whole; else 1."""
+    that is a whole number of vectors (or of half vectors); a short axis whole (within ``cap``,
+    else its largest divisor within it); else 1."""
     for step in (lanes, lanes // 2):
         best = max((d for d in range(step, min(cap, extent) + 1, step) if extent % d == 0), default=0)
         if best:
             return best
-    if 2 <= extent <= 2 * lanes:
+    if 2 <= extent <= min(2 * lanes, cap):
         return extent
+    if cap <= extent <= 2 * lanes:
+        # a strided operand (cap = lanes): a gather wider than a vector is split badly by LLVM
+        # (28 wide at 16 lanes: 21 ms for poolformer's 3x3 stride-2 conv, 2.7 ms 14 wide)
+        return max(d for d in range(1, cap + 1) if extent % d == 0)
     return lanes if extent > 2 * lanes else 1  # a tail: the last tile is predicated
+
+
+def _is_einsum(stmt) -> bool:
+    """Every buffer access of the block indexed by iter vars or constants, one per axis (what
+    ``pad_einsum`` takes: a matmul, not a conv's ``pad_temp[yy * 2 + ry]``)."""
+    for region in list(stmt.reads) + list(stmt.writes):
+        for rg in region.region:
+            if _int(rg.extent) != 1:
+                return False
+            if _int(rg.min) is None and not hasattr(rg.min, "name"):
+                return False
+    return True
 
 
 def _is_copy(stmt) -> bool:
