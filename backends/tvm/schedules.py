@@ -36,6 +36,9 @@ log = logging.getLogger("kiln.tvm.schedules")
 
 PARALLEL_MIN_WORK = 4096   # loop-nest iterations below which a parallel launch costs more than it saves
 MAX_ROW_TILE = 8
+# a matmul's column tiles outside its row tiles: the k x columns panel of the weights stays in L1
+# while the row tiles pass under it (DeiT's 192 -> 768 dense: 0.66 -> 0.59 ms)
+COLS_OUTER = True
 PARALLEL_TASKS_PER_CORE = 8  # parallel loop extent wanted per core (uneven tasks even out)
 
 
@@ -180,6 +183,8 @@ def _tile_main(sch, block, realize, lanes: int, cores: int, padding=()) -> None:
             inner.insert(0, i)
         else:
             outer.append(loop)
+    if COLS_OUTER and row == n_sp - 2 and ni > 1 and mi > 1 and not fused_rows:  # matmul rows, not conv channels
+        outer[-2], outer[-1] = outer[-1], outer[-2]
     sch.reorder(*outer, *red_loops, *inner)
     writeback = sch.cache_write(block, 0, "local")
     if not padding:
