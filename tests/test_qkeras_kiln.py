@@ -13,6 +13,8 @@ import os
 import numpy as np
 import pytest
 
+from tests.helpers import long_test
+
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 pytest.importorskip("qkeras")
 
@@ -39,6 +41,8 @@ def test_qkeras_csim_bit_identical_to_qkeras_predict(qkeras_model, tmp_path):
     assert sources <= {"quant", "inferred"}, sources
 
 
+@long_test("~20 s (TensorFlow start-up twice; the in-process case above and "
+           "test_thirdparty_keras.py::test_keras3_archive_compiles_from_the_cli stay in CI)")
 def test_qkeras_h5_file_compiles_from_the_cli(qkeras_model, tmp_path):
     from tests.helpers import run_kiln
 

@@ -142,9 +142,11 @@ TIMM = ["deit_tiny_patch16_224", "poolformer_s12", "efficientformer_l1", "levit_
         "mobilenetv3_small_050", "convnext_atto", "mixer_s16_224"]
 
 
+SLOW_TIMM = {"efficientformer_l1": "~14 s (a 224x224 model)", "mixer_s16_224": "~15 s (18 M weights)"}
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("name", [pytest.param(n, marks=long_test("~14 s (a 224x224 model)")) if n == "efficientformer_l1"
-                                  else n for n in TIMM])
+@pytest.mark.parametrize("name", [pytest.param(n, marks=long_test(SLOW_TIMM[n])) if n in SLOW_TIMM else n for n in TIMM])
 def test_timm_zoo(name, tmp_path):
     from examples import timm_zoo
 

@@ -21,13 +21,15 @@ pytest.importorskip("tvm", reason="the TVM backend needs the tvm extra (pip inst
 for _dep in ("psutil", "cloudpickle", "xgboost"):
     pytest.importorskip(_dep, reason="MetaSchedule tuning needs psutil, cloudpickle and xgboost (the tvm extra)")
 
-from tests.helpers import relative_error  # noqa: E402
+from tests.helpers import long_test, relative_error  # noqa: E402
 
 from kiln.backends.tvm import open_artifact  # noqa: E402
 
 TRIALS = 4
 
 
+@long_test("~25 s (a tuning run of its own; tests/test_tvm_tuning_db.py tunes through the same code in CI, "
+           "and its CLI case checks --tune's argument handling)")
 def test_tune_tiny_budget_keeps_log_and_matches_onnxruntime(tmp_path):
     rng = np.random.default_rng(1)
     inits = [numpy_helper.from_array(rng.standard_normal((32, 16)).astype(np.float32), "w"),
