@@ -18,7 +18,7 @@ it is (TVM's ``FastMathTransform`` swaps every exp and tanh, which is not needed
 from __future__ import annotations
 
 
-def fast_erf_pass():
+def fast_math_pass():
     """A module pass rewriting every ``relax.erf`` call of the Relax functions to ``fast_erf``
     and every ``relax.nn.softmax`` to ``fast_softmax``."""
     import tvm
@@ -35,7 +35,7 @@ def fast_erf_pass():
                 return self.builder_.call_te(topi.nn.fast_softmax, call.args[0], int(call.attrs.axis))
             return call
 
-    @tvm.transform.module_pass(opt_level=0, name="KilnFastErf")
+    @tvm.transform.module_pass(opt_level=0, name="KilnFastMath")
     def _pass(mod, _ctx):
         mutator = _FastErf(mod)
         for gv, func in mod.functions_items():

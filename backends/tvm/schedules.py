@@ -30,15 +30,12 @@ from __future__ import annotations
 import logging
 
 from kiln.backends.tvm.tir_access import (_bname, _canonical, _int, _is_copy, _is_einsum, _pick, _realizes,  # noqa: F401
-                                          _rows_contiguous, _strided, _vars_in, _vector_tile, _volume)
+                                          _rows_contiguous, _strided, _vars_in, _vector_tail, _vector_tile, _volume)
 
 log = logging.getLogger("kiln.tvm.schedules")
 
 PARALLEL_MIN_WORK = 4096   # loop-nest iterations below which a parallel launch costs more than it saves
 MAX_ROW_TILE = 8
-# a matmul's column tiles outside its row tiles: the k x columns panel of the weights stays in L1
-# while the row tiles pass under it (DeiT's 192 -> 768 dense: 0.66 -> 0.59 ms)
-COLS_OUTER = True
 PARALLEL_TASKS_PER_CORE = 8  # parallel loop extent wanted per core (uneven tasks even out)
 
 
@@ -116,8 +113,7 @@ def _pad_to_whole_tiles(sch, block, realize, lanes: int):
     stmt = sch.get(block)
     pads = {}
     vext = _int(vec_iv.dom.extent)
-    tail = vext > 2 * lanes and all(vext % step for step in (lanes, lanes // 2))  # _vector_tile's tail case
-    if contiguous and tail and _is_einsum(stmt) and not _strided(vec_operands, vec_iv.var):
+    if contiguous and _vector_tail(vext, lanes) and _is_einsum(stmt) and not _strided(vec_operands, vec_iv.var):
         pads[vec_iv.var] = lanes
     if pads and row is not None:  # rows alone: the predicated tail row tile costs less than a padded copy
         rext = _int(spatial[row].dom.extent)
@@ -183,7 +179,9 @@ def _tile_main(sch, block, realize, lanes: int, cores: int, padding=()) -> None:
             inner.insert(0, i)
         else:
             outer.append(loop)
-    if COLS_OUTER and row == n_sp - 2 and ni > 1 and mi > 1 and not fused_rows:  # matmul rows, not conv channels
+    if row == n_sp - 2 and ni > 1 and mi > 1 and not fused_rows:  # matmul rows (not conv channels):
+        # column tiles outside row tiles, so the k x columns weight panel stays in L1 while the
+        # row tiles pass under it (DeiT's 192 -> 768 dense: 0.66 -> 0.59 ms)
         outer[-2], outer[-1] = outer[-1], outer[-2]
     sch.reorder(*outer, *red_loops, *inner)
     writeback = sch.cache_write(block, 0, "local")
@@ -269,8 +267,10 @@ def _schedule_plain(sch, block, realize, lanes: int, cores: int) -> None:
             inner = spatial_loops[-1]
             if ext % lanes:
                 # a row of 197: whole vectors, then a scalar tail loop (one predicated loop would
-                # be scalarized whole); loop_partition keeps both under the same outer loops
+                # be scalarized whole); loop_partition keeps both under the same outer loops, and
+                # the partitioned loop is gone from the nest the parallel loop is fused from
                 inner = sch.loop_partition(inner, [ext // lanes * lanes, None])[0]
+                spatial_loops.pop()
             o, i = sch.split(inner, [None, lanes])
             sch.vectorize(i)
             if not ext % lanes:
@@ -380,11 +380,11 @@ def legalize(mod, target: dict):
     import tvm
     from tvm.relax.backend.cpu_generic import pipeline as cpu
 
-    from kiln.backends.tvm.fast_math import fast_erf_pass
+    from kiln.backends.tvm.fast_math import fast_math_pass
 
     tvm_target = tvm.target.Target(target)
     with tvm_target:
-        return tvm.transform.Sequential([fast_erf_pass()] + cpu.library_dispatch_passes(tvm_target)
+        return tvm.transform.Sequential([fast_math_pass()] + cpu.library_dispatch_passes(tvm_target)
                                         + cpu.legalize_passes(tvm_target))(mod)
 
 

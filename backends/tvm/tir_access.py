@@ -143,7 +143,13 @@ def _vector_tile(extent: int, lanes: int, cap: int) -> int:
         # a strided operand (cap = lanes): a gather wider than a vector is split badly by LLVM
         # (28 wide at 16 lanes: 21 ms for poolformer's 3x3 stride-2 conv, 2.7 ms 14 wide)
         return max(d for d in range(1, cap + 1) if extent % d == 0)
-    return lanes if extent > 2 * lanes else 1  # a tail: the last tile is predicated
+    return lanes if _vector_tail(extent, lanes) else 1  # a tail: the last tile is predicated
+
+
+def _vector_tail(extent: int, lanes: int) -> bool:
+    """An axis longer than two vectors that no whole (or half) vector divides: ``_vector_tile``
+    gives it a predicated last tile (``lanes >= 2``; a cap of at least ``lanes``)."""
+    return extent > 2 * lanes and all(extent % step for step in (lanes, lanes // 2))
 
 
 def _is_einsum(stmt) -> bool:

@@ -52,7 +52,9 @@ def intrinsics_module(target) -> str:
         mtriple = target
     else:  # a tvm.target.Target
         mtriple = str(target.attrs.get("mtriple", ""))
-    return "arm_cpu" if mtriple.split("-", 1)[0].lower() in _ARM_ARCHES else "x86"
+    from kiln.backends.tvm.target import triple_arch
+
+    return "arm_cpu" if triple_arch(mtriple).lower() in _ARM_ARCHES else "x86"
 
 
 def load_cpu_tensor_intrinsics(target) -> None:
