@@ -54,6 +54,11 @@ def models(tmp_path_factory):
                   [1, 32, 14, 14], [1, 40, 7, 7], [_w(rng, "dw", 32, 1, 5, 5), _w(rng, "pw", 40, 32, 1, 1)])
     grid = _save(d / "pw12.onnx", [helper.make_node("Conv", ["x", "pw"], ["y"])],
                  [1, 24, 12, 12], [1, 16, 12, 12], [_w(rng, "pw", 16, 24, 1, 1)])
+    # 40x40 pixels with bias and a residual epilogue: rows of 40 are no whole 16-float vector,
+    # 1600 pixels are 100 of them
+    wide = _save(d / "pw40.onnx",
+                 [helper.make_node("Conv", ["x", "pw", "pb"], ["p"]), helper.make_node("Add", ["p", "r"], ["y"])],
+                 [1, 8, 40, 40], [1, 24, 40, 40], [_w(rng, "pw", 24, 8, 1, 1), _w(rng, "pb", 24), _w(rng, "r", 1, 24, 40, 40)])
     gelu = _save(d / "gelu.onnx",
                  [helper.make_node("MatMul", ["x", "w"], ["h"]),
                   helper.make_node("Div", ["h", "sq2"], ["hd"]), helper.make_node("Erf", ["hd"], ["e"]),
@@ -74,7 +79,7 @@ def models(tmp_path_factory):
     # poolformer's downsampling: 3x3 stride-2 conv, 56 -> 28 columns (a gather per vector)
     s2 = _save(d / "s2.onnx", [helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1], strides=[2, 2])],
                [1, 16, 56, 56], [1, 32, 28, 28], [_w(rng, "w", 32, 16, 3, 3)])
-    return {"dw": dw, "pw7": small, "pw12": grid, "gelu": gelu, "attn197": attn, "s2": s2}
+    return {"dw": dw, "pw7": small, "pw12": grid, "pw40": wide, "gelu": gelu, "attn197": attn, "s2": s2}
 
 
 def _kernels(path, board="x86-host"):
@@ -113,15 +118,24 @@ def test_parallel_loop_is_the_leading_loops_not_the_whole_nest(models):
         assert min(extents) >= min(want, 16)
 
 
-@pytest.mark.parametrize("name,fused", [("dw", False), ("pw7", False), ("pw12", True)])
-def test_pointwise_conv_reads_in_place_with_a_rows_by_columns_tile(models, name, fused, tmp_path):
-    """12x12 = 144 outputs: whole vectors at 8 and 16 lanes, rows x columns fused into one
-    vector tile (written back above it); 14x14 and 7x7 are not whole vectors: a row a vector."""
-    kernels, _ = _kernels(models[name])
+@pytest.mark.parametrize("name,width", [("dw", 14), ("pw7", 7), ("pw12", 12), ("pw40", 40)])
+def test_pointwise_conv_reads_in_place_with_a_rows_by_columns_tile(models, name, width, tmp_path):
+    """Rows of ``width`` pixels with no whole-vector tile of their own (12 and 40 at 16 lanes),
+    whose pixels together are whole vectors (144, 1600), are one fused pixel axis: the
+    accumulator cache and its write-back (with the epilogue) indexed by it. 14x14 = 196 and
+    7x7 are not whole vectors: a row a vector."""
+    from kiln.backends.tvm.tir_access import _vector_tile
+
+    kernels, counts = _kernels(models[name])
+    lanes = counts["vector_lanes"]
     pointwise = [f for n, f in kernels.items() if "conv2d" in n and "pad_temp" not in f.script()]
     assert pointwise, list(kernels)  # the 1x1 conv's unpadded pad_temp copy is gone
     text = pointwise[-1].script()
-    assert ("yy_xx_fused" in text) == fused and "T.vectorized(" in text, text
+    fused = (width < 2 * lanes or _vector_tile(width, lanes, 2 * lanes) % lanes != 0) and width * width % lanes == 0
+    flat_cache = any('scope="local"' in line and f"T.int64({width * width}))" in line for line in text.splitlines())
+    assert bool(flat_cache) == fused and "T.vectorized(" in text, text
+    if fused:  # no write-back wider than the vector tile: under the tile loop, not above it
+        assert not re.search(r"T\.vectorized\(T\.max", text), text
     _matches_onnxruntime(models[name], tmp_path)
 
 

@@ -142,3 +142,29 @@ def test_bench_json_lists_the_kernels_by_share(models, tmp_path):
     assert 1 <= len(kernels) <= 3 and all(k["ms"] > 0 and k["calls"] >= 1 for k in kernels)
     assert [k["ms"] for k in kernels] == sorted((k["ms"] for k in kernels), reverse=True)
     assert any("conv2d" in k["kernel"] and k["rule"] == "tile" for k in kernels)
+
+
+def test_runtime_thread_pool_gets_every_physical_core(monkeypatch):
+    """TVM 0.27 alone sizes its pool to half the logical CPUs on x86 (one thread on a 2-core
+    VM without SMT, while the schedules' parallel loops are sized for the board's cores):
+    Kiln gives it the physical cores, and leaves a user's TVM_NUM_THREADS/OMP_NUM_THREADS."""
+    import os
+    import subprocess
+    import sys
+
+    from kiln.backends.tvm.target import host_cpu_count, runtime_threads
+
+    clean = {k: v for k, v in os.environ.items() if k not in ("TVM_NUM_THREADS", "OMP_NUM_THREADS")}
+    code = ("from kiln.backends.tvm.target import require_tvm; tvm = require_tvm(); "
+            "print(tvm.runtime.num_threads())")
+    out = subprocess.run([sys.executable, "-c", code], env=clean, capture_output=True, text=True, check=True)
+    cores = host_cpu_count()
+    assert 1 <= cores <= (os.cpu_count() or 1)
+    assert int(out.stdout.split()[-1]) == cores, out.stdout
+    for name in ("TVM_NUM_THREADS", "OMP_NUM_THREADS"):
+        monkeypatch.delenv("TVM_NUM_THREADS", raising=False)
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+        monkeypatch.setenv(name, "3")
+        assert runtime_threads() == 3
+    monkeypatch.setenv("TVM_NUM_THREADS", "zero")
+    assert runtime_threads() == cores and os.environ["TVM_NUM_THREADS"] == str(cores)

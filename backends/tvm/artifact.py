@@ -245,7 +245,8 @@ class TVMArtifact(CompiledModel):
         except Exception as exc:
             raise KilnError(f"timing on {rt.where} failed: {short_error(exc)}") from None
         report = BenchReport(where=rt.where, repeat=repeat, warmup=warmup,
-                             tvm=Timing(f"TVM {self.manifest['tvm_version']} ({self.manifest['board']})",
+                             tvm=Timing(f"TVM {self.manifest['tvm_version']} ({self.manifest['board']}"
+                                        + (f", {rt._tvm.runtime.num_threads()} threads)" if remote is None else ")"),
                                         "device timer (time_evaluator)", times))
         if remote is None:
             say(f"timing TVM ({repeat} runs, wall clock)")

@@ -69,7 +69,9 @@ def _find(lib, name):
 
 def time_kernels(library: str, table: list[dict], repeat: int = 20, top: int | None = None) -> list[dict]:
     """Time every kernel of ``table`` in the library; sorted by total time, with shares."""
-    import tvm
+    from kiln.backends.tvm.target import require_tvm
+
+    tvm = require_tvm()  # with the thread pool sized to this machine's cores
 
     lib = tvm.runtime.load_module(library)
     dev = tvm.cpu()

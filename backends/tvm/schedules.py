@@ -144,14 +144,16 @@ def _tile_main(sch, block, realize, lanes: int, cores: int, padding=()) -> None:
     sp_loops, red_loops = list(loops[:n_sp]), list(loops[n_sp:])
     vext = _int(vec_iv.dom.extent)
     fused_rows = 0
-    if (contiguous and n_sp >= 2 and vext < 2 * lanes and row != n_sp - 2 and _rows_contiguous(stmt, spatial)
+    if (contiguous and n_sp >= 2 and row != n_sp - 2 and _rows_contiguous(stmt, spatial)
+            and (vext < 2 * lanes or _vector_tile(vext, lanes, 2 * lanes) % lanes)
             and (vext * _int(spatial[-2].dom.extent)) % lanes == 0):
-        # only into whole vectors: 14x14 (196) or 7x7 tiles of whole rows took 46 ms where
-        # one row a vector takes ~2 (poolformer's 1280->320 1x1 conv), and a tail is predicated
-        # 1x1 stride-1 conv, elementwise-shaped reads: the last two output axes are one run
-        sp_loops = sp_loops[:-2] + [sch.fuse(sp_loops[-2], sp_loops[-1])]
-        fused_rows = _int(spatial[-2].dom.extent)
-        vext *= fused_rows
+        # a 1x1 stride-1 conv (elementwise-shaped reads): rows too short for whole vectors
+        # (56: half-vector tiles) are one run of H x W pixels, tiled by whole vectors
+        fused_rows = vext
+        _flatten_iteration(sch, block, n_sp - 2, fused_rows)
+        loops = sch.get_loops(block)
+        sp_loops, red_loops = list(loops[:n_sp - 1]), list(loops[n_sp - 1:])
+        vext *= _int(spatial[-2].dom.extent)
         n_sp -= 1
         if row is not None and row > n_sp - 1:
             row = None
@@ -160,8 +162,6 @@ def _tile_main(sch, block, realize, lanes: int, cores: int, padding=()) -> None:
     if _strided(vec_operands, vec_iv.var):
         cap = lanes  # stride-2 conv: each vector is a gather; more than one per step spills
     ni = _vector_tile(vext, lanes, cap) if contiguous else 1
-    if fused_rows and ni % (vext // fused_rows) == 0:
-        fused_rows = 0  # a tile of whole rows writes back under itself
     mi = 1
     if row is not None:
         mi = _pick(row_ext, (MAX_ROW_TILE if ni <= lanes else 4, 4, 2))
@@ -179,21 +179,17 @@ def _tile_main(sch, block, realize, lanes: int, cores: int, padding=()) -> None:
             inner.insert(0, i)
         else:
             outer.append(loop)
-    if row == n_sp - 2 and ni > 1 and mi > 1 and not fused_rows:  # matmul rows (not conv channels):
-        # column tiles outside row tiles, so the k x columns weight panel stays in L1 while the
-        # row tiles pass under it (DeiT's 192 -> 768 dense: 0.66 -> 0.59 ms)
+    if row == n_sp - 2 and ni > 1 and mi > 1:  # matmul rows, or a 1x1 conv's channels over its pixels:
+        # column tiles outside row tiles, so the k x columns panel of the vector operand stays
+        # in L1 while the row tiles pass under it (DeiT's 192 -> 768 dense: 0.66 -> 0.59 ms)
         outer[-2], outer[-1] = outer[-1], outer[-2]
     sch.reorder(*outer, *red_loops, *inner)
     writeback = sch.cache_write(block, 0, "local")
     if not padding:
         _inline_epilogue(sch, writeback)
-    # a fused (rows x columns) tile writes back at the loop above it: the write-back's region
-    # is a box of rows x all columns, so under the tile it would write columns not yet computed
-    at = outer[-2] if fused_rows and len(outer) >= 2 else outer[-1]
-    if fused_rows and len(outer) < 2:
-        at = None
-    if at is not None:
-        sch.reverse_compute_at(writeback, at, preserve_unit_loops=True)
+    if fused_rows:
+        _flatten_writeback(sch, block, writeback, fused_rows)
+    sch.reverse_compute_at(writeback, outer[-1], preserve_unit_loops=True)
     if ni > 1:
         sch.vectorize(inner[-1])
         wl = sch.get_loops(writeback)
@@ -202,7 +198,7 @@ def _tile_main(sch, block, realize, lanes: int, cores: int, padding=()) -> None:
     if mi > 1:
         sch.unroll(inner[0])
     if cores > 1 and _volume(stmt) >= PARALLEL_MIN_WORK:
-        _parallel_outer(sch, outer[:-1] if fused_rows else outer, cores)
+        _parallel_outer(sch, outer, cores)
     # last: an update block without its init is neither complete nor a reduction, which
     # vectorize/parallel refuse (MetaSchedule's postprocessors keep the same order)
     init = sch.decompose_reduction(block, red_loops[0])
@@ -210,6 +206,30 @@ def _tile_main(sch, block, realize, lanes: int, cores: int, padding=()) -> None:
         il = sch.get_loops(init)
         if len(il) > len(outer):
             sch.vectorize(il[-1])
+
+
+def _flatten_iteration(sch, block, axis: int, width: int) -> None:
+    """Iterate the main block over one fused (row x column) axis: iter vars (..., row, column,
+    reduce...) -> (..., row * width + column, reduce...), its reads indexed by // and %
+    (contiguous once the buffers are flattened)."""
+    from tvm.tirx import IndexMap
+
+    ndim = len(sch.get(block).iter_vars)
+    sch.transform_block_layout(block, IndexMap.from_func(
+        lambda *i: (*i[:axis], i[axis] * width + i[axis + 1], *i[axis + 2:]), ndim=ndim))
+
+
+def _flatten_writeback(sch, block, writeback, width: int) -> None:
+    """Index the accumulator cache and its write-back by the fused (row x column) axis, so that
+    the write-back of a tile of that axis covers the tile exactly. Indexed by rows and columns,
+    its region is a box of whole rows: under the tile it would write columns not yet computed,
+    and above it the cache is rows x all columns (poolformer's 1x1 convs: 46 ms)."""
+    from tvm.tirx import IndexMap
+
+    ndim = len(sch.get(writeback).iter_vars)
+    flat = IndexMap.from_func(lambda *i: (*i[:-2], i[-2] * width + i[-1]), ndim=ndim)
+    sch.transform_layout(block, ("write", 0), flat)
+    sch.transform_block_layout(writeback, flat)
 
 
 def _parallel_outer(sch, loops, cores: int) -> None:

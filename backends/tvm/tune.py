@@ -254,10 +254,10 @@ def tune(mod, target: dict, work_dir: Path, database, trials: int | None = None,
     import time
 
     _check_tuning_deps()
-    import tvm
-
     from kiln.backends.tvm.schedules import legalize
-    from kiln.backends.tvm.target import host_cpu_count
+    from kiln.backends.tvm.target import host_cpu_count, require_tvm
+
+    tvm = require_tvm()  # measuring workers inherit its $TVM_NUM_THREADS: candidates timed on every core
     from kiln.backends.tvm.tuning_db import export_records, kernels, look_up
 
     started = time.monotonic()
