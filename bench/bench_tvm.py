@@ -18,7 +18,7 @@ the time first; one database for the run, in the work directory, so that a later
 starts from the records of an earlier one, as a board's database does); then, in the same process and on the same
 input (batch 1), time each library ``--repeat`` times after warm-up and ONNX Runtime (CPU EP,
 default threads) the same number of times. The ratio is TVM / ONNX Runtime median latency
-with both timed the same way (a Python call, wall clock; > 1: TVM slower); the TVM device
+with both timed the same way (a Python call, wall clock, in alternating blocks; > 1: TVM slower); the TVM device
 timer (time_evaluator) median is printed beside it. Outputs are checked against ONNX Runtime
 (max abs error relative to the output scale).
 
@@ -105,7 +105,7 @@ def fmt(seconds: float | None) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", default=",".join(ALL))
+    parser.add_argument("--models", help="comma-separated (default: all, or with --timm the timm zoo)")
     parser.add_argument("--repeat", type=int, default=300)
     parser.add_argument("--trials-per-kernel", type=int, default=16)
     parser.add_argument("--no-tune", action="store_true")
@@ -115,10 +115,11 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=224, help="timm input size (default 224)")
     parser.add_argument("--baseline", action="store_true", help="also time TVM's default schedules")
     args = parser.parse_args()
-    if args.timm:
+    if args.timm and not args.models:
         from examples.timm_zoo import ZOO as TIMM
 
         args.models = ",".join([*TIMM, *TIMM_EXTRA])
+    args.models = args.models or ",".join(ALL)
 
     import tvm
 

@@ -144,10 +144,12 @@ def test_bench_json_lists_the_kernels_by_share(models, tmp_path):
     assert any("conv2d" in k["kernel"] and k["rule"] == "tile" for k in kernels)
 
 
-def test_runtime_thread_pool_gets_every_physical_core(monkeypatch):
+def test_runtime_thread_pool_gets_every_physical_core(models, monkeypatch, tmp_path):
     """TVM 0.27 alone sizes its pool to half the logical CPUs on x86 (one thread on a 2-core
     VM without SMT, while the schedules' parallel loops are sized for the board's cores):
-    Kiln gives it the physical cores, and leaves a user's TVM_NUM_THREADS/OMP_NUM_THREADS."""
+    Kiln gives it the physical cores, and leaves a user's TVM_NUM_THREADS/OMP_NUM_THREADS.
+    The library runs on that pool (the suite's xdist workers have one thread each) and
+    agrees with ONNX Runtime."""
     import os
     import subprocess
     import sys
@@ -155,12 +157,17 @@ def test_runtime_thread_pool_gets_every_physical_core(monkeypatch):
     from kiln.backends.tvm.target import host_cpu_count, runtime_threads
 
     clean = {k: v for k, v in os.environ.items() if k not in ("TVM_NUM_THREADS", "OMP_NUM_THREADS")}
-    code = ("from kiln.backends.tvm.target import require_tvm; tvm = require_tvm(); "
-            "print(tvm.runtime.num_threads())")
-    out = subprocess.run([sys.executable, "-c", code], env=clean, capture_output=True, text=True, check=True)
+    compile_tvm(models["conv"], board="x86-host", output_dir=tmp_path / "conv")
+    code = ("import sys, numpy as np; from kiln.backends.tvm import open_artifact; "
+            "from kiln.backends.tvm.target import require_tvm; tvm = require_tvm(); art = open_artifact(sys.argv[1]); "
+            "x = np.random.default_rng(3).standard_normal((2, *art.inputs[0]['shape'][1:])).astype(np.float32); "
+            "(r,) = art.compare(x); print(tvm.runtime.num_threads(), r.max_abs_error / max(1.0, r.scale))")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "conv")], env=clean, capture_output=True,
+                         text=True, check=True)
     cores = host_cpu_count()
     assert 1 <= cores <= (os.cpu_count() or 1)
-    assert int(out.stdout.split()[-1]) == cores, out.stdout
+    threads, error = out.stdout.split()[-2:]
+    assert int(threads) == cores and float(error) <= 1e-5, out.stdout
     for name in ("TVM_NUM_THREADS", "OMP_NUM_THREADS"):
         monkeypatch.delenv("TVM_NUM_THREADS", raising=False)
         monkeypatch.delenv("OMP_NUM_THREADS", raising=False)

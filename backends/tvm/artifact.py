@@ -214,8 +214,10 @@ class TVMArtifact(CompiledModel):
         TVM is timed by the device's own timer (``time_evaluator``: here, or on the RPC
         device). On this machine it is also timed as a Python call with a wall clock, the
         way ONNX Runtime (same model, same input, same process) is timed, and the ratio is
-        taken between those two. The outputs of the timed input are fetched back and
-        compared with ONNX Runtime.
+        taken between those two. The two wall-clock series are interleaved, a block of each
+        in turn (``INTERLEAVE_BLOCKS``), so that a slow minute of the machine falls on both
+        engines and not on one. The outputs of the timed input are fetched back and compared
+        with ONNX Runtime.
         """
         if repeat < 1 or warmup < 0:
             raise KilnError("--repeat must be >= 1 and --warmup >= 0")
@@ -224,14 +226,9 @@ class TVMArtifact(CompiledModel):
         sample = self._sample(arrays, 0)
         say = progress or (lambda msg: None)
         model = self.path / "model.onnx"
-        ort_timing = None
+        ort_run = None
         if remote is None and onnxruntime and model.is_file():
-            # First, and its session gone before TVM starts: on a machine with few cores the
-            # worker threads of one runtime, still spinning, slow the other one down.
-            say(f"timing ONNX Runtime ({repeat} runs, wall clock)")
-            ort_timing = _time_onnxruntime(model, self.inputs, sample, repeat, warmup,
-                                           threads=self.target.get("num-cores"))
-            time.sleep(0.2)
+            ort_run, ort_label = _onnxruntime_call(model, self.inputs, sample, threads=self.target.get("num-cores"))
         rt = self.load(remote)
         rt.set_sample(sample)
         say(f"warm-up ({warmup} runs) on {rt.where}")
@@ -244,20 +241,41 @@ class TVMArtifact(CompiledModel):
             times = [float(t) for t in evaluator("main").results]
         except Exception as exc:
             raise KilnError(f"timing on {rt.where} failed: {short_error(exc)}") from None
+        label = f"TVM {self.manifest['tvm_version']} ({self.manifest['board']}"
         report = BenchReport(where=rt.where, repeat=repeat, warmup=warmup,
-                             tvm=Timing(f"TVM {self.manifest['tvm_version']} ({self.manifest['board']}"
-                                        + (f", {rt._tvm.runtime.num_threads()} threads)" if remote is None else ")"),
+                             tvm=Timing(label + (f", {rt._tvm.runtime.num_threads()} threads)" if remote is None else ")"),
                                         "device timer (time_evaluator)", times))
         if remote is None:
-            say(f"timing TVM ({repeat} runs, wall clock)")
-            report.tvm_wall = Timing(report.tvm.label, "Python call, wall clock",
-                                     _wall_clock(rt.invoke, repeat, 0))
+            engines = [("tvm", rt.invoke)] + ([("onnxruntime", ort_run)] if ort_run is not None else [])
+            say(f"timing {' and '.join(n for n, _ in engines)} ({repeat} runs each, wall clock, interleaved)")
+            if ort_run is not None:
+                _wall_clock(ort_run, 0, max(warmup, 1))
+            series = _interleaved_wall_clock(dict(engines), repeat)
+            report.tvm_wall = Timing(report.tvm.label, "Python call, wall clock", series["tvm"])
+            if ort_run is not None:
+                report.onnxruntime = Timing(ort_label, "Python call, wall clock", series["onnxruntime"])
         per_output = [[y.reshape(sample_shape(spec))] for spec, y in zip(self.outputs, outputs)]
         report.outputs = [np.stack(o) for o in per_output]
-        report.onnxruntime = ort_timing
         if model.is_file():
             report.comparison = compare_outputs(self.outputs, report.outputs, self.reference(arrays))
         return report
+
+
+INTERLEAVE_BLOCKS = 10   # wall-clock blocks per engine in `bench`
+BLOCK_PAUSE_S = 0.05     # between blocks: the other engine's worker threads stop spinning
+
+
+def _interleaved_wall_clock(engines: dict, repeat: int) -> dict[str, list[float]]:
+    """``repeat`` wall-clock times of each engine, taken in up to ``INTERLEAVE_BLOCKS`` blocks
+    that alternate between the engines (a pause after each block)."""
+    blocks = max(1, min(INTERLEAVE_BLOCKS, repeat))
+    times: dict[str, list[float]] = {name: [] for name in engines}
+    for k in range(blocks):
+        count = repeat * (k + 1) // blocks - repeat * k // blocks
+        for name, fn in engines.items():
+            times[name] += _wall_clock(fn, count, 0)
+            time.sleep(BLOCK_PAUSE_S)
+    return times
 
 
 def _wall_clock(fn, repeat: int, warmup: int) -> list[float]:
@@ -272,9 +290,8 @@ def _wall_clock(fn, repeat: int, warmup: int) -> list[float]:
     return times
 
 
-def _time_onnxruntime(model: Path, specs: list[dict], sample: list[np.ndarray], repeat: int, warmup: int,
-                      threads: int | None = None) -> Timing:
-    """ONNX Runtime on the same sample; ``threads``: intra-op threads (the board's cores)."""
+def _onnxruntime_call(model: Path, specs: list[dict], sample: list[np.ndarray], threads: int | None = None):
+    """(a call running ONNX Runtime on the sample, its label); ``threads``: intra-op threads (the board's cores)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -291,6 +308,5 @@ def _time_onnxruntime(model: Path, specs: list[dict], sample: list[np.ndarray], 
         want = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(int64)": np.int64,
                 "tensor(int32)": np.int32}.get(types.get(spec["name"], ""), x.dtype)
         feed[spec["name"]] = np.ascontiguousarray(x.astype(want))
-    times = _wall_clock(lambda: session.run(None, feed), repeat, max(warmup, 1))
-    return Timing(f"ONNX Runtime {ort.__version__} (CPU EP, {options.intra_op_num_threads or 'default'} threads)",
-                  "Python call, wall clock", times)
+    label = f"ONNX Runtime {ort.__version__} (CPU EP, {options.intra_op_num_threads or 'default'} threads)"
+    return (lambda: session.run(None, feed)), label
