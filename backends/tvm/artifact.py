@@ -261,20 +261,23 @@ class TVMArtifact(CompiledModel):
         return report
 
 
-INTERLEAVE_BLOCKS = 10   # wall-clock blocks per engine in `bench`
-BLOCK_PAUSE_S = 0.05     # between blocks: the other engine's worker threads stop spinning
+INTERLEAVE_BLOCKS = 10   # wall-clock blocks per engine in `bench` (at least RUNS_PER_BLOCK runs each)
+RUNS_PER_BLOCK = 4
+# after a block, until the engine's idle worker threads sleep: TVM's spin for 300,000 yields
+# (~0.18 s of a core, measured) before they block, and would slow the other engine down
+BLOCK_PAUSE_S = {"tvm": 0.3, "onnxruntime": 0.02}
 
 
 def _interleaved_wall_clock(engines: dict, repeat: int) -> dict[str, list[float]]:
     """``repeat`` wall-clock times of each engine, taken in up to ``INTERLEAVE_BLOCKS`` blocks
     that alternate between the engines (a pause after each block)."""
-    blocks = max(1, min(INTERLEAVE_BLOCKS, repeat))
+    blocks = max(1, min(INTERLEAVE_BLOCKS, repeat // RUNS_PER_BLOCK))
     times: dict[str, list[float]] = {name: [] for name in engines}
     for k in range(blocks):
         count = repeat * (k + 1) // blocks - repeat * k // blocks
         for name, fn in engines.items():
             times[name] += _wall_clock(fn, count, 0)
-            time.sleep(BLOCK_PAUSE_S)
+            time.sleep(BLOCK_PAUSE_S.get(name, 0.3))
     return times
 
 
