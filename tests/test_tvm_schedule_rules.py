@@ -174,8 +174,9 @@ def test_bench_interleaves_the_engines_in_blocks(monkeypatch, repeat):
     series = artifact._interleaved_wall_clock({"tvm": lambda: calls.append("tvm"),
                                                "onnxruntime": lambda: calls.append("ort")}, repeat)
     assert len(series["tvm"]) == len(series["onnxruntime"]) == repeat
-    switches = sum(a != b for a, b in zip(calls, calls[1:]))
     blocks = max(1, min(artifact.INTERLEAVE_BLOCKS, repeat // artifact.RUNS_PER_BLOCK))
+    assert calls.count("tvm") == calls.count("ort") == repeat + blocks * artifact.BLOCK_WARMUP
+    switches = sum(a != b for a, b in zip(calls, calls[1:]))
     assert calls[0] == "tvm" and switches == 2 * blocks - 1, calls
 
 

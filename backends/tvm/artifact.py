@@ -263,6 +263,7 @@ class TVMArtifact(CompiledModel):
 
 INTERLEAVE_BLOCKS = 10   # wall-clock blocks per engine in `bench` (at least RUNS_PER_BLOCK runs each)
 RUNS_PER_BLOCK = 4
+BLOCK_WARMUP = 2         # untimed runs opening each block: the pause let the worker threads (and the vCPU) sleep
 # after a block, until the engine's idle worker threads sleep: TVM's spin for 300,000 yields
 # (~0.18 s of a core, measured) before they block, and would slow the other engine down
 BLOCK_PAUSE_S = {"tvm": 0.3, "onnxruntime": 0.02}
@@ -270,13 +271,14 @@ BLOCK_PAUSE_S = {"tvm": 0.3, "onnxruntime": 0.02}
 
 def _interleaved_wall_clock(engines: dict, repeat: int) -> dict[str, list[float]]:
     """``repeat`` wall-clock times of each engine, taken in up to ``INTERLEAVE_BLOCKS`` blocks
-    that alternate between the engines (a pause after each block)."""
+    that alternate between the engines (``BLOCK_WARMUP`` untimed runs opening each block, a
+    pause after it)."""
     blocks = max(1, min(INTERLEAVE_BLOCKS, repeat // RUNS_PER_BLOCK))
     times: dict[str, list[float]] = {name: [] for name in engines}
     for k in range(blocks):
         count = repeat * (k + 1) // blocks - repeat * k // blocks
         for name, fn in engines.items():
-            times[name] += _wall_clock(fn, count, 0)
+            times[name] += _wall_clock(fn, count, BLOCK_WARMUP)
             time.sleep(BLOCK_PAUSE_S.get(name, 0.3))
     return times
 
