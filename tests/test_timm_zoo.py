@@ -32,11 +32,10 @@ SLOW = {"efficientformer_l1", "mixer_s16_224"}
 # CI runs (None: neither: efficientformer_l1 is a 224x224 model, its attention blocks are checked in CI by
 # tests/test_attention_timm.py; MLP-Mixer's 18 M weights take ~20 s per export, its Dense/LayerNorm/GELU/
 # Transpose are DeiT's, and the TensorRT and CoreML tests run it in CI); the other export runs where
-# KILN_LONG_TESTS=1 (mobilevit's dynamo export is also compiled in CI by tests/test_attention_timm.py).
-# The rest run both in CI.
+# KILN_LONG_TESTS=1 (mobilevit's dynamo export is compiled and C-simulated in CI by tests/test_attention_timm.py).
 CI_EXPORTER = {"efficientformer_l1": None, "mixer_s16_224": None, "levit_128s": "legacy",
                "poolformer_s12": "dynamo", "deit_tiny_patch16_224": "dynamo", "mobilevit_xxs": "legacy",
-               "convnext_atto": "legacy"}
+               "convnext_atto": "legacy", "mobilenetv3_small_050": "legacy"}
 SAMPLES = 3
 TOLERANCE = 1e-5
 
