@@ -168,7 +168,6 @@ def test_bench_interleaves_the_engines_in_blocks(monkeypatch, repeat):
     on both), each engine exactly ``repeat`` times."""
     from kiln.backends.tvm import artifact
 
-    monkeypatch.setattr(artifact, "BLOCK_PAUSE_S", {})
     monkeypatch.setattr(artifact.time, "sleep", lambda s: None)
     calls = []
     series = artifact._interleaved_wall_clock({"tvm": lambda: calls.append("tvm"),

@@ -279,7 +279,7 @@ def _interleaved_wall_clock(engines: dict, repeat: int) -> dict[str, list[float]
         count = repeat * (k + 1) // blocks - repeat * k // blocks
         for name, fn in engines.items():
             times[name] += _wall_clock(fn, count, BLOCK_WARMUP)
-            time.sleep(BLOCK_PAUSE_S.get(name, 0.3))
+            time.sleep(BLOCK_PAUSE_S[name])
     return times
 
 

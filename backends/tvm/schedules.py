@@ -208,15 +208,18 @@ def _tile_main(sch, block, realize, lanes: int, cores: int, padding=()) -> None:
             sch.vectorize(il[-1])
 
 
+def _merged_axes(ndim: int, axis: int, width: int):
+    """IndexMap of ``ndim`` axes merging ``axis`` and the one after it: (..., a, b, ...) -> (..., a * width + b, ...)."""
+    from tvm.tirx import IndexMap
+
+    return IndexMap.from_func(lambda *i: (*i[:axis], i[axis] * width + i[axis + 1], *i[axis + 2:]), ndim=ndim)
+
+
 def _flatten_iteration(sch, block, axis: int, width: int) -> None:
     """Iterate the main block over one fused (row x column) axis: iter vars (..., row, column,
     reduce...) -> (..., row * width + column, reduce...), its reads indexed by // and %
     (contiguous once the buffers are flattened)."""
-    from tvm.tirx import IndexMap
-
-    ndim = len(sch.get(block).iter_vars)
-    sch.transform_block_layout(block, IndexMap.from_func(
-        lambda *i: (*i[:axis], i[axis] * width + i[axis + 1], *i[axis + 2:]), ndim=ndim))
+    sch.transform_block_layout(block, _merged_axes(len(sch.get(block).iter_vars), axis, width))
 
 
 def _flatten_writeback(sch, block, writeback, width: int) -> None:
@@ -224,10 +227,8 @@ def _flatten_writeback(sch, block, writeback, width: int) -> None:
     the write-back of a tile of that axis covers the tile exactly. Indexed by rows and columns,
     its region is a box of whole rows: under the tile it would write columns not yet computed,
     and above it the cache is rows x all columns (poolformer's 1x1 convs: 46 ms)."""
-    from tvm.tirx import IndexMap
-
     ndim = len(sch.get(writeback).iter_vars)
-    flat = IndexMap.from_func(lambda *i: (*i[:-2], i[-2] * width + i[-1]), ndim=ndim)
+    flat = _merged_axes(ndim, ndim - 2, width)
     sch.transform_layout(block, ("write", 0), flat)
     sch.transform_block_layout(writeback, flat)
 

@@ -256,9 +256,9 @@ def tune(mod, target: dict, work_dir: Path, database, trials: int | None = None,
     _check_tuning_deps()
     from kiln.backends.tvm.schedules import legalize
     from kiln.backends.tvm.target import host_cpu_count, require_tvm
+    from kiln.backends.tvm.tuning_db import export_records, kernels, look_up
 
     tvm = require_tvm()  # measuring workers inherit its $TVM_NUM_THREADS: candidates timed on every core
-    from kiln.backends.tvm.tuning_db import export_records, kernels, look_up
 
     started = time.monotonic()
     load_cpu_tensor_intrinsics(target)
