@@ -136,6 +136,10 @@ def test_pointwise_conv_reads_in_place_with_a_rows_by_columns_tile(models, name,
     assert bool(flat_cache) == fused and "T.vectorized(" in text, text
     if fused:  # no write-back wider than the vector tile: under the tile loop, not above it
         assert not re.search(r"T\.vectorized\(T\.max", text), text
+    update = text[:text.index('T.sblock("conv2d_nchw_update")')]
+    tile = int(re.findall(r"T\.vectorized\(T\.int64\((\d+)\)\)", update)[-1])
+    # one (widened) vector or whole vectors, never a vector and a ragged rest (14 at 8 lanes: 4.7x slower than 7)
+    assert tile <= lanes or tile % lanes == 0, (tile, lanes)
     _matches_onnxruntime(models[name], tmp_path)
 
 

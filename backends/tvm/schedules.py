@@ -28,6 +28,7 @@ the plain rule alone, then to TVM's default code. The counts are returned for th
 from __future__ import annotations
 
 import logging
+from dataclasses import asdict, dataclass, replace
 
 from kiln.backends.tvm.tir_access import (_bname, _canonical, _int, _is_copy, _is_einsum, _pick, _realizes,  # noqa: F401
                                           _rows_contiguous, _strided, _vars_in, _vector_tail, _vector_tile, _volume)
@@ -135,27 +136,33 @@ def _pad_to_whole_tiles(sch, block, realize, lanes: int):
     return block, realize, added
 
 
-def _tile_main(sch, block, realize, lanes: int, cores: int, padding=()) -> None:
-    """Register-tile, vectorize, parallelize the main block; inline its elementwise epilogue
-    (not ``padding``'s copy-out block: inlined, it would write the padded tile unpredicated)."""
-    loops, spatial, reduce, vec_iv, contiguous, row, vec_operands = _tile_axes(sch, block, realize)
-    stmt = sch.get(block)
+@dataclass(frozen=True)
+class TilePlan:
+    """How ``_tile_main`` tiles a main block: ``fuse`` (iterate a 1x1 conv's H x W pixels as one
+    axis), ``ni`` (width of the vectorized output tile; 1: not vectorized), ``mi`` (rows of the
+    unrolled row tile; 1: none), ``column_outer`` (column tiles outside row tiles). ``None``
+    fields take the rule's choice for the board (``_default_plan``); tuning measures others."""
+    fuse: bool | None = None
+    ni: int | None = None
+    mi: int | None = None
+    column_outer: bool | None = None
+
+
+def _can_fuse_pixels(stmt, spatial, row, contiguous, lanes: int) -> bool:
+    """A 1x1 stride-1 conv (elementwise-shaped reads) whose rows and columns can be one axis."""
     n_sp = len(spatial)
-    sp_loops, red_loops = list(loops[:n_sp]), list(loops[n_sp:])
+    return bool(contiguous and n_sp >= 2 and row != n_sp - 2 and _rows_contiguous(stmt, spatial))
+
+
+def _default_plan(stmt, spatial, row, contiguous, vec_operands, vec_iv, lanes: int) -> TilePlan:
+    """The rule's tile for the board's vector width (see ``_tile_main``)."""
     vext = _int(vec_iv.dom.extent)
-    fused_rows = 0
-    if (contiguous and n_sp >= 2 and row != n_sp - 2 and _rows_contiguous(stmt, spatial)
+    fuse = (_can_fuse_pixels(stmt, spatial, row, contiguous, lanes)
             and (vext < 2 * lanes or _vector_tile(vext, lanes, 2 * lanes) % lanes)
-            and (vext * _int(spatial[-2].dom.extent)) % lanes == 0):
-        # a 1x1 stride-1 conv (elementwise-shaped reads): rows too short for whole vectors
-        # (56: half-vector tiles) are one run of H x W pixels, tiled by whole vectors
-        fused_rows = vext
-        _flatten_iteration(sch, block, n_sp - 2, fused_rows)
-        loops = sch.get_loops(block)
-        sp_loops, red_loops = list(loops[:n_sp - 1]), list(loops[n_sp - 1:])
+            and (vext * _int(spatial[-2].dom.extent)) % lanes == 0)
+    if fuse:
         vext *= _int(spatial[-2].dom.extent)
-        n_sp -= 1
-        if row is not None and row > n_sp - 1:
+        if row is not None and row > len(spatial) - 2:
             row = None
     row_ext = _int(spatial[row].dom.extent) if row is not None else 1
     cap = 2 * lanes if row_ext > 1 else 4 * lanes
@@ -167,6 +174,38 @@ def _tile_main(sch, block, realize, lanes: int, cores: int, padding=()) -> None:
         mi = _pick(row_ext, (MAX_ROW_TILE if ni <= lanes else 4, 4, 2))
         if mi == 1 and row_ext >= 16:
             mi = 4  # a tail row tile (prime token counts: 197)
+    return TilePlan(fuse=fuse, ni=ni, mi=mi, column_outer=True)
+
+
+def _tile_main(sch, block, realize, lanes: int, cores: int, padding=(), plan: TilePlan | None = None) -> None:
+    """Register-tile, vectorize, parallelize the main block; inline its elementwise epilogue
+    (not ``padding``'s copy-out block: inlined, it would write the padded tile unpredicated).
+    ``plan``: fields that override the rule's choice (tuning's variants)."""
+    loops, spatial, reduce, vec_iv, contiguous, row, vec_operands = _tile_axes(sch, block, realize)
+    stmt = sch.get(block)
+    n_sp = len(spatial)
+    sp_loops, red_loops = list(loops[:n_sp]), list(loops[n_sp:])
+    chosen = _default_plan(stmt, spatial, row, contiguous, vec_operands, vec_iv, lanes)
+    if plan is not None:
+        chosen = replace(chosen, **{k: v for k, v in asdict(plan).items() if v is not None})
+    if chosen.fuse and not _can_fuse_pixels(stmt, spatial, row, contiguous, lanes):
+        raise ValueError("plan fuses the pixel axes of a block that is no 1x1 stride-1 conv")
+    vext = _int(vec_iv.dom.extent)
+    fused_rows = 0
+    if chosen.fuse:
+        # a 1x1 stride-1 conv (elementwise-shaped reads): rows too short for whole vectors
+        # (56: half-vector tiles) are one run of H x W pixels, tiled by whole vectors
+        fused_rows = vext
+        _flatten_iteration(sch, block, n_sp - 2, fused_rows)
+        loops = sch.get_loops(block)
+        sp_loops, red_loops = list(loops[:n_sp - 1]), list(loops[n_sp - 1:])
+        vext *= _int(spatial[-2].dom.extent)
+        n_sp -= 1
+        if row is not None and row > n_sp - 1:
+            row = None
+    ni, mi = (chosen.ni if contiguous else 1), (chosen.mi if row is not None else 1)
+    if vext % ni and ni > 1 and not _vector_tail(vext, lanes):
+        raise ValueError(f"plan's vector tile {ni} leaves a tail of an axis of {vext}")
     outer, inner = [], []
     for idx, loop in enumerate(sp_loops):
         if idx == n_sp - 1 and ni > 1:
@@ -179,7 +218,7 @@ def _tile_main(sch, block, realize, lanes: int, cores: int, padding=()) -> None:
             inner.insert(0, i)
         else:
             outer.append(loop)
-    if row == n_sp - 2 and ni > 1 and mi > 1:  # matmul rows, or a 1x1 conv's channels over its pixels:
+    if chosen.column_outer and row == n_sp - 2 and ni > 1 and mi > 1:  # matmul rows, or a 1x1 conv's channels over its pixels:
         # column tiles outside row tiles, so the k x columns panel of the vector operand stays
         # in L1 while the row tiles pass under it (DeiT's 192 -> 768 dense: 0.66 -> 0.59 ms)
         outer[-2], outer[-1] = outer[-1], outer[-2]
@@ -329,9 +368,11 @@ def _inline_producers(sch, blocks, main) -> list:
     return kept
 
 
-def rule_schedule(func, lanes: int, cores: int):
+def rule_schedule(func, lanes: int, cores: int, plan: TilePlan | None = None):
     """(traced Schedule, rule name) for one kernel; (None, ``default``) when no rule applies.
-    The trace replays the rule (the tuning database keeps it as the kernel's baseline record)."""
+    The trace replays the rule (the tuning database keeps it as the kernel's baseline record).
+    ``plan``: the main block's tile instead of the rule's (a tuning variant; a plan that does
+    not fit the kernel raises rather than falling back to another rule)."""
     from tvm.s_tir import Schedule
 
     for rule in ("tile", "plain"):
@@ -347,7 +388,7 @@ def rule_schedule(func, lanes: int, cores: int):
             if main is not None:
                 main, realize, padding = _pad_to_whole_tiles(sch, main, realizes[main_name], lanes)
                 rest += padding
-                _tile_main(sch, main, realize, lanes, cores, padding)
+                _tile_main(sch, main, realize, lanes, cores, padding, plan)
             alive = {sch.get(b).name_hint for b in sch.get_child_blocks(sch.get_sblock("root"))}
             realizes = _realizes(sch.mod["main"])  # padding blocks are new
             for name in rest:
@@ -355,6 +396,8 @@ def rule_schedule(func, lanes: int, cores: int):
                     _schedule_plain(sch, sch.get_sblock(name), realizes.get(name), lanes, cores)
             return sch, rule
         except Exception as exc:  # TVMError or a rule's own ValueError: try the next rule
+            if plan is not None:
+                raise
             log.debug("schedule rule %s failed for %s: %s", rule, func.attrs.get("global_symbol", "?")
                       if func.attrs else "?", str(exc).strip().splitlines()[-1:] or exc)
     return None, "default"

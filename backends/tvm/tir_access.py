@@ -137,8 +137,14 @@ def _vector_tile(extent: int, lanes: int, cap: int) -> int:
         best = max((d for d in range(step, min(cap, extent) + 1, step) if extent % d == 0), default=0)
         if best:
             return best
-    if 2 <= extent <= min(2 * lanes, cap):
-        return extent
+    if 2 <= extent <= min(lanes, cap):
+        return extent  # one (widened) vector
+    if lanes < extent <= min(2 * lanes, cap):
+        # more than a vector and no whole number of them: LLVM splits the tile into a vector and
+        # a ragged rest (14 at 8 lanes, a 4 x 14 tile: 12.1 ms for poolformer's 320 -> 1280 conv
+        # at 14 x 14); a divisor that is one widened vector runs at 2.6 ms (7, in an 8 x 7 tile)
+        one = max((d for d in range(lanes // 2 + 1, lanes + 1) if extent % d == 0), default=0)
+        return one or extent
     if cap <= extent <= 2 * lanes:
         # a strided operand (cap = lanes): a gather wider than a vector is split badly by LLVM
         # (28 wide at 16 lanes: 21 ms for poolformer's 3x3 stride-2 conv, 2.7 ms 14 wide)
