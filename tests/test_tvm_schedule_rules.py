@@ -215,3 +215,42 @@ def test_strided_conv_gathers_at_most_a_vector(models, tmp_path):
     width = int(re.findall(r"T\.vectorized\(T\.int64\((\d+)\)\)", before_update)[-1])
     assert width <= counts["vector_lanes"] and 28 % width == 0 and width > 1, width
     _matches_onnxruntime(models["s2"], tmp_path)
+
+
+@pytest.mark.parametrize("name", ["gelu", "pw40"])
+def test_tile_plans_are_other_tiles_that_compute_the_same(models, name):
+    """Tuning's rule variants (schedules.tile_plans): tiles other than the rule's own, within the
+    register file, each a distinct schedule whose kernel gives the rule's kernel's outputs (1e-5)."""
+    import tvm
+    from tvm import tirx
+
+    target = resolve_target(get_board("x86-host"))
+    loaded = load_model(str(models[name]), quantizers=False)
+    lmod = schedules.legalize(to_relax(loaded.model, loaded.source), target)
+    (func,) = [f for gv, f in lmod.functions_items() if isinstance(f, tirx.PrimFunc)
+               and ("matmul" in gv.name_hint or "conv2d" in gv.name_hint)]
+    lanes, cores = schedules.vector_lanes(target), int(target.get("num-cores") or 1)
+    own, rule = schedules.rule_schedule(func, lanes, cores)
+    plans = schedules.tile_plans(func, lanes, cores)
+    assert rule == "tile" and len(plans) >= 3, plans
+    regs = schedules._registers(lanes)
+    assert all(p.mi * -(-p.ni // lanes) + -(-p.ni // lanes) + 1 <= regs + 2 for p in plans), plans
+    if name == "pw40":  # 40 x 40 pixels: both the rows and the fused pixel axis are tried
+        assert {p.fuse for p in plans} == {True, False}, plans
+
+    def run(f):
+        lib = tvm.compile(tvm.IRModule({"main": f.with_attr("global_symbol", "main")}), target=tvm.target.Target(target))
+        rng = np.random.default_rng(11)
+        args = [tvm.runtime.tensor(rng.standard_normal([int(d) for d in p.shape]).astype("float32"))
+                for p in f.params]
+        lib["main"](*args)
+        return args[-1].numpy()
+
+    want = run(own.mod["main"])
+    traces = {str(own.trace)}
+    for plan in plans[:6]:
+        sch, _ = schedules.rule_schedule(func, lanes, cores, plan)
+        traces.add(str(sch.trace))
+        got = run(sch.mod["main"])
+        assert np.abs(got - want).max() <= 1e-5 * max(1.0, np.abs(want).max()), plan
+    assert len(traces) == 1 + len(plans[:6])

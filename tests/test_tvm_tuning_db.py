@@ -110,3 +110,25 @@ def test_tune_minutes_spends_on_the_dominant_kernels_first(tmp_path):
     assert _record_lines(db) == t["new_records"] >= 3  # the 3 baselines, then the trials that built and ran
     x = np.random.default_rng(4).standard_normal((8, WIDTHS[0])).astype(np.float32)
     assert relative_error(art.run(x), art.reference(x)[0]) <= 1e-5
+
+
+def test_tune_minutes_measures_the_rules_other_tiles_first_and_once(tmp_path):
+    """A static-shape MLP: ``--tune-minutes`` measures the tile rule's other tiles of its kernels
+    (records beside the baselines); a second run on the same database measures none of them again."""
+    db = tmp_path / "db"
+    rng = np.random.default_rng(2)
+    w = numpy_helper.from_array(rng.standard_normal((64, 128)).astype(np.float32), "w")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Relu", ["h"], ["y"])],
+                              "dense", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [28, 64])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [28, 128])], [w])
+    model = tmp_path / "dense.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10), model)
+    art = compile_tvm(model, board="x86-host", output_dir=tmp_path / "T", tune_minutes=0.15, tuning_db=db)
+    t = art.manifest["tuning"]
+    assert t["untuned_measured"] == t["tasks"] == 1 and t["tile_candidates"] >= 2, t
+    assert _record_lines(db) >= 1 + t["tile_candidates"] - 1  # the baseline and the candidates that ran
+    again = compile_tvm(model, board="x86-host", output_dir=tmp_path / "U", tune_minutes=0.05, tuning_db=db)
+    assert again.manifest["tuning"]["untuned_measured"] == 0 and again.manifest["tuning"]["tile_candidates"] == 0
+    x = rng.standard_normal((28, 64)).astype(np.float32)
+    for a in (art, again):
+        assert relative_error(a.run(x[None]), a.reference(x[None])[0]) <= 1e-5
