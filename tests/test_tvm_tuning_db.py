@@ -9,6 +9,7 @@ Tiny trial budgets: this checks the bookkeeping, not speed. About 40-60 s on 2 c
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import onnx
@@ -105,7 +106,7 @@ def test_tune_minutes_spends_on_the_dominant_kernels_first(tmp_path):
     t = art.manifest["tuning"]
     assert t["minutes"] == 0.3 and t["tasks"] == 3 and t["untuned_measured"] == 3
     by_share = sorted(t["shares"], key=lambda name: -t["shares"][name])
-    assert t["tuned_kernels"] == by_share[:len(t["tuned_kernels"])]  # dominant first
+    assert t["tuned_kernels"] == by_share[:len(t["tuned_kernels"])], t  # dominant first
     assert abs(sum(t["shares"].values()) - 1) < 1e-3
     assert _record_lines(db) == t["new_records"] >= 3  # the 3 baselines, then the trials that built and ran
     x = np.random.default_rng(4).standard_normal((8, WIDTHS[0])).astype(np.float32)
@@ -132,3 +133,59 @@ def test_tune_minutes_measures_the_rules_other_tiles_first_and_once(tmp_path):
     x = rng.standard_normal((28, 64)).astype(np.float32)
     for a in (art, again):
         assert relative_error(a.run(x[None]), a.reference(x[None])[0]) <= 1e-5
+
+
+def _mean_model(path, relu_first: bool):
+    """x -> [Relu ->] ReduceMean over the last axis: the mean's kernel is the same in both, its
+    reduction block named after a different Relax variable."""
+    nodes = [helper.make_node("Relu", ["x"], ["r"])] if relu_first else []
+    nodes.append(helper.make_node("ReduceMean", ["r" if relu_first else "x"], ["y"], axes=[-1], keepdims=1))
+    graph = helper.make_graph(nodes, "m", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 49])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 1])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10), path)
+    return path
+
+
+def test_a_record_of_one_model_replays_on_an_equal_kernel_of_another(tmp_path):
+    """Kernels equal but for their block names (Relax names blocks after its variables) share one
+    workload: a record committed for one model's kernel is the other's baseline too, replays on it,
+    and the database (which checks every record against its workload on load) opens again."""
+    import tvm_ffi
+    from tvm.s_tir.meta_schedule.arg_info import ArgInfo
+    from tvm.s_tir.meta_schedule.database import TuningRecord
+
+    from kiln.backends.tvm.importer import to_relax
+    from kiln.backends.tvm.schedules import legalize
+    from kiln.backends.tvm.target import resolve_target
+    from kiln.backends.tvm.tuning_db import kernels, look_up, open_database, scheduled_kernel
+    from kiln.board import get_board
+    from kiln.frontend import load_onnx
+
+    target = resolve_target(get_board("x86-host"))
+
+    def mean_kernel(relu_first):
+        loaded = load_onnx(_mean_model(tmp_path / f"m{int(relu_first)}.onnx", relu_first))
+        lmod = legalize(to_relax(loaded.model, loaded.source), target)
+        (k,) = [k for k in kernels(lmod, target) if "mean" in k.name]
+        return k
+
+    a, b = mean_kernel(False), mean_kernel(True)
+    names = [re.findall(r'T\.sblock\("([^"]*)"\)', k.func.script()) for k in (a, b)]
+    assert names[0] != names[1], names  # the models name the mean's blocks differently
+    assert tvm_ffi.structural_equal(a.workload, b.workload) and str(a.baseline_trace) == str(b.baseline_trace)
+    db_dir = tmp_path / "db"
+    db = open_database(db_dir, create=True, target=target)
+    import tvm
+
+    db.commit_tuning_record(TuningRecord(a.baseline_trace, db.commit_workload(a.workload), [1e-6],
+                                         tvm.target.Target(target), ArgInfo.from_prim_func(a.workload["main"])))
+    (record,) = look_up(db, b)
+    assert b.rule_secs == pytest.approx(1e-6)  # a's record is b's baseline
+    x = np.random.default_rng(0).standard_normal((1, 8, 49)).astype(np.float32)
+    lib = tvm.compile(tvm.IRModule({"main": scheduled_kernel(b, record.trace).with_attr("global_symbol", "main")}),
+                      target=tvm.target.Target(target))
+    out = tvm.runtime.tensor(np.zeros((1, 8, 1), np.float32))
+    lib["main"](tvm.runtime.tensor(x), out)
+    np.testing.assert_allclose(out.numpy(), x.mean(-1, keepdims=True), rtol=1e-5, atol=1e-6)
+    del db
+    assert len(open_database(db_dir, create=False, target=target).get_all_tuning_records()) == 1

@@ -7,6 +7,7 @@ kiln/cli.py hands CPU boards to ``cmd_compile_cpu`` and adds ``run`` and ``bench
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from kiln.errors import KilnError
 
@@ -87,9 +88,11 @@ def cmd_compile_cpu(args, board) -> int:
     tracker = parse_address(args.tracker, "--tracker") if args.tracker else None
     if args.key and not tracker:
         raise KilnError("--key only makes sense with --tracker HOST:PORT")
+    if not Path(args.model).is_file():  # before TVM's import and the progress line it would fail under
+        raise KilnError(f"{args.model}: no such model file")
     if args.tune or args.tune_minutes is not None:
         budget = f"{args.tune} trials" if args.tune else f"{args.tune_minutes:g} min"
-        with progress(f"tuning for {board.name} with MetaSchedule ({budget}) ...") as step:
+        with progress(f"tuning for {board.name} ({budget}: the rule's other tiles, then MetaSchedule) ...") as step:
             def say(message):
                 step.update(f"tuning for {board.name}: {message}")
 

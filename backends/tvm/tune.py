@@ -363,7 +363,8 @@ def tune(mod, target: dict, work_dir: Path, database, trials: int | None = None,
                 look_up(database, k)
             more = _tune_for(order, 60.0 * minutes, started, chunk, database, builder, runner, tvm_target,
                              work_dir, seed, on_trial, measured)
-            tuned_now += [k for k in more if k not in tuned_now]
+            reached = {id(k) for k in tuned_now + more}
+            tuned_now = [k for k in order if id(k) in reached]  # dominant first, whichever search reached it
     finally:
         builder.shutdown()
     kept = 0

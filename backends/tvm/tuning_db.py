@@ -82,9 +82,41 @@ class Kernel:
 
 
 def workload_of(func):
+    """MetaSchedule's workload of a kernel (an IRModule, ``main``), its blocks renamed in order
+    (``b1``, ``b2``, ...; the root stays ``root``). Structurally equal kernels of two models share
+    one database workload whatever their block names (a mean's reduction is ``lv251_red`` in
+    ConvNeXt, another ``lv*_red`` in the next model), and a record's trace finds blocks by name:
+    under the names of the model that tuned it, a record would not replay on the workload the
+    database keeps (and a database holding such a record cannot be loaded at all)."""
+    import re
+
+    import tvm
     from tvm.s_tir.meta_schedule.tune_context import _normalize_mod
 
-    return _normalize_mod(func)
+    mod = _normalize_mod(func)
+    count = [0]
+
+    def rename(match):
+        if match.group(1) == "root":
+            return match.group(0)
+        count[0] += 1
+        return f'T.sblock("b{count[0]}")'
+
+    text = re.sub(r'T\.sblock\("([^"]*)"\)', rename, mod.script())
+    return tvm.script.from_source(text)
+
+
+def scheduled_kernel(k: Kernel, trace):
+    """``trace`` (a record of ``k``'s workload) applied to the workload: the kernel's PrimFunc, with
+    the module's attributes (no ``global_symbol``: the Relax build names kernels)."""
+    from tvm.s_tir import Schedule
+
+    sch = Schedule(k.workload)
+    trace.apply_to_schedule(sch, remove_postproc=False)
+    new = sch.mod["main"]
+    if k.func.attrs is None or "global_symbol" not in k.func.attrs:
+        new = new.without_attr("global_symbol")
+    return new
 
 
 def _identity_trace(mod):
@@ -157,19 +189,15 @@ def look_up(database, k: Kernel) -> list:
 def apply_database(lmod, database, target: dict):
     """Replace each kernel whose best record is a tuned schedule (faster than its rule-based
     baseline) with that schedule. Returns (module, {function name: "tuned"})."""
-    from tvm.s_tir import Schedule
-
     applied = {}
     for k in kernels(lmod, target):
         records = look_up(database, k)
         if not records or str(records[0].trace) == str(k.baseline_trace):
             continue  # unknown kernel, or the rule-based schedule is the fastest: schedules.py applies it
         try:
-            sch = Schedule(k.func)
-            records[0].trace.apply_to_schedule(sch, remove_postproc=False)
+            new = scheduled_kernel(k, records[0].trace).with_attr("tirx.is_scheduled", True)
         except Exception:  # a record that no longer replays (another TVM): keep the rule
             continue
-        new = sch.mod["main"].with_attr("tirx.is_scheduled", True)
         for gv in k.gvs:
             lmod[gv] = new
             applied[gv.name_hint] = "tuned"
