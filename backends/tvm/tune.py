@@ -246,14 +246,14 @@ def _search_tiles(order, budget_s, started, database, builder, runner, tvm_targe
             chunk = candidates[i:i + (batch if left == float("inf") else min(batch, int(left / per_candidate)))]
             if not chunk:
                 return searched
+            if i == 0:
+                searched.append(k)
             t0 = time.monotonic()
             for sch, got in zip(chunk, _measure(builder, runner, [c.mod for c in chunk], tvm_target)):
                 if got is not None:
                     _commit(database, k, sch.trace, got, tvm_target)
             per_candidate = (time.monotonic() - t0) / len(chunk)
             on_trial(len(chunk))
-        if k not in searched:
-            searched.append(k)
     return searched
 
 
