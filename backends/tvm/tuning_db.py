@@ -140,10 +140,15 @@ def baseline(workload, lanes: int, cores: int):
     return sch.trace, sch.mod, rule
 
 
-def kernels(lmod, target: dict) -> list[Kernel]:
-    """The distinct unscheduled kernels of a legalized, fused module, with call counts and baselines."""
+def kernels(lmod, target: dict, known_to=None) -> list[Kernel]:
+    """The distinct unscheduled kernels of a legalized, fused module, with call counts and baselines.
+    ``known_to`` (a database): only the kernels it holds get their workload with canonical block
+    names and their baseline (printing and re-parsing a kernel costs ~0.1 s: ~10 s for
+    MobileViT's 81); the others keep MetaSchedule's workload, which that database does not hold
+    under any names, and no baseline."""
     import tvm_ffi
     from tvm import tirx
+    from tvm.s_tir.meta_schedule.tune_context import _normalize_mod
 
     from kiln.backends.tvm.kernels import kernel_table
     from kiln.backends.tvm.schedules import vector_lanes
@@ -155,7 +160,7 @@ def kernels(lmod, target: dict) -> list[Kernel]:
     for gv, func in lmod.functions_items():
         if not isinstance(func, tirx.PrimFunc) or (func.attrs is not None and "tirx.is_scheduled" in func.attrs):
             continue
-        wl = workload_of(func)
+        wl = _normalize_mod(func)  # structural equality ignores block names: canonical or not, the same kernel
         h = tvm_ffi.structural_hash(wl)
         same = next((k for k in found.get(h, []) if tvm_ffi.structural_equal(k.workload, wl)), None)
         if same is not None:
@@ -163,7 +168,9 @@ def kernels(lmod, target: dict) -> list[Kernel]:
             same.calls += calls.get(gv.name_hint, 0)
             continue
         k = Kernel([gv], func, wl, calls.get(gv.name_hint, 0))
-        k.baseline_trace, _mod, k.rule = baseline(wl, lanes, cores)
+        if known_to is None or known_to.has_workload(wl):
+            k.workload = workload_of(func)
+            k.baseline_trace, _mod, k.rule = baseline(k.workload, lanes, cores)
         found.setdefault(h, []).append(k)
         out.append(k)
     return out
@@ -190,7 +197,7 @@ def apply_database(lmod, database, target: dict):
     """Replace each kernel whose best record is a tuned schedule (faster than its rule-based
     baseline) with that schedule. Returns (module, {function name: "tuned"})."""
     applied = {}
-    for k in kernels(lmod, target):
+    for k in kernels(lmod, target, known_to=database):
         records = look_up(database, k)
         if not records or str(records[0].trace) == str(k.baseline_trace):
             continue  # unknown kernel, or the rule-based schedule is the fastest: schedules.py applies it
