@@ -31,7 +31,8 @@ import logging
 from dataclasses import asdict, dataclass, replace
 
 from kiln.backends.tvm.tir_access import (_bname, _canonical, _int, _is_copy, _is_einsum, _pick, _realizes,  # noqa: F401
-                                          _rows_contiguous, _strided, _vars_in, _vector_tail, _vector_tile, _volume)
+                                          _rows_contiguous, _strided, _unit_stride, _vars_in, _vector_tail, _vector_tile,
+                                          _volume)
 
 log = logging.getLogger("kiln.tvm.schedules")
 
@@ -87,7 +88,7 @@ def _tile_axes(sch, block, realize):
     stmt = sch.get(block)
     vec_iv = spatial[-1]
     out_last = stmt.writes[0].region[-1].min
-    contiguous = vec_iv.var in _vars_in(out_last) and len(_vars_in(out_last)) == 1
+    contiguous = _unit_stride(out_last, vec_iv.var)
     # operands indexed by the vector axis: the row tile goes on an axis none of them depends on
     inputs = [r for r in stmt.reads if _bname(r) not in {_bname(w) for w in stmt.writes}]
     vec_operands = [r for r in inputs if any(vec_iv.var in _vars_in(rg.min) for rg in r.region)]
@@ -500,16 +501,19 @@ def schedule_module(mod, target: dict):
 
 def legalize(mod, target: dict):
     """``erf`` as ``fast_erf`` (fast_math.py), then the default CPU pipeline's library dispatch,
-    legalize and fuse passes: the kernels that ``schedule_module`` schedules."""
+    legalize and fuse passes, then the dense kernels' constant weights packed (pack_weights.py):
+    the kernels that ``schedule_module`` schedules and tuning measures."""
     import tvm
     from tvm.relax.backend.cpu_generic import pipeline as cpu
 
     from kiln.backends.tvm.fast_math import fast_math_pass
+    from kiln.backends.tvm.pack_weights import pack_constant_weights
 
     tvm_target = tvm.target.Target(target)
     with tvm_target:
-        return tvm.transform.Sequential([fast_math_pass()] + cpu.library_dispatch_passes(tvm_target)
-                                        + cpu.legalize_passes(tvm_target))(mod)
+        mod = tvm.transform.Sequential([fast_math_pass()] + cpu.library_dispatch_passes(tvm_target)
+                                       + cpu.legalize_passes(tvm_target))(mod)
+        return pack_constant_weights(mod, target)
 
 
 def scheduled_pipeline(target: dict, counts: dict | None = None, database=None):

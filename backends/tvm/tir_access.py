@@ -116,6 +116,18 @@ def _rows_contiguous(stmt, spatial) -> bool:
     return True
 
 
+def _unit_stride(expr, var) -> bool:
+    """Is ``expr`` ``var`` plus terms without it (``var`` alone, or a packed axis's ``o * 16 + var``)?"""
+    if var not in _vars_in(expr):
+        return False
+    if len(_vars_in(expr)) == 1 and expr.same_as(var):
+        return True
+    from tvm.sym.pattern import detect_linear_equation
+
+    coef = detect_linear_equation(expr, [var])
+    return len(coef) == 2 and _int(coef[0]) == 1 and var not in _vars_in(coef[1])
+
+
 def _strided(regions, var) -> bool:
     """Does any access index its buffer with ``var`` at a coefficient other than 1?"""
     from tvm.sym.pattern import detect_linear_equation
