@@ -84,3 +84,28 @@ def test_packed_build_matches_onnxruntime(model, tmp_path):
     assert len(results) == 2
     for result in results:
         assert result.max_abs_error <= 1e-5 * max(1.0, result.scale), result
+
+
+def test_convs_run_in_nhwc_with_packed_weights(tmp_path):
+    """conv_layout.py: a 1x1 and a 3x3 conv (with a depthwise one between) in NHWC, their
+    weights packed along the output channels, and the build still ONNX Runtime's numbers."""
+    rng = np.random.default_rng(8)
+    w = lambda name, *shape: numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32) * 0.2, name)  # noqa: E731
+    f32 = TensorProto.FLOAT
+    nodes = [helper.make_node("Conv", ["x", "k1", "c1"], ["h"]), helper.make_node("Relu", ["h"], ["r"]),
+             helper.make_node("Conv", ["r", "dw"], ["d"], pads=[1, 1, 1, 1], group=32),
+             helper.make_node("Conv", ["d", "k3"], ["y"], pads=[1, 1, 1, 1])]
+    graph = helper.make_graph(nodes, "convs", [helper.make_tensor_value_info("x", f32, [1, 16, 14, 14])],
+                              [helper.make_tensor_value_info("y", f32, [1, 48, 14, 14])],
+                              [w("k1", 32, 16, 1, 1), w("c1", 32), w("dw", 32, 1, 3, 3), w("k3", 48, 32, 3, 3)])
+    path = tmp_path / "convs.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10), path)
+    shapes = _param_shapes(_legalized(path))
+    convs = {n: s for n, s in shapes.items() if "conv2d" in n}
+    assert convs and all(s[0][-1] in (16, 32) for s in convs.values()), convs  # inputs channels-last
+    packed = sorted(s[1] for s in convs.values() if len(s[1]) == 5)  # [O / P, KH, KW, I, P]
+    assert [(p[0] * p[4], p[1], p[2], p[3]) for p in packed] == sorted([(32, 1, 1, 16), (48, 3, 3, 32)]), convs
+    art = compile_tvm(path, board="x86-host", output_dir=tmp_path / "convs")
+    assert art.manifest["schedules"]["default"] == 0
+    (result,) = art.compare(rng.standard_normal((2, 16, 14, 14)).astype(np.float32))
+    assert result.max_abs_error <= 1e-5 * max(1.0, result.scale), result

@@ -1,6 +1,6 @@
 """Schedule rules added for issue 16 (backends/tvm/schedules.py, fast_math.py): parallel loops
 over the leading loops only, 1x1 convs that read their input in place with a rows x columns
-vector tile, erf as fast_erf; each checked in the scheduled TIR and against ONNX Runtime
+vector tile (in ONNX's NCHW: `legalize(conv_layout=None)`), erf as fast_erf; each checked in the scheduled TIR and against ONNX Runtime
 (1e-5), and `kiln bench --json`'s per-engine statistics."""
 
 from __future__ import annotations
@@ -87,7 +87,8 @@ def _kernels(path, board="x86-host"):
 
     target = resolve_target(get_board(board))
     loaded = load_model(str(path), quantizers=False)
-    mod, counts = schedules.schedule_module(schedules.legalize(to_relax(loaded.model, loaded.source), target), target)
+    mod, counts = schedules.schedule_module(schedules.legalize(to_relax(loaded.model, loaded.source), target,
+                                                                     conv_layout=None), target)
     return {gv.name_hint: f for gv, f in mod.functions_items() if isinstance(f, tirx.PrimFunc)}, counts
 
 
@@ -226,7 +227,7 @@ def test_tile_plans_are_other_tiles_that_compute_the_same(models, name):
 
     target = resolve_target(get_board("x86-host"))
     loaded = load_model(str(models[name]), quantizers=False)
-    lmod = schedules.legalize(to_relax(loaded.model, loaded.source), target)
+    lmod = schedules.legalize(to_relax(loaded.model, loaded.source), target, conv_layout=None)
     (func,) = [f for gv, f in lmod.functions_items() if isinstance(f, tirx.PrimFunc)
                and ("matmul" in gv.name_hint or "conv2d" in gv.name_hint)]
     lanes, cores = schedules.vector_lanes(target), int(target.get("num-cores") or 1)

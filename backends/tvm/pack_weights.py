@@ -104,9 +104,13 @@ def packing_of(func, lanes: int, cores: int) -> Packing | None:
         return None  # another block reads the weight too
     n_sp = len(spatial)
 
+    unit = [i for i, iv in enumerate(reduce) if _int(iv.dom.extent) == 1]
+
     def block_map(*ivs):  # the vector axis's tiles outermost, its lanes last among the spatial axes
+        # (a 1x1 conv's unit kernel axes, which the new iteration counts as spatial, before them)
         sp, red = ivs[:n_sp], ivs[n_sp:]
-        return (sp[-1] // width, *sp[:-1], sp[-1] % width, *red)
+        return (sp[-1] // width, *sp[:-1], *[red[i] for i in unit], sp[-1] % width,
+                *[r for i, r in enumerate(red) if i not in unit])
 
     def buffer_map(*dims):
         rest = [d for i, d in enumerate(dims) if i != axis]

@@ -499,19 +499,23 @@ def schedule_module(mod, target: dict):
     return mod, counts
 
 
-def legalize(mod, target: dict):
-    """``erf`` as ``fast_erf`` (fast_math.py), then the default CPU pipeline's library dispatch,
-    legalize and fuse passes, then the dense kernels' constant weights packed (pack_weights.py):
-    the kernels that ``schedule_module`` schedules and tuning measures."""
+def legalize(mod, target: dict, conv_layout: str | None = "NHWC"):
+    """``erf`` as ``fast_erf`` (fast_math.py), convs in NHWC (conv_layout.py), then the default
+    CPU pipeline's library dispatch, legalize and fuse passes, then the constant weights of
+    dense and conv kernels packed (pack_weights.py): the kernels that ``schedule_module``
+    schedules and tuning measures. ``conv_layout=None`` keeps ONNX's NCHW convs (the rules
+    tile those too: the tests of the NCHW conv tiles ask for it)."""
     import tvm
     from tvm.relax.backend.cpu_generic import pipeline as cpu
 
+    from kiln.backends.tvm.conv_layout import conv_layout_passes
     from kiln.backends.tvm.fast_math import fast_math_pass
     from kiln.backends.tvm.pack_weights import pack_constant_weights
 
     tvm_target = tvm.target.Target(target)
     with tvm_target:
-        mod = tvm.transform.Sequential([fast_math_pass()] + cpu.library_dispatch_passes(tvm_target)
+        mod = tvm.transform.Sequential([fast_math_pass(), *conv_layout_passes(conv_layout)]
+                                       + cpu.library_dispatch_passes(tvm_target)
                                        + cpu.legalize_passes(tvm_target))(mod)
         return pack_constant_weights(mod, target)
 
