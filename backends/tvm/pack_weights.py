@@ -13,9 +13,10 @@ with GELU at AVX2 (8 lanes, 2 cores): 5.8 ms -> 2.5 ms, ONNX Runtime's MatMul al
 outputs are bit-identical (the reduction order is unchanged).
 
 A kernel is packed when its main block (``schedules._main_block``) reads a parameter by its
-last spatial axis (the vector axis) and reduction axes only, each index one iter var; every
-call site passes a constant there; and the rule's tile divides the vector axis. Others are
-left as they were.
+last spatial axis (the vector axis) and reduction axes only, each index one iter var (a
+dense's ``W[k, n]``; an NHWC conv's ``W[o, kh, kw, i]``, conv_layout.py, packed to
+``[O / P, KH, KW, I, P]``); every call site passes a constant there; and the rule's tile
+divides the vector axis. Others are left as they were.
 """
 
 from __future__ import annotations
@@ -66,22 +67,15 @@ def _weight_read(stmt, spatial, reduce, params: dict):
     return None
 
 
-def packing_of(func, lanes: int, cores: int) -> Packing | None:
-    """The packing of one kernel (see the module docstring), or None."""
+def packing_of(func, lanes: int, cores: int, constant=lambda param: True) -> Packing | None:
+    """The packing of one kernel (see the module docstring), or None. ``constant(param)``: does
+    every call pass a constant as that parameter (asked before the rule's tile is probed)."""
     from tvm.s_tir import Schedule
     from tvm.tirx import IndexMap
 
     from kiln.backends.tvm.schedules import _main_block, rule_schedule
     from kiln.backends.tvm.tir_access import _canonical, _int, _realizes
 
-    probe: dict = {}
-    try:
-        _sch, rule = rule_schedule(func, lanes, cores, probe=probe)
-    except Exception:  # noqa: BLE001 - a kernel the rules cannot take is left as it is
-        return None
-    plan = probe.get("plan")
-    if rule != "tile" or plan is None or plan.fuse or not probe.get("contiguous") or probe.get("strided"):
-        return None
     sch = Schedule(func)
     blocks = sch.get_child_blocks(sch.get_sblock("root"))
     realizes = _realizes(func)
@@ -95,13 +89,23 @@ def packing_of(func, lanes: int, cores: int) -> Packing | None:
     _loops, spatial, reduce = canon
     params = {str(p.name): i for i, p in enumerate(func.params)}
     found = _weight_read(stmt, spatial, reduce, params)
-    width, extent = plan.ni, _int(spatial[-1].dom.extent)
-    if found is None or width is None or width < 2 or extent is None or extent % width or extent == width:
+    if found is None or not constant(found[1]):
         return None
     region, param, axis = found
     buffer_name = str(func.params[param].name)
     if sum(1 for b in blocks for r in sch.get(b).reads if _reads(r, buffer_name)) != 1:
         return None  # another block reads the weight too
+    probe: dict = {}
+    try:
+        _sch, rule = rule_schedule(func, lanes, cores, probe=probe)
+    except Exception:  # noqa: BLE001 - a kernel the rules cannot take is left as it is
+        return None
+    plan = probe.get("plan")
+    if rule != "tile" or plan is None or plan.fuse or not probe.get("contiguous") or probe.get("strided"):
+        return None
+    width, extent = plan.ni, _int(spatial[-1].dom.extent)
+    if width is None or width < 2 or extent is None or extent % width or extent == width:
+        return None
     n_sp = len(spatial)
 
     unit = [i for i, iv in enumerate(reduce) if _int(iv.dom.extent) == 1]
@@ -147,12 +151,11 @@ def pack_constant_weights(mod, target: dict):
         sites = calls.get(gv.name_hint)
         if not sites:
             continue
-        packing = packing_of(func, lanes, cores)
-        if packing is None:
-            continue
-        if not all(packing.param < len(args) and isinstance(args[packing.param], Constant) for args in sites):
-            continue  # a call that passes a computed weight: the kernel must keep its layout
-        plans[gv.name_hint] = packing
+        # a call that passes a computed weight: the kernel must keep its layout
+        packing = packing_of(func, lanes, cores, lambda param, sites=sites: all(
+            param < len(args) and isinstance(args[param], Constant) for args in sites))
+        if packing is not None:
+            plans[gv.name_hint] = packing
     if not plans:
         return mod
     # a new GlobalVar per packed kernel: its struct info (which call_tir's lowering checks the
