@@ -19,11 +19,15 @@ from kiln.board import get_board  # noqa: E402
 from kiln.frontend import load_model  # noqa: E402
 
 
+def _weight(rng, name, *shape):
+    return numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32) * 0.2, name)
+
+
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
     """x @ W1 + b1, ReLU, then (r @ W2 + b2) and r @ r^T: one constant weight per dense, one computed."""
     rng = np.random.default_rng(5)
-    w = lambda name, *shape: numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32) * 0.2, name)  # noqa: E731
+    w = lambda name, *shape: _weight(rng, name, *shape)  # noqa: E731
     f32 = TensorProto.FLOAT
     nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"]), helper.make_node("Add", ["h", "b1"], ["a"]),
              helper.make_node("Relu", ["a"], ["r"]),
@@ -90,7 +94,7 @@ def test_convs_run_in_nhwc_with_packed_weights(tmp_path):
     """conv_layout.py: a 1x1 and a 3x3 conv (with a depthwise one between) in NHWC, their
     weights packed along the output channels, and the build still ONNX Runtime's numbers."""
     rng = np.random.default_rng(8)
-    w = lambda name, *shape: numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32) * 0.2, name)  # noqa: E731
+    w = lambda name, *shape: _weight(rng, name, *shape)  # noqa: E731
     f32 = TensorProto.FLOAT
     nodes = [helper.make_node("Conv", ["x", "k1", "c1"], ["h"]), helper.make_node("Relu", ["h"], ["r"]),
              helper.make_node("Conv", ["r", "dw"], ["d"], pads=[1, 1, 1, 1], group=32),

@@ -1,6 +1,7 @@
 """Schedule rules added for issue 16 (backends/tvm/schedules.py, fast_math.py): parallel loops
 over the leading loops only, 1x1 convs that read their input in place with a rows x columns
-vector tile (in ONNX's NCHW: `legalize(conv_layout=None)`), erf as fast_erf; each checked in the scheduled TIR and against ONNX Runtime
+vector tile (in ONNX's NCHW: `legalize(conv_layout=None)`), erf as fast_erf; each checked
+in the scheduled TIR and against ONNX Runtime
 (1e-5), and `kiln bench --json`'s per-engine statistics."""
 
 from __future__ import annotations

@@ -120,7 +120,7 @@ def _unit_stride(expr, var) -> bool:
     """Is ``expr`` ``var`` plus terms without it (``var`` alone, or a packed axis's ``o * 16 + var``)?"""
     if var not in _vars_in(expr):
         return False
-    if len(_vars_in(expr)) == 1 and expr.same_as(var):
+    if expr.same_as(var):
         return True
     from tvm.sym.pattern import detect_linear_equation
 
