@@ -98,14 +98,14 @@ def test_scheduled_build_matches_onnxruntime(models, name, tmp_path):
     (result,) = art.compare(x)
     assert result.max_abs_error <= 1e-5 * max(1.0, result.scale)
     table = json.loads((art.path / "kernels.json").read_text())
-    assert sum(k["calls"] for k in table) >= 1 and {k["rule"] for k in table} <= {"tile", "plain", "default"}
+    assert sum(k["calls"] for k in table) >= 1 and {k["rule"] for k in table} <= {"tile", "rows", "plain", "default"}
 
 
 def test_rpi4_carries_the_same_schedules_at_neon_width(models, tmp_path):
     host_mod, host = _scheduled(models["conv"], "x86-host")
     arm_mod, arm = _scheduled(models["conv"], "rpi4")
     assert arm["vector_lanes"] == 4 and arm["cores"] == 4
-    assert {k: host[k] for k in ("tile", "plain", "default")} == {k: arm[k] for k in ("tile", "plain", "default")}
+    assert {k: host[k] for k in ("tile", "rows", "plain", "default")} == {k: arm[k] for k in ("tile", "rows", "plain", "default")}
     for text in _kernels(arm_mod).values():
         if "conv2d" in text:
             assert "T.parallel(" in text and "T.vectorized(" in text

@@ -16,10 +16,14 @@ passes) and gives each PrimFunc a schedule built with ``tvm.s_tir.Schedule``:
   tile loop with the fused epilogue (bias, activation, residual: ``reverse_compute_inline``
   into the write-back), ``decompose_reduction`` for the init, and the outer spatial loops
   fused and parallel.
+* ``rows``: a kernel that reduces the rows of a tensor and rewrites them (softmax): one
+  parallel loop over the rows, every block computed per row, the reductions vector-wide
+  (row_rule.py).
 * ``plain``: every other block (elementwise, injective, pooling, softmax/layernorm
   reductions): elementwise producers of non-main blocks inlined, outer spatial loops fused
   and parallel (when the block is big enough to pay for a parallel launch), the innermost
-  contiguous spatial loop vectorized.
+  contiguous spatial loop vectorized; a long reduction of a few rows (GroupNorm's statistics)
+  split between the cores (row_rule.py).
 
 A rule that raises for a kernel is skipped (logged at debug level): the kernel falls back to
 the plain rule alone, then to TVM's default code. The counts are returned for the manifest.
@@ -30,6 +34,7 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict, dataclass, replace
 
+from kiln.backends.tvm.row_rule import schedule_rows, split_long_reduction
 from kiln.backends.tvm.tir_access import (_bname, _canonical, _int, _is_copy, _is_einsum, _pick, _realizes,  # noqa: F401
                                           _rows_contiguous, _strided, _unit_stride, _vars_in, _vector_tail, _vector_tile,
                                           _volume)
@@ -323,7 +328,7 @@ def _schedule_plain(sch, block, realize, lanes: int, cores: int) -> None:
     values = list(realize.iter_values) if realize is not None else []
     simple = len(loops) == len(ivs) == len(values) and all(
         v.same_as(sch.get(lp).loop_var) for lp, v in zip(loops, values))
-    if not simple:
+    if not simple or split_long_reduction(sch, block, lanes, cores):
         return
     lead = 0
     while lead < len(ivs) and ivs[lead].iter_type == 0:
@@ -387,7 +392,7 @@ def rule_schedule(func, lanes: int, cores: int, plan: TilePlan | None = None, pr
     not fit the kernel raises rather than falling back to another rule)."""
     from tvm.s_tir import Schedule
 
-    for rule in ("tile", "plain"):
+    for rule in ("tile", "rows", "plain"):
         try:
             sch = Schedule(func)
             blocks = sch.get_child_blocks(sch.get_sblock("root"))
@@ -397,6 +402,9 @@ def rule_schedule(func, lanes: int, cores: int, plan: TilePlan | None = None, pr
                 continue
             main_name = sch.get(main).name_hint if main is not None else None
             rest = [sch.get(b).name_hint for b in _inline_producers(sch, blocks, main)]
+            if rule == "rows":
+                schedule_rows(sch, [sch.get_sblock(name) for name in rest], lanes, cores)
+                return sch, rule
             if main is not None:
                 main, realize, padding = _pad_to_whole_tiles(sch, main, realizes[main_name], lanes)
                 rest += padding
@@ -479,7 +487,7 @@ def schedule_module(mod, target: dict):
 
     lanes = vector_lanes(target)
     cores = int(target.get("num-cores") or 1)
-    counts = {"tile": 0, "plain": 0, "default": 0}
+    counts = {"tile": 0, "rows": 0, "plain": 0, "default": 0}
     updates, rules = {}, {}
     for gv, func in mod.functions_items():
         if not isinstance(func, tirx.PrimFunc):
@@ -516,7 +524,7 @@ def legalize(mod, target: dict, conv_layout: str | None = "NHWC"):
 
     tvm_target = tvm.target.Target(target)
     with tvm_target:
-        mod = tvm.transform.Sequential([fast_math_pass(), *conv_layout_passes(conv_layout)]
+        mod = tvm.transform.Sequential([*conv_layout_passes(conv_layout), fast_math_pass()]
                                        + cpu.library_dispatch_passes(tvm_target)
                                        + cpu.legalize_passes(tvm_target))(mod)
         return pack_constant_weights(mod, target)
