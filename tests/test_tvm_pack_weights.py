@@ -92,7 +92,9 @@ def test_packed_build_matches_onnxruntime(model, tmp_path):
 
 def test_convs_run_in_nhwc_with_packed_weights(tmp_path):
     """conv_layout.py: a 1x1 and a 3x3 conv (with a depthwise one between) in NHWC, their
-    weights packed along the output channels, and the build still ONNX Runtime's numbers."""
+    weights packed along the output channels (the depthwise one's too: its 32 channels are one
+    tile, but its OHWI weight would read them with a stride of 9), and the build still ONNX
+    Runtime's numbers."""
     rng = np.random.default_rng(8)
     w = lambda name, *shape: _weight(rng, name, *shape)  # noqa: E731
     f32 = TensorProto.FLOAT
@@ -108,8 +110,44 @@ def test_convs_run_in_nhwc_with_packed_weights(tmp_path):
     convs = {n: s for n, s in shapes.items() if "conv2d" in n}
     assert convs and all(s[0][-1] in (16, 32) for s in convs.values()), convs  # inputs channels-last
     packed = sorted(s[1] for s in convs.values() if len(s[1]) == 5)  # [O / P, KH, KW, I, P]
-    assert [(p[0] * p[4], p[1], p[2], p[3]) for p in packed] == sorted([(32, 1, 1, 16), (48, 3, 3, 32)]), convs
+    assert sorted((p[0] * p[4], p[1], p[2], p[3]) for p in packed) == [(32, 1, 1, 16), (32, 3, 3, 1),
+                                                                        (48, 3, 3, 32)], convs
     art = compile_tvm(path, board="x86-host", output_dir=tmp_path / "convs")
     assert art.manifest["schedules"]["default"] == 0
     (result,) = art.compare(rng.standard_normal((2, 16, 14, 14)).astype(np.float32))
+    assert result.max_abs_error <= 1e-5 * max(1.0, result.scale), result
+
+
+def test_hardswish_fuses_into_the_nhwc_convs_epilogue(tmp_path):
+    """conv_layout.clip_as_min_max: MobileNetV3's stem (3x3 stride 2 to 16 channels, one tile:
+    its weight packed all the same) with its HardSwish, and a ReLU6 after a 1x1 conv, computed in
+    the convs' kernels: no clip and no layout transposes left, within 1e-5 of ONNX Runtime on
+    inputs that reach both ends of the clips."""
+    from tvm import tirx
+
+    rng = np.random.default_rng(9)
+    f32 = TensorProto.FLOAT
+    nodes = [helper.make_node("Conv", ["x", "k", "c"], ["h"], pads=[1, 1, 1, 1], strides=[2, 2]),
+             helper.make_node("HardSwish", ["h"], ["s"]),
+             helper.make_node("Conv", ["s", "k1"], ["p"]), helper.make_node("Clip", ["p", "lo", "hi"], ["r"]),
+             helper.make_node("Conv", ["r", "k2"], ["y"])]
+    graph = helper.make_graph(nodes, "stem", [helper.make_tensor_value_info("x", f32, [1, 3, 32, 32])],
+                              [helper.make_tensor_value_info("y", f32, [1, 8, 16, 16])],
+                              [_weight(rng, "k", 16, 3, 3, 3), _weight(rng, "c", 16), _weight(rng, "k1", 24, 16, 1, 1),
+                               _weight(rng, "k2", 8, 24, 1, 1),
+                               numpy_helper.from_array(np.array(0.0, np.float32), "lo"),
+                               numpy_helper.from_array(np.array(6.0, np.float32), "hi")])
+    path = tmp_path / "stem.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10), path)
+    mod = _legalized(path)
+    kernels = {gv.name_hint: f.script() for gv, f in mod.functions_items() if isinstance(f, tirx.PrimFunc)}
+    # the transposes left are the input's and the output's; none wraps a clip's max / min
+    assert not [n for n in kernels if "clip" in n or ("transpose" in n and ("maximum" in n or "minimum" in n))]
+    convs = [n for n in kernels if "maximum" in n]
+    assert len(convs) == 2 and all("conv2d" in n and "minimum" in n for n in convs), list(kernels)
+    stem = _param_shapes(mod)[next(n for n in convs if "divide" in n)]
+    assert len(stem[1]) == 5 and stem[1][0] * stem[1][4] == 16, stem  # [O / P, KH, KW, I, P]
+    art = compile_tvm(path, board="x86-host", output_dir=tmp_path / "stem")
+    assert art.manifest["schedules"]["default"] == 0
+    (result,) = art.compare((rng.standard_normal((2, 3, 32, 32)) * 6).astype(np.float32))
     assert result.max_abs_error <= 1e-5 * max(1.0, result.scale), result
