@@ -55,6 +55,8 @@ def clip_as_min_max():
 
     import numpy as np
     import tvm
+
+    from kiln.backends.tvm.fast_math import relax_functions_pass
     from tvm import relax
     from tvm.relax import PyExprMutator, expr_functor
 
@@ -90,12 +92,4 @@ def clip_as_min_max():
             return call
         return getattr(relax.op, op.group(1))(args[0], bound)
 
-    @tvm.transform.module_pass(opt_level=0, name="KilnClipAsMinMax")
-    def _pass(mod, _ctx):
-        mutator = _ClipAsMinMax(mod)
-        for gv, func in mod.functions_items():
-            if isinstance(func, relax.Function):
-                mutator.builder_.update_func(gv, mutator.visit_expr(func))
-        return mutator.builder_.get()
-
-    return _pass
+    return relax_functions_pass(_ClipAsMinMax, "KilnClipAsMinMax")

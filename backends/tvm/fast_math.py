@@ -35,7 +35,7 @@ def fast_math_pass():
     every ``relax.nn.softmax`` to ``fast_softmax`` and every ``relax.sigmoid`` to a sigmoid
     of ``fast_exp``."""
     import tvm
-    from tvm import relax, topi
+    from tvm import topi
     from tvm.relax import PyExprMutator, expr_functor
 
     @expr_functor.mutator
@@ -53,9 +53,17 @@ def fast_math_pass():
     def _fast_sigmoid(x):
         return topi.divide(1.0, topi.add(1.0, topi.fast_exp(topi.negative(x))))
 
-    @tvm.transform.module_pass(opt_level=0, name="KilnFastMath")
+    return relax_functions_pass(_FastMath, "KilnFastMath")
+
+
+def relax_functions_pass(mutator_class, name: str):
+    """A module pass running a ``PyExprMutator`` class over every Relax function of the module."""
+    import tvm
+    from tvm import relax
+
+    @tvm.transform.module_pass(opt_level=0, name=name)
     def _pass(mod, _ctx):
-        mutator = _FastMath(mod)
+        mutator = mutator_class(mod)
         for gv, func in mod.functions_items():
             if isinstance(func, relax.Function):
                 mutator.builder_.update_func(gv, mutator.visit_expr(func))
