@@ -173,7 +173,7 @@ def main() -> int:
         print(_line(row), flush=True)
     print()
     print("| model | TVM untuned | TVM tuned | ORT | ratio default | ratio untuned | ratio tuned | tuning (trials, s) "
-          "| kernels tile/plain/default | rel. error |")
+          "| kernels tile/rows/plain/default | rel. error |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         tuned = "-" if "tuned" not in r else f"{fmt(r['tuned'])} (dev {fmt(r['tuned_dev'])})"
@@ -182,7 +182,7 @@ def main() -> int:
         err = f"{r['err']:.1e}" + ("" if "err_t" not in r else f" / {r['err_t']:.1e}")
         base = f"{r['ratio_default']:.2f}x" if "ratio_default" in r else "-"
         k = r["schedules"]
-        kern = f"{k.get('tile', 0)}/{k.get('plain', 0)}/{k.get('default', 0)}" if k else "-"
+        kern = f"{k.get('tile', 0)}/{k.get('rows', 0)}/{k.get('plain', 0)}/{k.get('default', 0)}" if k else "-"
         print(f"| {r['model']} | {fmt(r['untuned'])} (dev {fmt(r['untuned_dev'])}) | {tuned} | {fmt(r['ort'])} | "
               f"{base} | {r['ratio_untuned']:.2f}x | {ratio_t} | {tuning} | {kern} | {err} |")
     print(f"\nartifacts in {work}")
