@@ -26,15 +26,16 @@ from __future__ import annotations
 
 
 def conv_layout_passes(layout: str | None = "NHWC") -> list:
-    """FoldConstant and clip_as_min_max, ConvertLayout (conv2d to NHWC / OHWI), then Normalize and FoldConstant; [] for
-    ``layout=None`` (ONNX's NCHW kept)."""
+    """FoldConstant and clip_as_min_max, ConvertLayout (conv2d to NHWC / OHWI), then Normalize
+    and FoldConstant; [] for ``layout=None`` (ONNX's NCHW kept)."""
     from tvm import relax
 
     if layout is None:
         return []
     if layout != "NHWC":
         raise ValueError(f"conv layout {layout!r}: only NHWC (or None, ONNX's NCHW)")
-    return [relax.transform.FoldConstant(), clip_as_min_max(), relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "OHWI"]}),
+    return [relax.transform.FoldConstant(), clip_as_min_max(),
+            relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "OHWI"]}),
             relax.transform.Normalize(), relax.transform.FoldConstant()]
 
 

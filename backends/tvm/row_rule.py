@@ -27,6 +27,8 @@ the ``plain`` rule).
 
 from __future__ import annotations
 
+import math
+
 from kiln.backends.tvm.tir_access import _int
 
 ROWS_MIN = 64  # fewer rows than this: too little to share between cores, the plain rule instead
@@ -62,9 +64,7 @@ def _check_row_shaped(sch, blocks) -> list[int]:
             raise ValueError(f"block {stmt.name_hint} reduces an axis other than the last")
     if not reductions:
         raise ValueError("no row reduction")
-    rows = 1
-    for extent in shape[:-1]:
-        rows *= extent
+    rows = math.prod(shape[:-1])
     if rows < ROWS_MIN:
         raise ValueError(f"{rows} rows")
     return shape
@@ -84,13 +84,17 @@ def _vector_partials(sch, block, lanes: int):
     return sch.get(sch.rfactor(inner, 0)).name_hint
 
 
-def _vectorize_row(sch, loop, length: int, lanes: int) -> None:
-    """Whole vectors, then a scalar tail loop (a predicated vector loop is scalarized whole)."""
+def vectorize_row(sch, loop, length: int, lanes: int):
+    """Whole vectors, then a scalar tail loop (one predicated vector loop would be scalarized
+    whole; ``loop_partition`` keeps both under the same outer loops). Returns the loop over the
+    whole vectors, or None for a row shorter than a vector (left as it is)."""
     if length < lanes:
-        return
+        return None
     if length % lanes:
         loop = sch.loop_partition(loop, [length // lanes * lanes, None])[0]
-    sch.vectorize(sch.split(loop, [None, lanes])[1])
+    outer, inner = sch.split(loop, [None, lanes])
+    sch.vectorize(inner)
+    return outer
 
 
 def schedule_rows(sch, blocks, lanes: int, cores: int) -> None:
@@ -119,7 +123,7 @@ def schedule_rows(sch, blocks, lanes: int, cores: int) -> None:
     for name in names:
         block = sch.get_sblock(name)
         if all(iv.iter_type == 0 for iv in sch.get(block).iter_vars):
-            _vectorize_row(sch, sch.get_loops(block)[-1], shape[-1], lanes)
+            vectorize_row(sch, sch.get_loops(block)[-1], shape[-1], lanes)
 
 
 def split_long_reduction(sch, block, lanes: int, cores: int) -> bool:
@@ -131,11 +135,8 @@ def split_long_reduction(sch, block, lanes: int, cores: int) -> bool:
     if cores < 2 or not _reduce_last(stmt):
         return False
     shape = _shape(stmt)
-    rows = 1
-    for extent in shape[:-1]:
-        rows *= extent if extent is not None else ROWS_MIN
     length = shape[-1]
-    if rows >= ROWS_MIN or length is None or length < LONG_REDUCTION:
+    if None in shape or math.prod(shape[:-1]) >= ROWS_MIN or length < LONG_REDUCTION:
         return False
     parts = next((p for p in (4 * cores, 2 * cores, cores) if length % (p * lanes) == 0), None)
     if parts is None:

@@ -34,7 +34,7 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict, dataclass, replace
 
-from kiln.backends.tvm.row_rule import schedule_rows, split_long_reduction
+from kiln.backends.tvm.row_rule import schedule_rows, split_long_reduction, vectorize_row
 from kiln.backends.tvm.tir_access import (_bname, _canonical, _int, _is_copy, _is_einsum, _pick, _realizes,  # noqa: F401
                                           _rows_contiguous, _strided, _unit_stride, _vars_in, _vector_tail, _vector_tile,
                                           _volume)
@@ -341,17 +341,11 @@ def _schedule_plain(sch, block, realize, lanes: int, cores: int) -> None:
         last = stmt.writes[0].region[-1].min if len(stmt.writes[0].region) else None
         ext = _int(ivs[lead - 1].dom.extent)
         if last is not None and ivs[lead - 1].var in _vars_in(last) and ext >= lanes:
-            inner = spatial_loops[-1]
-            if ext % lanes:
-                # a row of 197: whole vectors, then a scalar tail loop (one predicated loop would
-                # be scalarized whole); loop_partition keeps both under the same outer loops, and
-                # the partitioned loop is gone from the nest the parallel loop is fused from
-                inner = sch.loop_partition(inner, [ext // lanes * lanes, None])[0]
+            outer = vectorize_row(sch, spatial_loops[-1], ext, lanes)
+            if ext % lanes:  # a row of 197, partitioned: gone from the nest the parallel loop is fused from
                 spatial_loops.pop()
-            o, i = sch.split(inner, [None, lanes])
-            sch.vectorize(i)
-            if not ext % lanes:
-                spatial_loops[-1] = o
+            else:
+                spatial_loops[-1] = outer
     if cores > 1 and _volume(stmt) >= PARALLEL_MIN_WORK:
         _parallel_outer(sch, spatial_loops, cores)
 
