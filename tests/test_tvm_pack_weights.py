@@ -145,7 +145,7 @@ def test_hardswish_fuses_into_the_nhwc_convs_epilogue(tmp_path):
     assert not [n for n in kernels if "clip" in n or ("transpose" in n and ("maximum" in n or "minimum" in n))]
     convs = [n for n in kernels if "maximum" in n]
     assert len(convs) == 2 and all("conv2d" in n and "minimum" in n for n in convs), list(kernels)
-    stem = _param_shapes(mod)[next(n for n in convs if "divide" in n)]
+    stem = _param_shapes(mod)[next(n for n in convs if "multiply" in n)]  # HardSwish: x * relu6(x + 3) / 6
     assert len(stem[1]) == 5 and stem[1][0] * stem[1][4] == 16, stem  # [O / P, KH, KW, I, P]
     art = compile_tvm(path, board="x86-host", output_dir=tmp_path / "stem")
     assert art.manifest["schedules"]["default"] == 0

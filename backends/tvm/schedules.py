@@ -12,7 +12,8 @@ passes) and gives each PrimFunc a schedule built with ``tvm.s_tir.Schedule``:
   register tile: the innermost output axis split by the board's vector width (AVX2: 8
   floats, AVX-512: 16, NEON: 4) and vectorized, a second output axis that the vectorized
   operand does not depend on (matmul rows, conv output channels) split by up to 8 and
-  unrolled, the accumulator in a ``local`` cache (``cache_write``) written back under the
+  unrolled, within the register file (AVX2's 16 registers: 7 x 8, not a spilling 7 x 16; a
+  1x1 conv's 14x14 pixels merged into one row axis for 4 x 16), the accumulator in a ``local`` cache (``cache_write``) written back under the
   tile loop with the fused epilogue (bias, activation, residual: ``reverse_compute_inline``
   into the write-back), ``decompose_reduction`` for the init, and the outer spatial loops
   fused and parallel.
@@ -36,7 +37,7 @@ from dataclasses import asdict, dataclass, replace
 
 from kiln.backends.tvm.row_rule import schedule_rows, split_long_reduction, vectorize_row
 from kiln.backends.tvm.tir_access import (_bname, _canonical, _int, _is_copy, _is_einsum, _pick, _realizes,  # noqa: F401
-                                          _rows_contiguous, _strided, _unit_stride, _vars_in, _vector_tail, _vector_tile,
+                                          _rows_contiguous, _axes_contiguous, _strided, _unit_stride, _vars_in, _vector_tail, _vector_tile,
                                           _volume)
 
 log = logging.getLogger("kiln.tvm.schedules")
@@ -146,12 +147,14 @@ def _pad_to_whole_tiles(sch, block, realize, lanes: int):
 class TilePlan:
     """How ``_tile_main`` tiles a main block: ``fuse`` (iterate a 1x1 conv's H x W pixels as one
     axis), ``ni`` (width of the vectorized output tile; 1: not vectorized), ``mi`` (rows of the
-    unrolled row tile; 1: none), ``column_outer`` (column tiles outside row tiles). ``None``
+    unrolled row tile; 1: none), ``column_outer`` (column tiles outside row tiles), ``merge_rows``
+    (iterate a 1x1 conv's H x W pixels as one row axis for the row tile). ``None``
     fields take the rule's choice for the board (``_default_plan``); tuning measures others."""
     fuse: bool | None = None
     ni: int | None = None
     mi: int | None = None
     column_outer: bool | None = None
+    merge_rows: bool | None = None
 
 
 def _can_fuse_pixels(stmt, spatial, row, contiguous) -> bool:
@@ -160,8 +163,27 @@ def _can_fuse_pixels(stmt, spatial, row, contiguous) -> bool:
     return bool(contiguous and n_sp >= 2 and row != n_sp - 2 and _rows_contiguous(stmt, spatial))
 
 
-def _default_plan(spatial, row, contiguous, can_fuse, vec_operands, vec_iv, lanes: int) -> TilePlan:
-    """The rule's tile for the board's vector width (see ``_tile_main``)."""
+def _mergeable_rows(stmt, spatial, row, vec_operands) -> int | None:
+    """Rows of a 1x1 stride-1 conv in NHWC (pixels x channels) counted over H x W, where the
+    row axis (W) and the axis before it (H) can be one axis (adjacent in the block and in every
+    access, which the weights do not index); None where they cannot."""
+    if row is None or row < 1:
+        return None
+    h, w = spatial[row - 1], spatial[row]
+    ivs = [iv.var for iv in stmt.iter_vars]
+    if _int(h.dom.extent) in (None, 1) or ivs.index(h.var) + 1 != ivs.index(w.var):
+        return None
+    if any(h.var in _vars_in(rg.min) for r in vec_operands for rg in r.region):
+        return None
+    if not _axes_contiguous(stmt, h, w):
+        return None
+    return _int(h.dom.extent) * _int(w.dom.extent)
+
+
+def _default_plan(spatial, row, contiguous, can_fuse, vec_operands, vec_iv, lanes: int,
+                  merged_rows: int | None = None) -> TilePlan:
+    """The rule's tile for the board's vector width (see ``_tile_main``); ``merged_rows``:
+    the rows over H x W where a 1x1 conv's pixel rows can be merged (``_mergeable_rows``)."""
     vext = _int(vec_iv.dom.extent)
     fuse = (can_fuse
             and (vext < 2 * lanes or _vector_tile(vext, lanes, 2 * lanes) % lanes)
@@ -171,18 +193,28 @@ def _default_plan(spatial, row, contiguous, can_fuse, vec_operands, vec_iv, lane
         if row is not None and row > len(spatial) - 2:
             row = None
     row_ext = _int(spatial[row].dom.extent) if row is not None else 1
+    # rows of 14 or 7 pixels take no 4-row tile; 14 x 14 = 196 pixels do (49 of them): a 4 x 16
+    # tile over the merged pixels, the shape of mixer's 196-token dense at 37 GMAC/s
+    merge = bool(not fuse and merged_rows and row_ext % 4 and merged_rows % 4 == 0)
+    if merge:
+        row_ext = merged_rows
     cap = 2 * lanes if row_ext > 1 else 4 * lanes
     if _strided(vec_operands, vec_iv.var):
         cap = lanes  # stride-2 conv: each vector is a gather; more than one per step spills
     ni = _vector_tile(vext, lanes, cap) if contiguous else 1
     mi = 1
     if row is not None:
-        # 7 before 2: a 7x7 stage's rows (or 14) in one 7 x 16 tile, not 7 tiles of one row
+        # 7 before 2: a 7x7 stage's rows (or 14) in one 7-row tile, not 7 tiles of one row
         # (PoolFormer's 512 -> 2048 conv at 7x7 in NHWC: 2.3 -> 0.8 ms; 1280 -> 320 at 14x14: 1.8 -> 1.3 ms)
         mi = _pick(row_ext, (MAX_ROW_TILE if ni <= lanes else 4, 4, 7, 2))
+        if ni > lanes and _tile_registers(mi, ni, lanes) > _registers(lanes):
+            # 7 x 16 at AVX2's 16 registers spills its accumulators: 7 x 8 instead (PoolFormer's
+            # 1280 -> 320 conv at 14x14: 3.3 -> 2.8 ms; 512 -> 2048 at 7x7: 2.3 -> 1.9 ms)
+            ni = _vector_tile(vext, lanes, lanes)
+            mi = _pick(row_ext, (MAX_ROW_TILE, 4, 7, 2))
         if mi == 1 and row_ext >= 16:
             mi = 4  # a tail row tile (prime token counts: 197)
-    return TilePlan(fuse=fuse, ni=ni, mi=mi, column_outer=True)
+    return TilePlan(fuse=fuse, ni=ni, mi=mi, column_outer=True, merge_rows=merge)
 
 
 def _tile_main(sch, block, realize, lanes: int, cores: int, padding=(), plan: TilePlan | None = None,
@@ -196,7 +228,8 @@ def _tile_main(sch, block, realize, lanes: int, cores: int, padding=(), plan: Ti
     n_sp = len(spatial)
     sp_loops, red_loops = list(loops[:n_sp]), list(loops[n_sp:])
     can_fuse = _can_fuse_pixels(stmt, spatial, row, contiguous)
-    chosen = _default_plan(spatial, row, contiguous, can_fuse, vec_operands, vec_iv, lanes)
+    merged_rows = _mergeable_rows(stmt, spatial, row, vec_operands)
+    chosen = _default_plan(spatial, row, contiguous, can_fuse, vec_operands, vec_iv, lanes, merged_rows)
     if plan is not None:
         chosen = replace(chosen, **{k: v for k, v in asdict(plan).items() if v is not None})
     if probe is not None:
@@ -204,9 +237,23 @@ def _tile_main(sch, block, realize, lanes: int, cores: int, padding=(), plan: Ti
                      rows=_int(spatial[row].dom.extent) if row is not None else 1, contiguous=contiguous,
                      row_before={False: row == n_sp - 2, True: row is not None and row == n_sp - 3},
                      strided=_strided(vec_operands, vec_iv.var),
-                     can_fuse=can_fuse, plan=chosen)
+                     can_fuse=can_fuse, merged_rows=merged_rows, plan=chosen)
     if chosen.fuse and not can_fuse:
         raise ValueError("plan fuses the pixel axes of a block that is no 1x1 stride-1 conv")
+    if chosen.merge_rows and (chosen.fuse or not merged_rows):
+        raise ValueError("plan merges pixel rows of a block whose rows cannot be merged")
+    merged_out = None
+    if chosen.merge_rows:
+        # a 1x1 conv's H x W pixels as one row axis (iter vars (..., h, w, ...) -> (..., h * W + w, ...));
+        # its accumulator cache and write-back indexed by it too (as ``_flatten_writeback`` does for ``fuse``)
+        h, w = spatial[row - 1], spatial[row]
+        width = _int(w.dom.extent)
+        merged_out = ([d for d, rg in enumerate(stmt.writes[0].region) if h.var in _vars_in(rg.min)][0], width)
+        _flatten_iteration(sch, block, [iv.var for iv in stmt.iter_vars].index(h.var), width)
+        loops = sch.get_loops(block)
+        n_sp -= 1
+        row -= 1
+        sp_loops, red_loops = list(loops[:n_sp]), list(loops[n_sp:])
     vext = _int(vec_iv.dom.extent)
     fused_rows = 0
     if chosen.fuse:
@@ -245,6 +292,8 @@ def _tile_main(sch, block, realize, lanes: int, cores: int, padding=(), plan: Ti
         _inline_epilogue(sch, writeback)
     if fused_rows:
         _flatten_writeback(sch, block, writeback, fused_rows)
+    if merged_out is not None:
+        _flatten_writeback(sch, block, writeback, merged_out[1], axis=merged_out[0])
     sch.reverse_compute_at(writeback, outer[-1], preserve_unit_loops=True)
     if ni > 1:
         sch.vectorize(inner[-1])
@@ -278,13 +327,14 @@ def _flatten_iteration(sch, block, axis: int, width: int) -> None:
     sch.transform_block_layout(block, _merged_axes(len(sch.get(block).iter_vars), axis, width))
 
 
-def _flatten_writeback(sch, block, writeback, width: int) -> None:
+def _flatten_writeback(sch, block, writeback, width: int, axis: int | None = None) -> None:
     """Index the accumulator cache and its write-back by the fused (row x column) axis, so that
     the write-back of a tile of that axis covers the tile exactly. Indexed by rows and columns,
     its region is a box of whole rows: under the tile it would write columns not yet computed,
-    and above it the cache is rows x all columns (poolformer's 1x1 convs: 46 ms)."""
+    and above it the cache is rows x all columns (poolformer's 1x1 convs: 46 ms). ``axis``: the
+    first of the two output dims merged (default: the last two)."""
     ndim = len(sch.get(writeback).iter_vars)
-    flat = _merged_axes(ndim, ndim - 2, width)
+    flat = _merged_axes(ndim, ndim - 2 if axis is None else axis, width)
     sch.transform_layout(block, ("write", 0), flat)
     sch.transform_block_layout(writeback, flat)
 
@@ -428,11 +478,18 @@ def _registers(lanes: int) -> int:
     return 32 if lanes in (4, 16) else 16
 
 
+def _tile_registers(mi: int, ni: int, lanes: int) -> int:
+    """Vector registers an ``mi`` x ``ni`` register tile holds: its accumulators, one row of the
+    vector operand and the broadcast of the other."""
+    vecs = -(-ni // lanes)
+    return mi * vecs + vecs + 1
+
+
 def tile_plans(func, lanes: int, cores: int, limit: int = 24) -> list[TilePlan]:
     """Other tiles of a kernel's main block worth measuring (tuning's rule variants; the rule's
     own plan not among them): vector widths of whole vectors (or one widened vector), row
-    tiles that divide the rows, both loop orders, the fused pixel axis where a 1x1 conv has
-    one; those whose accumulators, operand vectors and broadcast fit the register file (with
+    tiles that divide the rows (or the merged pixel rows), both loop orders, the fused pixel
+    axis where a 1x1 conv has one; those whose accumulators, operand vectors and broadcast fit the register file (with
     two to spare, spilled: a 7 x 16 tile at AVX2's 16 registers was the fastest on mixer's
     196 x 512 x 2048 dense, 4.6 ms against 6.4 ms for the rule's 4 x 16), nearest a full file
     first. [] for a kernel the tile rule does not schedule."""
@@ -446,12 +503,17 @@ def tile_plans(func, lanes: int, cores: int, limit: int = 24) -> list[TilePlan]:
         moot = not (plan.mi > 1 and plan.ni > 1 and probe["row_before"][plan.fuse])
         return replace(plan, column_outer=True) if moot else plan
 
-    widths_by_fuse = {False: probe["width"]}
+    def divisors(rows):
+        return [m for m in (1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 14, 16) if m <= rows and rows % m == 0]
+
+    # (fuse, merge_rows) -> (vector axis width, row tiles)
+    modes = {(False, False): (probe["width"], divisors(probe["rows"]))}
     if probe["can_fuse"]:
-        widths_by_fuse[True] = probe["width"] * probe["height"]
-    mis = [m for m in (1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 14, 16) if m <= probe["rows"] and probe["rows"] % m == 0]
+        modes[True, False] = (probe["width"] * probe["height"], divisors(probe["rows"]))
+    if probe["merged_rows"]:
+        modes[False, True] = (probe["width"], [m for m in divisors(probe["merged_rows"]) if m > 1])
     plans = []
-    for fuse, width in widths_by_fuse.items():
+    for (fuse, merge), (width, mis) in modes.items():
         if not probe["contiguous"]:
             nis = [1]
         else:
@@ -460,16 +522,15 @@ def tile_plans(func, lanes: int, cores: int, limit: int = 24) -> list[TilePlan]:
                    and (d % lanes == 0 or lanes // 2 < d <= lanes)]
         if fuse:  # a fused width the rows tile the same way is no other plan
             nis = [d for d in nis if probe["width"] % d]
-        orders = (True, False) if probe["row_before"][fuse] else (True,)
+        orders = (True, False) if probe["row_before"][fuse] and not merge else (True,)
         for ni in nis:
-            vecs = -(-ni // lanes)
             for mi in mis:
-                if mi * vecs + vecs + 1 > regs + 2:
+                if _tile_registers(mi, ni, lanes) > regs + 2:
                     continue
                 for column_outer in (orders if mi > 1 and ni > 1 else (True,)):
-                    plan = TilePlan(fuse=fuse, ni=ni, mi=mi, column_outer=column_outer)
+                    plan = TilePlan(fuse=fuse, ni=ni, mi=mi, column_outer=column_outer, merge_rows=merge)
                     if plan != same_order(own):
-                        plans.append((abs(regs - (mi * vecs + vecs + 1)), -ni, plan))
+                        plans.append((abs(regs - _tile_registers(mi, ni, lanes)), -ni, plan))
     plans.sort(key=lambda p: p[:2])
     return [p[2] for p in plans[:limit]]
 

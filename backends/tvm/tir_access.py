@@ -96,7 +96,13 @@ def _is_axis(expr, var, units) -> bool:
 def _rows_contiguous(stmt, spatial) -> bool:
     """Does every access that uses the last two spatial axes index its last two dims with them
     exactly, over dims of the same extents (so that fusing the two axes stays contiguous)?"""
-    y, x = spatial[-2], spatial[-1]
+    return _axes_contiguous(stmt, spatial[-2], spatial[-1], last=True)
+
+
+def _axes_contiguous(stmt, y, x, last: bool = False) -> bool:
+    """Does every access that uses iter vars ``y`` or ``x`` index two adjacent dims with them
+    exactly (``y``, then ``x``; with ``last`` its last two dims), over dims of their extents,
+    so that the two axes merged into one (``y * extent(x) + x``) stay contiguous?"""
     units = [iv.var for iv in stmt.iter_vars if iv.iter_type == 2 and _int(iv.dom.extent) == 1]
     for region in list(stmt.reads) + list(stmt.writes):
         used = set()
@@ -104,14 +110,15 @@ def _rows_contiguous(stmt, spatial) -> bool:
             used |= _vars_in(rg.min)
         if x.var not in used and y.var not in used:
             continue
-        if len(region.region) < 2:
+        dims = [d for d, rg in enumerate(region.region) if _is_axis(rg.min, x.var, units)]
+        if len(dims) != 1 or dims[0] < 1 or (last and dims[0] != len(region.region) - 1):
             return False
-        last, prev = region.region[-1].min, region.region[-2].min
-        if not (_is_axis(last, x.var, units) and _is_axis(prev, y.var, units)):
+        dx = dims[0]
+        if not _is_axis(region.region[dx - 1].min, y.var, units):
             return False
         buf = getattr(region, "buffer", None) or region.source
         shape = [_int(d) for d in getattr(buf, "shape", [])]
-        if len(shape) < 2 or shape[-1] != _int(x.dom.extent) or shape[-2] != _int(y.dom.extent):
+        if len(shape) <= dx or shape[dx] != _int(x.dom.extent) or shape[dx - 1] != _int(y.dom.extent):
             return False
     return True
 
