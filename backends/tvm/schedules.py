@@ -13,9 +13,9 @@ passes) and gives each PrimFunc a schedule built with ``tvm.s_tir.Schedule``:
   floats, AVX-512: 16, NEON: 4) and vectorized, a second output axis that the vectorized
   operand does not depend on (matmul rows, conv output channels) split by up to 8 and
   unrolled, within the register file (AVX2's 16 registers: 7 x 8, not a spilling 7 x 16; a
-  1x1 conv's 14x14 pixels merged into one row axis for 4 x 16), the accumulator in a ``local`` cache (``cache_write``) written back under the
-  tile loop with the fused epilogue (bias, activation, residual: ``reverse_compute_inline``
-  into the write-back), ``decompose_reduction`` for the init, and the outer spatial loops
+  1x1 conv's 14x14 pixels merged into one row axis for 4 x 16), the accumulator in a
+  ``local`` cache (``cache_write``) written back under the tile loop with the fused epilogue
+  (bias, activation, residual: ``reverse_compute_inline`` into the write-back), ``decompose_reduction`` for the init, and the outer spatial loops
   fused and parallel.
 * ``rows``: a kernel that reduces the rows of a tensor and rewrites them (softmax): one
   parallel loop over the rows, every block computed per row, the reductions vector-wide
@@ -37,8 +37,8 @@ from dataclasses import asdict, dataclass, replace
 
 from kiln.backends.tvm.row_rule import schedule_rows, split_long_reduction, vectorize_row
 from kiln.backends.tvm.tir_access import (_bname, _canonical, _int, _is_copy, _is_einsum, _pick, _realizes,  # noqa: F401
-                                          _rows_contiguous, _axes_contiguous, _strided, _unit_stride, _vars_in, _vector_tail, _vector_tile,
-                                          _volume)
+                                          _axes_contiguous, _rows_contiguous, _strided, _unit_stride, _vars_in,
+                                          _vector_tail, _vector_tile, _volume)
 
 log = logging.getLogger("kiln.tvm.schedules")
 
@@ -489,8 +489,8 @@ def tile_plans(func, lanes: int, cores: int, limit: int = 24) -> list[TilePlan]:
     """Other tiles of a kernel's main block worth measuring (tuning's rule variants; the rule's
     own plan not among them): vector widths of whole vectors (or one widened vector), row
     tiles that divide the rows (or the merged pixel rows), both loop orders, the fused pixel
-    axis where a 1x1 conv has one; those whose accumulators, operand vectors and broadcast fit the register file (with
-    two to spare, spilled: a 7 x 16 tile at AVX2's 16 registers was the fastest on mixer's
+    axis where a 1x1 conv has one; those whose accumulators, operand vectors and broadcast fit
+    the register file (with two to spare, spilled: a 7 x 16 tile at AVX2's 16 registers was the fastest on mixer's
     196 x 512 x 2048 dense, 4.6 ms against 6.4 ms for the rule's 4 x 16), nearest a full file
     first. [] for a kernel the tile rule does not schedule."""
     probe: dict = {}

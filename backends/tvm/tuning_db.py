@@ -15,7 +15,6 @@ hence one directory per board.
 from __future__ import annotations
 
 import logging
-
 import os
 import re
 from dataclasses import dataclass, field
@@ -199,10 +198,12 @@ def look_up(database, k: Kernel) -> list:
 
 def apply_database(lmod, database, target: dict):
     """Replace each kernel whose best record is a tuned schedule (faster than its rule-based
-    baseline) with that schedule. Returns (module, {function name: "tuned"})."""
+    baseline) that computes what the baseline does (``computes_the_same``) with that schedule;
+    a tuned record that does not is skipped for the next one. Returns (module, {function name:
+    "tuned"})."""
     applied = {}
     for k in kernels(lmod, target, known_to=database):
-        new = None
+        new, want = None, None
         for record in look_up(database, k):
             if str(record.trace) == str(k.baseline_trace):
                 break  # the rule-based schedule is the fastest correct one: schedules.py applies it
@@ -210,7 +211,9 @@ def apply_database(lmod, database, target: dict):
                 candidate = scheduled_kernel(k, record.trace)
             except Exception:  # a record that no longer replays (another TVM): the next one
                 continue
-            if computes_the_same(candidate, scheduled_kernel(k, k.baseline_trace)):
+            if want is None:  # the baseline's outputs, computed once for all of the kernel's records
+                want = host_outputs(scheduled_kernel(k, k.baseline_trace))
+            if _same_outputs(host_outputs(candidate), want):
                 new = candidate.with_attr("tirx.is_scheduled", True)
                 break
             log.warning("tuned schedule of %s gives other outputs than its rule-based one: not used",
@@ -227,35 +230,47 @@ def computes_the_same(candidate, reference, rtol: float = 1e-5) -> bool:
     """Do two schedules of one kernel give the same outputs (within ``rtol`` of the output
     scale) on the same random inputs, both built for this host? MetaSchedule does not check the
     schedules it samples, and TVM 0.27 miscompiles some: a tile of MobileNetV3-small's 1x1 conv
-    at 56x56 that it measured fastest gave a relative error of 0.9 (session 12). Integer
-    arguments (gather indices) are zeros, always in bounds; a kernel with a symbolic shape
-    cannot be run here and counts as not the same (its rule-based schedule stays)."""
+    at 56x56 that it measured fastest gave a relative error of 0.9 (session 12). A kernel that
+    cannot run here (a symbolic shape) counts as not the same (its rule-based schedule stays)."""
+    return _same_outputs(host_outputs(candidate), host_outputs(reference), rtol)
+
+
+def host_outputs(func) -> list | None:
+    """Every argument of kernel ``func`` after one run built for this host, on seeded random
+    float inputs (integer arguments, gather indices, are zeros: always in bounds); None where it
+    cannot be built or run here (a symbolic extent)."""
     import numpy as np
     import tvm
 
-    def run(func):
+    try:
         buffer_map = getattr(func, "buffer_map", None)  # TVM 0.27's tirx: the params are the buffers
         buffers = [buffer_map[p] for p in func.params] if buffer_map is not None else list(func.params)
         shapes = [[int(d) for d in b.shape] for b in buffers]
         lib = tvm.tirx.build(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}),
                              target=tvm.target.Target("llvm"))
         rng = np.random.default_rng(0)
-        args = [rng.standard_normal(shape).astype(b.dtype) if "float" in str(b.dtype)
-                else np.zeros(shape, dtype=str(b.dtype)) for shape, b in zip(shapes, buffers)]
-        tensors = [tvm.runtime.tensor(a) for a in args]
+        tensors = [tvm.runtime.tensor(rng.standard_normal(shape).astype(b.dtype) if "float" in str(b.dtype)
+                                      else np.zeros(shape, dtype=str(b.dtype)))
+                   for shape, b in zip(shapes, buffers)]
         lib["main"](*tensors)
-        return [t.numpy() for t in tensors]
-
-    try:
-        got, want = run(candidate), run(reference)
     except Exception:  # a symbolic extent, or a schedule this host cannot build or run
-        return False
-    if len(got) != len(want):
+        return None
+    return [t.numpy() for t in tensors]
+
+
+def _same_outputs(got, want, rtol: float = 1e-5) -> bool:
+    """``host_outputs`` of two schedules agree: as many arrays, the same shapes, each within
+    ``rtol`` of the reference's scale (NaN where the reference has NaN)."""
+    import numpy as np
+
+    if got is None or want is None or len(got) != len(want):
         return False
     for g, w in zip(got, want):
+        if g.shape != w.shape:
+            return False
         scale = max(1.0, float(np.abs(w).max())) if w.size else 1.0
         close = np.abs(g.astype(np.float64) - w) <= rtol * scale
-        if g.shape != w.shape or not np.all(close | (np.isnan(g) & np.isnan(w))):
+        if not np.all(close | (np.isnan(g) & np.isnan(w))):
             return False
     return True
 
