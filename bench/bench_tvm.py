@@ -164,6 +164,7 @@ def main() -> int:
             tuned = compile_tvm(model, board="x86-host", output_dir=work / f"{name}-tuned", tune=trials,
                                 tune_minutes=args.tune_minutes, tuning_db=work / "tuning-db")
             row["tune_s"] = time.perf_counter() - t0
+            row["kept"] = (tuned.manifest["tuning"].get("whole_model") or {}).get("kept", "tuned")
             trials = trials or f"{args.tune_minutes:g} min"
             rep_t = tuned.bench(repeat=args.repeat)
             row.update(kernels=kernels, trials=trials, measured=tuned.manifest["tuning"]["measured"],
@@ -178,7 +179,8 @@ def main() -> int:
     for r in rows:
         tuned = "-" if "tuned" not in r else f"{fmt(r['tuned'])} (dev {fmt(r['tuned_dev'])})"
         ratio_t = "-" if "ratio_tuned" not in r else f"{r['ratio_tuned']:.2f}x (ORT {fmt(r['ort_t'])})"
-        tuning = "-" if "tune_s" not in r else f"{r['measured']}/{r['trials']} over {r['kernels']} kernels, {r['tune_s']:.0f}"
+        tuning = "-" if "tune_s" not in r else (f"{r['measured']}/{r['trials']} over {r['kernels']} kernels, {r['tune_s']:.0f}, "
+                                           f"kept {r['kept']}")
         err = f"{r['err']:.1e}" + ("" if "err_t" not in r else f" / {r['err_t']:.1e}")
         base = f"{r['ratio_default']:.2f}x" if "ratio_default" in r else "-"
         k = r["schedules"]
@@ -194,7 +196,7 @@ def _line(r: dict) -> str:
          f"ORT {fmt(r['ort']):>8s} us  ratio {r['ratio_untuned']:.2f}x  err {r['err']:.1e}")
     if "tuned" in r:
         s += (f"  | tuned ({r['measured']}/{r['trials']} trials, {r['tune_s']:.0f} s) {fmt(r['tuned'])} us "
-              f"ratio {r['ratio_tuned']:.2f}x err {r['err_t']:.1e}")
+              f"ratio {r['ratio_tuned']:.2f}x err {r['err_t']:.1e} (kept {r['kept']})")
     return s
 
 

@@ -180,7 +180,7 @@ def test_bench_interleaves_the_engines_in_blocks(monkeypatch, repeat):
 
     monkeypatch.setattr(artifact.time, "sleep", lambda s: None)
     calls = []
-    series = artifact._interleaved_wall_clock({"tvm": lambda: calls.append("tvm"),
+    series = artifact.interleaved_wall_clock({"tvm": lambda: calls.append("tvm"),
                                                "onnxruntime": lambda: calls.append("ort")}, repeat)
     assert len(series["tvm"]) == len(series["onnxruntime"]) == repeat
     blocks = max(1, min(artifact.INTERLEAVE_BLOCKS, repeat // artifact.RUNS_PER_BLOCK))

@@ -75,7 +75,10 @@ def test_model_b_reuses_the_kernels_model_a_tuned(tmp_path):
     assert _record_lines(db) == ta["new_records"] + tb["new_records"]
     kernels = json.loads((tmp_path / "C" / "kernels.json").read_text())
     tuned_c = art_c.manifest["schedules"]["tuned"]
-    assert tuned_c == sum(k["rule"] == "tuned" for k in kernels) == art_b.manifest["schedules"]["tuned"]
+    assert tuned_c == sum(k["rule"] == "tuned" for k in kernels)
+    # B itself ships its tuned kernels unless the whole-model check found the rule-based build faster
+    kept_b = tb.get("whole_model", {}).get("kept", "tuned")
+    assert art_b.manifest["schedules"].get("tuned", 0) == (tuned_c if kept_b == "tuned" else 0)
     x = np.random.default_rng(3).standard_normal((8, WIDTHS[0])).astype(np.float32)
     for art in (art_a, art_b, art_c):
         assert relative_error(art.run(x), art.reference(x)[0]) <= 1e-5

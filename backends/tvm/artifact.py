@@ -250,7 +250,7 @@ class TVMArtifact(CompiledModel):
             say(f"timing {' and '.join(n for n, _ in engines)} ({repeat} runs each, wall clock, interleaved)")
             if ort_run is not None:
                 _wall_clock(ort_run, 0, max(warmup, 1))
-            series = _interleaved_wall_clock(dict(engines), repeat)
+            series = interleaved_wall_clock(dict(engines), repeat)
             report.tvm_wall = Timing(report.tvm.label, "Python call, wall clock", series["tvm"])
             if ort_run is not None:
                 report.onnxruntime = Timing(ort_label, "Python call, wall clock", series["onnxruntime"])
@@ -269,17 +269,18 @@ BLOCK_WARMUP = 2         # untimed runs opening each block: the pause let the wo
 BLOCK_PAUSE_S = {"tvm": 0.3, "onnxruntime": 0.02}
 
 
-def _interleaved_wall_clock(engines: dict, repeat: int) -> dict[str, list[float]]:
-    """``repeat`` wall-clock times of each engine, taken in up to ``INTERLEAVE_BLOCKS`` blocks
-    that alternate between the engines (``BLOCK_WARMUP`` untimed runs opening each block, a
-    pause after it)."""
-    blocks = max(1, min(INTERLEAVE_BLOCKS, repeat // RUNS_PER_BLOCK))
+def interleaved_wall_clock(engines: dict, repeat: int, blocks: int = INTERLEAVE_BLOCKS,
+                           pause_s: float | None = None) -> dict[str, list[float]]:
+    """``repeat`` wall-clock times of each engine, taken in up to ``blocks`` blocks that
+    alternate between the engines (``BLOCK_WARMUP`` untimed runs opening each block, a pause
+    after it: ``pause_s``, else the engine's ``BLOCK_PAUSE_S``)."""
+    blocks = max(1, min(blocks, repeat // RUNS_PER_BLOCK))
     times: dict[str, list[float]] = {name: [] for name in engines}
     for k in range(blocks):
         count = repeat * (k + 1) // blocks - repeat * k // blocks
         for name, fn in engines.items():
             times[name] += _wall_clock(fn, count, BLOCK_WARMUP)
-            time.sleep(BLOCK_PAUSE_S[name])
+            time.sleep(BLOCK_PAUSE_S[name] if pause_s is None else pause_s)
     return times
 
 

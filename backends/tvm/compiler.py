@@ -115,6 +115,9 @@ def compile_tvm(model, board="x86-host", output_dir=None, tune: int | None = Non
     that is not this machine measures on the device through ``tracker=(host, port)`` and ``key``.
     Records go to the board's tuning database (``tuning_db``, else $KILN_TUNING_DB, else
     ~/.cache/kiln/tvm-db/<board>/), and every compile uses its best records (tuning_db.py).
+    A tuned compile that runs here ships the tuned build only where the whole model runs
+    faster with it than with the rule-based schedules alone (keep_faster.py; the manifest's
+    ``tuning.whole_model`` says which it kept and both medians).
     ``progress(message)`` reports tuning progress. ``schedules``: give every kernel not
     tuned a rule-based schedule (backends/tvm/schedules.py); False: TVM's default loop nests
     (and no database).
@@ -174,6 +177,9 @@ def compile_tvm(model, board="x86-host", output_dir=None, tune: int | None = Non
                                 tracker=tracker, key=key, runs_here=runs_here(target), progress=progress)
             tuning["database"] = str(db_dir)
         executable, schedule_counts = _build(tvm, mod, target, schedules, f"{loaded.source}", board.name, database)
+        if tuning is not None and runs_here(target) and tracker is None and (schedule_counts or {}).get("tuned"):
+            executable, schedule_counts, tuning["whole_model"] = _faster_of(
+                tvm, mod, target, loaded.source, board.name, (executable, schedule_counts), inputs)
         if schedule_counts is not None:
             from kiln.backends.tvm.kernels import KERNELS_FILE
 
@@ -202,6 +208,19 @@ def compile_tvm(model, board="x86-host", output_dir=None, tune: int | None = Non
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
     return TVMArtifact.open(output_dir)
+
+
+def _faster_of(tvm, mod, target: dict, source: str, board: str, tuned, inputs: list[dict]):
+    """The tuned build or the rule-based one, whichever runs the whole model faster here
+    (keep_faster.py): (executable, rule counts, the check's record)."""
+    from kiln.backends.tvm.keep_faster import keep_faster
+
+    rule_based = _build(tvm, mod, target, True, source, board, database=None)
+    if rule_based[1] is None:  # the rule-based build fell back to TVM's defaults: keep the tuned one
+        return (*tuned, {"kept": "tuned", "reason": "the rule-based build failed"})
+    kept, record = keep_faster(tvm, tuned[0], rule_based[0], inputs)
+    executable, counts = tuned if kept == "tuned" else rule_based
+    return executable, counts, record
 
 
 def _build(tvm, mod, target: dict, schedules: bool, source: str, board: str, database=None):
