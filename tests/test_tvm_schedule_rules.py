@@ -175,18 +175,22 @@ def test_bench_json_has_median_p10_p90_per_engine_and_the_ratio(models, tmp_path
 @pytest.mark.parametrize("repeat", [1, 9, 25, 300])
 def test_bench_interleaves_the_engines_in_blocks(monkeypatch, repeat):
     """TVM and ONNX Runtime are timed in alternating blocks (a slow minute of the machine lands
-    on both), each engine exactly ``repeat`` times."""
+    on both), each engine exactly ``repeat`` times, and every block, either engine's, is followed by
+    the same pause (an engine's worker threads spin on after its runs and slow the other's down)."""
     from kiln.backends.tvm import artifact
 
-    monkeypatch.setattr(artifact.time, "sleep", lambda s: None)
     calls = []
+    monkeypatch.setattr(artifact.time, "sleep", lambda s: calls.append(s))
     series = artifact.interleaved_wall_clock({"tvm": lambda: calls.append("tvm"),
                                                "onnxruntime": lambda: calls.append("ort")}, repeat)
+    pauses = [c for c in calls if not isinstance(c, str)]
+    calls = [c for c in calls if isinstance(c, str)]
     assert len(series["tvm"]) == len(series["onnxruntime"]) == repeat
     blocks = max(1, min(artifact.INTERLEAVE_BLOCKS, repeat // artifact.RUNS_PER_BLOCK))
     assert calls.count("tvm") == calls.count("ort") == repeat + blocks * artifact.BLOCK_WARMUP
     switches = sum(a != b for a, b in zip(calls, calls[1:]))
     assert calls[0] == "tvm" and switches == 2 * blocks - 1, calls
+    assert pauses == [artifact.BLOCK_PAUSE_S] * (2 * blocks) and artifact.BLOCK_PAUSE_S >= 0.1, pauses
 
 
 def test_prime_token_scores_are_padded_to_whole_tiles_and_softmax_is_fast(models, tmp_path):

@@ -264,23 +264,25 @@ class TVMArtifact(CompiledModel):
 INTERLEAVE_BLOCKS = 10   # wall-clock blocks per engine in `bench` (at least RUNS_PER_BLOCK runs each)
 RUNS_PER_BLOCK = 4
 BLOCK_WARMUP = 2         # untimed runs opening each block: the pause let the worker threads (and the vCPU) sleep
-# after a block, until the engine's idle worker threads sleep: TVM's spin for 300,000 yields
-# (~0.18 s of a core, measured) before they block, and would slow the other engine down
-BLOCK_PAUSE_S = {"tvm": 0.3, "onnxruntime": 0.02}
+# after each engine's block, until its idle worker threads sleep and leave the cores to the other:
+# TVM's spin for 300,000 yields (~0.18 s of a core, measured) before they block, and ONNX Runtime's
+# (spinning allowed, its default) also spin on past the run (measured, mobilenetv3_small_050: TVM's
+# runs 1.75-2.1 ms within 0.05 s of an ONNX Runtime block, 1.2 ms after 0.1 s or more)
+BLOCK_PAUSE_S = 0.3
 
 
 def interleaved_wall_clock(engines: dict, repeat: int, blocks: int = INTERLEAVE_BLOCKS,
-                           pause_s: float | None = None) -> dict[str, list[float]]:
+                           pause_s: float = BLOCK_PAUSE_S) -> dict[str, list[float]]:
     """``repeat`` wall-clock times of each engine, taken in up to ``blocks`` blocks that
     alternate between the engines (``BLOCK_WARMUP`` untimed runs opening each block, a pause
-    after it: ``pause_s``, else the engine's ``BLOCK_PAUSE_S``)."""
+    of ``pause_s`` after it)."""
     blocks = max(1, min(blocks, repeat // RUNS_PER_BLOCK))
     times: dict[str, list[float]] = {name: [] for name in engines}
     for k in range(blocks):
         count = repeat * (k + 1) // blocks - repeat * k // blocks
         for name, fn in engines.items():
             times[name] += _wall_clock(fn, count, BLOCK_WARMUP)
-            time.sleep(BLOCK_PAUSE_S[name] if pause_s is None else pause_s)
+            time.sleep(pause_s)
     return times
 
 

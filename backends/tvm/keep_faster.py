@@ -65,7 +65,7 @@ def time_builds(tvm, builds: dict, inputs: list[dict]) -> dict[str, float]:
         fn()
         first.append(time.perf_counter() - t0)
     runs = int(np.clip(BUDGET_S / max(max(first), 1e-6), MIN_RUNS, MAX_RUNS))
-    series = interleaved_wall_clock(calls, runs, blocks=BLOCKS, pause_s=0.3)
+    series = interleaved_wall_clock(calls, runs, blocks=BLOCKS)
     return {name: float(np.median(times)) for name, times in series.items()}
 
 
