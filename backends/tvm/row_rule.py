@@ -72,12 +72,13 @@ def _check_row_shaped(sch, blocks) -> list[int]:
 
 def _vector_partials(sch, block, lanes: int):
     """``rfactor`` a row reduction into a vector of partial results; returns the partial block's
-    name, or None when the row length is no whole number of vectors (nor of half vectors): a
+    name, or None when the row length is no whole number of vectors, half or quarter vectors
+    (rows of 196 take 4-wide partials at AVX2's 8 lanes and AVX-512's 16 alike): a
     predicated last chunk would be vectorized wrong, and ``loop_partition`` of the partials'
     chunk loop drops the predicate (TVM 0.27: rows of 196 read 4 values of the next row)."""
     loop = sch.get_loops(block)[-1]
     length = _int(sch.get(loop).extent)
-    width = next((w for w in (lanes, lanes // 2) if w >= 2 and length % w == 0), None)
+    width = next((w for w in (lanes, lanes // 2, lanes // 4) if w >= 2 and length % w == 0), None)
     if width is None:
         return None
     _outer, inner = sch.split(loop, [None, width])
